@@ -1,0 +1,207 @@
+"""``pgq.Client``: enqueue and manage jobs from Python."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+from datetime import datetime
+from types import TracebackType
+from typing import Any
+
+import asyncpg
+import orjson
+
+from . import db, migrations, queries
+from .config import database_url
+from .jobs import Job
+from .listener import Listener
+
+
+class Client:
+    """A connection pool to a pgq database, with one method per job operation.
+
+    ::
+
+        async with pgq.Client("postgresql://…") as client:
+            job = await client.enqueue("TMDB_SYNC", {"movieId": 123})
+            done = await client.wait(job.id, timeout=30)
+
+    ``dsn`` defaults to ``PGQ_DATABASE_URL`` (then ``DATABASE_URL``). Pass ``connection=``
+    to ``enqueue``/``enqueue_many`` to enqueue inside your own transaction: the job exists
+    (and runners are woken) only if that transaction commits.
+    """
+
+    def __init__(
+        self, dsn: str | None = None, *, min_size: int = 1, max_size: int = 10, **pool_kwargs: Any
+    ) -> None:
+        self._dsn = database_url(dsn)
+        self._pool_args = {"min_size": min_size, "max_size": max_size, **pool_kwargs}
+        self._pool: asyncpg.Pool | None = None
+        self._listener: Listener | None = None
+        self._waiters: dict[int, set[asyncio.Future[None]]] = {}
+
+    @property
+    def dsn(self) -> str:
+        return self._dsn
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise RuntimeError("the client is not open: use `async with Client(...)` or open()")
+        return self._pool
+
+    async def open(self) -> Client:
+        if self._pool is None:
+            self._pool = await db.create_pool(self._dsn, **self._pool_args)
+        return self
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            await self._listener.close()
+            self._listener = None
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    async def __aenter__(self) -> Client:
+        return await self.open()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # -- schema ---------------------------------------------------------------------
+
+    async def migrate(self) -> list[str]:
+        """Apply pending migrations; returns the names applied."""
+        async with self.pool.acquire() as conn:
+            return await migrations.migrate(conn)
+
+    # -- jobs -----------------------------------------------------------------------
+
+    async def enqueue(
+        self,
+        job_type: str,
+        args: dict[str, Any] | None = None,
+        *,
+        queue: str = "default",
+        priority: int = 0,
+        run_at: datetime | None = None,
+        delay_seconds: float | None = None,
+        max_attempts: int = 10,
+        timeout_seconds: int = 300,
+        idempotency_key: str | None = None,
+        depends_on: Sequence[int] | None = None,
+        connection: asyncpg.Connection | None = None,
+    ) -> Job:
+        """Create a job (``pgq.enqueue``); for a known ``idempotency_key``, the existing job."""
+        job, _created = await queries.enqueue(
+            connection or self.pool,
+            job_type,
+            args,
+            queue=queue,
+            priority=priority,
+            run_at=run_at,
+            delay_seconds=delay_seconds,
+            max_attempts=max_attempts,
+            timeout_seconds=timeout_seconds,
+            idempotency_key=idempotency_key,
+            depends_on=depends_on,
+        )
+        return job
+
+    async def enqueue_many(
+        self, jobs: Sequence[dict[str, Any]], *, connection: asyncpg.Connection | None = None
+    ) -> list[Job]:
+        """Create many jobs in one round trip, all or nothing.
+
+        Each dict has ``type`` and any of ``args``, ``queue``, ``priority``, ``run_at`` or
+        ``delay_seconds``, ``max_attempts``, ``timeout_seconds``, ``idempotency_key``,
+        ``depends_on``.
+        """
+        return await queries.enqueue_many(connection or self.pool, jobs)
+
+    async def get(self, job_id: int) -> Job | None:
+        """The job, or None when there is no such job."""
+        return await queries.get_job(self.pool, job_id)
+
+    async def cancel(self, job_id: int) -> Job:
+        """Cancel a waiting, queued or running job (a running handler is stopped)."""
+        return await queries.cancel(self.pool, job_id)
+
+    async def retry(self, job_id: int, extra_attempts: int = 1) -> Job:
+        """Replay a dead or cancelled job now, with ``extra_attempts`` more attempts."""
+        return await queries.retry(self.pool, job_id, extra_attempts)
+
+    async def stats(self) -> list[dict[str, Any]]:
+        """Per queue and status: ``count`` and ``oldest_run_at``."""
+        return await queries.stats(self.pool)
+
+    async def prune(self, older_than_seconds: float) -> int:
+        """Delete jobs that finished longer than ``older_than_seconds`` ago."""
+        return await queries.prune(self.pool, older_than_seconds)
+
+    async def wait(self, job_id: int, timeout: float | None = None) -> Job:
+        """Wait until the job is succeeded, dead or cancelled, and return it.
+
+        Event-driven: woken by the job's ``pgq_events`` notification, not by polling.
+        Raises ``TimeoutError`` when ``timeout`` seconds pass first, ``JobNotFound`` when
+        there is no such job.
+        """
+        from .errors import JobNotFound
+
+        await self._ensure_listener()
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            future: asyncio.Future[None] = loop.create_future()
+            self._waiters.setdefault(job_id, set()).add(future)
+            try:
+                # Subscribed first, read second: a transition between the two still wakes us.
+                job = await queries.get_job(self.pool, job_id)
+                if job is None:
+                    raise JobNotFound(f"job {job_id} does not exist")
+                if job.finished:
+                    return job
+                remaining = None if deadline is None else deadline - loop.time()
+                if remaining is not None and remaining <= 0:
+                    raise TimeoutError(f"job {job_id} did not finish within {timeout}s")
+                try:
+                    await asyncio.wait_for(future, remaining)
+                except TimeoutError:
+                    raise TimeoutError(f"job {job_id} did not finish within {timeout}s") from None
+            finally:
+                waiters = self._waiters.get(job_id)
+                if waiters is not None:
+                    waiters.discard(future)
+                    if not waiters:
+                        del self._waiters[job_id]
+
+    async def _ensure_listener(self) -> None:
+        if self._listener is None:
+            listener = Listener(self._dsn)
+            listener.subscribe("pgq_events", self._on_event)
+            listener.on_connect(self._wake_all_waiters)
+            self._listener = listener
+            await listener.start()
+        else:
+            await self._listener.wait_connected(timeout=30)
+
+    def _on_event(self, _channel: str, payload: str) -> None:
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            job_id = int(orjson.loads(payload)["id"])
+            for future in self._waiters.get(job_id, ()):
+                if not future.done():
+                    future.set_result(None)
+
+    def _wake_all_waiters(self) -> None:
+        # After a reconnect, events may have been missed: every waiter re-reads its job.
+        for futures in self._waiters.values():
+            for future in futures:
+                if not future.done():
+                    future.set_result(None)

@@ -1,0 +1,111 @@
+"""pgq's exceptions, and the one table that maps PostgreSQL SQLSTATEs onto them.
+
+The SQL functions in ``sql/`` refuse a transition with a custom SQLSTATE (``PQ400``,
+``PQ404``, ``PQ409``). asyncpg delivers those as ``UnknownPostgresError``; map them by
+``sqlstate``, never by class or message, so psql users, runners and the HTTP API all see
+the same refusal.
+"""
+
+from __future__ import annotations
+
+import asyncpg
+
+
+class PgqError(Exception):
+    """Something pgq refused or could not do."""
+
+    #: HTTP status the coordinator answers with, and the error code it puts in the body.
+    http_status = 500
+    code = "internal_error"
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (self.__doc__ or "").strip())
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class InvalidArgument(PgqError):
+    """An argument was invalid."""
+
+    http_status = 400
+    code = "invalid_argument"
+
+
+class JobNotFound(PgqError):
+    """No such job."""
+
+    http_status = 404
+    code = "job_not_found"
+
+
+class TransitionNotAllowed(PgqError):
+    """The job is not in a state that allows this (or is held by another worker or attempt)."""
+
+    http_status = 409
+    code = "transition_not_allowed"
+
+
+class DatabaseUnavailable(PgqError):
+    """The database cannot be reached."""
+
+    http_status = 503
+    code = "database_unavailable"
+
+
+class MigrationError(PgqError):
+    """The database schema cannot be brought to this version of pgq."""
+
+
+class PermanentError(Exception):
+    """Raise from a handler to fail the job at once, without retries: it goes to dead."""
+
+
+class RetryLater(Exception):
+    """Raise from a handler to retry the job after ``delay`` seconds instead of the backoff.
+
+    The attempt still counts: a job out of attempts goes to dead.
+    """
+
+    def __init__(self, delay: float, message: str = "retry requested") -> None:
+        super().__init__(message)
+        self.delay = delay
+
+
+#: SQLSTATE → exception class. PQxxx are pgq's own (sql/0002_transitions.sql); the others
+#: are PostgreSQL's answers to values no validation upstream could catch in advance.
+SQLSTATE_ERRORS: dict[str, type[PgqError]] = {
+    "PQ400": InvalidArgument,
+    "PQ404": JobNotFound,
+    "PQ409": TransitionNotAllowed,
+    "22P02": InvalidArgument,  # invalid_text_representation: a value of the wrong type
+    "22P05": InvalidArgument,  # untranslatable_character: \u0000 in jsonb
+    "22021": InvalidArgument,  # character_not_in_repertoire: NUL byte in text
+    "22003": InvalidArgument,  # numeric_value_out_of_range
+    "22007": InvalidArgument,  # invalid_datetime_format
+    "22008": InvalidArgument,  # datetime_field_overflow
+    "22023": InvalidArgument,  # invalid_parameter_value
+    "54001": InvalidArgument,  # statement_too_complex: JSON nested too deep
+}
+
+
+def translate(exc: BaseException) -> BaseException:
+    """Return the pgq exception for a database error, or ``exc`` itself when none applies."""
+    if isinstance(exc, asyncpg.PostgresError):
+        cls = SQLSTATE_ERRORS.get(exc.sqlstate or "")
+        if cls is not None:
+            return cls(exc.args[0] if exc.args else None)
+    if isinstance(exc, _UNREACHABLE):
+        return DatabaseUnavailable(f"the database cannot be reached: {exc}")
+    return exc
+
+
+#: Errors that mean "no usable connection to the database" rather than "bad request".
+_UNREACHABLE = (
+    OSError,  # refused, reset, DNS, timeouts (TimeoutError is an OSError)
+    asyncpg.PostgresConnectionError,  # SQLSTATE class 08, incl. ConnectionDoesNotExistError
+    asyncpg.CannotConnectNowError,  # 57P03: starting up or shutting down
+    asyncpg.AdminShutdownError,  # 57P01: terminated by an administrator or a restart
+    asyncpg.TooManyConnectionsError,
+)

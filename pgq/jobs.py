@@ -1,0 +1,127 @@
+"""``pgq.Job``: one row of ``pgq.jobs`` as Python sees it."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import datetime
+from typing import Any
+
+#: Statuses in the order a job usually moves through them (see sql/0001_jobs.sql).
+STATUSES = ("waiting", "queued", "running", "succeeded", "dead", "cancelled")
+TERMINAL_STATUSES = frozenset({"succeeded", "dead", "cancelled"})
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Job:
+    """A job, as read from the database.
+
+    ``attempt`` counts claims: 0 before the first run, 1 during the first run. ``error`` is
+    the last error (``errors`` holds one per failed attempt).
+    """
+
+    id: int
+    type: str
+    queue: str
+    status: str
+    args: dict[str, Any]
+    priority: int
+    run_at: datetime
+    attempt: int
+    max_attempts: int
+    timeout_seconds: int
+    worker_id: str | None = None
+    claimed_at: datetime | None = None
+    lease_expires_at: datetime | None = None
+    result: Any = None
+    error: Any = None
+    errors: list[Any] = dataclasses.field(default_factory=list)
+    idempotency_key: str | None = None
+    depends_on: list[int] | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    finished_at: datetime | None = None
+
+    @property
+    def finished(self) -> bool:
+        """True once the job is succeeded, dead or cancelled."""
+        return self.status in TERMINAL_STATUSES
+
+    @classmethod
+    def from_record(cls, row: Any) -> Job:
+        """Build a Job from a ``pgq.jobs`` row (an asyncpg Record or a mapping)."""
+        return cls(
+            id=row["id"],
+            type=row["type"],
+            queue=row["queue"],
+            status=row["status"],
+            args=row["args"],
+            priority=row["priority"],
+            run_at=row["run_at"],
+            attempt=row["attempts"],
+            max_attempts=row["max_attempts"],
+            timeout_seconds=row["timeout_seconds"],
+            worker_id=row["worker_id"],
+            claimed_at=row["claimed_at"],
+            lease_expires_at=row["lease_expires_at"],
+            result=row["result"],
+            error=row["last_error"],
+            errors=row["errors"],
+            idempotency_key=row["idempotency_key"],
+            depends_on=list(row["depends_on"]) if row["depends_on"] is not None else None,
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+            finished_at=row["finished_at"],
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The job as the HTTP API shows it (datetimes stay datetimes; orjson formats them)."""
+        return {
+            "id": self.id,
+            "type": self.type,
+            "queue": self.queue,
+            "status": self.status,
+            "arguments": self.args,
+            "priority": self.priority,
+            "attempts": self.attempt,
+            "max_attempts": self.max_attempts,
+            "timeout_seconds": self.timeout_seconds,
+            "run_at": self.run_at,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "finished_at": self.finished_at,
+            "worker_id": self.worker_id,
+            "lease_expires_at": self.lease_expires_at,
+            "idempotency_key": self.idempotency_key,
+            "result": self.result,
+            "error": self.error,
+            "depends_on": self.depends_on,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Job:
+        """Rebuild a Job from the HTTP API's JSON (used by runners in HTTP mode)."""
+
+        def ts(value: str | None) -> datetime | None:
+            return datetime.fromisoformat(value) if value else None
+
+        return cls(
+            id=data["id"],
+            type=data["type"],
+            queue=data["queue"],
+            status=data["status"],
+            args=data.get("arguments") or {},
+            priority=data.get("priority", 0),
+            run_at=ts(data.get("run_at")),  # type: ignore[arg-type]
+            attempt=data.get("attempts", 0),
+            max_attempts=data.get("max_attempts", 10),
+            timeout_seconds=data.get("timeout_seconds", 300),
+            worker_id=data.get("worker_id"),
+            lease_expires_at=ts(data.get("lease_expires_at")),
+            result=data.get("result"),
+            error=data.get("error"),
+            idempotency_key=data.get("idempotency_key"),
+            depends_on=data.get("depends_on"),
+            created_at=ts(data.get("created_at")),
+            updated_at=ts(data.get("updated_at")),
+            finished_at=ts(data.get("finished_at")),
+        )

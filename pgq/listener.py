@@ -1,0 +1,197 @@
+"""The one LISTEN connection a pgq process keeps, and keeps alive.
+
+A pooled connection cannot LISTEN: asyncpg's pool runs ``UNLISTEN *`` when a connection
+is released. So a ``Listener`` owns one dedicated connection, LISTENs on its channels and
+hands each notification to the callbacks subscribed to that channel.
+
+Modes of the supervising task:
+  connecting    (re)connect, LISTEN on every channel, then call the ``on_connect``
+                callbacks: notifications sent while we were away are lost, so subscribers
+                re-check the database (runners claim, waiters re-read their jobs).
+  connected     wait until the connection terminates (``add_termination_listener`` tells us
+                at once) or a periodic ping fails (a silent network loss).
+  backing off   after a failure, sleep with exponential backoff and full jitter, capped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+
+import asyncpg
+
+from . import db
+
+log = logging.getLogger("pgq.listener")
+
+NotificationCallback = Callable[[str, str], None]  # (channel, payload)
+ConnectCallback = Callable[[], Awaitable[None] | None]
+
+
+class Listener:
+    """A self-healing LISTEN connection shared by every part of one process."""
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        ping_interval: float = 15.0,
+        backoff_initial: float = 0.1,
+        backoff_max: float = 10.0,
+    ) -> None:
+        self._dsn = dsn
+        self._ping_interval = ping_interval
+        self._backoff_initial = backoff_initial
+        self._backoff_max = backoff_max
+        self._subscribers: dict[str, list[NotificationCallback]] = {}
+        self._on_connect: list[ConnectCallback] = []
+        self._conn: asyncpg.Connection | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._lost = asyncio.Event()
+        self._connected_event = asyncio.Event()
+        self._closing = False
+        #: True while LISTEN is active on a live connection.
+        self.connected = False
+        #: time.time() of the last notification received, None before the first.
+        self.last_notification_at: float | None = None
+        #: How many times the connection was (re)established.
+        self.connects = 0
+
+    # -- subscription -----------------------------------------------------------------
+
+    def subscribe(self, channel: str, callback: NotificationCallback) -> None:
+        """Call ``callback(channel, payload)`` for every notification on ``channel``.
+
+        Subscribing to a new channel while connected LISTENs on it right away.
+        """
+        new = channel not in self._subscribers
+        self._subscribers.setdefault(channel, []).append(callback)
+        if new and self._conn is not None and self.connected:
+            asyncio.get_running_loop().create_task(self._listen(self._conn, channel))
+
+    def unsubscribe(self, channel: str, callback: NotificationCallback) -> None:
+        callbacks = self._subscribers.get(channel, [])
+        with contextlib.suppress(ValueError):
+            callbacks.remove(callback)
+
+    def on_connect(self, callback: ConnectCallback) -> None:
+        """Call ``callback()`` after every (re)connect, once LISTEN is active again."""
+        self._on_connect.append(callback)
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    async def start(self, *, wait: bool = True, timeout: float | None = 30.0) -> None:
+        """Start the supervising task; with ``wait``, return once the first LISTEN is active."""
+        if self._task is None:
+            self._closing = False
+            self._task = asyncio.get_running_loop().create_task(
+                self._supervise(), name="pgq-listener"
+            )
+        if wait:
+            await asyncio.wait_for(self._connected_event.wait(), timeout)
+
+    async def close(self) -> None:
+        """Stop listening and close the connection."""
+        self._closing = True
+        self._lost.set()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self._drop_connection()
+
+    async def wait_connected(self, timeout: float | None = None) -> None:
+        await asyncio.wait_for(self._connected_event.wait(), timeout)
+
+    # -- internals --------------------------------------------------------------------
+
+    def _dispatch(self, _conn: object, _pid: int, channel: str, payload: str) -> None:
+        self.last_notification_at = time.time()
+        for callback in list(self._subscribers.get(channel, ())):
+            try:
+                callback(channel, payload)
+            except Exception:
+                log.exception("notification callback failed", extra={"channel": channel})
+
+    def _terminated(self, _conn: object) -> None:
+        self._lost.set()
+
+    async def _listen(self, conn: asyncpg.Connection, channel: str) -> None:
+        await conn.add_listener(channel, self._dispatch)
+
+    async def _connect(self) -> None:
+        conn = await db.connect(self._dsn, timeout=10)
+        try:
+            conn.add_termination_listener(self._terminated)
+            for channel in list(self._subscribers):
+                await self._listen(conn, channel)
+        except BaseException:
+            conn.terminate()
+            raise
+        self._conn = conn
+        self._lost.clear()
+        self.connected = True
+        self.connects += 1
+        self._connected_event.set()
+        for callback in list(self._on_connect):
+            try:
+                outcome = callback()
+                if outcome is not None:
+                    await outcome
+            except Exception:
+                log.exception("on_connect callback failed")
+
+    async def _drop_connection(self) -> None:
+        self.connected = False
+        self._connected_event.clear()
+        conn, self._conn = self._conn, None
+        if conn is not None and not conn.is_closed():
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(conn.close(), 2)
+        elif conn is not None:
+            conn.terminate()
+
+    async def _wait_until_lost(self) -> None:
+        """Return when the connection is gone: terminated, or not answering a ping."""
+        while not self._closing:
+            try:
+                await asyncio.wait_for(self._lost.wait(), self._ping_interval)
+                return
+            except TimeoutError:
+                pass
+            try:
+                assert self._conn is not None
+                await asyncio.wait_for(self._conn.fetchval("SELECT 1"), 5)
+            except Exception:
+                log.warning("listener connection stopped answering; reconnecting")
+                return
+
+    async def _supervise(self) -> None:
+        delay = self._backoff_initial
+        while not self._closing:
+            try:
+                await self._connect()
+            except Exception as exc:
+                await self._drop_connection()
+                sleep = random.uniform(0, delay)  # full jitter
+                log.warning(
+                    "listener cannot connect (%s); retrying in %.2fs",
+                    exc,
+                    sleep,
+                    extra={"event": "listener.reconnecting"},
+                )
+                await asyncio.sleep(sleep)
+                delay = min(self._backoff_max, delay * 2)
+                continue
+            if self.connects > 1:
+                log.info("listener reconnected", extra={"event": "listener.connected"})
+            delay = self._backoff_initial
+            await self._wait_until_lost()
+            if not self._closing:
+                log.warning("listener connection lost", extra={"event": "listener.lost"})
+            await self._drop_connection()

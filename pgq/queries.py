@@ -1,0 +1,271 @@
+"""One async function per SQL function in ``sql/``: the only Python that holds SQL text.
+
+Each function takes ``db``, anything with asyncpg's ``fetch``/``fetchrow``/``fetchval``
+(a pool, a pool connection, a plain connection, possibly inside the caller's
+transaction), and raises pgq's exceptions (``pgq.errors``) instead of asyncpg's.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
+from typing import Any, ParamSpec, Protocol, TypeVar
+
+from .errors import translate
+from .jobs import Job
+
+
+class Executor(Protocol):
+    async def fetch(self, query: str, *args: Any, timeout: float | None = None) -> list[Any]: ...
+    async def fetchrow(self, query: str, *args: Any, timeout: float | None = None) -> Any: ...
+    async def fetchval(self, query: str, *args: Any, timeout: float | None = None) -> Any: ...
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _translated(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    """Re-raise database errors as pgq exceptions (``pgq.errors.SQLSTATE_ERRORS``)."""
+
+    @functools.wraps(fn)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await fn(*args, **kwargs)
+        except Exception as exc:
+            translated = translate(exc)
+            if translated is exc:
+                raise
+            raise translated from exc
+
+    return wrapper
+
+
+@_translated
+async def enqueue(
+    db: Executor,
+    job_type: str,
+    args: dict[str, Any] | None = None,
+    *,
+    queue: str = "default",
+    priority: int = 0,
+    run_at: datetime | None = None,
+    delay_seconds: float | None = None,
+    max_attempts: int = 10,
+    timeout_seconds: int = 300,
+    idempotency_key: str | None = None,
+    depends_on: Sequence[int] | None = None,
+) -> tuple[Job, bool]:
+    """``pgq.enqueue``. Returns the job and whether this call created it (False when an
+    existing job was returned for its idempotency key). ``delay_seconds`` is counted on
+    the database's clock."""
+    row = await db.fetchrow(
+        """
+        SELECT j.*, j.created_at = now() AS created_now
+          FROM pgq.enqueue($1, $2, $3, $4,
+                           coalesce($5, now() + make_interval(secs => coalesce($6, 0))),
+                           $7, $8, $9, $10) AS j
+        """,
+        job_type,
+        {} if args is None else args,
+        queue,
+        priority,
+        run_at,
+        delay_seconds,
+        max_attempts,
+        timeout_seconds,
+        idempotency_key,
+        list(depends_on) if depends_on is not None else None,
+    )
+    return Job.from_record(row), row["created_now"]
+
+
+@_translated
+async def enqueue_many(db: Executor, jobs: Sequence[dict[str, Any]]) -> list[Job]:
+    """``pgq.enqueue_many``: every job in one round trip, all or nothing, in input order.
+
+    Each dict takes the keys of ``pgq.enqueue``'s keyword options plus ``type`` and ``args``.
+    """
+    rows = await db.fetch("SELECT * FROM pgq.enqueue_many($1)", list(jobs))
+    return [Job.from_record(r) for r in rows]
+
+
+@_translated
+async def claim(
+    db: Executor,
+    worker_id: str,
+    max_jobs: int = 1,
+    queues: Sequence[str] | None = None,
+    job_types: Sequence[str] | None = None,
+) -> list[Job]:
+    """``pgq.claim``: up to ``max_jobs`` due jobs, now running and held by ``worker_id``."""
+    rows = await db.fetch(
+        "SELECT * FROM pgq.claim($1, $2, $3, $4)",
+        worker_id,
+        max_jobs,
+        list(queues) if queues is not None else None,
+        list(job_types) if job_types is not None else None,
+    )
+    return [Job.from_record(r) for r in rows]
+
+
+@_translated
+async def complete(
+    db: Executor, job_id: int, worker_id: str, result: Any = None, attempt: int | None = None
+) -> Job:
+    """``pgq.complete``: running → succeeded, fenced by worker and attempt."""
+    row = await db.fetchrow(
+        "SELECT * FROM pgq.complete($1, $2, $3, $4)", job_id, worker_id, result, attempt
+    )
+    return Job.from_record(row)
+
+
+@_translated
+async def fail(
+    db: Executor,
+    job_id: int,
+    worker_id: str,
+    error: Any,
+    *,
+    retryable: bool = True,
+    attempt: int | None = None,
+    retry_delay: float | None = None,
+) -> Job:
+    """``pgq.fail``: running → queued after a backoff (or ``retry_delay`` seconds), or dead."""
+    row = await db.fetchrow(
+        "SELECT * FROM pgq.fail($1, $2, $3, $4, $5, $6::float8 * interval '1 second')",
+        job_id,
+        worker_id,
+        error,
+        retryable,
+        attempt,
+        retry_delay,
+    )
+    return Job.from_record(row)
+
+
+@_translated
+async def heartbeat(db: Executor, job_id: int, worker_id: str, attempt: int | None = None) -> Job:
+    """``pgq.heartbeat``: extend the lease of a job this worker holds."""
+    row = await db.fetchrow("SELECT * FROM pgq.heartbeat($1, $2, $3)", job_id, worker_id, attempt)
+    return Job.from_record(row)
+
+
+@_translated
+async def cancel(db: Executor, job_id: int) -> Job:
+    """``pgq.cancel``: waiting / queued / running → cancelled."""
+    return Job.from_record(await db.fetchrow("SELECT * FROM pgq.cancel($1)", job_id))
+
+
+@_translated
+async def retry(db: Executor, job_id: int, extra_attempts: int = 1) -> Job:
+    """``pgq.retry``: dead / cancelled → queued now, with ``extra_attempts`` more attempts."""
+    row = await db.fetchrow("SELECT * FROM pgq.retry($1, $2)", job_id, extra_attempts)
+    return Job.from_record(row)
+
+
+@_translated
+async def expire_leases(db: Executor) -> int:
+    """``pgq.expire_leases``: fail every job whose lease ran out; returns how many."""
+    return await db.fetchval("SELECT pgq.expire_leases()")
+
+
+@_translated
+async def next_due(
+    db: Executor, queues: Sequence[str] | None = None, job_types: Sequence[str] | None = None
+) -> tuple[datetime | None, datetime | None, datetime]:
+    """``pgq.next_due``: (earliest run_at of claimable queued jobs, earliest lease expiry,
+    the database's clock now), so a caller can turn both into delays on its own clock."""
+    row = await db.fetchrow(
+        "SELECT d.*, clock_timestamp() AS db_now FROM pgq.next_due($1, $2) AS d",
+        list(queues) if queues is not None else None,
+        list(job_types) if job_types is not None else None,
+    )
+    return row["next_run_at"], row["next_lease_expiry"], row["db_now"]
+
+
+@_translated
+async def stats(db: Executor) -> list[dict[str, Any]]:
+    """``pgq.stats``: per queue and status, the count and the oldest run_at."""
+    return [dict(r) for r in await db.fetch("SELECT * FROM pgq.stats()")]
+
+
+@_translated
+async def prune(db: Executor, older_than_seconds: float) -> int:
+    """``pgq.prune``: delete jobs finished longer ago than ``older_than_seconds``."""
+    return await db.fetchval(
+        "SELECT pgq.prune($1::float8 * interval '1 second')", older_than_seconds
+    )
+
+
+@_translated
+async def get_job(db: Executor, job_id: int) -> Job | None:
+    """One job by id, or None."""
+    row = await db.fetchrow("SELECT * FROM pgq.jobs WHERE id = $1", job_id)
+    return Job.from_record(row) if row is not None else None
+
+
+@_translated
+async def get_jobs(db: Executor, job_ids: Sequence[int]) -> list[Job]:
+    """The jobs with these ids that exist, in id order."""
+    rows = await db.fetch(
+        "SELECT * FROM pgq.jobs WHERE id = ANY($1::bigint[]) ORDER BY id", list(job_ids)
+    )
+    return [Job.from_record(r) for r in rows]
+
+
+@_translated
+async def list_jobs(
+    db: Executor,
+    *,
+    status: str | None = None,
+    queue: str | None = None,
+    job_type: str | None = None,
+    after: int | None = None,
+    limit: int = 100,
+) -> list[Job]:
+    """Jobs in id order, optionally filtered, starting after the id ``after``."""
+    rows = await db.fetch(
+        """
+        SELECT * FROM pgq.jobs
+         WHERE ($1::text IS NULL OR status = $1)
+           AND ($2::text IS NULL OR queue = $2)
+           AND ($3::text IS NULL OR type = $3)
+           AND id > coalesce($4::bigint, 0)
+         ORDER BY id
+         LIMIT $5
+        """,
+        status,
+        queue,
+        job_type,
+        after,
+        limit,
+    )
+    return [Job.from_record(r) for r in rows]
+
+
+@_translated
+async def queue_depths(db: Executor) -> list[dict[str, Any]]:
+    """For metrics: ``pgq.stats()`` plus the age of the oldest due queued job per queue."""
+    rows = await db.fetch(
+        """
+        SELECT s.queue, s.status, s.count,
+               CASE WHEN s.status = 'queued' AND s.oldest_run_at <= now()
+                    THEN extract(epoch FROM now() - s.oldest_run_at) END AS oldest_due_age_seconds
+          FROM pgq.stats() AS s
+        """
+    )
+    return [dict(r) for r in rows]
+
+
+@_translated
+async def notification_queue_usage(db: Executor) -> float:
+    """``pg_notification_queue_usage()``: how full Postgres's NOTIFY queue is (0..1)."""
+    return await db.fetchval("SELECT pg_notification_queue_usage()")
+
+
+@_translated
+async def ping(db: Executor) -> None:
+    """Round trip to the database; raises DatabaseUnavailable when it does not answer."""
+    await db.fetchval("SELECT 1")

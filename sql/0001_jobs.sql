@@ -1,0 +1,79 @@
+-- 0001_jobs: the queue table, its invariants and the indexes the transitions need.
+--
+-- One row per job. Statuses, and who moves jobs in and out of each:
+--   waiting    in: pgq.enqueue with unfinished depends_on, pgq.retry of such a job.
+--              out: the last parent succeeds (→ queued), a parent ends dead or cancelled
+--              (→ dead), pgq.cancel (→ cancelled).
+--   queued     in: pgq.enqueue, dependency release, pgq.fail / pgq.expire_leases with
+--              attempts left (run_at pushed back by the backoff), pgq.retry.
+--              out: pgq.claim once run_at has passed (→ running), pgq.cancel.
+--   running    in: pgq.claim. out: pgq.complete (→ succeeded), pgq.fail and
+--              pgq.expire_leases (→ queued or dead), pgq.cancel (→ cancelled).
+--   succeeded  terminal. in: pgq.complete. out: only pgq.prune deletes it.
+--   dead       terminal (the dead-letter state). in: pgq.fail / pgq.expire_leases with no
+--              attempts left or a permanent error, a parent ending dead or cancelled.
+--              out: pgq.retry (→ queued or waiting), pgq.prune.
+--   cancelled  terminal. in: pgq.cancel. out: pgq.retry, pgq.prune.
+
+CREATE TABLE pgq.jobs (
+    id               bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    queue            text        NOT NULL DEFAULT 'default',
+    type             text        NOT NULL,
+    args             jsonb       NOT NULL DEFAULT '{}',
+    status           text        NOT NULL DEFAULT 'queued',
+    priority         integer     NOT NULL DEFAULT 0,
+    run_at           timestamptz NOT NULL DEFAULT now(),
+    attempts         integer     NOT NULL DEFAULT 0,
+    max_attempts     integer     NOT NULL DEFAULT 10,
+    timeout_seconds  integer     NOT NULL DEFAULT 300,
+    worker_id        text,
+    claimed_at       timestamptz,
+    lease_expires_at timestamptz,
+    result           jsonb,
+    last_error       jsonb,
+    errors           jsonb       NOT NULL DEFAULT '[]',
+    idempotency_key  text,
+    depends_on       bigint[],
+    created_at       timestamptz NOT NULL DEFAULT now(),
+    updated_at       timestamptz NOT NULL DEFAULT now(),
+    finished_at      timestamptz,
+
+    -- text with a named CHECK rather than an enum: a value can be dropped later.
+    CONSTRAINT jobs_status_known
+        CHECK (status IN ('waiting', 'queued', 'running', 'succeeded', 'dead', 'cancelled')),
+    CONSTRAINT jobs_queue_name CHECK (queue ~ '^[a-z][a-z0-9_]{0,47}$'),
+    CONSTRAINT jobs_type_name CHECK (type ~ '^[A-Za-z0-9_.:-]{1,128}$'),
+    CONSTRAINT jobs_args_object CHECK (jsonb_typeof(args) = 'object'),
+    CONSTRAINT jobs_priority_range CHECK (priority BETWEEN -32768 AND 32767),
+    CONSTRAINT jobs_timeout_range CHECK (timeout_seconds BETWEEN 1 AND 86400),
+    CONSTRAINT jobs_attempts_within_max CHECK (attempts >= 0 AND attempts <= max_attempts),
+    -- a queued job can always be claimed once more: fail/expire only requeue with attempts left
+    CONSTRAINT jobs_queued_has_attempt_left CHECK (status <> 'queued' OR attempts < max_attempts),
+    -- a running job has a holder and a lease; nothing else has a lease
+    CONSTRAINT jobs_running_is_held
+        CHECK (status <> 'running' OR (worker_id IS NOT NULL AND claimed_at IS NOT NULL)),
+    CONSTRAINT jobs_lease_iff_running CHECK ((status = 'running') = (lease_expires_at IS NOT NULL)),
+    CONSTRAINT jobs_finished_iff_terminal
+        CHECK ((status IN ('succeeded', 'dead', 'cancelled')) = (finished_at IS NOT NULL)),
+    CONSTRAINT jobs_waiting_has_parents CHECK (status <> 'waiting' OR depends_on IS NOT NULL),
+    CONSTRAINT jobs_errors_array CHECK (jsonb_typeof(errors) = 'array')
+);
+
+COMMENT ON TABLE pgq.jobs IS
+    'pgq job queue: one row per job. Change it through the pgq.* functions, not by hand.';
+
+-- pgq.claim: the next claimable jobs of a queue in claim order (priority, run_at, id).
+CREATE INDEX jobs_claim_idx ON pgq.jobs (queue, priority, run_at, id) WHERE status = 'queued';
+
+-- pgq.expire_leases and the runners' "earliest lease" look-up.
+CREATE INDEX jobs_lease_idx ON pgq.jobs (lease_expires_at) WHERE status = 'running';
+
+-- dependency release: a finishing job finds its waiting dependents without a table scan.
+CREATE INDEX jobs_waiting_parents_idx ON pgq.jobs USING gin (depends_on) WHERE status = 'waiting';
+
+-- idempotent enqueue; NULL keys are not indexed at all.
+CREATE UNIQUE INDEX jobs_idempotency_key_idx ON pgq.jobs (idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+
+-- pgq.prune: finished jobs by age.
+CREATE INDEX jobs_finished_at_idx ON pgq.jobs (finished_at) WHERE finished_at IS NOT NULL;

@@ -1,0 +1,663 @@
+-- 0002_transitions: one function per state transition, plus the helpers they share.
+--
+-- Every refusal raises a custom SQLSTATE (pgq/errors.py maps them, HTTP answers with them):
+--   PQ400  invalid argument          → HTTP 400
+--   PQ404  no such job               → HTTP 404
+--   PQ409  transition not allowed: wrong status, another holder, a stale attempt → HTTP 409
+-- Functions run in the caller's transaction: a refusal rolls back everything it did.
+
+
+-- _invalid_job: why a job description would be refused, or NULL when it is acceptable.
+-- Shared by enqueue and enqueue_many so both give the same message for the same mistake.
+CREATE FUNCTION pgq._invalid_job(
+    job_type text, args jsonb, queue text, priority integer, run_at timestamptz,
+    max_attempts integer, timeout_seconds integer
+) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE
+        WHEN job_type IS NULL THEN 'job type is required'
+        WHEN job_type !~ '^[A-Za-z0-9_.:-]{1,128}$' THEN
+            format('job type %s is invalid: use 1-128 characters of A-Z a-z 0-9 _ . : -',
+                   quote_literal(left(job_type, 140)))
+        WHEN queue IS NULL OR queue !~ '^[a-z][a-z0-9_]{0,47}$' THEN
+            format('queue %s is invalid: use a lowercase letter then up to 47 of a-z 0-9 _',
+                   coalesce(quote_literal(left(queue, 60)), 'NULL'))
+        WHEN args IS NULL OR jsonb_typeof(args) <> 'object' THEN
+            format('args must be a JSON object, not %s', coalesce(jsonb_typeof(args), 'NULL'))
+        WHEN priority IS NULL OR priority NOT BETWEEN -32768 AND 32767 THEN
+            format('priority %s is out of range -32768..32767', coalesce(priority::text, 'NULL'))
+        WHEN run_at IS NULL THEN 'run_at must not be NULL'
+        WHEN max_attempts IS NULL OR max_attempts NOT BETWEEN 1 AND 1000 THEN
+            format('max_attempts %s is out of range 1..1000', coalesce(max_attempts::text, 'NULL'))
+        WHEN timeout_seconds IS NULL OR timeout_seconds NOT BETWEEN 1 AND 86400 THEN
+            format('timeout_seconds %s is out of range 1..86400',
+                   coalesce(timeout_seconds::text, 'NULL'))
+    END
+$$;
+
+
+-- backoff: how long a job waits after failed attempt n before it runs again:
+-- a base drawn uniformly from 4-8 s, doubled per attempt, capped at one hour.
+CREATE FUNCTION pgq.backoff(attempt integer) RETURNS interval
+LANGUAGE sql VOLATILE AS $$
+    SELECT make_interval(secs => least(3600, (4 + random() * 4) * 2 ^ least(greatest(attempt, 1) - 1, 20)))
+$$;
+COMMENT ON FUNCTION pgq.backoff(integer) IS
+    'backoff: retry delay after failed attempt n: min(3600, uniform(4, 8) * 2^(n-1)) seconds.';
+
+
+-- _error_entry: the error of one attempt as stored in last_error and appended to errors.
+-- An object is kept as given, anything else becomes {"message": ...}; attempt and time are added.
+CREATE FUNCTION pgq._error_entry(error jsonb, attempt integer) RETURNS jsonb
+LANGUAGE sql STABLE AS $$
+    SELECT CASE
+               WHEN jsonb_typeof(error) = 'object' THEN error
+               WHEN error IS NULL OR jsonb_typeof(error) = 'null' THEN '{"message": "failed"}'::jsonb
+               ELSE jsonb_build_object('message', error #>> '{}')
+           END
+           || jsonb_build_object('attempt', attempt, 'at', now())
+$$;
+
+
+-- _refuse: raise the right exception for a fenced transition (complete, fail, heartbeat)
+-- whose UPDATE matched nothing. Always raises.
+CREATE FUNCTION pgq._refuse(job_id bigint, worker_id text, attempt integer, action text)
+RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    j pgq.jobs;
+BEGIN
+    SELECT * INTO j FROM pgq.jobs WHERE id = job_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'job % does not exist', job_id
+            USING ERRCODE = 'PQ404', HINT = 'It may never have existed or been pruned.';
+    ELSIF j.status <> 'running' THEN
+        RAISE EXCEPTION 'cannot %: job % is not running (status %)', action, job_id, j.status
+            USING ERRCODE = 'PQ409';
+    ELSIF j.worker_id IS DISTINCT FROM _refuse.worker_id THEN
+        RAISE EXCEPTION 'cannot %: job % is held by worker %, not %',
+                        action, job_id, quote_literal(j.worker_id), quote_literal(_refuse.worker_id)
+            USING ERRCODE = 'PQ409',
+                  HINT = 'The lease may have expired and the job been claimed again.';
+    ELSE
+        RAISE EXCEPTION 'cannot %: job % is on attempt %, not attempt %',
+                        action, job_id, j.attempts, attempt
+            USING ERRCODE = 'PQ409',
+                  HINT = 'The lease of that attempt expired and the job was claimed again.';
+    END IF;
+END
+$$;
+
+
+-- _release_dependents: after a job succeeded, queue each waiting dependent whose parents
+-- have now all succeeded. Leaves the others waiting.
+CREATE FUNCTION pgq._release_dependents(parent_id bigint) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    -- Lock first, check in a second statement: under READ COMMITTED the second statement
+    -- takes a fresh snapshot, so two parents finishing at once cannot both miss each other.
+    PERFORM 1 FROM pgq.jobs
+     WHERE depends_on @> ARRAY[parent_id] AND status = 'waiting'
+     ORDER BY id
+       FOR UPDATE;
+
+    UPDATE pgq.jobs AS child
+       SET status = 'queued', updated_at = now()
+     WHERE child.depends_on @> ARRAY[parent_id]
+       AND child.status = 'waiting'
+       AND NOT EXISTS (SELECT 1 FROM pgq.jobs AS p
+                        WHERE p.id = ANY (child.depends_on) AND p.status <> 'succeeded');
+END
+$$;
+
+
+-- _doom_dependents: after jobs ended dead or cancelled, every job waiting on them (and,
+-- transitively, on those) becomes dead with a "dependency" error.
+CREATE FUNCTION pgq._doom_dependents(parent_ids bigint[]) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    doomed bigint[] := parent_ids;
+BEGIN
+    WHILE cardinality(doomed) > 0 LOOP
+        WITH victims AS (
+            SELECT id FROM pgq.jobs
+             WHERE depends_on && doomed AND status = 'waiting'
+             ORDER BY id
+               FOR UPDATE
+        ), updated AS (
+            UPDATE pgq.jobs AS j
+               SET status = 'dead', finished_at = now(), updated_at = now(),
+                   last_error = e.entry, errors = j.errors || jsonb_build_array(e.entry)
+              FROM victims,
+                   LATERAL (SELECT pgq._error_entry(jsonb_build_object(
+                       'message', format('a job it depends on (%s) ended dead or cancelled',
+                                         array_to_string(ARRAY(SELECT unnest(j.depends_on)
+                                                               INTERSECT SELECT unnest(doomed)), ', ')),
+                       'kind', 'dependency'), j.attempts) AS entry) AS e
+             WHERE j.id = victims.id
+            RETURNING j.id
+        )
+        SELECT coalesce(array_agg(id), '{}') INTO doomed FROM updated;
+    END LOOP;
+END
+$$;
+
+
+-- enqueue: → queued (or waiting, or dead when a parent already failed).
+-- Applies always, given valid arguments. Leaves a new job, or for a known idempotency_key
+-- the existing job untouched. With depends_on the job waits until every parent succeeded;
+-- when a parent is already dead or cancelled the job is created dead.
+-- Raises PQ400 for an invalid argument or a depends_on naming a job that does not exist.
+CREATE FUNCTION pgq.enqueue(
+    job_type text,
+    args jsonb DEFAULT '{}',
+    queue text DEFAULT 'default',
+    priority integer DEFAULT 0,
+    run_at timestamptz DEFAULT now(),
+    max_attempts integer DEFAULT 10,
+    timeout_seconds integer DEFAULT 300,
+    idempotency_key text DEFAULT NULL,
+    depends_on bigint[] DEFAULT NULL
+) RETURNS pgq.jobs
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    problem text := pgq._invalid_job(job_type, args, queue, priority, run_at, max_attempts,
+                                     timeout_seconds);
+    parents bigint[];
+    found_parents bigint[];
+    unfinished integer := 0;
+    failed_parents bigint[];
+    new_status text := 'queued';
+    failure jsonb;
+    j pgq.jobs;
+BEGIN
+    IF problem IS NOT NULL THEN
+        RAISE EXCEPTION 'cannot enqueue: %', problem USING ERRCODE = 'PQ400';
+    END IF;
+    IF idempotency_key IS NOT NULL AND length(idempotency_key) NOT BETWEEN 1 AND 255 THEN
+        RAISE EXCEPTION 'cannot enqueue: idempotency_key must be 1-255 characters'
+            USING ERRCODE = 'PQ400';
+    END IF;
+
+    IF depends_on IS NOT NULL AND cardinality(depends_on) > 0 THEN
+        IF array_position(depends_on, NULL) IS NOT NULL THEN
+            RAISE EXCEPTION 'cannot enqueue: depends_on must not contain NULL' USING ERRCODE = 'PQ400';
+        END IF;
+        parents := ARRAY(SELECT DISTINCT unnest(depends_on) ORDER BY 1);
+        IF cardinality(parents) > 1000 THEN
+            RAISE EXCEPTION 'cannot enqueue: depends_on names % jobs, at most 1000 are allowed',
+                            cardinality(parents) USING ERRCODE = 'PQ400';
+        END IF;
+        -- FOR SHARE: a parent finishing right now either commits first (we see its status)
+        -- or waits for us (and then finds this job among its dependents).
+        SELECT array_agg(p.id),
+               count(*) FILTER (WHERE p.status <> 'succeeded'),
+               array_agg(p.id) FILTER (WHERE p.status IN ('dead', 'cancelled'))
+          INTO found_parents, unfinished, failed_parents
+          FROM (SELECT id, status FROM pgq.jobs WHERE id = ANY (parents) ORDER BY id FOR SHARE) AS p;
+        IF coalesce(cardinality(found_parents), 0) < cardinality(parents) THEN
+            RAISE EXCEPTION 'cannot enqueue: depends_on names jobs that do not exist: %',
+                            array_to_string(ARRAY(SELECT unnest(parents)
+                                                  EXCEPT SELECT unnest(found_parents)), ', ')
+                USING ERRCODE = 'PQ400';
+        END IF;
+        IF failed_parents IS NOT NULL THEN
+            new_status := 'dead';
+            failure := pgq._error_entry(jsonb_build_object(
+                'message', format('a job it depends on (%s) ended dead or cancelled',
+                                  array_to_string(failed_parents, ', ')),
+                'kind', 'dependency'), 0);
+        ELSIF unfinished > 0 THEN
+            new_status := 'waiting';
+        END IF;
+    ELSE
+        parents := NULL;
+    END IF;
+
+    INSERT INTO pgq.jobs AS t (type, args, queue, priority, run_at, max_attempts, timeout_seconds,
+                               idempotency_key, depends_on, status, finished_at, last_error, errors)
+    VALUES (job_type, args, queue, priority, run_at, max_attempts, timeout_seconds,
+            idempotency_key, parents, new_status,
+            CASE WHEN new_status = 'dead' THEN now() END,
+            failure, CASE WHEN failure IS NULL THEN '[]'::jsonb ELSE jsonb_build_array(failure) END)
+    ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+    RETURNING * INTO j;
+
+    IF NOT FOUND THEN
+        -- a job with this key exists (possibly committed by a concurrent enqueue just now,
+        -- which this new statement's snapshot sees)
+        SELECT * INTO j FROM pgq.jobs AS t WHERE t.idempotency_key = enqueue.idempotency_key;
+    END IF;
+    RETURN j;
+END
+$$;
+COMMENT ON FUNCTION pgq.enqueue(text, jsonb, text, integer, timestamptz, integer, integer, text, bigint[]) IS
+    'enqueue: create a job (queued, or waiting on depends_on); returns the existing job for a known idempotency_key.';
+
+
+-- job_spec: one element of pgq.enqueue_many's input, as a typed record.
+CREATE TYPE pgq.job_spec AS (
+    type text, args jsonb, queue text, priority integer, run_at timestamptz,
+    max_attempts integer, timeout_seconds integer, idempotency_key text, depends_on bigint[],
+    delay_seconds double precision
+);
+
+
+-- enqueue_many: enqueue every job described in a JSON array, all or nothing.
+-- Each element is an object with "type" and optionally "args", "queue", "priority",
+-- "run_at" or "delay_seconds" (counted on the database's clock), "max_attempts",
+-- "timeout_seconds", "idempotency_key", "depends_on". Returns the jobs in input order. Jobs without idempotency_key and depends_on (the bulk
+-- case) are inserted by one statement; the others go through pgq.enqueue one by one.
+-- Raises PQ400 naming the first invalid element (jobs[i], counting from 0).
+CREATE FUNCTION pgq.enqueue_many(jobs jsonb) RETURNS SETOF pgq.jobs
+LANGUAGE plpgsql AS $$
+DECLARE
+    bad record;
+    specs pgq.job_spec[];
+    spec pgq.job_spec;
+    idx integer := 0;
+BEGIN
+    IF jobs IS NULL OR jsonb_typeof(jobs) <> 'array' THEN
+        RAISE EXCEPTION 'cannot enqueue: jobs must be a JSON array' USING ERRCODE = 'PQ400';
+    END IF;
+
+    SELECT e.ord - 1 AS idx INTO bad
+      FROM jsonb_array_elements(jobs) WITH ORDINALITY AS e(value, ord)
+     WHERE CASE WHEN jsonb_typeof(e.value) <> 'object' THEN true  -- CASE: keys only of objects
+                ELSE EXISTS (SELECT 1 FROM jsonb_object_keys(e.value) AS k
+                              WHERE k NOT IN ('type', 'args', 'queue', 'priority', 'run_at',
+                                              'delay_seconds', 'max_attempts', 'timeout_seconds',
+                                              'idempotency_key', 'depends_on'))
+                     OR (e.value ? 'run_at' AND e.value ? 'delay_seconds')
+                     OR (e.value->>'delay_seconds')::double precision < 0
+           END
+     ORDER BY e.ord LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'cannot enqueue jobs[%]: each job must be an object with known keys (type, args, queue, priority, run_at or a non-negative delay_seconds, max_attempts, timeout_seconds, idempotency_key, depends_on)',
+                        bad.idx USING ERRCODE = 'PQ400';
+    END IF;
+
+    -- A value of the wrong type (e.g. "priority": "high") fails the record conversion with
+    -- 22P02, which the client maps to an invalid argument as well.
+    specs := ARRAY(
+        SELECT ROW(r.type, coalesce(r.args, '{}'), coalesce(r.queue, 'default'),
+                   coalesce(r.priority, 0),
+                   coalesce(r.run_at, now() + make_interval(secs => coalesce(r.delay_seconds, 0))),
+                   coalesce(r.max_attempts, 10), coalesce(r.timeout_seconds, 300),
+                   r.idempotency_key, r.depends_on, NULL)::pgq.job_spec
+          FROM jsonb_array_elements(jobs) WITH ORDINALITY AS e(value, ord),
+               jsonb_populate_record(NULL::pgq.job_spec, e.value) AS r
+         ORDER BY e.ord);
+
+    SELECT s.ord - 1 AS idx, s.problem INTO bad
+      FROM (SELECT i.ordinality AS ord, pgq._invalid_job(i.type, i.args, i.queue, i.priority, i.run_at,
+                                           i.max_attempts, i.timeout_seconds) AS problem
+              FROM unnest(specs) WITH ORDINALITY AS i) AS s
+     WHERE s.problem IS NOT NULL
+     ORDER BY s.ord LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'cannot enqueue jobs[%]: %', bad.idx, bad.problem USING ERRCODE = 'PQ400';
+    END IF;
+
+    IF NOT EXISTS (SELECT 1 FROM unnest(specs) AS i
+                    WHERE i.idempotency_key IS NOT NULL OR i.depends_on IS NOT NULL) THEN
+        RETURN QUERY
+        INSERT INTO pgq.jobs (type, args, queue, priority, run_at, max_attempts, timeout_seconds)
+        SELECT i.type, i.args, i.queue, i.priority, i.run_at, i.max_attempts, i.timeout_seconds
+          FROM unnest(specs) WITH ORDINALITY AS i
+         ORDER BY i.ordinality
+        RETURNING *;
+        RETURN;
+    END IF;
+
+    FOREACH spec IN ARRAY specs LOOP
+        BEGIN
+            RETURN NEXT pgq.enqueue(spec.type, spec.args, spec.queue, spec.priority, spec.run_at,
+                                    spec.max_attempts, spec.timeout_seconds,
+                                    spec.idempotency_key, spec.depends_on);
+        EXCEPTION WHEN SQLSTATE 'PQ400' THEN
+            RAISE EXCEPTION 'cannot enqueue jobs[%]: %', idx,
+                            regexp_replace(SQLERRM, '^cannot enqueue: ', '')
+                USING ERRCODE = 'PQ400';
+        END;
+        idx := idx + 1;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION pgq.enqueue_many(jsonb) IS
+    'enqueue_many: enqueue a JSON array of job descriptions in one call, all or nothing.';
+
+
+-- claim: queued → running for up to max_jobs jobs whose run_at has passed, in claim order
+-- (priority, then run_at, then id), optionally only from some queues and of some types.
+-- Leaves each claimed job with attempts + 1, worker_id, claimed_at and a lease of
+-- 1.25 × timeout_seconds. Rows locked by another transaction are skipped, never waited on,
+-- so concurrent claimers never get the same job. Returns nothing when nothing is due.
+-- Raises PQ400 for an empty worker_id or a max_jobs outside 1..10000.
+CREATE FUNCTION pgq.claim(
+    worker_id text,
+    max_jobs integer DEFAULT 1,
+    queues text[] DEFAULT NULL,
+    job_types text[] DEFAULT NULL
+) RETURNS SETOF pgq.jobs
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF worker_id IS NULL OR length(worker_id) NOT BETWEEN 1 AND 255 THEN
+        RAISE EXCEPTION 'cannot claim: worker_id must be 1-255 characters' USING ERRCODE = 'PQ400';
+    END IF;
+    IF max_jobs IS NULL OR max_jobs NOT BETWEEN 1 AND 10000 THEN
+        RAISE EXCEPTION 'cannot claim: max_jobs % is out of range 1..10000', max_jobs
+            USING ERRCODE = 'PQ400';
+    END IF;
+
+    RETURN QUERY
+    WITH picked AS (
+        -- SKIP LOCKED: a row another claimer is taking is simply not ours; the LIMIT sits
+        -- inside the CTE so the UPDATE touches exactly the rows locked here.
+        SELECT j.id
+          FROM pgq.jobs AS j
+         WHERE j.status = 'queued'
+           AND j.run_at <= now()
+           AND (queues IS NULL OR j.queue = ANY (queues))
+           AND (job_types IS NULL OR j.type = ANY (job_types))
+         ORDER BY j.priority, j.run_at, j.id
+         LIMIT max_jobs
+           FOR UPDATE SKIP LOCKED
+    )
+    UPDATE pgq.jobs AS j
+       SET status = 'running',
+           attempts = j.attempts + 1,
+           worker_id = claim.worker_id,
+           claimed_at = now(),
+           lease_expires_at = now() + make_interval(secs => j.timeout_seconds * 1.25),
+           updated_at = now()
+      FROM picked
+     WHERE j.id = picked.id
+    RETURNING j.*;
+END
+$$;
+COMMENT ON FUNCTION pgq.claim(text, integer, text[], text[]) IS
+    'claim: queued → running for up to max_jobs due jobs (priority, run_at, id), FOR UPDATE SKIP LOCKED.';
+
+
+-- complete: running → succeeded. Applies when the job is running, held by worker_id and,
+-- when attempt is given, on that attempt. Leaves result, finished_at, the lease cleared,
+-- waiting dependents released, a pgq_events notification.
+-- Raises PQ404 (no such job) or PQ409 (not running, another holder, another attempt).
+CREATE FUNCTION pgq.complete(
+    job_id bigint,
+    worker_id text,
+    result jsonb DEFAULT NULL,
+    attempt integer DEFAULT NULL
+) RETURNS pgq.jobs
+LANGUAGE plpgsql AS $$
+DECLARE
+    j pgq.jobs;
+BEGIN
+    UPDATE pgq.jobs AS t
+       SET status = 'succeeded', result = complete.result, finished_at = now(),
+           lease_expires_at = NULL, updated_at = now()
+     WHERE t.id = job_id AND t.status = 'running' AND t.worker_id = complete.worker_id
+       AND (attempt IS NULL OR t.attempts = attempt)
+    RETURNING * INTO j;
+    IF NOT FOUND THEN
+        PERFORM pgq._refuse(job_id, worker_id, attempt, 'complete');
+    END IF;
+    PERFORM pgq._release_dependents(j.id);
+    RETURN j;
+END
+$$;
+COMMENT ON FUNCTION pgq.complete(bigint, text, jsonb, integer) IS
+    'complete: running → succeeded, fenced by worker_id (and attempt when given).';
+
+
+-- fail: running → queued with backoff, or → dead. Applies when the job is running, held by
+-- worker_id and, when attempt is given, on that attempt. The job is retried when retryable
+-- and attempts < max_attempts: run_at = now() + retry_delay (when given) or the backoff.
+-- Otherwise it is dead. Leaves the error in last_error and appended to errors, the lease
+-- cleared; when dead, finished_at, a pgq_events notification and its waiting dependents dead.
+-- Raises PQ404 (no such job) or PQ409 (not running, another holder, another attempt).
+CREATE FUNCTION pgq.fail(
+    job_id bigint,
+    worker_id text,
+    error jsonb,
+    retryable boolean DEFAULT true,
+    attempt integer DEFAULT NULL,
+    retry_delay interval DEFAULT NULL
+) RETURNS pgq.jobs
+LANGUAGE plpgsql AS $$
+DECLARE
+    j pgq.jobs;
+BEGIN
+    IF retry_delay IS NOT NULL AND retry_delay < interval '0' THEN
+        RAISE EXCEPTION 'cannot fail job %: retry_delay must not be negative', job_id
+            USING ERRCODE = 'PQ400';
+    END IF;
+
+    UPDATE pgq.jobs AS t
+       SET status = CASE WHEN retryable AND t.attempts < t.max_attempts THEN 'queued' ELSE 'dead' END,
+           run_at = CASE WHEN retryable AND t.attempts < t.max_attempts
+                         THEN now() + coalesce(retry_delay, pgq.backoff(t.attempts))
+                         ELSE t.run_at END,
+           finished_at = CASE WHEN retryable AND t.attempts < t.max_attempts THEN NULL ELSE now() END,
+           last_error = pgq._error_entry(error, t.attempts),
+           errors = t.errors || jsonb_build_array(pgq._error_entry(error, t.attempts)),
+           lease_expires_at = NULL,
+           updated_at = now()
+     WHERE t.id = job_id AND t.status = 'running' AND t.worker_id = fail.worker_id
+       AND (attempt IS NULL OR t.attempts = attempt)
+    RETURNING * INTO j;
+    IF NOT FOUND THEN
+        PERFORM pgq._refuse(job_id, worker_id, attempt, 'fail');
+    END IF;
+    IF j.status = 'dead' THEN
+        PERFORM pgq._doom_dependents(ARRAY[j.id]);
+    END IF;
+    RETURN j;
+END
+$$;
+COMMENT ON FUNCTION pgq.fail(bigint, text, jsonb, boolean, integer, interval) IS
+    'fail: running → queued after a backoff (attempts left, retryable) or → dead; fenced like complete.';
+
+
+-- heartbeat: running → running with a fresh lease of 1.25 × timeout_seconds from now.
+-- Applies when the job is running, held by worker_id and, when attempt is given, on it.
+-- Raises PQ404 (no such job) or PQ409 (not running, another holder, another attempt).
+CREATE FUNCTION pgq.heartbeat(job_id bigint, worker_id text, attempt integer DEFAULT NULL)
+RETURNS pgq.jobs
+LANGUAGE plpgsql AS $$
+DECLARE
+    j pgq.jobs;
+BEGIN
+    UPDATE pgq.jobs AS t
+       SET lease_expires_at = now() + make_interval(secs => t.timeout_seconds * 1.25),
+           updated_at = now()
+     WHERE t.id = job_id AND t.status = 'running' AND t.worker_id = heartbeat.worker_id
+       AND (attempt IS NULL OR t.attempts = attempt)
+    RETURNING * INTO j;
+    IF NOT FOUND THEN
+        PERFORM pgq._refuse(job_id, worker_id, attempt, 'heartbeat');
+    END IF;
+    RETURN j;
+END
+$$;
+COMMENT ON FUNCTION pgq.heartbeat(bigint, text, integer) IS
+    'heartbeat: extend the lease of a running job to 1.25 × timeout_seconds from now; fenced like complete.';
+
+
+-- cancel: waiting / queued / running → cancelled. Leaves finished_at, the lease cleared,
+-- a pgq_events notification (which tells the runner holding a running job to stop its
+-- handler) and the job's waiting dependents dead.
+-- Raises PQ404 (no such job) or PQ409 (already succeeded, dead or cancelled).
+CREATE FUNCTION pgq.cancel(job_id bigint) RETURNS pgq.jobs
+LANGUAGE plpgsql AS $$
+DECLARE
+    j pgq.jobs;
+    current_status text;
+BEGIN
+    UPDATE pgq.jobs AS t
+       SET status = 'cancelled', finished_at = now(), lease_expires_at = NULL, updated_at = now()
+     WHERE t.id = job_id AND t.status IN ('waiting', 'queued', 'running')
+    RETURNING * INTO j;
+    IF NOT FOUND THEN
+        SELECT status INTO current_status FROM pgq.jobs WHERE id = job_id;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'job % does not exist', job_id USING ERRCODE = 'PQ404';
+        END IF;
+        RAISE EXCEPTION 'cannot cancel: job % has already finished (status %)', job_id, current_status
+            USING ERRCODE = 'PQ409';
+    END IF;
+    PERFORM pgq._doom_dependents(ARRAY[j.id]);
+    RETURN j;
+END
+$$;
+COMMENT ON FUNCTION pgq.cancel(bigint) IS
+    'cancel: waiting/queued/running → cancelled; a running job''s runner is told through pgq_events.';
+
+
+-- retry: dead / cancelled → queued now (dead-letter replay), or → waiting when some parent
+-- has not finished yet. attempts and the error history are kept; max_attempts becomes
+-- attempts + extra_attempts. Raises PQ404 (no such job), PQ409 (not dead or cancelled, or
+-- a parent is itself dead or cancelled: retry that one first) or PQ400 (extra_attempts
+-- outside 1..1000).
+CREATE FUNCTION pgq.retry(job_id bigint, extra_attempts integer DEFAULT 1) RETURNS pgq.jobs
+LANGUAGE plpgsql AS $$
+DECLARE
+    j pgq.jobs;
+    unfinished integer := 0;
+    failed_parents bigint[];
+BEGIN
+    IF extra_attempts IS NULL OR extra_attempts NOT BETWEEN 1 AND 1000 THEN
+        RAISE EXCEPTION 'cannot retry job %: extra_attempts % is out of range 1..1000',
+                        job_id, extra_attempts USING ERRCODE = 'PQ400';
+    END IF;
+    SELECT * INTO j FROM pgq.jobs WHERE id = job_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'job % does not exist', job_id USING ERRCODE = 'PQ404';
+    ELSIF j.status NOT IN ('dead', 'cancelled') THEN
+        RAISE EXCEPTION 'cannot retry: job % is not dead or cancelled (status %)', job_id, j.status
+            USING ERRCODE = 'PQ409';
+    END IF;
+
+    IF j.depends_on IS NOT NULL THEN
+        SELECT count(*) FILTER (WHERE p.status <> 'succeeded'),
+               array_agg(p.id) FILTER (WHERE p.status IN ('dead', 'cancelled'))
+          INTO unfinished, failed_parents
+          FROM (SELECT id, status FROM pgq.jobs WHERE id = ANY (j.depends_on) ORDER BY id FOR SHARE) AS p;
+        IF failed_parents IS NOT NULL THEN
+            RAISE EXCEPTION 'cannot retry: job % depends on job(s) % that ended dead or cancelled',
+                            job_id, array_to_string(failed_parents, ', ')
+                USING ERRCODE = 'PQ409', HINT = 'Retry those jobs first.';
+        END IF;
+    END IF;
+
+    UPDATE pgq.jobs AS t
+       SET status = CASE WHEN unfinished > 0 THEN 'waiting' ELSE 'queued' END,
+           run_at = now(), max_attempts = t.attempts + extra_attempts,
+           finished_at = NULL, lease_expires_at = NULL, updated_at = now()
+     WHERE t.id = job_id
+    RETURNING * INTO j;
+    RETURN j;
+END
+$$;
+COMMENT ON FUNCTION pgq.retry(bigint, integer) IS
+    'retry: dead/cancelled → queued now (dead-letter replay); keeps attempts, grants extra_attempts more.';
+
+
+-- expire_leases: running → queued with backoff (attempts left) or → dead, for every job
+-- whose lease ran out (the runner holding it crashed, hung or lost the database). Each is
+-- recorded as a failed attempt with a "lease_expired" error; dead ones doom their waiting
+-- dependents. Returns how many jobs it expired. Safe to call from many processes at once:
+-- rows another caller is expiring are skipped.
+CREATE FUNCTION pgq.expire_leases() RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    expired_count integer;
+    dead_ids bigint[];
+BEGIN
+    WITH expired AS (
+        SELECT id FROM pgq.jobs
+         WHERE status = 'running' AND lease_expires_at < now()
+         ORDER BY lease_expires_at
+           FOR UPDATE SKIP LOCKED
+    ), updated AS (
+        UPDATE pgq.jobs AS t
+           SET status = CASE WHEN t.attempts < t.max_attempts THEN 'queued' ELSE 'dead' END,
+               run_at = CASE WHEN t.attempts < t.max_attempts
+                             THEN now() + pgq.backoff(t.attempts) ELSE t.run_at END,
+               finished_at = CASE WHEN t.attempts < t.max_attempts THEN NULL ELSE now() END,
+               last_error = e.entry,
+               errors = t.errors || jsonb_build_array(e.entry),
+               lease_expires_at = NULL,
+               updated_at = now()
+          FROM expired,
+               LATERAL (SELECT pgq._error_entry(jsonb_build_object(
+                   'message', format('lease expired: worker %s stopped heartbeating (lease ended %s)',
+                                     t.worker_id, t.lease_expires_at),
+                   'kind', 'lease_expired'), t.attempts) AS entry) AS e
+         WHERE t.id = expired.id
+        RETURNING t.id, t.status
+    )
+    SELECT count(*), array_agg(id) FILTER (WHERE status = 'dead')
+      INTO expired_count, dead_ids
+      FROM updated;
+
+    IF dead_ids IS NOT NULL THEN
+        PERFORM pgq._doom_dependents(dead_ids);
+    END IF;
+    RETURN expired_count;
+END
+$$;
+COMMENT ON FUNCTION pgq.expire_leases() IS
+    'expire_leases: fail every running job whose lease ran out (retry with backoff or dead); returns the count.';
+
+
+-- next_due: what a runner sleeps until when it has nothing to claim: the earliest run_at
+-- of queued jobs it could claim (NULL when none) and the earliest lease expiry of any
+-- running job (NULL when none), after which pgq.expire_leases has work.
+CREATE FUNCTION pgq.next_due(queues text[] DEFAULT NULL, job_types text[] DEFAULT NULL)
+RETURNS TABLE (next_run_at timestamptz, next_lease_expiry timestamptz)
+LANGUAGE sql STABLE AS $$
+    SELECT (SELECT min(j.run_at) FROM pgq.jobs AS j
+             WHERE j.status = 'queued'
+               AND (queues IS NULL OR j.queue = ANY (queues))
+               AND (job_types IS NULL OR j.type = ANY (job_types))),
+           (SELECT min(j.lease_expires_at) FROM pgq.jobs AS j WHERE j.status = 'running')
+$$;
+COMMENT ON FUNCTION pgq.next_due(text[], text[]) IS
+    'next_due: earliest run_at among claimable queued jobs and earliest lease expiry; what idle runners sleep until.';
+
+
+-- stats: per queue and status, how many jobs and the oldest run_at.
+CREATE FUNCTION pgq.stats()
+RETURNS TABLE (queue text, status text, count bigint, oldest_run_at timestamptz)
+LANGUAGE sql STABLE AS $$
+    SELECT j.queue, j.status, count(*), min(j.run_at)
+      FROM pgq.jobs AS j
+     GROUP BY j.queue, j.status
+     ORDER BY j.queue, j.status
+$$;
+COMMENT ON FUNCTION pgq.stats() IS 'stats: per queue and status, the job count and the oldest run_at.';
+
+
+-- prune: delete succeeded, dead and cancelled jobs that finished more than older_than ago.
+-- Returns how many it deleted. Raises PQ400 for a negative or NULL interval.
+CREATE FUNCTION pgq.prune(older_than interval) RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    deleted integer;
+BEGIN
+    IF older_than IS NULL OR older_than < interval '0' THEN
+        RAISE EXCEPTION 'cannot prune: older_than must be a non-negative interval'
+            USING ERRCODE = 'PQ400';
+    END IF;
+    DELETE FROM pgq.jobs
+     WHERE finished_at < now() - older_than
+       AND status IN ('succeeded', 'dead', 'cancelled');
+    GET DIAGNOSTICS deleted = ROW_COUNT;
+    RETURN deleted;
+END
+$$;
+COMMENT ON FUNCTION pgq.prune(interval) IS
+    'prune: delete jobs that finished (succeeded, dead, cancelled) longer than older_than ago; returns the count.';
