@@ -1,0 +1,100 @@
+"""Structured logs: one JSON object per line on stderr (or readable lines for humans).
+
+Every pgq log record carries an ``event`` (``job.claimed``, ``job.succeeded``, …) and the
+job's fields when it concerns a job::
+
+    log_event(log, "job.succeeded", job_id=7, job_type="TMDB_SYNC", queue="default",
+              worker_id="w1", attempt=1, duration_ms=12.5)
+
+``PGQ_LOG_FORMAT=console`` switches to one readable line per record; ``PGQ_LOG_LEVEL``
+sets the level (default INFO).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+#: Fields a record may carry besides ts, level, event and message, in output order.
+FIELDS = (
+    "job_id",
+    "job_type",
+    "queue",
+    "worker_id",
+    "attempt",
+    "duration_ms",
+    "error",
+    "request_id",
+    "method",
+    "path",
+    "status",
+    "remote",
+)
+
+_STANDARD_ATTRS = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+
+
+def _extras(record: logging.LogRecord) -> dict[str, Any]:
+    return {k: v for k, v in record.__dict__.items() if k not in _STANDARD_ATTRS}
+
+
+class JsonFormatter(logging.Formatter):
+    """``{"ts", "level", "event", "message", <fields>}`` per line, serialised by orjson."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        extras = _extras(record)
+        out: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "event": extras.pop("event", None) or record.name,
+            "message": record.getMessage(),
+            "logger": record.name,
+        }
+        out.update(extras)
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        return orjson.dumps(out, default=str).decode()
+
+
+class ConsoleFormatter(logging.Formatter):
+    """``HH:MM:SS level event message key=value …`` for people at a terminal."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        extras = _extras(record)
+        event = extras.pop("event", None) or record.name
+        ts = datetime.fromtimestamp(record.created).strftime("%H:%M:%S")
+        pairs = " ".join(f"{k}={v}" for k, v in extras.items())
+        line = f"{ts} {record.levelname.lower():7} {event:22} {record.getMessage()} {pairs}"
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line.rstrip()
+
+
+def configure_logging(level: str | None = None, fmt: str | None = None) -> None:
+    """Send pgq's (and aiohttp's) logs to stderr in the configured format."""
+    level = (level or os.environ.get("PGQ_LOG_LEVEL") or "INFO").upper()
+    fmt = (fmt or os.environ.get("PGQ_LOG_FORMAT") or "json").lower()
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(ConsoleFormatter() if fmt == "console" else JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+def log_event(
+    logger: logging.Logger,
+    event: str,
+    message: str = "",
+    *,
+    level: int = logging.INFO,
+    **fields: Any,
+) -> None:
+    """Log ``event`` with structured ``fields`` (None values are left out)."""
+    if logger.isEnabledFor(level):
+        extra = {"event": event, **{k: v for k, v in fields.items() if v is not None}}
+        logger.log(level, message or event, extra=extra)
