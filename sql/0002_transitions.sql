@@ -120,20 +120,21 @@ DECLARE
 BEGIN
     WHILE cardinality(doomed) > 0 LOOP
         WITH victims AS (
-            SELECT id FROM pgq.jobs
-             WHERE depends_on && doomed AND status = 'waiting'
-             ORDER BY id
+            SELECT v.id,
+                   pgq._error_entry(jsonb_build_object(
+                       'message', format('a job it depends on (%s) ended dead or cancelled',
+                                         array_to_string(ARRAY(SELECT unnest(v.depends_on)
+                                                               INTERSECT SELECT unnest(doomed)), ', ')),
+                       'kind', 'dependency'), v.attempts) AS entry
+              FROM pgq.jobs AS v
+             WHERE v.depends_on && doomed AND v.status = 'waiting'
+             ORDER BY v.id
                FOR UPDATE
         ), updated AS (
             UPDATE pgq.jobs AS j
                SET status = 'dead', finished_at = now(), updated_at = now(),
-                   last_error = e.entry, errors = j.errors || jsonb_build_array(e.entry)
-              FROM victims,
-                   LATERAL (SELECT pgq._error_entry(jsonb_build_object(
-                       'message', format('a job it depends on (%s) ended dead or cancelled',
-                                         array_to_string(ARRAY(SELECT unnest(j.depends_on)
-                                                               INTERSECT SELECT unnest(doomed)), ', ')),
-                       'kind', 'dependency'), j.attempts) AS entry) AS e
+                   last_error = victims.entry, errors = j.errors || jsonb_build_array(victims.entry)
+              FROM victims
              WHERE j.id = victims.id
             RETURNING j.id
         )
@@ -577,9 +578,14 @@ DECLARE
     dead_ids bigint[];
 BEGIN
     WITH expired AS (
-        SELECT id FROM pgq.jobs
-         WHERE status = 'running' AND lease_expires_at < now()
-         ORDER BY lease_expires_at
+        SELECT x.id,
+               pgq._error_entry(jsonb_build_object(
+                   'message', format('lease expired: worker %s stopped heartbeating (lease ended %s)',
+                                     x.worker_id, x.lease_expires_at),
+                   'kind', 'lease_expired'), x.attempts) AS entry
+          FROM pgq.jobs AS x
+         WHERE x.status = 'running' AND x.lease_expires_at < now()
+         ORDER BY x.lease_expires_at
            FOR UPDATE SKIP LOCKED
     ), updated AS (
         UPDATE pgq.jobs AS t
@@ -587,15 +593,11 @@ BEGIN
                run_at = CASE WHEN t.attempts < t.max_attempts
                              THEN now() + pgq.backoff(t.attempts) ELSE t.run_at END,
                finished_at = CASE WHEN t.attempts < t.max_attempts THEN NULL ELSE now() END,
-               last_error = e.entry,
-               errors = t.errors || jsonb_build_array(e.entry),
+               last_error = expired.entry,
+               errors = t.errors || jsonb_build_array(expired.entry),
                lease_expires_at = NULL,
                updated_at = now()
-          FROM expired,
-               LATERAL (SELECT pgq._error_entry(jsonb_build_object(
-                   'message', format('lease expired: worker %s stopped heartbeating (lease ended %s)',
-                                     t.worker_id, t.lease_expires_at),
-                   'kind', 'lease_expired'), t.attempts) AS entry) AS e
+          FROM expired
          WHERE t.id = expired.id
         RETURNING t.id, t.status
     )
