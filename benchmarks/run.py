@@ -1,0 +1,698 @@
+"""Benchmark pgq against procrastinate and PgQueuer on the local Postgres.
+
+    python -m benchmarks.run                 # full run (~15 min on 2 cores) -> RESULTS.md
+    python -m benchmarks.run --smoke         # seconds; correctness checks only (CI)
+    python -m benchmarks.run --systems pgq,pgqueuer --scenarios drain,latency
+
+Each system runs through its adapter script (benchmarks/adapters/<system>_adapter.py)
+under its own interpreter: the peers in virtualenvs under benchmarks/.venvs/ that this
+script creates from PyPI (and reuses), pgq in this interpreter with the working tree on
+PYTHONPATH. Every measurement gets a fresh database (bench_<system>), dropped WITH
+(FORCE) afterwards; repetitions are interleaved across systems. A run counts only if
+the database shows every job succeeded exactly once and the handlers ran each job once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime
+import json
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import asyncpg
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+VENVS = HERE / ".venvs"
+OUT = HERE / "out"
+
+SYSTEMS = ("pgq", "procrastinate", "pgqueuer")
+PEERS = ("procrastinate", "pgqueuer")
+SCENARIOS = ("enqueue", "drain", "latency", "steady", "http")
+
+# What each peer's virtualenv gets from PyPI. Exact pins: a re-run measures the same code.
+# psycopg[binary] is psycopg's recommended fast (C) implementation; asyncpg is only used
+# by the harness' bookkeeping queries in the procrastinate venv.
+PEER_REQUIREMENTS = {
+    "procrastinate": ["procrastinate==3.10.0", "psycopg[binary]", "asyncpg", "uvloop"],
+    "pgqueuer": ["pgqueuer[asyncpg]==1.6.0", "uvloop"],
+}
+# "concurrency" per system: Runner(concurrency=) for pgq, run_worker_async(concurrency=)
+# for procrastinate, QueueManager.run(batch_size=) for PgQueuer (see its adapter).
+SWEEP = {"pgq": (10, 50, 200), "procrastinate": (1, 10, 50), "pgqueuer": (50, 200, 1000)}
+DEFAULT_CONCURRENCY = {"pgq": 50, "procrastinate": 10, "pgqueuer": 200}
+
+
+@dataclass
+class Config:
+    dsn: str
+    systems: list[str]
+    scenarios: list[str]
+    reps: int
+    n: int
+    n_sweep: int
+    sweep: bool
+    latency_count: int
+    latency_interval: float
+    steady_connections: int
+    steady_seconds: float
+    settle: float
+    smoke: bool
+    results_path: Path
+    concurrency: dict[str, int] = field(default_factory=dict)
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- environments
+
+
+def ensure_venv(system: str) -> Path:
+    """Create (or reuse) benchmarks/.venvs/<system> with the pinned requirements."""
+    venv = VENVS / system
+    python = venv / "bin" / "python"
+    spec = "\n".join(PEER_REQUIREMENTS[system])
+    marker = venv / "bench-requirements.txt"
+    if python.exists() and marker.exists() and marker.read_text() == spec:
+        return python
+    log(f"creating {venv} ({', '.join(PEER_REQUIREMENTS[system])})")
+    OUT.mkdir(parents=True, exist_ok=True)
+    pip_log = OUT / f"pip-{system}.log"
+    with open(pip_log, "w") as f:
+        for cmd in (
+            [sys.executable, "-m", "venv", "--clear", str(venv)],
+            [str(python), "-m", "pip", "install", "--disable-pip-version-check"]
+            + PEER_REQUIREMENTS[system],
+        ):
+            if subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT).returncode:
+                sys.exit(f"failed: {shlex.join(cmd)} (see {pip_log})")
+    marker.write_text(spec)
+    return python
+
+
+def interpreter(system: str) -> tuple[str, dict[str, str]]:
+    env = dict(os.environ)
+    if system == "pgq":
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+        return sys.executable, env
+    return str(ensure_venv(system)), env
+
+
+# --------------------------------------------------------------------------- database
+
+
+def dsn_for(base: str, database: str) -> str:
+    return f"{base.rstrip('/')}/{database}"
+
+
+@contextlib.asynccontextmanager
+async def fresh_db(cfg: Config, system: str):
+    name = f"bench_{system}"
+    admin = await asyncpg.connect(dsn_for(cfg.dsn, "postgres"))
+    try:
+        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        await admin.execute(f"CREATE DATABASE {name}")
+        try:
+            yield dsn_for(cfg.dsn, name), admin
+        finally:
+            await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    finally:
+        await admin.close()
+
+
+# --------------------------------------------------------------------------- adapters
+
+
+class AdapterError(RuntimeError):
+    pass
+
+
+class Adapter:
+    """One adapter subprocess; the last stdout line of each command is its JSON result."""
+
+    def __init__(self, system: str, args: list[str], logfile: Path) -> None:
+        self.system, self.args, self.logfile = system, args, logfile
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        python, env = interpreter(self.system)
+        script = HERE / "adapters" / f"{self.system}_adapter.py"
+        self.logfile.parent.mkdir(parents=True, exist_ok=True)
+        self._err = open(self.logfile, "wb")  # noqa: SIM115, ASYNC230 - closed in finish()
+        self.proc = await asyncio.create_subprocess_exec(
+            python,
+            str(script),
+            *self.args,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=self._err,
+            env=env,
+        )
+
+    async def read_json(self, timeout: float) -> dict:
+        assert self.proc and self.proc.stdout
+        while True:
+            line = await asyncio.wait_for(self.proc.stdout.readline(), timeout)
+            if not line:
+                await self.finish(5)
+                raise AdapterError(self._failure("exited without a result"))
+            with contextlib.suppress(ValueError):
+                obj = json.loads(line)
+                if isinstance(obj, dict):
+                    return obj
+
+    async def send(self, line: str) -> None:
+        assert self.proc and self.proc.stdin
+        self.proc.stdin.write(line.encode() + b"\n")
+        await self.proc.stdin.drain()
+
+    async def finish(self, timeout: float) -> None:
+        if self.proc is None:
+            return
+        try:
+            await asyncio.wait_for(self.proc.wait(), timeout)
+        except TimeoutError:
+            self.proc.kill()
+            await self.proc.wait()
+        finally:
+            self._err.close()
+
+    def _failure(self, what: str) -> str:
+        tail = self.logfile.read_text(errors="replace").strip().splitlines()[-15:]
+        cmd = " ".join(self.args[:1])
+        return f"{self.system} {cmd} {what}; stderr ({self.logfile}):\n  " + "\n  ".join(tail)
+
+    @classmethod
+    async def run(cls, system: str, args: list[str], logfile: Path, timeout: float) -> dict:
+        adapter = cls(system, args, logfile)
+        await adapter.start()
+        try:
+            result = await adapter.read_json(timeout)
+        except BaseException:
+            if adapter.proc and adapter.proc.returncode is None:
+                adapter.proc.kill()
+            await adapter.finish(5)
+            raise
+        await adapter.finish(30)
+        return result
+
+
+# --------------------------------------------------------------------------- scenarios
+
+
+def percentile(values: list[float], p: float) -> float:
+    """Nearest-rank percentile."""
+    s = sorted(values)
+    k = max(0, min(len(s) - 1, -(-len(s) * p // 100) - 1))
+    return s[int(k)]
+
+
+class Runner:
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        self.logdir = OUT / "logs" / self.stamp
+        self.records: list[dict] = []  # one per measurement, valid or not
+        self.best: dict[str, int] = {}
+
+    def logfile(self, *parts: object) -> Path:
+        return self.logdir / ("-".join(str(p) for p in parts) + ".log")
+
+    def concurrency(self, system: str) -> int:
+        return self.cfg.concurrency.get(system, self.best.get(system, DEFAULT_CONCURRENCY[system]))
+
+    async def measure(self, scenario: str, system: str, rep: object, **params) -> dict:
+        """Run one measurement in a fresh database; record it whatever happens."""
+        record = {"scenario": scenario, "system": system, "rep": rep, **params}
+        t0 = time.monotonic()
+        try:
+            async with fresh_db(self.cfg, system) as (dsn, admin):
+                fn = getattr(self, f"_{scenario}")
+                record.update(await fn(system, dsn, admin, rep, **params))
+        except Exception as exc:
+            record.update(ok=False, problems=[f"{type(exc).__name__}: {exc}"])
+        record["wall_s"] = round(time.monotonic() - t0, 2)
+        self.records.append(record)
+        summary = {k: record.get(k) for k in SUMMARY_KEYS.get(scenario, ()) if k in record}
+        status = "ok" if record.get("ok") else "INVALID " + "; ".join(record.get("problems", []))
+        log(f"{scenario:8} {system:13} rep={rep} {params or ''} {fmt_summary(summary)} {status}")
+        return record
+
+    async def _enqueue(self, system, dsn, admin, rep) -> dict:
+        n = self.cfg.n
+        lf = self.logfile("enqueue", system, rep)
+        return await Adapter.run(system, ["enqueue", dsn, str(n), "--install"], lf, 300)
+
+    async def _drain(self, system, dsn, admin, rep, concurrency, n) -> dict:
+        lf = self.logfile("drain", system, rep, concurrency)
+        enq = await Adapter.run(system, ["enqueue", dsn, str(n), "--install"], lf, 300)
+        if not enq.get("ok"):
+            return {"ok": False, "problems": [f"enqueue failed: {enq}"]}
+        await admin.execute("CHECKPOINT")
+        args = ["drain", dsn, str(n), "--concurrency", str(concurrency)]
+        return await Adapter.run(
+            system, args, self.logfile("drain", system, rep, concurrency, "runner"), 600
+        )
+
+    async def _sweep(self, system, dsn, admin, rep, concurrency, n) -> dict:
+        return await self._drain(system, dsn, admin, f"sweep{rep}", concurrency, n)
+
+    async def _worker_scenario(self, system, dsn, rep, name, producer_args):
+        """An idle runner, then a producer process; returns (worker, producer, starts)."""
+        starts_file = self.logdir / f"{name}-{system}-{rep}-starts.json"
+        worker = Adapter(
+            system,
+            [
+                "worker",
+                dsn,
+                "--concurrency",
+                str(self.concurrency(system)),
+                "--out",
+                str(starts_file),
+                "--install",
+                "--settle",
+                str(self.cfg.settle),
+            ],
+            self.logfile(name, system, rep, "runner"),
+        )
+        await worker.start()
+        try:
+            ready = await worker.read_json(120)
+            if not ready.get("ready"):
+                raise AdapterError(f"runner not ready: {ready}")
+            prod = await Adapter.run(
+                system, producer_args, self.logfile(name, system, rep, "producer"), 600
+            )
+            await worker.send(f"expect {prod['enqueued']}")
+            result = await worker.read_json(900)
+        except BaseException:
+            if worker.proc and worker.proc.returncode is None:
+                worker.proc.kill()
+            await worker.finish(5)
+            raise
+        await worker.finish(30)
+        starts = {int(k): v for k, v in json.loads(starts_file.read_text()).items()}
+        return result, prod, starts
+
+    async def _latency(self, system, dsn, admin, rep) -> dict:
+        args = [
+            "produce-latency",
+            dsn,
+            "--count",
+            str(self.cfg.latency_count),
+            "--interval",
+            str(self.cfg.latency_interval),
+        ]
+        result, prod, starts = await self._worker_scenario(system, dsn, rep, "latency", args)
+        commits = {int(k): v for k, v in prod["commits"].items()}
+        lat = [(starts[i] - commits[i]) * 1000 for i in commits if i in starts]
+        out = {
+            "ok": result.get("ok") and len(lat) == len(commits),
+            "concurrency": self.concurrency(system),
+        }
+        out["problems"] = result.get("problems", [])
+        if lat:
+            out.update(
+                p50_ms=percentile(lat, 50),
+                p95_ms=percentile(lat, 95),
+                p99_ms=percentile(lat, 99),
+                max_ms=max(lat),
+                samples=len(lat),
+            )
+        return out
+
+    async def _steady(self, system, dsn, admin, rep) -> dict:
+        args = [
+            "produce-steady",
+            dsn,
+            "--connections",
+            str(self.cfg.steady_connections),
+            "--seconds",
+            str(self.cfg.steady_seconds),
+        ]
+        result, prod, starts = await self._worker_scenario(system, dsn, rep, "steady", args)
+        t0, t1 = prod["t0"], prod["t1"]
+        window = t1 - t0
+        started_by_end = sum(1 for t in starts.values() if t <= t1)
+        in_window = sum(1 for t in starts.values() if t0 <= t <= t1)
+        return {
+            "ok": result.get("ok"),
+            "problems": result.get("problems", []),
+            "concurrency": self.concurrency(system),
+            "enqueued": prod["enqueued"],
+            "enqueued_per_s": prod["enqueued"] / window,
+            "consumed_per_s": in_window / window,
+            "backlog": prod["enqueued"] - started_by_end,
+        }
+
+    async def _http(self, system, dsn, admin, rep) -> dict:
+        raise NotImplementedError("the HTTP scenario is not written yet")
+
+    # ------------------------------------------------------------------ plan
+
+    async def run(self) -> None:
+        cfg = self.cfg
+        for system in cfg.systems:
+            interpreter(system)  # create peer venvs up front, outside any timing
+        for scenario in SCENARIOS:
+            if scenario not in cfg.scenarios:
+                continue
+            systems = [s for s in cfg.systems if scenario != "http" or s == "pgq"]
+            if scenario == "drain" and cfg.sweep:
+                await self.sweep(systems)
+            for rep in range(cfg.reps):
+                for system in rotate(systems, rep):
+                    if scenario == "drain":
+                        c = self.concurrency(system)
+                        await self.measure("drain", system, rep, concurrency=c, n=cfg.n)
+                    else:
+                        await self.measure(scenario, system, rep)
+
+    async def sweep(self, systems: list[str]) -> None:
+        """One drain of n_sweep jobs per concurrency setting; keep the fastest."""
+        todo = [s for s in systems if s not in self.cfg.concurrency]
+        for i in range(max((len(SWEEP[s]) for s in todo), default=0)):
+            for system in rotate(todo, i):
+                if i < len(SWEEP[system]):
+                    c = SWEEP[system][i]
+                    await self.measure("sweep", system, c, concurrency=c, n=self.cfg.n_sweep)
+        for system in todo:
+            runs = [
+                r
+                for r in self.records
+                if r["scenario"] == "sweep" and r["system"] == system and r.get("ok")
+            ]
+            if runs:
+                self.best[system] = max(runs, key=lambda r: r["jobs_per_s"])["concurrency"]
+                log(f"drain sweep: {system} is fastest at concurrency {self.best[system]}")
+
+
+SUMMARY_KEYS = {
+    "enqueue": ("jobs_per_s",),
+    "drain": ("jobs_per_s", "elapsed_s"),
+    "sweep": ("jobs_per_s",),
+    "latency": ("p50_ms", "p99_ms", "max_ms"),
+    "steady": ("enqueued_per_s", "consumed_per_s", "backlog"),
+    "http": ("requests_per_s", "p99_ms"),
+}
+
+
+def fmt_summary(d: dict) -> str:
+    return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in d.items())
+
+
+def rotate(items: list, k: int) -> list:
+    k %= max(1, len(items))
+    return items[k:] + items[:k]
+
+
+# --------------------------------------------------------------------------- report
+
+# (scenario, metric, label, higher is better)
+METRICS = [
+    ("enqueue", "jobs_per_s", "bulk enqueue, jobs/s", True),
+    ("drain", "jobs_per_s", "drain, jobs/s", True),
+    ("drain", "elapsed_s", "drain, seconds", False),
+    ("latency", "p50_ms", "wake-up p50, ms", False),
+    ("latency", "p95_ms", "wake-up p95, ms", False),
+    ("latency", "p99_ms", "wake-up p99, ms", False),
+    ("latency", "max_ms", "wake-up max, ms", False),
+    ("steady", "enqueued_per_s", "steady: enqueued/s (4 producers)", True),
+    ("steady", "consumed_per_s", "steady: consumed/s", True),
+    ("steady", "backlog", "steady: backlog at the end", False),
+    ("http", "requests_per_s", "HTTP requests/s", True),
+    ("http", "p99_ms", "HTTP p99, ms", False),
+]
+
+
+def fmt(v: float) -> str:
+    if float(v).is_integer() and abs(v) < 1000:
+        return f"{v:.0f}"
+    if v >= 1000:
+        return f"{v:,.0f}"
+    if v >= 100:
+        return f"{v:.0f}"
+    if v >= 10:
+        return f"{v:.1f}"
+    return f"{v:.2f}"
+
+
+def cell(values: list[float]) -> str:
+    if not values:
+        return "–"
+    med = statistics.median(values)
+    if len(values) == 1:
+        return fmt(med)
+    return f"{fmt(med)} ({fmt(min(values))}–{fmt(max(values))})"
+
+
+def sh(cmd: str) -> str:
+    try:
+        return subprocess.run(
+            cmd, shell=True, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+    except Exception:
+        return "?"
+
+
+async def machine(cfg: Config) -> dict:
+    mem = sh("awk '/MemTotal/ {printf \"%.1f GiB\", $2/1048576}' /proc/meminfo")
+    cpu = sh("awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo")
+    conn = await asyncpg.connect(dsn_for(cfg.dsn, "postgres"))
+    try:
+        pg = await conn.fetchval("SELECT version()")
+        settings = {
+            k: await conn.fetchval(f"SHOW {k}")
+            for k in ("shared_buffers", "synchronous_commit", "fsync", "max_connections")
+        }
+    finally:
+        await conn.close()
+    return {
+        "nproc": sh("nproc"),
+        "cpu": cpu,
+        "memory": mem,
+        "postgres": pg,
+        "postgres_settings": settings,
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+        "git": sh(f"git -C {shlex.quote(str(REPO))} rev-parse --short HEAD"),
+    }
+
+
+def report(cfg: Config, runner: Runner, info: dict, argv: list[str]) -> str:
+    recs = runner.records
+    versions = {}
+    for r in recs:
+        if r.get("version"):
+            versions[r["system"]] = r["version"]
+    systems = cfg.systems
+    peers = [s for s in systems if s != "pgq"]
+    lines = [
+        "# pgq benchmarks"
+        + (" (smoke run: tiny sizes, numbers mean nothing)" if cfg.smoke else ""),
+        "",
+        f"Generated {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')} by "
+        f"`python -m benchmarks.run {' '.join(argv)}` (git {info['git']}).",
+        "",
+        "## Machine",
+        "",
+        f"- `nproc`: {info['nproc']} ({info['cpu']}), memory {info['memory']}, "
+        f"kernel {info['kernel']}",
+        f"- {info['postgres']}",
+        "- Postgres settings: "
+        + ", ".join(f"{k}={v}" for k, v in info["postgres_settings"].items()),
+        f"- Python {info['python']}; uvloop in every process",
+        "- Systems: " + ", ".join(f"{s} {versions.get(s, '?')}" for s in systems),
+        "",
+        "## Results",
+        "",
+        f"Median of {cfg.reps} interleaved repetition(s), (min–max) when more than one; "
+        f"N = {cfg.n:,} jobs for drain and bulk enqueue. Ratio = pgq / peer on medians "
+        "(▲ higher is better, ▼ lower is better). Only runs that passed the correctness "
+        "checks count.",
+        "",
+    ]
+    header = ["metric", *systems] + [f"pgq / {p}" for p in peers if "pgq" in systems]
+    lines.append("| " + " | ".join(header) + " |")
+    lines.append("|" + "---|" * len(header))
+    for scenario, metric, label, higher in METRICS:
+        if scenario not in cfg.scenarios:
+            continue
+        vals = {
+            s: [
+                r[metric]
+                for r in recs
+                if r["scenario"] == scenario and r["system"] == s and r.get("ok") and metric in r
+            ]
+            for s in systems
+        }
+        if not any(vals.values()):
+            continue
+        row = [label + (" ▲" if higher else " ▼")] + [cell(vals[s]) for s in systems]
+        if "pgq" in systems:
+            for p in peers:
+                if vals["pgq"] and vals[p] and statistics.median(vals[p]):
+                    row.append(f"{statistics.median(vals['pgq']) / statistics.median(vals[p]):.2f}")
+                else:
+                    row.append("–")
+        lines.append("| " + " | ".join(row) + " |")
+    conc = {s: runner.concurrency(s) for s in systems}
+    lines += [
+        "",
+        "Concurrency used for drain, latency and steady state: "
+        + ", ".join(f"{s} {c}" for s, c in conc.items())
+        + " (`Runner(concurrency=)` for pgq, `run_worker_async(concurrency=)` for procrastinate, "
+        "`QueueManager.run(batch_size=)` for PgQueuer).",
+    ]
+    sweep = [r for r in recs if r["scenario"] == "sweep"]
+    if sweep:
+        lines += ["", f"### Drain sweep ({cfg.n_sweep:,} jobs, one run per setting)", ""]
+        lines += ["| system | concurrency | jobs/s |", "|---|---|---|"]
+        for r in sorted(sweep, key=lambda r: (r["system"], r["concurrency"])):
+            v = fmt(r["jobs_per_s"]) if r.get("ok") else "invalid"
+            lines.append(f"| {r['system']} | {r['concurrency']} | {v} |")
+    bad = [r for r in recs if not r.get("ok")]
+    lines += ["", "### Runs that did not count", ""]
+    if bad:
+        for r in bad:
+            problems = "; ".join(r.get("problems", [])).replace("\n", " ")[:400]
+            lines.append(f"- {r['scenario']} {r['system']} rep {r['rep']}: {problems}")
+    else:
+        lines.append("None: every run verified all jobs succeeded exactly once.")
+    lines += ["", METHOD.format(nproc=info["nproc"], **vars(cfg)).strip(), ""]
+    return "\n".join(lines)
+
+
+METHOD = """
+## Method
+
+- **Isolation.** Every measurement creates a fresh database (`bench_<system>`), installs
+  the system's schema with its own installer, and drops the database `WITH (FORCE)` at the end.
+  Repetitions are interleaved: each repetition runs every system once, in rotating order.
+- **Bulk enqueue.** The fastest documented path, one call for all N jobs:
+  `client.enqueue_many` (pgq), `Task.batch_defer_async` (procrastinate),
+  `Queries.enqueue` with lists (PgQueuer). Timed around that call only.
+- **Drain.** N no-op jobs enqueued by one process, a `CHECKPOINT`, then a fresh runner process:
+  time from creating the runner until the database reports all N jobs done
+  (polled every 5 ms once the handlers have all started). A short sweep over a few
+  concurrency settings picks each system's fastest first.
+- **Wake-up latency.** An idle runner (started {settle} s before the producer), then
+  {latency_count} single enqueues {latency_interval} s apart, each its own transaction. Latency =
+  handler start − the producer's `time.monotonic()` right after the enqueue call returned
+  (commit acknowledged); both processes read CLOCK_MONOTONIC on the same machine.
+- **Steady state.** {steady_connections} producer connections in one process, each
+  enqueueing one job per transaction with the system's single-enqueue API for
+  {steady_seconds} s, while the runner consumes. consumed/s counts handler starts inside the
+  production window; backlog = enqueued − started by the end of the window. The runner then
+  finishes the backlog so the run can be verified.
+- **Correctness.** The no-op handler records each job's index; a run counts only if the
+  handlers ran exactly N times for N distinct jobs and the database agrees: pgq
+  `status = 'succeeded'` and `attempts = 1` for every job; procrastinate `status = 'succeeded'`
+  and one `started` event per job; PgQueuer an empty queue table and exactly one
+  `successful` log row per job.
+- **Fairness.** Every process uses uvloop. Each system uses its real API and its own
+  driver (asyncpg for pgq and PgQueuer, psycopg 3 with the C extension for procrastinate,
+  whose worker pool is sized to concurrency + 1). pgq runs with `PGQ_LOG_LEVEL=warning`
+  (no per-job log line; the peers log nothing per job by default). Producers, runner
+  and Postgres share the same {nproc} cores.
+"""
+
+
+# --------------------------------------------------------------------------- main
+
+
+def parse(argv: list[str]) -> tuple[Config, argparse.Namespace]:
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0]
+    )
+    p.add_argument("--smoke", action="store_true", help="tiny sizes, 1 repetition, for CI")
+    p.add_argument("--systems", default=",".join(SYSTEMS))
+    p.add_argument("--scenarios", default="enqueue,drain,latency,steady")
+    p.add_argument(
+        "--dsn",
+        default=os.environ.get("BENCH_DSN", "postgresql://postgres@127.0.0.1:5432"),
+        help="server URL without a database name (default %(default)s)",
+    )
+    p.add_argument("--reps", type=int)
+    p.add_argument("--n", type=int, help="jobs for drain and bulk enqueue (default 20000)")
+    p.add_argument("--no-sweep", action="store_true", help="skip the drain concurrency sweep")
+    p.add_argument("--concurrency", default="", help="fix settings, e.g. pgq=50,pgqueuer=200")
+    p.add_argument(
+        "--results",
+        help="markdown output (default benchmarks/RESULTS.md; "
+        "benchmarks/out/RESULTS-smoke.md with --smoke)",
+    )
+    a = p.parse_args(argv)
+    systems = [s for s in a.systems.split(",") if s]
+    scenarios = [s for s in a.scenarios.split(",") if s]
+    for s in systems:
+        if s not in SYSTEMS:
+            p.error(f"unknown system {s!r}; choose from {', '.join(SYSTEMS)}")
+    for s in scenarios:
+        if s not in SCENARIOS:
+            p.error(f"unknown scenario {s!r}; choose from {', '.join(SCENARIOS)}")
+    smoke = a.smoke
+    n = a.n or (200 if smoke else 20_000)
+    cfg = Config(
+        dsn=a.dsn,
+        systems=systems,
+        scenarios=scenarios,
+        reps=a.reps or (1 if smoke else 3),
+        n=n,
+        n_sweep=max(1, n // 5),
+        sweep=not (smoke or a.no_sweep),
+        latency_count=20 if smoke else 200,
+        latency_interval=0.02,
+        steady_connections=4,
+        steady_seconds=2.0 if smoke else 20.0,
+        settle=0.5 if smoke else 1.0,
+        smoke=smoke,
+        results_path=Path(a.results)
+        if a.results
+        else (OUT / "RESULTS-smoke.md" if smoke else HERE / "RESULTS.md"),
+        concurrency={
+            k: int(v) for k, v in (kv.split("=") for kv in a.concurrency.split(",") if kv)
+        },
+    )
+    return cfg, a
+
+
+async def amain(argv: list[str]) -> int:
+    cfg, _ = parse(argv)
+    info = await machine(cfg)
+    info["nproc"] = info["nproc"] or str(os.cpu_count())
+    runner = Runner(cfg)
+    t0 = time.monotonic()
+    await runner.run()
+    text = report(cfg, runner, info, argv)
+    cfg.results_path.parent.mkdir(parents=True, exist_ok=True)
+    cfg.results_path.write_text(text)
+    OUT.mkdir(exist_ok=True)
+    raw = OUT / f"results-{runner.stamp}.json"
+    raw.write_text(json.dumps({"machine": info, "records": runner.records}, indent=1, default=str))
+    bad = [r for r in runner.records if not r.get("ok")]
+    log(
+        f"done in {time.monotonic() - t0:.0f} s: {cfg.results_path} ({raw}); "
+        f"{len(runner.records) - len(bad)} valid runs, {len(bad)} invalid"
+    )
+    return 1 if bad else 0
+
+
+def main() -> None:
+    sys.exit(asyncio.run(amain(sys.argv[1:])))
+
+
+if __name__ == "__main__":
+    main()
