@@ -245,12 +245,30 @@ CREATE TYPE pgq.job_spec AS (
 );
 
 
+-- _job_spec: one element of pgq.enqueue_many's input as a job_spec, with the defaults of
+-- pgq.enqueue filled in and delay_seconds turned into run_at on the database's clock.
+-- Raises a data exception (SQLSTATE class 22) for a value of the wrong type, such as
+-- "priority": "high"; pgq.enqueue_many turns that into PQ400 naming the element.
+CREATE FUNCTION pgq._job_spec(job jsonb) RETURNS pgq.job_spec
+LANGUAGE sql STABLE AS $$
+    SELECT ROW(r.type, coalesce(r.args, '{}'), coalesce(r.queue, 'default'),
+               coalesce(r.priority, 0),
+               coalesce(r.run_at, now() + make_interval(secs => coalesce(r.delay_seconds, 0))),
+               coalesce(r.max_attempts, 10), coalesce(r.timeout_seconds, 300),
+               r.idempotency_key, r.depends_on, NULL)::pgq.job_spec
+      FROM jsonb_populate_record(NULL::pgq.job_spec, job) AS r
+$$;
+
+
 -- enqueue_many: enqueue every job described in a JSON array, all or nothing.
 -- Each element is an object with "type" and optionally "args", "queue", "priority",
 -- "run_at" or "delay_seconds" (counted on the database's clock), "max_attempts",
--- "timeout_seconds", "idempotency_key", "depends_on". Returns the jobs in input order. Jobs without idempotency_key and depends_on (the bulk
--- case) are inserted by one statement; the others go through pgq.enqueue one by one.
--- Raises PQ400 naming the first invalid element (jobs[i], counting from 0).
+-- "timeout_seconds", "idempotency_key", "depends_on"; a key that is absent or JSON null
+-- takes pgq.enqueue's default. Returns the jobs in input order. Jobs without
+-- idempotency_key and depends_on (the bulk case) are inserted by one statement; the others
+-- go through pgq.enqueue one by one.
+-- Raises PQ400 naming the first invalid element (jobs[i], counting from 0), including a
+-- value of the wrong type.
 CREATE FUNCTION pgq.enqueue_many(jobs jsonb) RETURNS SETOF pgq.jobs
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -271,7 +289,8 @@ BEGIN
                                               'delay_seconds', 'max_attempts', 'timeout_seconds',
                                               'idempotency_key', 'depends_on'))
                      OR (e.value ? 'run_at' AND e.value ? 'delay_seconds')
-                     OR (e.value->>'delay_seconds')::double precision < 0
+                     OR CASE WHEN jsonb_typeof(e.value->'delay_seconds') = 'number'  -- else: _job_spec
+                             THEN (e.value->>'delay_seconds')::double precision < 0 END
            END
      ORDER BY e.ord LIMIT 1;
     IF FOUND THEN
@@ -279,17 +298,25 @@ BEGIN
                         bad.idx USING ERRCODE = 'PQ400';
     END IF;
 
-    -- A value of the wrong type (e.g. "priority": "high") fails the record conversion with
-    -- 22P02, which the client maps to an invalid argument as well.
-    specs := ARRAY(
-        SELECT ROW(r.type, coalesce(r.args, '{}'), coalesce(r.queue, 'default'),
-                   coalesce(r.priority, 0),
-                   coalesce(r.run_at, now() + make_interval(secs => coalesce(r.delay_seconds, 0))),
-                   coalesce(r.max_attempts, 10), coalesce(r.timeout_seconds, 300),
-                   r.idempotency_key, r.depends_on, NULL)::pgq.job_spec
-          FROM jsonb_array_elements(jobs) WITH ORDINALITY AS e(value, ord),
-               jsonb_populate_record(NULL::pgq.job_spec, e.value) AS r
-         ORDER BY e.ord);
+    BEGIN
+        specs := ARRAY(SELECT pgq._job_spec(e.value)
+                         FROM jsonb_array_elements(jobs) WITH ORDINALITY AS e(value, ord)
+                        ORDER BY e.ord);
+    EXCEPTION WHEN data_exception THEN
+        -- A value of the wrong type ("priority": "high", "run_at": "soon"): convert element
+        -- by element to name the first one that fails, like every other invalid element.
+        FOR bad IN SELECT e.ord - 1 AS idx, e.value
+                     FROM jsonb_array_elements(jobs) WITH ORDINALITY AS e(value, ord)
+                    ORDER BY e.ord LOOP
+            BEGIN
+                spec := pgq._job_spec(bad.value);
+            EXCEPTION WHEN data_exception THEN
+                RAISE EXCEPTION 'cannot enqueue jobs[%]: %', bad.idx, SQLERRM
+                    USING ERRCODE = 'PQ400';
+            END;
+        END LOOP;
+        RAISE;
+    END;
 
     SELECT s.ord - 1 AS idx, s.problem INTO bad
       FROM (SELECT i.ordinality AS ord, pgq._invalid_job(i.type, i.args, i.queue, i.priority, i.run_at,
