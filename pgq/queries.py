@@ -269,3 +269,24 @@ async def notification_queue_usage(db: Executor) -> float:
 async def ping(db: Executor) -> None:
     """Round trip to the database; raises DatabaseUnavailable when it does not answer."""
     await db.fetchval("SELECT 1")
+
+
+@_translated
+async def complete_many(
+    db: Executor,
+    worker_id: str,
+    job_ids: Sequence[int],
+    attempts: Sequence[int | None],
+    results: Sequence[Any] | None = None,
+) -> list[tuple[int, bool, str | None]]:
+    """``pgq.complete_many``: complete a batch of jobs held by ``worker_id``, each fenced by
+    its attempt. Returns ``(job_id, completed, status)`` per job in input order; a job
+    cancelled, expired or claimed again meanwhile is ``completed=False`` and fails nothing."""
+    rows = await db.fetch(
+        "SELECT * FROM pgq.complete_many($1, $2, $3, $4)",
+        worker_id,
+        list(job_ids),
+        list(attempts),
+        list(results) if results is not None else None,
+    )
+    return [(r["job_id"], r["completed"], r["status"]) for r in rows]

@@ -1,0 +1,1 @@
+"""Example runners; ``pgq dev`` runs :mod:`pgq.examples.seed`."""

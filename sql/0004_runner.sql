@@ -1,0 +1,105 @@
+-- 0004_runner: what a busy runner needs on top of the one-job transitions.
+--
+-- A runner that finishes thousands of jobs a second cannot afford one transaction (and one
+-- WAL flush) per completion, so it acknowledges its finished jobs in batches with
+-- pgq.complete_many. It never claims in the same statement: acknowledge first, then claim,
+-- each its own call (a combined ack-and-claim statement deadlocked in a peer system).
+
+
+-- _release_dependents_many: after jobs succeeded, queue each waiting dependent whose
+-- parents have now all succeeded; the set-based twin of pgq._release_dependents, so a
+-- batch of completions costs two statements, not two per job. Leaves the others waiting.
+CREATE FUNCTION pgq._release_dependents_many(parent_ids bigint[]) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF parent_ids IS NULL OR cardinality(parent_ids) = 0 THEN
+        RETURN;
+    END IF;
+    -- Lock first, check in a second statement (as in pgq._release_dependents): the second
+    -- statement's fresh snapshot sees a parent that another transaction finished meanwhile.
+    PERFORM 1 FROM pgq.jobs
+     WHERE depends_on && parent_ids AND status = 'waiting'
+     ORDER BY id
+       FOR UPDATE;
+
+    UPDATE pgq.jobs AS child
+       SET status = 'queued', updated_at = now()
+     WHERE child.depends_on && parent_ids
+       AND child.status = 'waiting'
+       AND NOT EXISTS (SELECT 1 FROM pgq.jobs AS p
+                        WHERE p.id = ANY (child.depends_on) AND p.status <> 'succeeded');
+END
+$$;
+
+
+-- complete_many: running → succeeded for a batch of jobs held by one worker.
+-- Applies to each job that is running, held by worker_id and on the given attempt (a NULL
+-- attempt skips that check, as in pgq.complete); the others are left untouched and do not
+-- fail the batch: a job cancelled, expired or claimed again since is simply not completed.
+-- Leaves each completed job with its result, finished_at, the lease cleared, its waiting
+-- dependents released and a pgq_events notification. Returns one row per input job, in
+-- input order: (job_id, completed, status), status being the job's status after the call
+-- (NULL for a job that does not exist).
+-- Raises PQ400 when worker_id is empty, the arrays differ in length or hold more than
+-- 10000 jobs, or a job id is NULL.
+CREATE FUNCTION pgq.complete_many(
+    worker_id text,
+    job_ids bigint[],
+    attempts integer[],
+    results jsonb[] DEFAULT NULL
+) RETURNS TABLE (job_id bigint, completed boolean, status text)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    done_ids bigint[];
+BEGIN
+    IF worker_id IS NULL OR length(worker_id) NOT BETWEEN 1 AND 255 THEN
+        RAISE EXCEPTION 'cannot complete: worker_id must be 1-255 characters'
+            USING ERRCODE = 'PQ400';
+    END IF;
+    IF job_ids IS NULL OR cardinality(job_ids) > 10000 THEN
+        RAISE EXCEPTION 'cannot complete: job_ids must be an array of at most 10000 ids'
+            USING ERRCODE = 'PQ400';
+    END IF;
+    IF cardinality(attempts) IS DISTINCT FROM cardinality(job_ids)
+       OR (results IS NOT NULL AND cardinality(results) <> cardinality(job_ids)) THEN
+        RAISE EXCEPTION 'cannot complete: job_ids, attempts and results must have the same length (% ids, % attempts, % results)',
+                        cardinality(job_ids), coalesce(cardinality(attempts), 0),
+                        coalesce(cardinality(results), 0)
+            USING ERRCODE = 'PQ400';
+    END IF;
+    IF array_position(job_ids, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'cannot complete: job_ids must not contain NULL' USING ERRCODE = 'PQ400';
+    END IF;
+
+    WITH input AS (
+        SELECT u.id, u.attempt, u.result
+          FROM unnest(complete_many.job_ids, complete_many.attempts,
+                      coalesce(complete_many.results,
+                               array_fill(NULL::jsonb, ARRAY[cardinality(complete_many.job_ids)])))
+               AS u(id, attempt, result)
+    ), updated AS (
+        -- The fence of pgq.complete, per row: a row that fails it is skipped, not refused.
+        UPDATE pgq.jobs AS t
+           SET status = 'succeeded', result = i.result, finished_at = now(),
+               lease_expires_at = NULL, updated_at = now()
+          FROM input AS i
+         WHERE t.id = i.id
+           AND t.status = 'running'
+           AND t.worker_id = complete_many.worker_id
+           AND (i.attempt IS NULL OR t.attempts = i.attempt)
+        RETURNING t.id
+    )
+    SELECT coalesce(array_agg(id), '{}') INTO done_ids FROM updated;
+
+    PERFORM pgq._release_dependents_many(done_ids);
+
+    RETURN QUERY
+    SELECT u.id, u.id = ANY (done_ids), j.status
+      FROM unnest(complete_many.job_ids) WITH ORDINALITY AS u(id, ord)
+      LEFT JOIN pgq.jobs AS j ON j.id = u.id
+     ORDER BY u.ord;
+END
+$$;
+COMMENT ON FUNCTION pgq.complete_many(text, bigint[], integer[], jsonb[]) IS
+    'complete_many: running → succeeded for a batch held by worker_id, each fenced like complete; jobs that fail the fence are skipped, not refused.';

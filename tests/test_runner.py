@@ -1,0 +1,554 @@
+"""pgq.Runner in this test's event loop, against a real database (one per test)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import timedelta
+
+import asyncpg
+import pytest
+
+import pgq
+from pgq import queries
+from pgq.runner import DatabaseSource, Runner, load_runner, run_from_cli
+
+from .runner_support import job_row, running, wait_true, wait_until
+
+
+def make_runner(dsn: str, **kwargs) -> Runner:
+    kwargs.setdefault("worker_id", "test-runner")
+    return Runner(dsn, **kwargs)
+
+
+async def wait_status(conn: asyncpg.Connection, job_id: int, status: str, timeout: float = 10):
+    async def check():
+        row = await job_row(conn, job_id)
+        return row if row["status"] == status else None
+
+    return await wait_until(check, timeout=timeout)
+
+
+# -- API ---------------------------------------------------------------------------------
+
+
+def test_handler_registration_is_checked() -> None:
+    runner = Runner("postgresql://unused")
+
+    with pytest.raises(TypeError, match="async def"):
+
+        @runner.handler("SYNC")
+        def sync(job):  # not a coroutine function
+            return None
+
+    @runner.handler("A", timeout=5)
+    async def a(job):
+        return None
+
+    with pytest.raises(ValueError, match="already registered"):
+
+        @runner.handler("A")
+        async def again(job):
+            return None
+
+    with pytest.raises(ValueError, match="invalid"):
+        runner.handler("no spaces allowed")
+    with pytest.raises(ValueError, match="timeout"):
+        runner.handler("B", timeout=0)
+    assert runner.job_types == ("A",)
+    assert runner.handlers["A"].timeout == 5
+
+    with pytest.raises(ValueError, match="queue"):
+        Runner(queues=("Bad-Queue",))
+    with pytest.raises(ValueError, match="concurrency"):
+        Runner(concurrency=0)
+    with pytest.raises(ValueError, match="grace"):
+        Runner(grace=-1)
+
+
+def test_module_level_runner_needs_no_database_until_run(monkeypatch) -> None:
+    monkeypatch.delenv("PGQ_DATABASE_URL", raising=False)
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    runner = pgq.Runner()  # importing a module that does this must not need a database
+    assert runner.queues == ("default",) and runner.concurrency == 10 and runner.grace == 30
+
+
+async def test_run_refuses_without_handlers_or_database(monkeypatch) -> None:
+    with pytest.raises(pgq.PgqError, match="no handlers"):
+        await Runner("postgresql://unused").run()
+    monkeypatch.delenv("PGQ_DATABASE_URL", raising=False)
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    runner = Runner()
+
+    @runner.handler("A")
+    async def a(job):
+        return None
+
+    with pytest.raises(pgq.PgqError, match="no database configured"):
+        await runner.run()
+
+
+def test_load_runner_and_cli_errors() -> None:
+    assert load_runner("tests.runner_handlers:runner").job_types == ("TEST",)
+    with pytest.raises(pgq.PgqError, match="MODULE:ATTR"):
+        load_runner("tests.runner_handlers")
+    with pytest.raises(pgq.PgqError, match="cannot import"):
+        load_runner("tests.no_such_module:runner")
+    with pytest.raises(pgq.PgqError, match="no attribute"):
+        load_runner("tests.runner_handlers:nope")
+    with pytest.raises(pgq.PgqError, match=r"not a pgq\.Runner"):
+        load_runner("tests.runner_handlers:record")
+    with pytest.raises(pgq.PgqError, match="HTTP runner mode is not available yet"):
+        run_from_cli(
+            "tests.runner_handlers:runner",
+            dsn=None,
+            queues=None,
+            concurrency=None,
+            grace=30.0,
+            coordinator="http://127.0.0.1:3001",
+            token=None,
+        )
+
+
+# -- outcomes ------------------------------------------------------------------------------
+
+
+async def test_success_stores_the_result_and_logs_the_job(dsn, client, conn, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="pgq.runner")
+    runner = make_runner(dsn)
+    seen: list[pgq.Job] = []
+
+    @runner.handler("TMDB_SYNC")
+    async def sync(job: pgq.Job) -> dict:
+        seen.append(job)
+        return {"title": "Heat", "movieId": job.args["movieId"]}
+
+    async with running(runner):
+        job = await client.enqueue("TMDB_SYNC", {"movieId": 123}, queue="default")
+        done = await client.wait(job.id, timeout=10)
+
+    assert (done.status, done.result, done.attempt) == (
+        "succeeded",
+        {"title": "Heat", "movieId": 123},
+        1,
+    )
+    [got] = seen
+    assert (got.id, got.type, got.args, got.attempt, got.queue, got.status) == (
+        job.id,
+        "TMDB_SYNC",
+        {"movieId": 123},
+        1,
+        "default",
+        "running",
+    )
+    events = {r.event: r for r in caplog.records if getattr(r, "job_id", None) == job.id}
+    assert {"job.claimed", "job.succeeded"} <= set(events)
+    ok = events["job.succeeded"]
+    assert (ok.job_type, ok.queue, ok.worker_id, ok.attempt) == (
+        "TMDB_SYNC",
+        "default",
+        "test-runner",
+        1,
+    )
+    assert ok.duration_ms >= 0
+
+
+async def test_an_exception_fails_the_attempt_with_backoff(dsn, client, conn, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="pgq.runner")
+    runner = make_runner(dsn)
+
+    @runner.handler("BOOM")
+    async def boom(job):
+        raise ValueError("the API said no")
+
+    async with running(runner):
+        job = await client.enqueue("BOOM")
+        row = await wait_until(
+            lambda: conn.fetchrow(
+                "SELECT *, run_at - now() AS wait FROM pgq.jobs WHERE id = $1 AND attempts = 1"
+                " AND status = 'queued'",
+                job.id,
+            )
+        )
+    err = row["last_error"]
+    assert err["message"] == "the API said no"
+    assert err["type"] == "builtins.ValueError"
+    assert err["kind"] == "exception"
+    assert "ValueError: the API said no" in err["traceback"]
+    assert timedelta(seconds=3) < row["wait"] <= timedelta(seconds=8)  # first retry: 4-8 s
+    events = [r.event for r in caplog.records if getattr(r, "job_id", None) == job.id]
+    assert events == ["job.claimed", "job.failed", "job.retry_scheduled"]
+
+
+async def test_permanent_error_sends_the_job_to_dead_at_once(dsn, client, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="pgq.runner")
+    runner = make_runner(dsn)
+
+    @runner.handler("BAD")
+    async def bad(job):
+        raise pgq.PermanentError("movie 0 does not exist")
+
+    async with running(runner):
+        job = await client.enqueue("BAD", max_attempts=10)
+        done = await client.wait(job.id, timeout=10)
+    assert (done.status, done.attempt) == ("dead", 1)
+    assert done.error["message"] == "movie 0 does not exist"
+    assert done.error["kind"] == "permanent"
+    events = [r.event for r in caplog.records if getattr(r, "job_id", None) == job.id]
+    assert events == ["job.claimed", "job.failed", "job.dead"]
+
+
+async def test_retry_later_runs_the_job_again_after_the_chosen_delay(dsn, client) -> None:
+    runner = make_runner(dsn)
+    starts: list[float] = []
+
+    @runner.handler("FLAKY")
+    async def flaky(job):
+        starts.append(time.monotonic())
+        if job.attempt == 1:
+            raise pgq.RetryLater(0.5, "rate limited")
+        return "ok"
+
+    async with running(runner):
+        job = await client.enqueue("FLAKY")
+        done = await client.wait(job.id, timeout=10)
+    assert (done.status, done.attempt, done.result) == ("succeeded", 2, "ok")
+    assert done.errors[0]["kind"] == "retry_later" and done.errors[0]["retry_delay"] == 0.5
+    gap = starts[1] - starts[0]
+    assert 0.5 <= gap < 0.75, gap
+
+
+async def test_the_handler_timeout_shortens_the_jobs_and_is_recorded(dsn, client) -> None:
+    runner = make_runner(dsn)
+    cancelled = asyncio.Event()
+
+    @runner.handler("SLOW", timeout=0.3)
+    async def slow(job):
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    async with running(runner):
+        t0 = time.monotonic()
+        job = await client.enqueue("SLOW", max_attempts=1, timeout_seconds=60)
+        done = await client.wait(job.id, timeout=10)
+        elapsed = time.monotonic() - t0
+    assert cancelled.is_set()
+    assert (done.status, done.error["kind"]) == ("dead", "timeout")
+    assert done.error["message"] == "handler timed out after 0.3s"
+    assert 0.3 <= elapsed < 2
+
+
+async def test_the_jobs_timeout_seconds_is_enforced(dsn, client) -> None:
+    runner = make_runner(dsn)
+
+    @runner.handler("SLOW")  # no handler timeout: the job's 1 s applies
+    async def slow(job):
+        await asyncio.sleep(30)
+
+    async with running(runner):
+        t0 = time.monotonic()
+        job = await client.enqueue("SLOW", max_attempts=1, timeout_seconds=1)
+        done = await client.wait(job.id, timeout=10)
+        elapsed = time.monotonic() - t0
+    assert (done.status, done.error["kind"]) == ("dead", "timeout")
+    assert 1 <= elapsed < 3
+
+
+async def test_a_result_that_is_not_json_fails_the_attempt(dsn, client) -> None:
+    runner = make_runner(dsn)
+
+    @runner.handler("ODD")
+    async def odd(job):
+        return {"when": object()}
+
+    async with running(runner):
+        job = await client.enqueue("ODD", max_attempts=1)
+        done = await client.wait(job.id, timeout=10)
+    assert done.status == "dead"
+    assert "not JSON-serialisable" in done.error["message"]
+
+
+# -- cancellation and leases ---------------------------------------------------------------
+
+
+async def test_cancelling_a_running_job_stops_its_handler(dsn, client, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="pgq.runner")
+    runner = make_runner(dsn)
+    started = asyncio.Event()
+    stopped = asyncio.Event()
+
+    @runner.handler("LONG")
+    async def long(job):
+        if job.args.get("quick"):
+            return "quick"
+        started.set()
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            stopped.set()
+            raise
+
+    async with running(runner):
+        job = await client.enqueue("LONG")
+        await asyncio.wait_for(started.wait(), 10)
+        t0 = time.monotonic()
+        await client.cancel(job.id)
+        await asyncio.wait_for(stopped.wait(), 5)
+        latency = time.monotonic() - t0
+        # the runner carries on with other work
+        other = await client.enqueue("LONG", {"quick": True})
+        assert (await client.wait(other.id, timeout=10)).status == "succeeded"
+    assert latency < 0.5, latency
+    final = await client.get(job.id)
+    assert (final.status, final.result) == ("cancelled", None)
+    events = [r.event for r in caplog.records if getattr(r, "job_id", None) == job.id]
+    assert events == ["job.claimed", "job.cancelled"]
+
+
+async def test_heartbeats_extend_the_lease_of_a_long_job(dsn, client, conn) -> None:
+    runner = make_runner(dsn)
+    started = asyncio.Event()
+    release = asyncio.Event()
+
+    @runner.handler("LONG")
+    async def long(job):
+        started.set()
+        await release.wait()
+        return "done"
+
+    async with running(runner):
+        # lease 1.25 × 2 s = 2.5 s, heartbeat every 2.5/3 ≈ 0.83 s
+        job = await client.enqueue("LONG", timeout_seconds=2)
+        await asyncio.wait_for(started.wait(), 10)
+        first = (await job_row(conn, job.id))["lease_expires_at"]
+
+        async def extended():
+            row = await job_row(conn, job.id)
+            return row["lease_expires_at"] > first + timedelta(seconds=0.5)
+
+        await wait_until(extended, timeout=3)
+        release.set()
+        done = await client.wait(job.id, timeout=10)
+    assert done.status == "succeeded"
+
+
+async def test_a_runner_whose_lease_ran_out_cannot_overwrite_the_job(dsn, client, conn) -> None:
+    runner = make_runner(dsn)
+    started = asyncio.Event()
+    release = asyncio.Event()
+
+    @runner.handler("LONG")
+    async def long(job):
+        started.set()
+        await release.wait()
+        return "stale result"
+
+    async with running(runner):
+        job = await client.enqueue("LONG")
+        await asyncio.wait_for(started.wait(), 10)
+        # The runner stalls past its lease: expire it behind the runner's back.
+        await conn.execute(
+            "UPDATE pgq.jobs SET lease_expires_at = now() - interval '1 second' WHERE id = $1",
+            job.id,
+        )
+        assert await conn.fetchval("SELECT pgq.expire_leases()") == 1
+        release.set()
+        await wait_true(lambda: runner.counts["lost"] == 1)
+    row = await job_row(conn, job.id)
+    assert (row["status"], row["attempts"], row["result"]) == ("queued", 1, None)
+    assert row["last_error"]["kind"] == "lease_expired"
+    assert runner.counts["succeeded"] == 0
+
+
+async def test_an_idle_runner_expires_a_crashed_runners_lease_on_time(dsn, client, conn) -> None:
+    runner = make_runner(dsn)
+
+    @runner.handler("X")
+    async def x(job):
+        return None
+
+    job = await client.enqueue("X", timeout_seconds=1)
+    # A runner that will never come back claims it: lease 1.25 s.
+    [claimed] = await queries.claim(conn, "crashed-runner", 1)
+    async with running(runner):
+        row = await wait_until(
+            lambda: conn.fetchrow(
+                "SELECT * FROM pgq.jobs WHERE id = $1 AND status <> 'running'", job.id
+            ),
+            timeout=5,
+        )
+    assert row["status"] == "queued" and row["last_error"]["kind"] == "lease_expired"
+    # expired by the runner's lease timer, not by a 60 s safety re-check
+    swept_after = (row["updated_at"] - claimed.lease_expires_at).total_seconds()
+    assert 0 <= swept_after < 0.5, swept_after
+
+
+# -- wake-ups ------------------------------------------------------------------------------
+
+
+async def test_a_delayed_job_starts_when_due_without_a_notification(dsn, client, conn) -> None:
+    runner = make_runner(dsn)
+    starts: dict[int, float] = {}
+
+    @runner.handler("LATER")
+    async def later(job):
+        starts[job.id] = time.time()
+
+    # One job known before the runner starts (never notified to it), one enqueued while it
+    # idles (its insert notifies; the moment it becomes due sends nothing).
+    before = await client.enqueue("LATER", delay_seconds=2)
+    async with running(runner):
+        during = await client.enqueue("LATER", delay_seconds=2)
+        await client.wait(during.id, timeout=10)
+        await client.wait(before.id, timeout=10)
+    for job in (before, during):
+        late = starts[job.id] - job.run_at.timestamp()
+        assert 0 <= late < 0.1, (job.id, late)
+
+
+async def test_claims_come_in_batches_sized_to_free_slots(dsn, client, conn) -> None:
+    runner = make_runner(dsn, concurrency=50)
+    source = DatabaseSource(dsn)
+    ran = 0
+
+    @runner.handler("NOOP")
+    async def noop(job):
+        nonlocal ran
+        ran += 1
+
+    await client.enqueue_many([{"type": "NOOP"} for _ in range(2000)])
+    task = asyncio.create_task(runner.run(source=source))
+    try:
+        await wait_until(
+            lambda: conn.fetchval(
+                "SELECT count(*) = 2000 FROM pgq.jobs WHERE status = 'succeeded'"
+            ),
+            timeout=30,
+        )
+    finally:
+        runner.stop()
+        await task
+    assert ran == 2000
+    assert source.claims <= 200, source.claims  # ~40 full batches, not 2000 round trips
+    assert source.batches <= 400, source.batches
+
+
+async def test_only_registered_types_and_queues_are_claimed(dsn, client, conn) -> None:
+    runner = make_runner(dsn, queues=("emails",))
+
+    @runner.handler("MINE")
+    async def mine(job):
+        return None
+
+    async with running(runner):
+        other_type = await client.enqueue("THEIRS", queue="emails")
+        other_queue = await client.enqueue("MINE", queue="default")
+        mine_job = await client.enqueue("MINE", queue="emails")
+        assert (await client.wait(mine_job.id, timeout=10)).status == "succeeded"
+    assert (await client.get(other_type.id)).status == "queued"
+    assert (await client.get(other_queue.id)).status == "queued"
+
+
+async def test_after_losing_its_listen_connection_the_runner_listens_again(
+    dsn, client, conn
+) -> None:
+    runner = make_runner(dsn)
+    starts: dict[int, float] = {}
+
+    @runner.handler("X")
+    async def x(job):
+        starts[job.id] = time.monotonic()
+
+    async with running(runner):
+        listener = runner._source._listener
+        pid = listener._conn.get_server_pid()
+        assert await conn.fetchval("SELECT pg_terminate_backend($1)", pid)
+        await wait_true(lambda: listener.connects == 2, timeout=15)
+        health = runner.health()["source"]
+        assert health["listener_connected"] and health["listener_connects"] == 2
+        # A job enqueued now is announced on the new connection: picked up at once, not
+        # at the 60 s safety re-check.
+        t0 = time.monotonic()
+        job = await client.enqueue("X")
+        await client.wait(job.id, timeout=5)
+        assert starts[job.id] - t0 < 0.5
+        assert runner.health()["source"]["last_notification_at"] is not None
+
+
+# -- shutdown ------------------------------------------------------------------------------
+
+
+async def test_stop_lets_handlers_finish_then_releases_the_rest(dsn, client, conn) -> None:
+    runner = make_runner(dsn, grace=0.5)
+    started: dict[str, asyncio.Event] = {"quick": asyncio.Event(), "long": asyncio.Event()}
+    cancelled = asyncio.Event()
+
+    @runner.handler("W")
+    async def work(job):
+        started[job.args["name"]].set()
+        try:
+            await asyncio.sleep(job.args["sleep"])
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return job.args["name"]
+
+    task = asyncio.create_task(runner.run())
+    quick = await client.enqueue("W", {"name": "quick", "sleep": 0.2})
+    long = await client.enqueue("W", {"name": "long", "sleep": 60})
+    await asyncio.wait_for(started["quick"].wait(), 10)
+    await asyncio.wait_for(started["long"].wait(), 10)
+    t0 = time.monotonic()
+    runner.stop()
+    late = await client.enqueue("W", {"name": "late", "sleep": 0})  # not claimed any more
+    await asyncio.wait_for(task, 10)
+    elapsed = time.monotonic() - t0
+    assert 0.5 <= elapsed < 2, elapsed
+    assert cancelled.is_set()
+    assert (await client.get(quick.id)).status == "succeeded"
+    row = await conn.fetchrow(
+        "SELECT *, run_at <= now() AS due FROM pgq.jobs WHERE id = $1", long.id
+    )
+    assert (row["status"], row["attempts"], row["due"]) == ("queued", 1, True)
+    assert row["last_error"]["kind"] == "released"
+    assert (await client.get(late.id)).status == "queued"
+    assert runner.clean_exit and runner.counts["released"] == 1
+
+
+async def test_stop_now_skips_the_grace_period(dsn, client, conn) -> None:
+    runner = make_runner(dsn, grace=30)
+    started = asyncio.Event()
+
+    @runner.handler("W")
+    async def work(job):
+        started.set()
+        await asyncio.sleep(60)
+
+    task = asyncio.create_task(runner.run())
+    job = await client.enqueue("W")
+    await asyncio.wait_for(started.wait(), 10)
+    runner.stop()
+    await asyncio.sleep(0.05)  # a drain in progress...
+    t0 = time.monotonic()
+    runner.stop_now()  # ...is cut short
+    await asyncio.wait_for(task, 5)
+    assert time.monotonic() - t0 < 1
+    assert (await client.get(job.id)).status == "queued"
+
+
+async def test_run_can_be_stopped_before_it_connects(dsn) -> None:
+    runner = make_runner("postgresql://postgres@127.0.0.1:1/none")  # nothing listens there
+
+    @runner.handler("W")
+    async def work(job):
+        return None
+
+    task = asyncio.create_task(runner.run())
+    await asyncio.sleep(0.3)  # it keeps retrying the connection meanwhile
+    assert not task.done()
+    runner.stop()
+    await asyncio.wait_for(task, 5)
