@@ -290,3 +290,92 @@ async def complete_many(
         list(results) if results is not None else None,
     )
     return [(r["job_id"], r["completed"], r["status"]) for r in rows]
+
+
+async def expire_leases_detailed(conn: Any) -> list[Job]:
+    """``pgq.expire_leases``, reporting which jobs this call expired and what became of them.
+
+    ``conn`` is one asyncpg connection (not a pool): in one transaction the expired rows are
+    locked first (SKIP LOCKED, as ``pgq.expire_leases`` does), then ``pgq.expire_leases()``
+    runs, which treats rows this transaction locked as its own, then those rows are re-read
+    (status ``queued`` with a backoff, or ``dead``). Rows another caller is expiring at the
+    same moment are neither expired nor reported here.
+    """
+    try:
+        async with conn.transaction():
+            ids = await conn.fetch(
+                """
+                SELECT id FROM pgq.jobs
+                 WHERE status = 'running' AND lease_expires_at < now()
+                 ORDER BY lease_expires_at
+                   FOR UPDATE SKIP LOCKED
+                """
+            )
+            if not ids:
+                return []
+            await conn.fetchval("SELECT pgq.expire_leases()")
+            rows = await conn.fetch(
+                "SELECT * FROM pgq.jobs WHERE id = ANY($1::bigint[]) ORDER BY id",
+                [r["id"] for r in ids],
+            )
+    except Exception as exc:
+        translated = translate(exc)
+        if translated is exc:
+            raise
+        raise translated from exc
+    return [Job.from_record(r) for r in rows]
+
+
+@_translated
+async def finished_since(
+    db: Executor, since: datetime | None, lag_seconds: float = 2.0
+) -> dict[str, Any]:
+    """For metrics: what finished in the window (``since``, ``until``], ``until`` being the
+    database clock minus ``lag_seconds`` (a finishing transaction stamps ``finished_at``
+    with its start time, so a lag lets slow commits land inside the next window, not
+    before it).
+
+    Returns ``until``; ``finished``: one row per job that finished in the window (``type``,
+    ``queue``, ``status``, ``run_seconds`` = finished_at - claimed_at and
+    ``start_latency_seconds`` = claimed_at - run_at, both NULL when it never ran); and
+    ``retried``: per type, how many failed attempts in the window were scheduled for a
+    retry (error entries stamped in the window, except the one that made a job dead).
+    With ``since`` None only ``until`` is read. Cost: the finished_at index for the window,
+    plus the queued and running jobs that have errors.
+    """
+    until = await db.fetchval(
+        "SELECT clock_timestamp() - $1::float8 * interval '1 second'", lag_seconds
+    )
+    if since is None:
+        return {"until": until, "finished": [], "retried": []}
+    finished = await db.fetch(
+        """
+        SELECT type, queue, status,
+               extract(epoch FROM finished_at - claimed_at)::float8 AS run_seconds,
+               extract(epoch FROM claimed_at - run_at)::float8 AS start_latency_seconds
+          FROM pgq.jobs
+         WHERE finished_at > $1 AND finished_at <= $2
+        """,
+        since,
+        until,
+    )
+    retried = await db.fetch(
+        """
+        SELECT j.type, count(*) AS count
+          FROM pgq.jobs AS j
+         CROSS JOIN LATERAL jsonb_array_elements(j.errors) AS e(entry)
+         WHERE (j.status IN ('queued', 'running') OR j.finished_at > $1)
+           AND j.errors <> '[]'::jsonb
+           AND (e.entry->>'at')::timestamptz > $1
+           AND (e.entry->>'at')::timestamptz <= $2
+           AND NOT (j.status = 'dead' AND (e.entry->>'at')::timestamptz = j.finished_at)
+         GROUP BY j.type
+        """,
+        since,
+        until,
+    )
+    return {
+        "until": until,
+        "finished": [dict(r) for r in finished],
+        "retried": [dict(r) for r in retried],
+    }

@@ -1,0 +1,66 @@
+"""Per-request bookkeeping, outermost of the middlewares: request id, access log, metrics.
+
+Each request gets an id: the client's ``X-Request-Id`` when it is a sane token (1-128 of
+``A-Za-z0-9._:-``), else a new one; it is echoed in the response's ``X-Request-Id`` and in
+the access log line (``event: http.request``), one JSON object per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+import uuid
+from typing import Any
+
+from aiohttp import web
+
+from ..logs import log_event
+from ..metrics import Metrics
+from .keys import REQUEST_ID
+
+log = logging.getLogger("pgq.coordinator.access")
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$", re.ASCII)
+
+
+def route_label(request: web.Request) -> str:
+    """The route template (``/jobs/{id}``), never the raw path: bounded label values."""
+    route = request.match_info.route
+    resource = route.resource if route is not None else None
+    return resource.canonical if resource is not None else "unmatched"
+
+
+def make_access_middleware(metrics: Metrics) -> Any:
+    @web.middleware
+    async def access_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+        started = time.perf_counter()
+        offered = request.headers.get("X-Request-Id", "")
+        request_id = offered if _REQUEST_ID.match(offered) else uuid.uuid4().hex
+        request[REQUEST_ID] = request_id
+        status = 499  # client went away before an answer (nginx's convention)
+        try:
+            response = await handler(request)
+            status = response.status
+            response.headers["X-Request-Id"] = request_id
+            return response
+        except asyncio.CancelledError:
+            raise
+        finally:
+            elapsed = time.perf_counter() - started
+            route = route_label(request)
+            metrics.observe_request(request.method, route, status, elapsed)
+            log_event(
+                log,
+                "http.request",
+                f"{request.method} {request.path} {status}",
+                request_id=request_id,
+                method=request.method,
+                path=request.path,
+                status=status,
+                duration_ms=round(elapsed * 1000, 3),
+                remote=request.remote,
+            )
+
+    return access_middleware

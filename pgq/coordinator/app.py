@@ -1,0 +1,97 @@
+"""``create_app``: the aiohttp application and the resources it owns.
+
+Resources are opened in order by ``cleanup_ctx`` and closed in reverse: the pool, the one
+LISTEN connection (``Listener``) with the long-poll ``Waiters`` it feeds, the lease
+monitor, the metrics' first counting window. The app starts even when the database is
+down (``/health`` answers 503 and everything reconnects); ``serve`` checks the database
+and the schema before it binds.
+
+Shutdown (``AppRunner.cleanup``): the site stops accepting, ``on_shutdown`` releases every
+parked long-poll (claims answer ``{"jobs": []}``, job waits the job as it stands),
+in-flight requests finish (up to ``Settings.shutdown_timeout``), then the cleanup
+contexts close the monitor, the listener and the pool.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from .. import db
+from ..listener import Listener
+from ..metrics import Metrics
+from .access import make_access_middleware
+from .auth import make_auth_middleware
+from .errors import error_middleware
+from .keys import DSN, LISTENER, METRICS, MONITOR, POOL, SETTINGS, WAITERS
+from .monitor import LeaseMonitor
+from .routes import setup_routes
+from .settings import Settings
+from .waiters import Waiters
+
+#: Connect timeout of pool connections: a dead database host answers 503 in seconds.
+_CONNECT_TIMEOUT = 5.0
+
+
+def create_app(dsn: str, settings: Settings | None = None) -> web.Application:
+    """The coordinator's HTTP application for the database at ``dsn``."""
+    settings = settings or Settings.from_env()
+    metrics = Metrics(lag_seconds=settings.metrics_lag_seconds)
+    app = web.Application(
+        middlewares=[
+            make_access_middleware(metrics),
+            error_middleware,
+            make_auth_middleware(settings.api_tokens),
+        ],
+        # Bodies are read by validation.read_body, which enforces the per-route limits.
+        client_max_size=max(settings.max_body_bytes, settings.max_batch_body_bytes) + 1,
+    )
+    app[SETTINGS] = settings
+    app[DSN] = dsn
+    app[METRICS] = metrics
+    app.cleanup_ctx.append(_pool_ctx)
+    app.cleanup_ctx.append(_listener_ctx)
+    app.cleanup_ctx.append(_monitor_ctx)
+    app.on_shutdown.append(_release_waiters)
+    setup_routes(app)
+    return app
+
+
+async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
+    # min_size=0: creating the pool needs no connection, so the app starts (and /health
+    # can say 503) while the database is down.
+    pool = await db.create_pool(
+        app[DSN], min_size=0, max_size=app[SETTINGS].pool_max_size, timeout=_CONNECT_TIMEOUT
+    )
+    app[POOL] = pool
+    await app[METRICS].start(pool)
+    yield
+    await pool.close()
+
+
+async def _listener_ctx(app: web.Application) -> AsyncIterator[None]:
+    listener = Listener(app[DSN])
+    app[LISTENER] = listener
+    app[WAITERS] = Waiters(app[POOL], listener, app[SETTINGS].max_wait_seconds)
+    # A lost LISTEN connection usually means the pool's idle connections died with it (a
+    # restart, a failover, terminated backends): replace them rather than let each one
+    # fail a request first.
+    listener.on_connect(app[POOL].expire_connections)
+    await listener.start(wait=False)
+    yield
+    app[WAITERS].close()
+    await listener.close()
+
+
+async def _monitor_ctx(app: web.Application) -> AsyncIterator[None]:
+    monitor = LeaseMonitor(app[POOL], recheck=app[SETTINGS].lease_recheck_seconds)
+    app[MONITOR] = monitor
+    monitor.start()
+    yield
+    await monitor.stop()
+
+
+async def _release_waiters(app: web.Application) -> None:
+    if WAITERS in app:
+        app[WAITERS].close()

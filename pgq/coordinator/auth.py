@@ -1,0 +1,53 @@
+"""Bearer-token authentication of the ``/jobs…`` endpoints.
+
+With tokens configured (``PGQ_API_TOKENS``), every path under ``/jobs`` needs
+``Authorization: Bearer <token>``, checked before routing so an unauthenticated client
+learns nothing about which job routes exist. ``/health``, ``/metrics`` and
+``/openapi.json`` stay open. Each configured token is compared with
+``hmac.compare_digest`` (all of them, always), so timing reveals nothing.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Sequence
+from typing import Any
+
+from aiohttp import web
+
+from .errors import Unauthorized
+
+
+def protected(path: str) -> bool:
+    return path == "/jobs" or path.startswith("/jobs/")
+
+
+def token_ok(header: str | None, tokens: Sequence[bytes]) -> bool:
+    if not header:
+        return False
+    scheme, _, offered = header.partition(" ")
+    if scheme.lower() != "bearer" or not offered.strip():
+        return False
+    candidate = offered.strip().encode("utf-8", "surrogateescape")
+    ok = False
+    for token in tokens:
+        ok |= hmac.compare_digest(candidate, token)
+    return ok
+
+
+def make_auth_middleware(tokens: Sequence[str]) -> Any:
+    encoded = [t.encode() for t in tokens]
+
+    @web.middleware
+    async def auth_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+        if encoded and protected(request.path):
+            header = request.headers.get("Authorization")
+            if not token_ok(header, encoded):
+                raise Unauthorized(
+                    "a valid bearer token is required: send Authorization: Bearer <token>"
+                    if not header
+                    else "the bearer token is not valid"
+                )
+        return await handler(request)
+
+    return auth_middleware

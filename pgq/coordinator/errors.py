@@ -1,0 +1,145 @@
+"""The one error middleware: every refusal becomes ``{"error": {"code", "message"}}``.
+
+Three kinds of refusal reach it:
+  * pgq's own exceptions (``pgq.errors.PgqError`` and the HTTP ones below), raised by
+    validation, by the auth middleware or by the query layer when PostgreSQL refuses a
+    transition (PQ404 → 404, PQ409 → 409, PQ400 → 400, unreachable database → 503);
+  * aiohttp's ``HTTPException``s raised by the router (unknown route 404, wrong method 405);
+  * anything else, which is a bug: it is logged with its traceback and answered with a
+    bare 500 that carries no detail.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from ..errors import InvalidArgument, PgqError
+from ..logs import log_event
+from .keys import REQUEST_ID
+
+log = logging.getLogger("pgq.coordinator")
+
+
+class InvalidJson(InvalidArgument):
+    """The request body is not valid JSON."""
+
+    code = "invalid_json"
+
+
+class InvalidField(InvalidArgument):
+    """A field of the request is invalid; the message names it."""
+
+    code = "invalid_field"
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+
+
+class Unauthorized(PgqError):
+    """A valid bearer token is required: send `Authorization: Bearer <token>`."""
+
+    http_status = 401
+    code = "unauthorized"
+
+
+class PayloadTooLarge(PgqError):
+    """The request body is over the limit."""
+
+    http_status = 413
+    code = "payload_too_large"
+
+
+class UnsupportedMediaType(PgqError):
+    """The request body must be JSON, sent with `Content-Type: application/json`."""
+
+    http_status = 415
+    code = "unsupported_media_type"
+
+
+class ShuttingDown(PgqError):
+    """The coordinator is shutting down."""
+
+    http_status = 503
+    code = "shutting_down"
+
+
+#: aiohttp's own HTTP errors (router, server) → our error code.
+_HTTP_CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
+
+
+def dumps(data: Any) -> bytes:
+    """orjson with RFC 3339 UTC times (``...Z``)."""
+    return orjson.dumps(data, option=orjson.OPT_UTC_Z)
+
+
+def json_response(
+    data: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.json_bytes_response(data, dumps=dumps, status=status, headers=headers)
+
+
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> web.Response:
+    return json_response({"error": {"code": code, "message": message}}, status, headers)
+
+
+def _http_exception_response(exc: web.HTTPException, request: web.Request) -> web.Response:
+    status = exc.status
+    code = _HTTP_CODES.get(status, "http_error")
+    headers: dict[str, str] = {}
+    if status == 404:
+        message = f"no such route: {request.method} {request.path}"
+    elif status == 405:
+        allowed = sorted(getattr(exc, "allowed_methods", ()) or ())
+        message = f"method {request.method} is not allowed on {request.path}" + (
+            f"; use {', '.join(allowed)}" if allowed else ""
+        )
+        if allowed:
+            headers["Allow"] = ", ".join(allowed)
+    else:
+        message = exc.reason or exc.text or "request refused"
+    return error_response(status, code, message, headers)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except PgqError as exc:
+        headers = {"WWW-Authenticate": "Bearer"} if exc.http_status == 401 else None
+        if exc.http_status >= 500:
+            log_event(
+                log,
+                "http.unavailable",
+                exc.message,
+                level=logging.WARNING,
+                path=request.path,
+                request_id=request.get(REQUEST_ID),
+            )
+        return error_response(exc.http_status, exc.code, exc.message, headers)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return _http_exception_response(exc, request)
+    except Exception:
+        log.exception(
+            "unhandled error while answering %s %s",
+            request.method,
+            request.path,
+            extra={"event": "http.error", "request_id": request.get(REQUEST_ID)},
+        )
+        return error_response(
+            500, "internal_error", "the coordinator failed to answer; see its logs"
+        )

@@ -1,0 +1,23 @@
+"""Typed keys of the coordinator's application state (``app[POOL]``, …)."""
+
+from __future__ import annotations
+
+import asyncpg
+from aiohttp import web
+
+from ..listener import Listener
+from ..metrics import Metrics
+from .monitor import LeaseMonitor
+from .settings import Settings
+from .waiters import Waiters
+
+SETTINGS = web.AppKey("settings", Settings)
+DSN = web.AppKey("dsn", str)
+POOL = web.AppKey("pool", asyncpg.Pool)
+LISTENER = web.AppKey("listener", Listener)
+WAITERS = web.AppKey("waiters", Waiters)
+MONITOR = web.AppKey("monitor", LeaseMonitor)
+METRICS = web.AppKey("metrics", Metrics)
+
+#: Per request: the id echoed in X-Request-Id and logged with every line about it.
+REQUEST_ID = web.RequestKey("request_id", str)

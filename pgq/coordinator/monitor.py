@@ -1,0 +1,104 @@
+"""The lease monitor: rescues jobs whose runner stopped heartbeating.
+
+Modes of its one loop:
+  sleeping   until the earliest lease expiry it knows of (``pgq.next_due``), but never
+             longer than ``recheck`` seconds (default 5): a job claimed meanwhile with a
+             shorter timeout may expire first, and this bounds how late we notice.
+  expiring   the earliest lease has run out: ``pgq.expire_leases()`` in a transaction that
+             also reports the jobs it expired, each logged as ``job.lease_expired``.
+  degraded   the database does not answer: log once, retry every ``recheck`` seconds.
+
+Every runner also calls ``pgq.expire_leases()`` on its safety re-check, so the monitor is
+not a single point of rescue; concurrent callers skip each other's rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import asyncpg
+
+from .. import queries
+from ..errors import DatabaseUnavailable
+from ..logs import log_event
+
+log = logging.getLogger("pgq.coordinator.monitor")
+
+#: Sleep past the expiry by this much: pgq.expire_leases takes leases strictly before now().
+_SLACK = 0.01
+
+
+class LeaseMonitor:
+    def __init__(self, pool: asyncpg.Pool, *, recheck: float = 5.0) -> None:
+        self._pool = pool
+        self._recheck = recheck
+        self._task: asyncio.Task[None] | None = None
+        #: Jobs expired by this monitor since it started.
+        self.expired = 0
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(
+                self._run(), name="pgq-lease-monitor"
+            )
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        degraded = False
+        while True:
+            try:
+                delay = await self._step()
+                if degraded:
+                    log_event(
+                        log, "lease_monitor.recovered", "lease monitor reaches the database again"
+                    )
+                    degraded = False
+            except (DatabaseUnavailable, asyncpg.PostgresError, OSError) as exc:
+                if not degraded:
+                    log_event(
+                        log,
+                        "lease_monitor.degraded",
+                        f"lease monitor cannot reach the database: {exc}",
+                        level=logging.WARNING,
+                    )
+                    degraded = True
+                delay = self._recheck
+            except Exception:
+                log.exception("lease monitor step failed", extra={"event": "lease_monitor.error"})
+                delay = self._recheck
+            await asyncio.sleep(delay)
+
+    async def _step(self) -> float:
+        """Expire what is due; return how long to sleep before the next look."""
+        _run_at, lease, db_now = await queries.next_due(self._pool)
+        if lease is None:
+            return self._recheck
+        due_in = (lease - db_now).total_seconds()
+        if due_in > 0:
+            return min(self._recheck, due_in + _SLACK)
+        async with self._pool.acquire() as conn:
+            jobs = await queries.expire_leases_detailed(conn)
+        for job in jobs:
+            self.expired += 1
+            log_event(
+                log,
+                "job.lease_expired",
+                f"job {job.id} lease expired; now {job.status}",
+                level=logging.WARNING,
+                job_id=job.id,
+                job_type=job.type,
+                queue=job.queue,
+                worker_id=job.worker_id,
+                attempt=job.attempt,
+                status=job.status,
+            )
+        # More may have come due meanwhile (or rows were skipped as locked): look again soon.
+        return 0 if jobs else min(self._recheck, 0.5)

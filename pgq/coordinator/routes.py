@@ -1,0 +1,201 @@
+"""The HTTP API's handlers: parse (``validation``), call the query layer, answer with orjson.
+
+No SQL here: every handler calls the same ``pgq.queries`` functions the client and the
+runner use, and refusals travel as exceptions to the one error middleware.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiohttp import web
+
+from .. import queries
+from ..errors import DatabaseUnavailable, JobNotFound
+from ..logs import log_event
+from . import validation as v
+from .errors import error_response, json_response
+from .keys import LISTENER, METRICS, POOL, REQUEST_ID, SETTINGS, WAITERS
+from .openapi import document
+
+log = logging.getLogger("pgq.coordinator")
+
+_HEALTH_TIMEOUT = 3.0
+
+
+async def create_job(request: web.Request) -> web.Response:
+    v.no_query(request)
+    body = await v.read_body(request, request.app[SETTINGS].max_body_bytes)
+    assert body is not None
+    kwargs = v.parse_new_job(body)
+    job, created = await queries.enqueue(request.app[POOL], **kwargs)
+    if created:
+        log_event(
+            log,
+            "job.created",
+            job_id=job.id,
+            job_type=job.type,
+            queue=job.queue,
+            request_id=request[REQUEST_ID],
+        )
+    return json_response(
+        job.to_json(), status=201 if created else 200, headers={"Location": f"/jobs/{job.id}"}
+    )
+
+
+async def create_batch(request: web.Request) -> web.Response:
+    v.no_query(request)
+    body = await v.read_body(request, request.app[SETTINGS].max_batch_body_bytes)
+    assert body is not None
+    specs = v.parse_batch(body)
+    jobs = await queries.enqueue_many(request.app[POOL], specs)
+    log_event(
+        log,
+        "job.created",
+        f"{len(jobs)} jobs enqueued in one batch",
+        request_id=request[REQUEST_ID],
+        job_id=jobs[0].id if len(jobs) == 1 else None,
+    )
+    return json_response({"jobs": [j.to_json() for j in jobs]}, status=201)
+
+
+async def list_jobs(request: web.Request) -> web.Response:
+    params = v.parse_list_query(request)
+    limit = params.pop("limit")
+    jobs = await queries.list_jobs(request.app[POOL], limit=limit + 1, **params)
+    more = len(jobs) > limit
+    jobs = jobs[:limit]
+    return json_response(
+        {"jobs": [j.to_json() for j in jobs], "next": jobs[-1].id if more else None}
+    )
+
+
+async def get_job(request: web.Request) -> web.Response:
+    job_id = v.job_id(request)
+    wait = v.parse_wait_query(request)
+    if wait > 0:
+        job = await request.app[WAITERS].wait_for_job(job_id, wait)
+    else:
+        found = await queries.get_job(request.app[POOL], job_id)
+        if found is None:
+            raise JobNotFound(f"job {job_id} does not exist")
+        job = found
+    return json_response(job.to_json())
+
+
+async def cancel_job(request: web.Request) -> web.Response:
+    job_id = v.job_id(request)
+    v.no_query(request)
+    job = await queries.cancel(request.app[POOL], job_id)
+    log_event(
+        log,
+        "job.cancelled",
+        job_id=job.id,
+        job_type=job.type,
+        queue=job.queue,
+        request_id=request[REQUEST_ID],
+    )
+    return json_response(job.to_json())
+
+
+async def retry_job(request: web.Request) -> web.Response:
+    job_id = v.job_id(request)
+    v.no_query(request)
+    body = await v.read_body(request, request.app[SETTINGS].max_body_bytes, optional=True)
+    extra = v.parse_retry(body)
+    job = await queries.retry(request.app[POOL], job_id, extra)
+    return json_response(job.to_json())
+
+
+async def claim_jobs(request: web.Request) -> web.Response:
+    v.no_query(request)
+    body = await v.read_body(request, request.app[SETTINGS].max_body_bytes)
+    assert body is not None
+    params = v.parse_claim(body)
+
+    def gone() -> bool:
+        transport = request.transport
+        return transport is None or transport.is_closing()
+
+    jobs = await request.app[WAITERS].claim(**params, gone=gone)
+    return json_response({"jobs": [j.to_json() for j in jobs]})
+
+
+async def complete_job(request: web.Request) -> web.Response:
+    job_id = v.job_id(request)
+    v.no_query(request)
+    body = await v.read_body(request, request.app[SETTINGS].max_body_bytes)
+    assert body is not None
+    p = v.parse_complete(body)
+    pool = request.app[POOL]
+    if p["success"]:
+        job = await queries.complete(pool, job_id, p["worker_id"], p["result"], p["attempt"])
+    else:
+        job = await queries.fail(
+            pool,
+            job_id,
+            p["worker_id"],
+            p["error"],
+            retryable=p["retryable"],
+            attempt=p["attempt"],
+        )
+    return json_response(job.to_json())
+
+
+async def heartbeat_job(request: web.Request) -> web.Response:
+    job_id = v.job_id(request)
+    v.no_query(request)
+    body = await v.read_body(request, request.app[SETTINGS].max_body_bytes)
+    assert body is not None
+    p = v.parse_heartbeat(body)
+    job = await queries.heartbeat(request.app[POOL], job_id, p["worker_id"], p["attempt"])
+    return json_response(job.to_json())
+
+
+async def health(request: web.Request) -> web.Response:
+    v.no_query(request)
+    try:
+        await asyncio.wait_for(queries.ping(request.app[POOL]), _HEALTH_TIMEOUT)
+    except (DatabaseUnavailable, TimeoutError, OSError) as exc:
+        message = str(exc) or f"no answer within {_HEALTH_TIMEOUT:g}s"
+        return error_response(503, "database_unavailable", f"database: {message}")
+    if not request.app[LISTENER].connected:
+        return error_response(503, "listener_down", "the LISTEN connection is down (reconnecting)")
+    return json_response({"status": "ok"})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    v.no_query(request)
+    m = request.app[METRICS]
+    await m.collect(
+        request.app[POOL],
+        listener_up=request.app[LISTENER].connected,
+        waiting=request.app[WAITERS].waiting,
+    )
+    response = web.Response(body=m.render())
+    response.headers["Content-Type"] = "text/plain; version=0.0.4; charset=utf-8"
+    return response
+
+
+async def openapi(request: web.Request) -> web.Response:
+    v.no_query(request)
+    return json_response(document())
+
+
+def setup_routes(app: web.Application) -> None:
+    """Every route of the API; ``openapi.document()`` describes exactly these."""
+    job = r"/jobs/{id:[0-9]+}"
+    r = app.router
+    r.add_post("/jobs", create_job)
+    r.add_get("/jobs", list_jobs, allow_head=False)
+    r.add_post("/jobs/batch", create_batch)
+    r.add_post("/jobs/claim", claim_jobs)
+    r.add_get(job, get_job, allow_head=False)
+    r.add_delete(job, cancel_job)
+    r.add_post(job + "/retry", retry_job)
+    r.add_post(job + "/complete", complete_job)
+    r.add_post(job + "/heartbeat", heartbeat_job)
+    r.add_get("/health", health, allow_head=False)
+    r.add_get("/metrics", metrics, allow_head=False)
+    r.add_get("/openapi.json", openapi, allow_head=False)

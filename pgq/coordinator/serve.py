@@ -1,0 +1,160 @@
+"""``serve``: run the coordinator until SIGTERM/SIGINT, then stop gracefully and return 0.
+
+Refuses (exit status 2, one line on stderr): a non-loopback address without
+``PGQ_API_TOKENS``; a database that stays unreachable for ``startup_timeout`` seconds; a
+schema that is not migrated to this pgq's version; a port it cannot bind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import signal
+import sys
+
+from aiohttp import web
+
+from .. import db, migrations
+from ..config import ConfigError
+from ..errors import DatabaseUnavailable, MigrationError, translate
+from ..logs import log_event
+from .app import create_app
+from .keys import WAITERS
+from .settings import Settings
+
+log = logging.getLogger("pgq.coordinator")
+
+STARTUP_TIMEOUT = 30.0
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _fail(message: str) -> int:
+    print(f"pgq coordinator: {message}", file=sys.stderr)
+    return 2
+
+
+def serve(
+    host: str,
+    port: int,
+    dsn: str,
+    settings: Settings | None = None,
+    *,
+    startup_timeout: float = STARTUP_TIMEOUT,
+) -> int:
+    """Serve the HTTP API on ``host:port`` for the database at ``dsn``; the exit status."""
+    try:
+        settings = settings or Settings.from_env()
+    except ConfigError as exc:
+        return _fail(str(exc))
+    if not settings.api_tokens and not is_loopback(host):
+        return _fail(
+            f"refusing to listen on {host!r} without authentication: set PGQ_API_TOKENS "
+            "(comma-separated bearer tokens), or bind a loopback address such as 127.0.0.1"
+        )
+    return asyncio.run(_serve(host, port, dsn, settings, startup_timeout))
+
+
+async def check_database(dsn: str, timeout: float) -> None:
+    """Wait up to ``timeout`` s for the database, then require an up-to-date schema.
+
+    Raises DatabaseUnavailable or MigrationError.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    delay = 0.2
+    while True:
+        try:
+            conn = await db.connect(dsn, timeout=min(5.0, max(timeout, 0.1)))
+        except Exception as exc:
+            translated = translate(exc)
+            if not isinstance(translated, DatabaseUnavailable):
+                raise
+            if loop.time() + delay > deadline:
+                raise translated from exc
+            log_event(
+                log,
+                "coordinator.waiting_for_database",
+                f"{translated}; retrying in {delay:.1f}s",
+                level=logging.WARNING,
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+            continue
+        try:
+            await migrations.check_up_to_date(conn)
+        finally:
+            await conn.close()
+        return
+
+
+async def start_site(
+    app: web.Application, host: str, port: int, settings: Settings
+) -> tuple[web.AppRunner, web.TCPSite]:
+    """Set the app up and listen; the caller stops it with ``runner.cleanup()``."""
+    runner = web.AppRunner(
+        app, access_log=None, handle_signals=False, shutdown_timeout=settings.shutdown_timeout
+    )
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    try:
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    return runner, site
+
+
+async def _serve(host: str, port: int, dsn: str, settings: Settings, startup_timeout: float) -> int:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        checking = asyncio.ensure_future(check_database(dsn, startup_timeout))
+        stopping = asyncio.ensure_future(stop.wait())
+        await asyncio.wait([checking, stopping], return_when=asyncio.FIRST_COMPLETED)
+        if not checking.done():
+            checking.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await checking
+            return 0
+        stopping.cancel()
+        try:
+            checking.result()
+        except (DatabaseUnavailable, MigrationError) as exc:
+            return _fail(str(exc))
+
+        app = create_app(dsn, settings)
+        try:
+            runner, _site = await start_site(app, host, port, settings)
+        except OSError as exc:
+            return _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+        log_event(
+            log,
+            "coordinator.listening",
+            f"pgq coordinator listening on http://{host}:{port}"
+            + (" (bearer tokens required)" if settings.api_tokens else ""),
+        )
+        await stop.wait()
+        log_event(
+            log,
+            "coordinator.stopping",
+            f"stopping: releasing {app[WAITERS].waiting} waiting request(s), "
+            "finishing in-flight requests",
+        )
+        await runner.cleanup()
+        log_event(log, "coordinator.stopped", "pgq coordinator stopped")
+        return 0
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)

@@ -1,0 +1,57 @@
+"""The coordinator's settings, read from the environment (twelve-factor)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from ..config import ConfigError, env_float, env_int, env_list
+
+MiB = 1024 * 1024
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """What a coordinator process may be told, besides where it listens and its database.
+
+    ``api_tokens``: bearer tokens accepted on ``/jobs…`` (``PGQ_API_TOKENS``, comma-separated);
+    empty means no authentication, allowed only on a loopback address.
+    ``max_body_bytes`` / ``max_batch_body_bytes``: request body limits (``PGQ_MAX_BODY_BYTES``,
+    1 MiB; ``PGQ_MAX_BATCH_BODY_BYTES``, 32 MiB, for ``POST /jobs/batch``).
+    ``max_wait_seconds``: how long one long-poll is held at most (``PGQ_MAX_WAIT_SECONDS``,
+    default and maximum 60). Requests may ask for up to 60 s; a lower cap answers earlier with
+    the usual "nothing yet" result, for proxies whose idle timeout is shorter.
+    ``lease_recheck_seconds``: the lease monitor re-reads the earliest lease at least this often.
+    ``shutdown_timeout``: how long in-flight requests may take to finish after SIGTERM.
+    ``pool_max_size``: database connections per coordinator (``PGQ_POOL_SIZE``, 20).
+    ``metrics_lag_seconds``: job metrics count jobs finished up to this long ago (see
+    ``pgq.metrics``).
+    """
+
+    api_tokens: tuple[str, ...] = ()
+    max_body_bytes: int = 1 * MiB
+    max_batch_body_bytes: int = 32 * MiB
+    max_wait_seconds: float = 60.0
+    lease_recheck_seconds: float = 5.0
+    shutdown_timeout: float = 30.0
+    pool_max_size: int = 20
+    metrics_lag_seconds: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.max_body_bytes < 1 or self.max_batch_body_bytes < 1:
+            raise ConfigError("body limits must be positive numbers of bytes")
+        if not 0 <= self.max_wait_seconds <= 60:
+            raise ConfigError("PGQ_MAX_WAIT_SECONDS must be between 0 and 60")
+        if self.pool_max_size < 1:
+            raise ConfigError("PGQ_POOL_SIZE must be at least 1")
+        if self.lease_recheck_seconds <= 0:
+            raise ConfigError("the lease re-check interval must be positive")
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        return cls(
+            api_tokens=env_list("PGQ_API_TOKENS"),
+            max_body_bytes=env_int("PGQ_MAX_BODY_BYTES", 1 * MiB),
+            max_batch_body_bytes=env_int("PGQ_MAX_BATCH_BODY_BYTES", 32 * MiB),
+            max_wait_seconds=env_float("PGQ_MAX_WAIT_SECONDS", 60.0),
+            pool_max_size=env_int("PGQ_POOL_SIZE", 20),
+        )

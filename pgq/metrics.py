@@ -1,0 +1,183 @@
+"""Prometheus metrics of a coordinator, each app with its own ``CollectorRegistry``.
+
+Names (promised to the deploy manifests; do not rename):
+
+  pgq_jobs{queue,status}                      gauge: jobs per queue and status (``pgq.stats()``)
+  pgq_oldest_queued_age_seconds{queue}        gauge: age of the oldest *due* queued job, 0 if none
+  pgq_jobs_finished_total{type,outcome}       counter: outcome ∈ succeeded, retried, dead, cancelled
+  pgq_job_duration_seconds{type}              histogram: finished_at - claimed_at
+  pgq_job_start_latency_seconds{queue}        histogram: claimed_at - run_at
+  pgq_http_requests_total{method,route,status}
+  pgq_http_request_duration_seconds{method,route}
+  pgq_listener_up                             gauge: 1 while the LISTEN connection is up
+  pgq_notification_queue_usage                gauge: ``pg_notification_queue_usage()``, 0..1
+  pgq_long_polls_waiting                      gauge: requests parked in a long-poll now
+
+Runners do not serve HTTP, so the job metrics come from the database, read at scrape time
+(``Metrics.collect``). What is approximate, honestly:
+
+* Job counters and histograms cover jobs that finished *while this coordinator ran*,
+  counted from the database at each scrape over the window since the previous one (lagging
+  the database clock by 2 s). Every coordinator sees every job: with several coordinators,
+  aggregate with ``max`` (or scrape one), not ``sum``. A job finished by a transaction that
+  stayed open longer than the 2-second lag is missed; a job pruned before the next scrape
+  is not counted.
+* ``retried`` counts failed attempts that were requeued (handler errors and lease
+  expiries), from the ``at`` stamp of each entry in ``errors``.
+* Duration and start latency describe a job's *last* attempt: ``claimed_at`` is that
+  attempt's claim, ``run_at`` when it became due (the enqueue time unless delayed, the end
+  of the backoff after a retry). They are observed when the job finishes (succeeded or
+  dead), so a job still running is not in them yet.
+* ``pgq_jobs`` counts every row (``pgq.stats()`` scans the table), which is fine at the
+  scrape interval for tables up to millions of rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+from . import queries
+
+log = logging.getLogger("pgq.metrics")
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+_JOB_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
+_HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+OUTCOMES = ("succeeded", "retried", "dead", "cancelled")
+
+
+class Metrics:
+    """The metrics of one coordinator app."""
+
+    def __init__(self, *, lag_seconds: float = 2.0) -> None:
+        self._lag = lag_seconds
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.jobs = Gauge("pgq_jobs", "Jobs per queue and status.", ["queue", "status"], registry=r)
+        self.oldest_queued_age = Gauge(
+            "pgq_oldest_queued_age_seconds",
+            "Age of the oldest due queued job per queue (0 when none is due).",
+            ["queue"],
+            registry=r,
+        )
+        self.finished = Counter(
+            "pgq_jobs_finished",
+            "Jobs finished by type and outcome (succeeded, retried, dead, cancelled), "
+            "counted from the database since this coordinator started.",
+            ["type", "outcome"],
+            registry=r,
+        )
+        self.duration = Histogram(
+            "pgq_job_duration_seconds",
+            "Run time of a job's last attempt (finished_at - claimed_at).",
+            ["type"],
+            buckets=_JOB_BUCKETS,
+            registry=r,
+        )
+        self.start_latency = Histogram(
+            "pgq_job_start_latency_seconds",
+            "Delay from a job being due to being claimed (claimed_at - run_at), last attempt.",
+            ["queue"],
+            buckets=_JOB_BUCKETS,
+            registry=r,
+        )
+        self.http_requests = Counter(
+            "pgq_http_requests",
+            "HTTP requests answered, by method, route template and status.",
+            ["method", "route", "status"],
+            registry=r,
+        )
+        self.http_duration = Histogram(
+            "pgq_http_request_duration_seconds",
+            "HTTP request latency by method and route template.",
+            ["method", "route"],
+            buckets=_HTTP_BUCKETS,
+            registry=r,
+        )
+        self.listener_up = Gauge(
+            "pgq_listener_up", "1 while the LISTEN connection is up, else 0.", registry=r
+        )
+        self.notification_queue_usage = Gauge(
+            "pgq_notification_queue_usage",
+            "Fraction of PostgreSQL's NOTIFY queue in use (pg_notification_queue_usage()).",
+            registry=r,
+        )
+        self.long_polls_waiting = Gauge(
+            "pgq_long_polls_waiting",
+            "Requests parked in a long-poll (claim with wait_seconds, GET /jobs/{id}?wait).",
+            registry=r,
+        )
+        self._since: datetime | None = None
+        self._lock = asyncio.Lock()
+
+    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        self.http_requests.labels(method, route, str(status)).inc()
+        self.http_duration.labels(method, route).observe(seconds)
+
+    async def start(self, db: queries.Executor) -> None:
+        """Mark the start of the first counting window (the database clock, now)."""
+        try:
+            self._since = (await queries.finished_since(db, None, self._lag))["until"]
+        except Exception as exc:  # the first successful scrape will set it instead
+            log.warning("metrics: cannot read the database clock yet: %s", exc)
+
+    async def collect(self, db: queries.Executor, *, listener_up: bool, waiting: int = 0) -> bool:
+        """Refresh the database-derived metrics; False when the database did not answer.
+
+        One scrape at a time: two at once would count the same window twice.
+        """
+        self.listener_up.set(1 if listener_up else 0)
+        self.long_polls_waiting.set(waiting)
+        async with self._lock:
+            try:
+                depths = await queries.queue_depths(db)
+                usage = await queries.notification_queue_usage(db)
+                window = await queries.finished_since(db, self._since, self._lag)
+            except Exception as exc:
+                log.warning("metrics: database unavailable: %s", exc)
+                self.jobs.clear()
+                self.oldest_queued_age.clear()
+                return False
+            self._refresh_depths(depths)
+            self.notification_queue_usage.set(usage or 0.0)
+            self._count(window)
+            self._since = window["until"]
+        return True
+
+    def _refresh_depths(self, depths: list[dict[str, Any]]) -> None:
+        self.jobs.clear()
+        self.oldest_queued_age.clear()
+        for row in depths:
+            self.jobs.labels(row["queue"], row["status"]).set(row["count"])
+            self.oldest_queued_age.labels(row["queue"]).set(0)
+        for row in depths:
+            age = row.get("oldest_due_age_seconds")
+            if age is not None:
+                self.oldest_queued_age.labels(row["queue"]).set(float(age))
+
+    def _count(self, window: dict[str, Any]) -> None:
+        for row in window["finished"]:
+            status = row["status"]
+            if status not in ("succeeded", "dead", "cancelled"):
+                continue  # finished, then replayed within the window: counted when it ends
+            self.finished.labels(row["type"], status).inc()
+            if status == "cancelled":
+                continue
+            if row["run_seconds"] is not None:
+                self.duration.labels(row["type"]).observe(max(row["run_seconds"], 0.0))
+            if row["start_latency_seconds"] is not None:
+                self.start_latency.labels(row["queue"]).observe(
+                    max(row["start_latency_seconds"], 0.0)
+                )
+        for row in window["retried"]:
+            self.finished.labels(row["type"], "retried").inc(row["count"])
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
