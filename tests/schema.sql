@@ -300,27 +300,6 @@ CREATE TABLE pgq.jobs (
     CONSTRAINT jobs_type_name CHECK ((type ~ '^[A-Za-z0-9_.:-]{1,128}$'::text)),
     CONSTRAINT jobs_waiting_has_parents CHECK (((status <> 'waiting'::text) OR (depends_on IS NOT NULL)))
 );
-ALTER TABLE ONLY pgq.jobs ALTER COLUMN id SET (pg_attver=2380901888);
-ALTER TABLE ONLY pgq.jobs ALTER COLUMN queue SET (pg_attver=2380901888);
-ALTER TABLE ONLY pgq.jobs ALTER COLUMN type SET (pg_attver=2380901888);
-ALTER TABLE ONLY pgq.jobs ALTER COLUMN args SET (pg_attver=2380901888);
-ALTER TABLE ONLY pgq.jobs ALTER COLUMN status SET (pg_attver=2380901888);
-ALTER TABLE ONLY pgq.jobs ALTER COLUMN priority SET (pg_attver=2380901888);
-ALTER TABLE ONLY pgq.jobs ALTER COLUMN run_at SET (pg_attver=2380901888);
-ALTER TABLE ONLY pgq.jobs ALTER COLUMN attempts SET (pg_attver=2380901888);
-ALTER TABLE ONLY pgq.jobs ALTER COLUMN max_attempts SET (pg_attver=2380901888);
-ALTER TABLE ONLY pgq.jobs ALTER COLUMN timeout_seconds SET (pg_attver=2380901888);
-ALTER TABLE ONLY pgq.jobs ALTER COLUMN worker_id SET (pg_attver=2380901888);
-ALTER TABLE ONLY pgq.jobs ALTER COLUMN claimed_at SET (pg_attver=2380901888);
-ALTER TABLE ONLY pgq.jobs ALTER COLUMN lease_expires_at SET (pg_attver=2380901888);
-ALTER TABLE ONLY pgq.jobs ALTER COLUMN result SET (pg_attver=2380901888);
-ALTER TABLE ONLY pgq.jobs ALTER COLUMN last_error SET (pg_attver=2380901888);
-ALTER TABLE ONLY pgq.jobs ALTER COLUMN errors SET (pg_attver=2380901888);
-ALTER TABLE ONLY pgq.jobs ALTER COLUMN idempotency_key SET (pg_attver=2380901888);
-ALTER TABLE ONLY pgq.jobs ALTER COLUMN depends_on SET (pg_attver=2380901888);
-ALTER TABLE ONLY pgq.jobs ALTER COLUMN created_at SET (pg_attver=2380901888);
-ALTER TABLE ONLY pgq.jobs ALTER COLUMN updated_at SET (pg_attver=2380901888);
-ALTER TABLE ONLY pgq.jobs ALTER COLUMN finished_at SET (pg_attver=2380901888);
 
 --
 -- Name: TABLE jobs; Type: COMMENT; Schema: pgq; Owner: -
@@ -379,18 +358,40 @@ BEGIN
     END IF;
 
     RETURN QUERY
-    WITH picked AS (
-        -- SKIP LOCKED: a row another claimer is taking is simply not ours; the LIMIT sits
-        -- inside the CTE so the UPDATE touches exactly the rows locked here.
-        SELECT j.id
-          FROM pgq.jobs AS j
-         WHERE j.status = 'queued'
-           AND j.run_at <= now()
-           AND (queues IS NULL OR j.queue = ANY (queues))
-           AND (job_types IS NULL OR j.type = ANY (job_types))
-         ORDER BY j.priority, j.run_at, j.id
-         LIMIT max_jobs
-           FOR UPDATE SKIP LOCKED
+    WITH RECURSIVE queued_queues AS (
+        -- queues NULL means every queue that has queued jobs: found by hopping through
+        -- jobs_claim_idx one queue at a time (a skip scan), not by reading every job.
+        SELECT min(j.queue) AS queue FROM pgq.jobs AS j WHERE j.status = 'queued'
+        UNION ALL
+        SELECT (SELECT min(j.queue) FROM pgq.jobs AS j
+                 WHERE j.status = 'queued' AND j.queue > q.queue)
+          FROM queued_queues AS q
+         WHERE q.queue IS NOT NULL
+    ), candidates AS (
+        -- Per queue, the first max_jobs due jobs in claim order: an ordered walk of
+        -- jobs_claim_idx (queue, priority, run_at, id) that stops after max_jobs rows, so
+        -- the cost does not grow with the backlog (a single query over all the queues
+        -- would sort every queued job). SKIP LOCKED: a row another claimer is taking is
+        -- simply not ours. With several queues up to max_jobs rows per queue are locked
+        -- here and the best max_jobs of them claimed; the others are unlocked when the
+        -- claiming transaction ends.
+        SELECT c.id, c.priority, c.run_at
+          FROM (SELECT DISTINCT unnest(coalesce(
+                    queues,
+                    ARRAY(SELECT q.queue FROM queued_queues AS q WHERE q.queue IS NOT NULL))))
+               AS wanted(queue)
+         CROSS JOIN LATERAL (
+               SELECT j.id, j.priority, j.run_at
+                 FROM pgq.jobs AS j
+                WHERE j.status = 'queued'
+                  AND j.queue = wanted.queue
+                  AND j.run_at <= now()
+                  AND (job_types IS NULL OR j.type = ANY (job_types))
+                ORDER BY j.priority, j.run_at, j.id
+                LIMIT max_jobs
+                  FOR UPDATE SKIP LOCKED) AS c
+    ), picked AS (
+        SELECT id FROM candidates ORDER BY priority, run_at, id LIMIT max_jobs
     )
     UPDATE pgq.jobs AS j
        SET status = 'running',
@@ -955,9 +956,6 @@ CREATE TABLE pgq.migrations (
     checksum text NOT NULL,
     applied_at timestamp with time zone DEFAULT now() NOT NULL
 );
-ALTER TABLE ONLY pgq.migrations ALTER COLUMN name SET (pg_attver=2380854216);
-ALTER TABLE ONLY pgq.migrations ALTER COLUMN checksum SET (pg_attver=2380854216);
-ALTER TABLE ONLY pgq.migrations ALTER COLUMN applied_at SET (pg_attver=2380854216);
 
 --
 -- Name: TABLE migrations; Type: COMMENT; Schema: pgq; Owner: -

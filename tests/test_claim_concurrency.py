@@ -12,6 +12,8 @@ import pytest
 
 from pgq import db, queries
 
+from .zoo import bulk_insert, rows_read
+
 JOBS = 5_000
 CLAIMERS = 20
 
@@ -25,25 +27,40 @@ async def claimer_conns(dsn: str) -> AsyncIterator[list[asyncpg.Connection]]:
         await asyncio.gather(*(c.close() for c in conns))
 
 
-async def claim_until_empty(conn: asyncpg.Connection, worker: str, batch: int) -> list[int]:
+async def claim_until_empty(
+    conn: asyncpg.Connection, worker: str, batch: int, queues: list[str] | None = None
+) -> list[int]:
     got: list[int] = []
-    while jobs := await queries.claim(conn, worker, batch):
+    while jobs := await queries.claim(conn, worker, batch, queues):
         assert all(j.worker_id == worker and j.attempt == 1 for j in jobs)
         got.extend(j.id for j in jobs)
     return got
 
 
-@pytest.mark.parametrize("batch", [1, 7])
+@pytest.mark.parametrize(
+    ("batch", "queues"),
+    [(1, None), (7, None), (7, ["q0", "q1", "q2"])],
+    ids=["one-at-a-time", "batches", "batches-over-three-queues"],
+)
 async def test_twenty_claimers_never_get_the_same_job(
-    conn: asyncpg.Connection, claimer_conns: list[asyncpg.Connection], batch: int
+    conn: asyncpg.Connection,
+    claimer_conns: list[asyncpg.Connection],
+    batch: int,
+    queues: list[str] | None,
 ) -> None:
     n = JOBS if batch > 1 else JOBS // 5  # one-at-a-time: 1,000 jobs keep the test quick
-    created = await queries.enqueue_many(conn, [{"type": "t", "args": {"i": i}} for i in range(n)])
+    created = await queries.enqueue_many(
+        conn,
+        [
+            {"type": "t", "args": {"i": i}, "queue": f"q{i % 3}" if queues else "default"}
+            for i in range(n)
+        ],
+    )
     start = asyncio.Event()
 
     async def claimer(i: int, c: asyncpg.Connection) -> list[int]:
         await start.wait()
-        return await claim_until_empty(c, f"w{i}", batch)
+        return await claim_until_empty(c, f"w{i}", batch, queues)
 
     tasks = [asyncio.create_task(claimer(i, c)) for i, c in enumerate(claimer_conns)]
     start.set()
@@ -112,3 +129,23 @@ async def test_a_claim_in_an_open_transaction_hides_its_jobs_from_other_claimers
     finally:
         await a.close()
         await b.close()
+
+
+@pytest.mark.parametrize(
+    "queues", [["default"], ["default", "other"], None], ids=["one", "two", "all"]
+)
+async def test_claim_reads_a_few_rows_whatever_the_backlog(
+    conn: asyncpg.Connection, queues: list[str] | None
+) -> None:
+    """A claim walks the claim index in claim order and stops: it never scans and sorts
+    the backlog, so its cost does not grow with the number of queued jobs."""
+    await bulk_insert(
+        conn,
+        30_000,
+        queue="CASE WHEN n % 3 = 0 THEN 'other' ELSE 'default' END",
+        priority="n % 5",
+    )
+    jobs, seq, idx = await rows_read(conn, queries.claim(conn, "w", 5, queues))
+    assert len(jobs) == 5 and {j.priority for j in jobs} == {0}
+    assert seq == 0, f"claim scanned {seq} rows of pgq.jobs sequentially"
+    assert idx <= 50, f"claim fetched {idx} rows through indexes"

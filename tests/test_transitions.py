@@ -401,6 +401,22 @@ async def test_claim_order_priority_then_run_at_then_id(conn: asyncpg.Connection
     assert order == ["urgent", "tie_a", "tie_b", "same_1", "same_2", "late_low"]
 
 
+@pytest.mark.parametrize(
+    "queues", [["q1", "q2", "q3"], ["q3", "q1", "q2", "q1"], None], ids=["list", "dups", "all"]
+)
+async def test_claim_order_holds_across_queues(
+    conn: asyncpg.Connection, queues: list[str] | None
+) -> None:
+    specs = [("q1", 0), ("q2", 1), ("q1", 2), ("q3", 3), ("q2", 4), ("q3", -1), ("q1", 5)]
+    await queries.enqueue_many(conn, [{"type": "t", "queue": q, "priority": p} for q, p in specs])
+    first = await queries.claim(conn, ME, 3, queues)
+    assert sorted(j.priority for j in first) == [-1, 0, 1]
+    order = []
+    while claimed := await queries.claim(conn, ME, 1, queues):
+        order.append(claimed[0].priority)
+    assert order == [2, 3, 4, 5]
+
+
 async def test_claim_filters_by_queue_and_type(conn: asyncpg.Connection) -> None:
     await queries.enqueue_many(
         conn,

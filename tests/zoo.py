@@ -201,3 +201,33 @@ async def wait_until_blocked(
             await asyncio.sleep(0.005)
 
     await asyncio.wait_for(poll(), timeout)
+
+
+# -- cost -------------------------------------------------------------------------------
+
+
+async def bulk_insert(conn: asyncpg.Connection, count: int, **columns: str) -> None:
+    """Insert ``count`` queued jobs straight into pgq.jobs (fast set-up for cost tests);
+    ``columns`` are SQL expressions over ``n`` (1..count), e.g. ``queue="'q' || n % 3"``."""
+    names = ["type", *columns]
+    values = ["'bulk'", *columns.values()]
+    await conn.execute(
+        f"INSERT INTO pgq.jobs ({', '.join(names)})"
+        f" SELECT {', '.join(values)} FROM generate_series(1, {int(count)}) AS n"
+    )
+    await conn.execute("ANALYZE pgq.jobs")
+
+
+async def rows_read(conn: asyncpg.Connection, call: Awaitable[Any]) -> tuple[Any, int, int]:
+    """Run ``call`` (on ``conn``) in a transaction; return its result, the rows of pgq.jobs
+    read by sequential scans and the rows fetched through indexes, as counted by
+    pg_stat_xact_user_tables for that transaction."""
+    query = (
+        "SELECT coalesce(seq_tup_read, 0) AS seq, coalesce(idx_tup_fetch, 0) AS idx"
+        "  FROM pg_stat_xact_user_tables WHERE relid = 'pgq.jobs'::regclass"
+    )
+    async with conn.transaction():
+        before = await conn.fetchrow(query)
+        result = await call
+        after = await conn.fetchrow(query)
+    return result, after["seq"] - before["seq"], after["idx"] - before["idx"]
