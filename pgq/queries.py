@@ -379,3 +379,14 @@ async def finished_since(
         "finished": [dict(r) for r in finished],
         "retried": [dict(r) for r in retried],
     }
+
+
+@_translated
+async def running_jobs_of(db: Executor, worker_id: str) -> list[Job]:
+    """The running jobs ``worker_id`` holds, in id order (a runner looks for jobs it claimed
+    but never heard back about, when a claim's reply was lost with its connection)."""
+    rows = await db.fetch(
+        "SELECT * FROM pgq.jobs WHERE status = 'running' AND worker_id = $1 ORDER BY id",
+        worker_id,
+    )
+    return [Job.from_record(r) for r in rows]

@@ -96,6 +96,7 @@ log = logging.getLogger("pgq.runner")
 
 HandlerFn = Callable[[Job], Awaitable[Any]]
 F = TypeVar("F", bound=HandlerFn)
+T = TypeVar("T")
 
 _TYPE_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 _QUEUE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
@@ -138,7 +139,8 @@ class RunnerHooks(Protocol):
     def concurrency(self) -> int: ...
 
     def held_jobs(self) -> Mapping[int, int]:
-        """job id → attempt of every job whose handler is running right now."""
+        """job id → attempt of every job this runner holds: claimed, its outcome not yet
+        written (the handler may be running or done)."""
         ...
 
     def job_gone(self, job_id: int, status: str | None) -> None:
@@ -250,6 +252,7 @@ class Runner:
 
         self._source: JobSource | None = None
         self._active: dict[int, _Active] = {}  # job id → held job whose handler runs
+        self._held: dict[int, int] = {}  # job id → attempt, from claim until written
         self._tasks: set[asyncio.Task[None]] = set()  # every job task, writes included
         self._stop_event = asyncio.Event()
         self._hard_event = asyncio.Event()
@@ -342,7 +345,7 @@ class Runner:
     # -- hooks for the source -----------------------------------------------------------
 
     def held_jobs(self) -> Mapping[int, int]:
-        return {job_id: a.job.attempt for job_id, a in self._active.items() if a.in_handler}
+        return dict(self._held)
 
     def job_gone(self, job_id: int, status: str | None) -> None:
         active = self._active.get(job_id)
@@ -511,6 +514,7 @@ class Runner:
             self._cancel(previous, "lost")
         active = _Active(job, handler)
         self._active[job.id] = active
+        self._held[job.id] = job.attempt
         self.counts["claimed"] += 1
         task = asyncio.get_running_loop().create_task(self._execute(active))
         active.task = task
@@ -542,6 +546,13 @@ class Runner:
         self._slot_freed.set()
 
     async def _execute(self, active: _Active) -> None:
+        try:
+            await self._run_job(active)
+        finally:
+            if self._held.get(active.job.id) == active.job.attempt:
+                del self._held[active.job.id]
+
+    async def _run_job(self, active: _Active) -> None:
         job, handler = active.job, active.handler
         loop = asyncio.get_running_loop()
         fields = {
@@ -617,11 +628,12 @@ class Runner:
             self._note_lost(fields, None)
             return
         if outcome == "success":
-            written = await self._write(lambda: self._source_complete(job, detail), fields)
+            written, retried = await self._write(lambda: self._source_complete(job, detail), fields)
             if written is None:
                 return
             completed, status = written
-            if completed:
+            # A retried write may have committed the first time round (the reply was lost).
+            if completed or (retried and status == "succeeded"):
                 self.counts["succeeded"] += 1
                 log_event(log, "job.succeeded", **fields)
             else:
@@ -647,7 +659,7 @@ class Runner:
                 retry_delay = max(0.0, float(detail.delay))
                 error["kind"] = "retry_later"
                 error["retry_delay"] = retry_delay
-        after = await self._write(
+        after, _ = await self._write(
             lambda: self._source_fail(job, error, retryable, retry_delay), fields
         )
         if after is None:
@@ -701,18 +713,20 @@ class Runner:
             **fields,
         )
 
-    async def _write(self, op: Callable[[], Awaitable[Any]], fields: dict[str, Any]) -> Any:
-        """Write an outcome, retrying while the source is unreachable. Shielded: cancelling
-        the job's task (a hard stop) cannot interrupt a statement in flight. None when the
-        write could not be made (the job's lease will bring it back)."""
+    async def _write(
+        self, op: Callable[[], Awaitable[Any]], fields: dict[str, Any]
+    ) -> tuple[Any, bool]:
+        """Write an outcome, retrying while the source is unreachable; returns (what the
+        write returned, whether it had to be retried), or (None, ...) when it could not be
+        made (the job's lease will bring the job back). Shielded: cancelling the job's task
+        (a hard stop) cannot interrupt a statement in flight."""
         delay = 0.05
-        warned = False
+        retries = 0
         while True:
             try:
-                return await asyncio.shield(op())
+                return await asyncio.shield(op()), retries > 0
             except DatabaseUnavailable as exc:
-                if not warned:
-                    warned = True
+                if retries % 20 == 0:
                     log_event(
                         log,
                         "runner.write_retry",
@@ -720,6 +734,7 @@ class Runner:
                         level=logging.WARNING,
                         **fields,
                     )
+                retries += 1
                 await asyncio.sleep(random.uniform(delay / 2, delay))
                 delay = min(delay * 2, 2.0)
             except asyncio.CancelledError:
@@ -731,7 +746,7 @@ class Runner:
                     "cannot record the outcome; the job's lease will bring it back",
                     extra={"event": "runner.error", **fields},
                 )
-                return None
+                return None, retries > 0
 
     # -- heartbeats -----------------------------------------------------------------------
 
@@ -883,9 +898,9 @@ class DatabaseSource:
         self._housekeeper: asyncio.Task[None] | None = None
         self._side_tasks: set[asyncio.Task[Any]] = set()
         self._lease_at: float | None = None  # loop time of the earliest known lease expiry
-        self._due_retry = (
-            0.005  # re-check delay when next_due says "due now" but claim found nothing
-        )
+        # re-check delay when next_due says "due now" but the claim found nothing
+        self._due_retry = 0.005
+        self._claim_in_doubt = False  # a claim failed: it may have committed unseen
         # completion batching
         self._pending: list[tuple[Job, Any, asyncio.Future[tuple[bool, str | None]]]] = []
         self._flusher: asyncio.Task[None] | None = None
@@ -995,7 +1010,7 @@ class DatabaseSource:
         assert self._hooks is not None and self._pool is not None
         held = dict(self._hooks.held_jobs())
         try:
-            jobs = await queries.get_jobs(self._pool, list(held))
+            jobs = await _db(queries.get_jobs(self._pool, list(held)))
         except DatabaseUnavailable:
             return  # the next heartbeat finds out instead
         current = {j.id: j for j in jobs}
@@ -1015,12 +1030,44 @@ class DatabaseSource:
         assert self._hooks is not None and self._pool is not None
         self._wake.clear()
         self.claims += 1
-        jobs = await queries.claim(
-            self._pool, self._hooks.worker_id, max_jobs, self._hooks.queues, self._hooks.job_types
-        )
+        try:
+            jobs = await self._adopt(max_jobs) if self._claim_in_doubt else []
+            if len(jobs) < max_jobs:
+                jobs += await _db(
+                    queries.claim(
+                        self._pool,
+                        self._hooks.worker_id,
+                        max_jobs - len(jobs),
+                        self._hooks.queues,
+                        self._hooks.job_types,
+                    )
+                )
+        except DatabaseUnavailable:
+            # The claim may have committed with its reply lost: those jobs are running
+            # under our name, yet we never heard of them.
+            self._claim_in_doubt = True
+            raise
         if jobs:
             self._due_retry = 0.005
         return jobs
+
+    async def _adopt(self, max_jobs: int) -> list[Job]:
+        """After a claim whose outcome is unknown: the jobs running under this worker's
+        name that the runner does not hold, so they run now rather than after their lease."""
+        assert self._hooks is not None and self._pool is not None
+        held = self._hooks.held_jobs()
+        mine = await _db(queries.running_jobs_of(self._pool, self._hooks.worker_id))
+        orphans = [job for job in mine if job.id not in held]
+        self._claim_in_doubt = len(orphans) > max_jobs
+        if orphans:
+            log_event(
+                log,
+                "runner.adopted",
+                f"{len(orphans)} job(s) claimed by a claim whose reply was lost; running them",
+                level=logging.WARNING,
+                worker_id=self._hooks.worker_id,
+            )
+        return orphans[:max_jobs]
 
     async def wait_for_work(self) -> None:
         assert self._hooks is not None and self._pool is not None
@@ -1028,8 +1075,8 @@ class DatabaseSource:
             return
         timeout: float | None
         try:
-            next_run_at, next_lease, db_now = await queries.next_due(
-                self._pool, self._hooks.queues, self._hooks.job_types
+            next_run_at, next_lease, db_now = await _db(
+                queries.next_due(self._pool, self._hooks.queues, self._hooks.job_types)
             )
         except DatabaseUnavailable:
             timeout = 1.0  # the claim that follows reports the trouble and backs off
@@ -1095,7 +1142,7 @@ class DatabaseSource:
 
     async def _sweep(self, safety: bool) -> None:
         assert self._pool is not None and self._hooks is not None
-        expired = await queries.expire_leases(self._pool)
+        expired = await _db(queries.expire_leases(self._pool))
         if expired:
             log_event(
                 log,
@@ -1103,8 +1150,8 @@ class DatabaseSource:
                 f"expired {expired} lease(s) of runners that stopped heartbeating",
                 worker_id=self._hooks.worker_id,
             )
-        _run_at, next_lease, db_now = await queries.next_due(
-            self._pool, self._hooks.queues, self._hooks.job_types
+        _run_at, next_lease, db_now = await _db(
+            queries.next_due(self._pool, self._hooks.queues, self._hooks.job_types)
         )
         self._lease_at = None
         self._note_lease(next_lease, db_now)
@@ -1128,12 +1175,14 @@ class DatabaseSource:
                 del self._pending[: self._max_batch]
                 self.batches += 1
                 try:
-                    rows = await queries.complete_many(
-                        self._pool,
-                        self._hooks.worker_id,
-                        [job.id for job, _, _ in batch],
-                        [job.attempt for job, _, _ in batch],
-                        [result for _, result, _ in batch],
+                    rows = await _db(
+                        queries.complete_many(
+                            self._pool,
+                            self._hooks.worker_id,
+                            [job.id for job, _, _ in batch],
+                            [job.attempt for job, _, _ in batch],
+                            [result for _, result, _ in batch],
+                        )
                     )
                 except BaseException as exc:
                     for _, _, future in batch:
@@ -1156,14 +1205,16 @@ class DatabaseSource:
     ) -> Job | None:
         assert self._pool is not None and self._hooks is not None
         try:
-            return await queries.fail(
-                self._pool,
-                job.id,
-                self._hooks.worker_id,
-                error,
-                retryable=retryable,
-                attempt=job.attempt,
-                retry_delay=retry_delay,
+            return await _db(
+                queries.fail(
+                    self._pool,
+                    job.id,
+                    self._hooks.worker_id,
+                    error,
+                    retryable=retryable,
+                    attempt=job.attempt,
+                    retry_delay=retry_delay,
+                )
             )
         except (JobNotFound, TransitionNotAllowed):
             return None
@@ -1171,7 +1222,7 @@ class DatabaseSource:
     async def heartbeat(self, job: Job) -> bool:
         assert self._pool is not None and self._hooks is not None
         try:
-            await queries.heartbeat(self._pool, job.id, self._hooks.worker_id, job.attempt)
+            await _db(queries.heartbeat(self._pool, job.id, self._hooks.worker_id, job.attempt))
         except (JobNotFound, TransitionNotAllowed):
             return False
         return True
@@ -1179,6 +1230,31 @@ class DatabaseSource:
 
 def _transient(exc: BaseException) -> bool:
     return isinstance(translate(exc), DatabaseUnavailable)
+
+
+#: asyncpg's client-side errors that are about the data or the setup, not a broken link.
+_CLIENT_MISTAKES = tuple(
+    getattr(asyncpg.exceptions, name)
+    for name in (
+        "DataError",
+        "ClientConfigurationError",
+        "UnsupportedClientFeatureError",
+        "UnsupportedServerFeatureError",
+    )
+    if hasattr(asyncpg.exceptions, name)
+)
+
+
+async def _db(call: Awaitable[T]) -> T:
+    """Await a ``queries`` call; a connection that broke mid-operation (asyncpg reports
+    some of those as ``InterfaceError`` or ``InternalClientError``, e.g. during a server
+    restart) becomes ``DatabaseUnavailable`` like every other unreachable database."""
+    try:
+        return await call
+    except (asyncpg.InterfaceError, asyncpg.InternalClientError) as exc:
+        if isinstance(exc, _CLIENT_MISTAKES):
+            raise
+        raise DatabaseUnavailable(f"the database connection broke: {exc}") from exc
 
 
 # --------------------------------------------------------------------------------------

@@ -552,3 +552,27 @@ async def test_run_can_be_stopped_before_it_connects(dsn) -> None:
     assert not task.done()
     runner.stop()
     await asyncio.wait_for(task, 5)
+
+
+async def test_jobs_of_a_claim_whose_reply_was_lost_are_adopted(dsn, client, conn) -> None:
+    runner = make_runner(dsn, worker_id="adopter")
+    source = DatabaseSource(dsn)
+    ran: list[tuple[int, int]] = []
+
+    @runner.handler("X")
+    async def x(job):
+        ran.append((job.id, job.attempt))
+
+    job = await client.enqueue("X")
+    # What a claim that committed just before its connection died leaves behind: the job
+    # runs under the runner's name, but the runner never saw it.
+    await queries.claim(conn, "adopter", 1)
+    source._claim_in_doubt = True  # as after a claim that raised DatabaseUnavailable
+    task = asyncio.create_task(runner.run(source=source))
+    try:
+        done = await client.wait(job.id, timeout=5)
+    finally:
+        runner.stop()
+        await task
+    assert (done.status, done.attempt) == ("succeeded", 1)
+    assert ran == [(job.id, 1)]
