@@ -65,6 +65,10 @@ COMMENT ON TABLE pgq.jobs IS
 -- pgq.claim: the next claimable jobs of a queue in claim order (priority, run_at, id).
 CREATE INDEX jobs_claim_idx ON pgq.jobs (queue, priority, run_at, id) WHERE status = 'queued';
 
+-- pgq.next_due: the earliest run_at of a queue's queued jobs, which idle runners sleep until
+-- (jobs_claim_idx puts priority first, so it cannot answer that without reading them all).
+CREATE INDEX jobs_due_idx ON pgq.jobs (queue, run_at) WHERE status = 'queued';
+
 -- pgq.expire_leases and the runners' "earliest lease" look-up.
 CREATE INDEX jobs_lease_idx ON pgq.jobs (lease_expires_at) WHERE status = 'running';
 

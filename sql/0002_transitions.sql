@@ -46,6 +46,23 @@ COMMENT ON FUNCTION pgq.backoff(integer) IS
     'backoff: retry delay after failed attempt n: min(3600, uniform(4, 8) * 2^(n-1)) seconds.';
 
 
+-- _queued_queues: the queues that have queued jobs (what "every queue" means to pgq.claim
+-- and pgq.next_due), found by hopping through jobs_claim_idx one queue at a time, a skip
+-- scan whose cost grows with the number of queues, not with the number of jobs.
+CREATE FUNCTION pgq._queued_queues() RETURNS SETOF text
+LANGUAGE sql STABLE AS $$
+    WITH RECURSIVE hop AS (
+        SELECT min(j.queue) AS queue FROM pgq.jobs AS j WHERE j.status = 'queued'
+        UNION ALL
+        SELECT (SELECT min(j.queue) FROM pgq.jobs AS j
+                 WHERE j.status = 'queued' AND j.queue > hop.queue)
+          FROM hop
+         WHERE hop.queue IS NOT NULL
+    )
+    SELECT hop.queue FROM hop WHERE hop.queue IS NOT NULL
+$$;
+
+
 -- _error_entry: the error of one attempt as stored in last_error and appended to errors.
 -- An object is kept as given, anything else becomes {"message": ...}; attempt and time are added.
 CREATE FUNCTION pgq._error_entry(error jsonb, attempt integer) RETURNS jsonb
@@ -380,16 +397,7 @@ BEGIN
     END IF;
 
     RETURN QUERY
-    WITH RECURSIVE queued_queues AS (
-        -- queues NULL means every queue that has queued jobs: found by hopping through
-        -- jobs_claim_idx one queue at a time (a skip scan), not by reading every job.
-        SELECT min(j.queue) AS queue FROM pgq.jobs AS j WHERE j.status = 'queued'
-        UNION ALL
-        SELECT (SELECT min(j.queue) FROM pgq.jobs AS j
-                 WHERE j.status = 'queued' AND j.queue > q.queue)
-          FROM queued_queues AS q
-         WHERE q.queue IS NOT NULL
-    ), candidates AS (
+    WITH candidates AS (
         -- Per queue, the first max_jobs due jobs in claim order: an ordered walk of
         -- jobs_claim_idx (queue, priority, run_at, id) that stops after max_jobs rows, so
         -- the cost does not grow with the backlog (a single query over all the queues
@@ -398,9 +406,7 @@ BEGIN
         -- here and the best max_jobs of them claimed; the others are unlocked when the
         -- claiming transaction ends.
         SELECT c.id, c.priority, c.run_at
-          FROM (SELECT DISTINCT unnest(coalesce(
-                    queues,
-                    ARRAY(SELECT q.queue FROM queued_queues AS q WHERE q.queue IS NOT NULL))))
+          FROM (SELECT DISTINCT unnest(coalesce(queues, ARRAY(SELECT pgq._queued_queues()))))
                AS wanted(queue)
          CROSS JOIN LATERAL (
                SELECT j.id, j.priority, j.run_at
@@ -665,15 +671,21 @@ COMMENT ON FUNCTION pgq.expire_leases() IS
 
 
 -- next_due: what a runner sleeps until when it has nothing to claim: the earliest run_at
--- of queued jobs it could claim (NULL when none) and the earliest lease expiry of any
--- running job (NULL when none), after which pgq.expire_leases has work.
+-- of queued jobs it could claim, from the given queues (NULL: every queue) and of the given
+-- types (NULL when none), and the earliest lease expiry of any running job (NULL when
+-- none), after which pgq.expire_leases has work. Runners call it whenever they go idle, so
+-- it reads the first entry of jobs_due_idx per queue, never the whole backlog.
 CREATE FUNCTION pgq.next_due(queues text[] DEFAULT NULL, job_types text[] DEFAULT NULL)
 RETURNS TABLE (next_run_at timestamptz, next_lease_expiry timestamptz)
 LANGUAGE sql STABLE AS $$
-    SELECT (SELECT min(j.run_at) FROM pgq.jobs AS j
-             WHERE j.status = 'queued'
-               AND (queues IS NULL OR j.queue = ANY (queues))
-               AND (job_types IS NULL OR j.type = ANY (job_types))),
+    SELECT (SELECT min(first.run_at)
+              FROM unnest(coalesce(queues, ARRAY(SELECT pgq._queued_queues()))) AS wanted(queue)
+             CROSS JOIN LATERAL (
+                   SELECT j.run_at FROM pgq.jobs AS j
+                    WHERE j.status = 'queued' AND j.queue = wanted.queue
+                      AND (job_types IS NULL OR j.type = ANY (job_types))
+                    ORDER BY j.run_at
+                    LIMIT 1) AS first),
            (SELECT min(j.lease_expires_at) FROM pgq.jobs AS j WHERE j.status = 'running')
 $$;
 COMMENT ON FUNCTION pgq.next_due(text[], text[]) IS

@@ -163,6 +163,24 @@ END
 $$;
 
 --
+-- Name: _queued_queues(); Type: FUNCTION; Schema: pgq; Owner: -
+--
+
+CREATE FUNCTION pgq._queued_queues() RETURNS SETOF text
+    LANGUAGE sql STABLE
+    AS $$
+    WITH RECURSIVE hop AS (
+        SELECT min(j.queue) AS queue FROM pgq.jobs AS j WHERE j.status = 'queued'
+        UNION ALL
+        SELECT (SELECT min(j.queue) FROM pgq.jobs AS j
+                 WHERE j.status = 'queued' AND j.queue > hop.queue)
+          FROM hop
+         WHERE hop.queue IS NOT NULL
+    )
+    SELECT hop.queue FROM hop WHERE hop.queue IS NOT NULL
+$$;
+
+--
 -- Name: _refuse(bigint, text, integer, text); Type: FUNCTION; Schema: pgq; Owner: -
 --
 
@@ -358,16 +376,7 @@ BEGIN
     END IF;
 
     RETURN QUERY
-    WITH RECURSIVE queued_queues AS (
-        -- queues NULL means every queue that has queued jobs: found by hopping through
-        -- jobs_claim_idx one queue at a time (a skip scan), not by reading every job.
-        SELECT min(j.queue) AS queue FROM pgq.jobs AS j WHERE j.status = 'queued'
-        UNION ALL
-        SELECT (SELECT min(j.queue) FROM pgq.jobs AS j
-                 WHERE j.status = 'queued' AND j.queue > q.queue)
-          FROM queued_queues AS q
-         WHERE q.queue IS NOT NULL
-    ), candidates AS (
+    WITH candidates AS (
         -- Per queue, the first max_jobs due jobs in claim order: an ordered walk of
         -- jobs_claim_idx (queue, priority, run_at, id) that stops after max_jobs rows, so
         -- the cost does not grow with the backlog (a single query over all the queues
@@ -376,9 +385,7 @@ BEGIN
         -- here and the best max_jobs of them claimed; the others are unlocked when the
         -- claiming transaction ends.
         SELECT c.id, c.priority, c.run_at
-          FROM (SELECT DISTINCT unnest(coalesce(
-                    queues,
-                    ARRAY(SELECT q.queue FROM queued_queues AS q WHERE q.queue IS NOT NULL))))
+          FROM (SELECT DISTINCT unnest(coalesce(queues, ARRAY(SELECT pgq._queued_queues()))))
                AS wanted(queue)
          CROSS JOIN LATERAL (
                SELECT j.id, j.priority, j.run_at
@@ -822,10 +829,14 @@ COMMENT ON FUNCTION pgq.heartbeat(job_id bigint, worker_id text, attempt integer
 CREATE FUNCTION pgq.next_due(queues text[] DEFAULT NULL::text[], job_types text[] DEFAULT NULL::text[]) RETURNS TABLE(next_run_at timestamp with time zone, next_lease_expiry timestamp with time zone)
     LANGUAGE sql STABLE
     AS $$
-    SELECT (SELECT min(j.run_at) FROM pgq.jobs AS j
-             WHERE j.status = 'queued'
-               AND (queues IS NULL OR j.queue = ANY (queues))
-               AND (job_types IS NULL OR j.type = ANY (job_types))),
+    SELECT (SELECT min(first.run_at)
+              FROM unnest(coalesce(queues, ARRAY(SELECT pgq._queued_queues()))) AS wanted(queue)
+             CROSS JOIN LATERAL (
+                   SELECT j.run_at FROM pgq.jobs AS j
+                    WHERE j.status = 'queued' AND j.queue = wanted.queue
+                      AND (job_types IS NULL OR j.type = ANY (job_types))
+                    ORDER BY j.run_at
+                    LIMIT 1) AS first),
            (SELECT min(j.lease_expires_at) FROM pgq.jobs AS j WHERE j.status = 'running')
 $$;
 
@@ -982,6 +993,12 @@ ALTER TABLE ONLY pgq.migrations
 --
 
 CREATE INDEX jobs_claim_idx ON pgq.jobs USING btree (queue, priority, run_at, id) WHERE (status = 'queued'::text);
+
+--
+-- Name: jobs_due_idx; Type: INDEX; Schema: pgq; Owner: -
+--
+
+CREATE INDEX jobs_due_idx ON pgq.jobs USING btree (queue, run_at) WHERE (status = 'queued'::text);
 
 --
 -- Name: jobs_finished_at_idx; Type: INDEX; Schema: pgq; Owner: -

@@ -23,11 +23,13 @@ from .zoo import (
     ME,
     OTHER,
     ZOO,
+    bulk_insert,
     changed,
     db_delta,
     expect_refusal,
     expect_sqlstate,
     make_zoo,
+    rows_read,
     snapshot,
     wait_until_blocked,
 )
@@ -927,3 +929,55 @@ async def test_enqueue_many_delay_and_run_at(conn: asyncpg.Connection) -> None:
         timedelta(seconds=0.25),
     ]
     assert [j.id for j in await queries.claim(conn, ME, 10)] == [jobs[2].id]
+
+
+# -- cost: no transition reads the whole table ----------------------------------------------
+
+
+@pytest.fixture
+async def backlog(conn: asyncpg.Connection) -> dict[str, int]:
+    """30,000 queued jobs (a third of them delayed), plus a running parent with a waiting
+    child, a running job and a dead one."""
+    await bulk_insert(
+        conn,
+        30_000,
+        queue="CASE WHEN n % 2 = 0 THEN 'default' ELSE 'other' END",
+        run_at="now() + CASE WHEN n % 3 = 0 THEN interval '1 hour' ELSE interval '0' END",
+    )
+    parent, _ = await queries.enqueue(conn, "parent", priority=-10)
+    child, _ = await queries.enqueue(conn, "child", depends_on=[parent.id])
+    running, _ = await queries.enqueue(conn, "running", priority=-9)
+    dead, _ = await queries.enqueue(conn, "dead", priority=-8)
+    claimed = await queries.claim(conn, ME, 3, job_types=["parent", "running", "dead"])
+    assert len(claimed) == 3
+    await queries.fail(conn, dead.id, ME, "x", retryable=False)
+    await conn.execute("ANALYZE pgq.jobs")
+    return {"parent": parent.id, "child": child.id, "running": running.id, "dead": dead.id}
+
+
+COSTLY: dict[str, Callable[[asyncpg.Connection, dict[str, int]], Awaitable[Any]]] = {
+    "complete_releasing_a_child": lambda c, b: queries.complete(c, b["parent"], ME),
+    "fail_dooming_a_child": lambda c, b: queries.fail(c, b["parent"], ME, "x", retryable=False),
+    "fail_with_backoff": lambda c, b: queries.fail(c, b["running"], ME, "x"),
+    "heartbeat": lambda c, b: queries.heartbeat(c, b["running"], ME),
+    "cancel_a_parent": lambda c, b: queries.cancel(c, b["parent"]),
+    "retry": lambda c, b: queries.retry(c, b["dead"]),
+    "expire_leases": lambda c, b: queries.expire_leases(c),
+    "enqueue_with_a_parent": lambda c, b: queries.enqueue(c, "t", depends_on=[b["running"]]),
+    "enqueue_with_a_known_key": lambda c, b: queries.enqueue(c, "t", idempotency_key="k"),
+    "next_due_one_queue": lambda c, b: queries.next_due(c, ["default"]),
+    "next_due_all_queues": lambda c, b: queries.next_due(c),
+}
+
+
+@pytest.mark.parametrize("operation", COSTLY)
+async def test_no_transition_scans_the_backlog(
+    conn: asyncpg.Connection, backlog: dict[str, int], operation: str
+) -> None:
+    """DESIGN: finishing a job costs in proportion to its dependents, never a scan of
+    pgq.jobs; the same holds for every transition and for next_due."""
+    if operation == "enqueue_with_a_known_key":
+        await queries.enqueue(conn, "t", idempotency_key="k")
+    _, seq, idx = await rows_read(conn, COSTLY[operation](conn, backlog))
+    assert seq == 0, f"{operation} read {seq} rows of pgq.jobs sequentially"
+    assert idx <= 50, f"{operation} fetched {idx} rows through indexes"
