@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any, ParamSpec, Protocol, TypeVar
 
-from .errors import translate
+from .errors import InvalidArgument, translate
 from .jobs import Job
 
 
@@ -59,12 +59,16 @@ async def enqueue(
 ) -> tuple[Job, bool]:
     """``pgq.enqueue``. Returns the job and whether this call created it (False when an
     existing job was returned for its idempotency key). ``delay_seconds`` is counted on
-    the database's clock."""
+    the database's clock; give it or ``run_at``, not both (as in ``pgq.enqueue_many``)."""
+    if run_at is not None and delay_seconds is not None:
+        raise InvalidArgument("cannot enqueue: give run_at or delay_seconds, not both")
+    if delay_seconds is not None and not delay_seconds >= 0:
+        raise InvalidArgument(f"cannot enqueue: delay_seconds {delay_seconds} must be >= 0")
     row = await db.fetchrow(
         """
         SELECT j.*, j.created_at = now() AS created_now
           FROM pgq.enqueue($1, $2, $3, $4,
-                           coalesce($5, now() + make_interval(secs => coalesce($6, 0))),
+                           coalesce($5, now() + make_interval(secs => coalesce($6::float8, 0))),
                            $7, $8, $9, $10) AS j
         """,
         job_type,

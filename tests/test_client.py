@@ -4,7 +4,7 @@ caller's own transaction."""
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -59,6 +59,14 @@ async def test_enqueue_refuses_invalid_arguments(client: pgq.Client) -> None:
         await client.enqueue("t", queue="Nope")
     with pytest.raises(pgq.InvalidArgument, match="do not exist: 424242"):
         await client.enqueue("t", depends_on=[424242])
+    # as in enqueue_many and the HTTP API: one of run_at and delay_seconds, never negative
+    with pytest.raises(pgq.InvalidArgument, match="not both"):
+        await client.enqueue("t", delay_seconds=5, run_at=datetime.now(UTC))
+    for delay in (-1, float("nan")):
+        with pytest.raises(pgq.InvalidArgument, match="delay_seconds"):
+            await client.enqueue("t", delay_seconds=delay)
+    with pytest.raises(pgq.InvalidArgument, match="out of range"):
+        await client.enqueue("t", delay_seconds=float("inf"))
 
 
 async def test_enqueue_many(client: pgq.Client, conn: asyncpg.Connection) -> None:

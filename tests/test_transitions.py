@@ -594,6 +594,15 @@ async def test_enqueue_defaults_and_validation(conn: asyncpg.Connection) -> None
     assert await conn.fetchval("SELECT count(*) FROM pgq.jobs") == 1
 
 
+@pytest.mark.parametrize("delay", [0, 0.25, 1.7, 90, 86_400.5])
+async def test_enqueue_delay_is_counted_on_the_database_clock(
+    conn: asyncpg.Connection, delay: float
+) -> None:
+    async with conn.transaction():
+        job, _ = await queries.enqueue(conn, "t", delay_seconds=delay)
+        assert secs(await db_delta(conn, "run_at", job.id)) == delay
+
+
 async def test_same_idempotency_key_returns_the_same_job(conn: asyncpg.Connection) -> None:
     first, created1 = await queries.enqueue(conn, "t", {"v": 1}, idempotency_key="k")
     second, created2 = await queries.enqueue(conn, "other", {"v": 2}, idempotency_key="k")
