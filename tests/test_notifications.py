@@ -170,3 +170,17 @@ async def test_replay_and_dependency_release_wake_their_queue(
     assert await drain(inbox, conn) == Counter({EVENTS: 1})
     await queries.retry(conn, child.id)
     assert await drain(inbox, conn) == Counter({"pgq_q2": 1})
+
+
+async def test_a_lease_expiry_with_no_attempt_left_announces_the_dead_job(
+    inbox: Inbox, conn: asyncpg.Connection
+) -> None:
+    job, _ = await queries.enqueue(conn, "LAST", max_attempts=1)
+    await queries.claim(conn, ME)
+    await drain(inbox, conn)
+    await conn.execute("UPDATE pgq.jobs SET lease_expires_at = now() - interval '1 second'")
+    assert await queries.expire_leases(conn) == 1
+    received = await inbox.drain(conn, CHANNELS)
+    assert [(c, event(p)) for c, p in received] == [
+        (EVENTS, {"id": job.id, "status": "dead", "queue": "default", "type": "LAST"})
+    ]
