@@ -219,15 +219,19 @@ async def bulk_insert(conn: asyncpg.Connection, count: int, **columns: str) -> N
 
 
 async def rows_read(conn: asyncpg.Connection, call: Awaitable[Any]) -> tuple[Any, int, int]:
-    """Run ``call`` (on ``conn``) in a transaction; return its result, the rows of pgq.jobs
-    read by sequential scans and the rows fetched through indexes, as counted by
-    pg_stat_xact_user_tables for that transaction."""
+    """Run ``call`` (on ``conn``) in a transaction that is then rolled back; return its
+    result, the rows of pgq.jobs read by sequential scans and the rows fetched through
+    indexes, as counted by pg_stat_xact_user_tables for that transaction."""
     query = (
         "SELECT coalesce(seq_tup_read, 0) AS seq, coalesce(idx_tup_fetch, 0) AS idx"
         "  FROM pg_stat_xact_user_tables WHERE relid = 'pgq.jobs'::regclass"
     )
-    async with conn.transaction():
+    tx = conn.transaction()
+    await tx.start()
+    try:
         before = await conn.fetchrow(query)
         result = await call
         after = await conn.fetchrow(query)
+    finally:
+        await tx.rollback()
     return result, after["seq"] - before["seq"], after["idx"] - before["idx"]
