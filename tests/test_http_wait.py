@@ -4,6 +4,7 @@ job waking its waiter without any notification, listener loss, and shutdown."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 import asyncpg
@@ -188,7 +189,7 @@ async def test_claim_never_hands_a_job_to_two_waiters(
 
 
 async def test_one_listen_connection_serves_every_waiter(
-    dsn: str, conn: asyncpg.Connection
+    dsn: str, conn: asyncpg.Connection, caplog: pytest.LogCaptureFixture
 ) -> None:
     async with live_app(dsn) as live:
         await live.app[LISTENER].wait_connected(10)
@@ -197,12 +198,15 @@ async def test_one_listen_connection_serves_every_waiter(
                 live.request(
                     "POST",
                     "/jobs/claim",
-                    json={"worker_id": f"w{i}", "wait_seconds": 30, "queues": [f"q{i % 4}"]},
+                    json={"worker_id": f"w{i}", "wait_seconds": 30, "queues": [f"q{i}"]},
                 )
             )
             for i in range(40)
         ]
         await eventually(parked(live, 40))
+        # 40 new channels subscribed at once, all really LISTENed on the one connection
+        listener = live.app[LISTENER]
+        await eventually(lambda: all(listener.listening(f"pgq_q{i}") for i in range(40)))
         listening = await conn.fetchval(
             """
             SELECT count(*) FROM pg_stat_activity
@@ -212,9 +216,10 @@ async def test_one_listen_connection_serves_every_waiter(
         )
         # all 40 parked requests hold no connection: only the listener is LISTENing
         assert listening == 1
-        await queries.enqueue_many(conn, [{"type": "X", "queue": f"q{i % 4}"} for i in range(40)])
+        await queries.enqueue_many(conn, [{"type": "X", "queue": f"q{i}"} for i in range(40)])
         results = await asyncio.wait_for(asyncio.gather(*claims), 15)
     assert sum(len(body["jobs"]) for _, body, _ in results) == 40
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
 
 
 async def test_dedicated_listener_and_pool_are_separate(dsn: str) -> None:

@@ -15,6 +15,7 @@ import uuid
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from ..logs import log_event
 from ..metrics import Metrics
@@ -64,3 +65,25 @@ def make_access_middleware(metrics: Metrics) -> Any:
             )
 
     return access_middleware
+
+
+class MalformedHttpFilter(logging.Filter):
+    """Turn aiohttp's error-with-traceback for an unparseable HTTP request (a NUL byte in a
+    header, a broken request line) into one info line: the client got its 400 from aiohttp,
+    and nothing on our side failed."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError) and getattr(exc, "code", 0) < 500:
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.msg, record.args = "malformed HTTP request refused: %s", (exc.message,)
+            record.exc_info = record.exc_text = None
+            record.event = "http.malformed"  # type: ignore[attr-defined]
+        return True
+
+
+def quiet_malformed_http_errors() -> None:
+    """Install ``MalformedHttpFilter`` on aiohttp's server logger (once per process)."""
+    logger = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, MalformedHttpFilter) for f in logger.filters):
+        logger.addFilter(MalformedHttpFilter())

@@ -20,6 +20,7 @@ from .. import db, migrations
 from ..config import ConfigError
 from ..errors import DatabaseUnavailable, MigrationError, translate
 from ..logs import log_event
+from .access import quiet_malformed_http_errors
 from .app import create_app
 from .keys import WAITERS
 from .settings import Settings
@@ -134,6 +135,7 @@ async def _serve(host: str, port: int, dsn: str, settings: Settings, startup_tim
         except (DatabaseUnavailable, MigrationError) as exc:
             return _fail(str(exc))
 
+        quiet_malformed_http_errors()
         app = create_app(dsn, settings)
         try:
             runner, _site = await start_site(app, host, port, settings)

@@ -54,7 +54,7 @@ _RFC3339 = re.compile(
     re.ASCII,
 )
 _DIGITS = re.compile(r"^[0-9]+$", re.ASCII)
-_DECIMAL = re.compile(r"^[0-9]+(?:\.[0-9]+)?$", re.ASCII)
+_NUMBER = re.compile(r"^[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?$", re.ASCII)
 
 _MISSING: Final = object()
 
@@ -228,6 +228,11 @@ class Body:
 
 
 def check_integer(value: Any, field: str, lo: int, hi: int) -> int:
+    """An integer in lo..hi. As in JSON Schema, 3.0 is the integer 3; true is not 1."""
+    if isinstance(value, float) and value.is_integer():
+        if not lo <= value <= hi:
+            raise InvalidField(field, f"must be an integer between {lo} and {hi}")
+        value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidField(field, f"must be an integer, not {_json_type(value)}")
     if not lo <= value <= hi:
@@ -563,7 +568,7 @@ def parse_wait_query(request: web.Request) -> float:
     raw = params.get("wait")
     if raw is None:
         return 0.0
-    if not _DECIMAL.match(raw) or len(raw) > 20 or float(raw) > MAX_WAIT_SECONDS:
+    if not _NUMBER.match(raw) or len(raw) > 40 or float(raw) > MAX_WAIT_SECONDS:
         raise InvalidField(
             "query parameter wait", f"must be a number of seconds, 0 to {MAX_WAIT_SECONDS}"
         )

@@ -14,9 +14,9 @@ A claim waiter's loop, per iteration:
      due (a delayed job or a backoff sends no notification when it becomes due);
   4. sleep until the first of: a notification, that due time, the deadline, shutdown.
      One notification wakes every waiter of the queue; those who find nothing loop.
-The sleep is further bounded (``_POLL_WHEN_DEAF``) while the listener is disconnected,
-and briefly (``_FRESH_CHANNEL``) right after a channel's first LISTEN was requested,
-because ``Listener.subscribe`` cannot tell us when that LISTEN is active.
+The sleep is further bounded while the listener is disconnected (``_POLL_WHEN_DEAF``) and
+while a channel's first LISTEN is not active yet (``_POLL_UNTIL_LISTENING``): nothing
+can wake us then, so we look again.
 
 A job waiter registers on ``pgq_events`` (subscribed once at startup), then reads the job;
 it answers when the job is terminal, at the deadline, or at shutdown, with the job as it
@@ -38,15 +38,15 @@ import orjson
 from .. import queries
 from ..errors import DatabaseUnavailable, JobNotFound
 from ..jobs import Job
-from ..listener import Listener
+from .listening import CoordinatorListener
 
 log = logging.getLogger("pgq.coordinator.waiters")
 
 EVENTS_CHANNEL = "pgq_events"
 #: Re-check this often while the listener is down (no notification can arrive).
 _POLL_WHEN_DEAF = 1.0
-#: After asking for LISTEN on a new channel, re-check this often for this long.
-_FRESH_CHANNEL = (0.1, 2.0)
+#: Re-check this often until the LISTEN on a new channel is active.
+_POLL_UNTIL_LISTENING = 0.05
 #: A job due "now" that claim did not return is being claimed by someone else.
 _MIN_DUE_SLEEP = 0.05
 #: Beyond this many queue channels, new queues are polled instead of LISTENed.
@@ -56,12 +56,14 @@ MAX_CHANNELS = 1000
 class Waiters:
     """Claim and job waiters of one coordinator process."""
 
-    def __init__(self, pool: asyncpg.Pool, listener: Listener, max_wait_seconds: float) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, listener: CoordinatorListener, max_wait_seconds: float
+    ) -> None:
         self._pool = pool
         self._listener = listener
         self._max_wait = max_wait_seconds
         self._channels: dict[str, set[asyncio.Future[None]]] = {}
-        self._subscribed_at: dict[str, float] = {}
+        self._subscribed: set[str] = set()
         self._jobs: dict[int, set[asyncio.Future[None]]] = {}
         self.closing = False
         self._listener.subscribe(EVENTS_CHANNEL, self._on_event)
@@ -144,8 +146,10 @@ class Waiters:
                     timeout = min(timeout, max(due_in, _MIN_DUE_SLEEP))
                 if polled or not self._listener.connected:
                     timeout = min(timeout, _POLL_WHEN_DEAF)
-                if self._is_fresh(channels, loop.time()):
-                    timeout = min(timeout, _FRESH_CHANNEL[0])
+                elif not all(
+                    self._listener.listening(c) for c in channels if c in self._subscribed
+                ):
+                    timeout = min(timeout, _POLL_UNTIL_LISTENING)
                 await asyncio.wait([future], timeout=timeout)
                 if self.closing or gone():
                     return []
@@ -158,12 +162,12 @@ class Waiters:
         for channel in channels:
             waiters = self._channels.get(channel)
             if waiters is None:
-                if len(self._subscribed_at) >= MAX_CHANNELS and channel not in self._subscribed_at:
+                if len(self._subscribed) >= MAX_CHANNELS and channel not in self._subscribed:
                     polled = True
                     continue
                 waiters = self._channels[channel] = set()
-                if channel not in self._subscribed_at:
-                    self._subscribed_at[channel] = asyncio.get_running_loop().time()
+                if channel not in self._subscribed:
+                    self._subscribed.add(channel)
                     self._listener.subscribe(channel, self._on_queue)
             waiters.add(future)
         return polled
@@ -175,9 +179,6 @@ class Waiters:
                 waiters.discard(future)
                 if not waiters:
                     del self._channels[channel]  # stays LISTENed; only the set goes
-
-    def _is_fresh(self, channels: Iterable[str], now: float) -> bool:
-        return any(now - self._subscribed_at.get(c, -1e9) < _FRESH_CHANNEL[1] for c in channels)
 
     async def _ride_out_outage(
         self, exc: DatabaseUnavailable, future: asyncio.Future[None], deadline: float
