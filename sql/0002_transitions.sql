@@ -106,8 +106,28 @@ END
 $$;
 
 
+-- _require_fresh_snapshots: refuse dependency bookkeeping in a REPEATABLE READ transaction.
+-- Releasing a waiting job needs the statuses its other parents have *now*: two parents
+-- finishing at once each wait for the other's lock and then re-read, which works under
+-- READ COMMITTED (each statement takes a fresh snapshot) and fails safely under
+-- SERIALIZABLE (a serialization error to retry), but under REPEATABLE READ the re-read
+-- sees the old snapshot and the dependent would wait forever. Raises 0A000 there.
+CREATE FUNCTION pgq._require_fresh_snapshots(action text) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF current_setting('transaction_isolation') = 'repeatable read' THEN
+        RAISE EXCEPTION 'cannot % in a REPEATABLE READ transaction: job dependencies '
+                        'need READ COMMITTED or SERIALIZABLE', action
+            USING ERRCODE = 'feature_not_supported',
+                  HINT = 'Run it in its own transaction, or at READ COMMITTED (the default).';
+    END IF;
+END
+$$;
+
+
 -- _release_dependents: after a job succeeded, queue each waiting dependent whose parents
--- have now all succeeded. Leaves the others waiting.
+-- have now all succeeded. Leaves the others waiting. Raises 0A000 when there are waiting
+-- dependents and the transaction is REPEATABLE READ (see _require_fresh_snapshots).
 CREATE FUNCTION pgq._release_dependents(parent_id bigint) RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
@@ -117,6 +137,10 @@ BEGIN
      WHERE depends_on @> ARRAY[parent_id] AND status = 'waiting'
      ORDER BY id
        FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    PERFORM pgq._require_fresh_snapshots(format('release the jobs waiting on job %s', parent_id));
 
     UPDATE pgq.jobs AS child
        SET status = 'queued', updated_at = now()
@@ -165,7 +189,8 @@ $$;
 -- Applies always, given valid arguments. Leaves a new job, or for a known idempotency_key
 -- the existing job untouched. With depends_on the job waits until every parent succeeded;
 -- when a parent is already dead or cancelled the job is created dead.
--- Raises PQ400 for an invalid argument or a depends_on naming a job that does not exist.
+-- Raises PQ400 for an invalid argument or a depends_on naming a job that does not exist,
+-- and 0A000 for depends_on inside a REPEATABLE READ transaction (_require_fresh_snapshots).
 CREATE FUNCTION pgq.enqueue(
     job_type text,
     args jsonb DEFAULT '{}',
@@ -209,6 +234,7 @@ BEGIN
         END IF;
         -- FOR SHARE: a parent finishing right now either commits first (we see its status)
         -- or waits for us (and then finds this job among its dependents).
+        PERFORM pgq._require_fresh_snapshots('enqueue a job with depends_on');
         SELECT array_agg(p.id),
                count(*) FILTER (WHERE p.status <> 'succeeded'),
                array_agg(p.id) FILTER (WHERE p.status IN ('dead', 'cancelled'))
@@ -440,7 +466,8 @@ COMMENT ON FUNCTION pgq.claim(text, integer, text[], text[]) IS
 -- complete: running → succeeded. Applies when the job is running, held by worker_id and,
 -- when attempt is given, on that attempt. Leaves result, finished_at, the lease cleared,
 -- waiting dependents released, a pgq_events notification.
--- Raises PQ404 (no such job) or PQ409 (not running, another holder, another attempt).
+-- Raises PQ404 (no such job) or PQ409 (not running, another holder, another attempt), and
+-- 0A000 when it has waiting dependents inside a REPEATABLE READ transaction.
 CREATE FUNCTION pgq.complete(
     job_id bigint,
     worker_id text,
@@ -576,7 +603,7 @@ COMMENT ON FUNCTION pgq.cancel(bigint) IS
 -- has not finished yet. attempts and the error history are kept; max_attempts becomes
 -- attempts + extra_attempts. Raises PQ404 (no such job), PQ409 (not dead or cancelled, or
 -- a parent is itself dead or cancelled: retry that one first) or PQ400 (extra_attempts
--- outside 1..1000).
+-- outside 1..1000), and 0A000 for a job with depends_on inside a REPEATABLE READ transaction.
 CREATE FUNCTION pgq.retry(job_id bigint, extra_attempts integer DEFAULT 1) RETURNS pgq.jobs
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -597,6 +624,7 @@ BEGIN
     END IF;
 
     IF j.depends_on IS NOT NULL THEN
+        PERFORM pgq._require_fresh_snapshots('retry a job with depends_on');
         SELECT count(*) FILTER (WHERE p.status <> 'succeeded'),
                array_agg(p.id) FILTER (WHERE p.status IN ('dead', 'cancelled'))
           INTO unfinished, failed_parents

@@ -225,6 +225,10 @@ BEGIN
      WHERE depends_on @> ARRAY[parent_id] AND status = 'waiting'
      ORDER BY id
        FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    PERFORM pgq._require_fresh_snapshots(format('release the jobs waiting on job %s', parent_id));
 
     UPDATE pgq.jobs AS child
        SET status = 'queued', updated_at = now()
@@ -259,6 +263,23 @@ BEGIN
        AND child.status = 'waiting'
        AND NOT EXISTS (SELECT 1 FROM pgq.jobs AS p
                         WHERE p.id = ANY (child.depends_on) AND p.status <> 'succeeded');
+END
+$$;
+
+--
+-- Name: _require_fresh_snapshots(text); Type: FUNCTION; Schema: pgq; Owner: -
+--
+
+CREATE FUNCTION pgq._require_fresh_snapshots(action text) RETURNS void
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    IF current_setting('transaction_isolation') = 'repeatable read' THEN
+        RAISE EXCEPTION 'cannot % in a REPEATABLE READ transaction: job dependencies '
+                        'need READ COMMITTED or SERIALIZABLE', action
+            USING ERRCODE = 'feature_not_supported',
+                  HINT = 'Run it in its own transaction, or at READ COMMITTED (the default).';
+    END IF;
 END
 $$;
 
@@ -553,6 +574,7 @@ BEGIN
         END IF;
         -- FOR SHARE: a parent finishing right now either commits first (we see its status)
         -- or waits for us (and then finds this job among its dependents).
+        PERFORM pgq._require_fresh_snapshots('enqueue a job with depends_on');
         SELECT array_agg(p.id),
                count(*) FILTER (WHERE p.status <> 'succeeded'),
                array_agg(p.id) FILTER (WHERE p.status IN ('dead', 'cancelled'))
@@ -899,6 +921,7 @@ BEGIN
     END IF;
 
     IF j.depends_on IS NOT NULL THEN
+        PERFORM pgq._require_fresh_snapshots('retry a job with depends_on');
         SELECT count(*) FILTER (WHERE p.status <> 'succeeded'),
                array_agg(p.id) FILTER (WHERE p.status IN ('dead', 'cancelled'))
           INTO unfinished, failed_parents

@@ -761,6 +761,67 @@ async def test_two_parents_completing_concurrently_release_the_child(
     assert await status_of(conn, child.id) == "queued"
 
 
+async def test_serializable_parents_completing_concurrently_fail_safely(
+    dsn: str, conn: asyncpg.Connection
+) -> None:
+    """Under SERIALIZABLE Postgres catches the race instead: the second commit fails with a
+    serialization error, and its retry releases the child."""
+    p1, _ = await queries.enqueue(conn, "p1")
+    p2, _ = await queries.enqueue(conn, "p2")
+    child, _ = await queries.enqueue(conn, "child", depends_on=[p1.id, p2.id])
+    await queries.claim(conn, ME, 2)
+    c1, c2 = await db.connect(dsn), await db.connect(dsn)
+    try:
+        t1, t2 = c1.transaction(isolation="serializable"), c2.transaction(isolation="serializable")
+        await t1.start()
+        await t2.start()
+        await c2.fetchval("SELECT 1")  # take t2's snapshot before t1 commits
+        await queries.complete(c1, p1.id, ME)
+        second = asyncio.create_task(queries.complete(c2, p2.id, ME))
+        await wait_until_blocked(conn, c2.get_server_pid())
+        await t1.commit()
+        with pytest.raises(asyncpg.SerializationError):
+            await second
+        await t2.rollback()
+        assert await status_of(conn, child.id) == "waiting"
+        await queries.complete(c2, p2.id, ME)  # the retry, in a fresh transaction
+    finally:
+        await c1.close()
+        await c2.close()
+    assert await status_of(conn, child.id) == "queued"
+
+
+async def test_dependency_bookkeeping_refuses_repeatable_read(conn: asyncpg.Connection) -> None:
+    """Under REPEATABLE READ a release could miss a parent that finished concurrently and
+    leave its dependent waiting forever, so pgq refuses that isolation level there."""
+    parent, _ = await queries.enqueue(conn, "parent")
+    lonely, _ = await queries.enqueue(conn, "lonely")
+    dead, _ = await queries.enqueue(conn, "dead", delay_seconds=60)
+    child, _ = await queries.enqueue(conn, "child", depends_on=[parent.id, dead.id])
+    await queries.claim(conn, ME, 2)
+    refusals = {
+        "release the jobs waiting on job": lambda: queries.complete(conn, parent.id, ME),
+        "enqueue a job with depends_on": lambda: queries.enqueue(conn, "t", depends_on=[lonely.id]),
+    }
+    for message, call in refusals.items():
+        async with conn.transaction(isolation="repeatable_read"):
+            await expect_sqlstate_of(call(), "0A000", message)
+    async with conn.transaction(isolation="repeatable_read"):  # no dependencies: fine
+        await queries.complete(conn, lonely.id, ME)
+        await queries.enqueue(conn, "t")
+    await queries.cancel(conn, dead.id)
+    await queries.retry(conn, dead.id)
+    async with conn.transaction(isolation="repeatable_read"):
+        await expect_sqlstate_of(queries.retry(conn, child.id), "0A000", "retry a job with")
+    assert await status_of(conn, child.id) == "dead"
+
+
+async def expect_sqlstate_of(call: Awaitable[Any], sqlstate: str, match: str) -> None:
+    with pytest.raises(asyncpg.PostgresError) as info:
+        await call
+    assert info.value.sqlstate == sqlstate and match in str(info.value), info.value
+
+
 @pytest.mark.parametrize("first", ["parent_completes", "child_enqueued"])
 async def test_a_parent_completing_while_its_child_is_enqueued(
     dsn: str, conn: asyncpg.Connection, first: str
