@@ -107,11 +107,12 @@ $$;
 
 
 -- _require_fresh_snapshots: refuse dependency bookkeeping in a REPEATABLE READ transaction.
--- Releasing a waiting job needs the statuses its other parents have *now*: two parents
--- finishing at once each wait for the other's lock and then re-read, which works under
--- READ COMMITTED (each statement takes a fresh snapshot) and fails safely under
--- SERIALIZABLE (a serialization error to retry), but under REPEATABLE READ the re-read
--- sees the old snapshot and the dependent would wait forever. Raises 0A000 there.
+-- Ending a job and enqueueing its dependent, or two parents ending, race; each side waits
+-- for the other's row lock and then re-reads in a new statement. That works under READ
+-- COMMITTED (each statement takes a fresh snapshot) and fails safely under SERIALIZABLE
+-- (a serialization error to retry), but under REPEATABLE READ the re-read sees the old
+-- snapshot: a dependent enqueued meanwhile is not found, or the other parent still looks
+-- unfinished, and the dependent would wait forever. Raises 0A000 there.
 CREATE FUNCTION pgq._require_fresh_snapshots(action text) RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
@@ -126,21 +127,18 @@ $$;
 
 
 -- _release_dependents: after a job succeeded, queue each waiting dependent whose parents
--- have now all succeeded. Leaves the others waiting. Raises 0A000 when there are waiting
--- dependents and the transaction is REPEATABLE READ (see _require_fresh_snapshots).
+-- have now all succeeded. Leaves the others waiting. Raises 0A000 in a REPEATABLE READ
+-- transaction (see _require_fresh_snapshots).
 CREATE FUNCTION pgq._release_dependents(parent_id bigint) RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
+    PERFORM pgq._require_fresh_snapshots(format('settle the dependents of job %s', parent_id));
     -- Lock first, check in a second statement: under READ COMMITTED the second statement
     -- takes a fresh snapshot, so two parents finishing at once cannot both miss each other.
     PERFORM 1 FROM pgq.jobs
      WHERE depends_on @> ARRAY[parent_id] AND status = 'waiting'
      ORDER BY id
        FOR UPDATE;
-    IF NOT FOUND THEN
-        RETURN;
-    END IF;
-    PERFORM pgq._require_fresh_snapshots(format('release the jobs waiting on job %s', parent_id));
 
     UPDATE pgq.jobs AS child
        SET status = 'queued', updated_at = now()
@@ -153,12 +151,15 @@ $$;
 
 
 -- _doom_dependents: after jobs ended dead or cancelled, every job waiting on them (and,
--- transitively, on those) becomes dead with a "dependency" error.
+-- transitively, on those) becomes dead with a "dependency" error. Raises 0A000 in a
+-- REPEATABLE READ transaction (see _require_fresh_snapshots).
 CREATE FUNCTION pgq._doom_dependents(parent_ids bigint[]) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
     doomed bigint[] := parent_ids;
 BEGIN
+    PERFORM pgq._require_fresh_snapshots(
+        format('settle the dependents of job %s', array_to_string(parent_ids, ', ')));
     WHILE cardinality(doomed) > 0 LOOP
         WITH victims AS (
             SELECT v.id,
@@ -467,7 +468,7 @@ COMMENT ON FUNCTION pgq.claim(text, integer, text[], text[]) IS
 -- when attempt is given, on that attempt. Leaves result, finished_at, the lease cleared,
 -- waiting dependents released, a pgq_events notification.
 -- Raises PQ404 (no such job) or PQ409 (not running, another holder, another attempt), and
--- 0A000 when it has waiting dependents inside a REPEATABLE READ transaction.
+-- 0A000 inside a REPEATABLE READ transaction (see _require_fresh_snapshots).
 CREATE FUNCTION pgq.complete(
     job_id bigint,
     worker_id text,
@@ -500,7 +501,8 @@ COMMENT ON FUNCTION pgq.complete(bigint, text, jsonb, integer) IS
 -- and attempts < max_attempts: run_at = now() + retry_delay (when given) or the backoff.
 -- Otherwise it is dead. Leaves the error in last_error and appended to errors, the lease
 -- cleared; when dead, finished_at, a pgq_events notification and its waiting dependents dead.
--- Raises PQ404 (no such job) or PQ409 (not running, another holder, another attempt).
+-- Raises PQ404 (no such job) or PQ409 (not running, another holder, another attempt), and
+-- 0A000 when the job ends dead inside a REPEATABLE READ transaction.
 CREATE FUNCTION pgq.fail(
     job_id bigint,
     worker_id text,
@@ -572,7 +574,8 @@ COMMENT ON FUNCTION pgq.heartbeat(bigint, text, integer) IS
 -- cancel: waiting / queued / running → cancelled. Leaves finished_at, the lease cleared,
 -- a pgq_events notification (which tells the runner holding a running job to stop its
 -- handler) and the job's waiting dependents dead.
--- Raises PQ404 (no such job) or PQ409 (already succeeded, dead or cancelled).
+-- Raises PQ404 (no such job) or PQ409 (already succeeded, dead or cancelled), and 0A000
+-- inside a REPEATABLE READ transaction (see _require_fresh_snapshots).
 CREATE FUNCTION pgq.cancel(job_id bigint) RETURNS pgq.jobs
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -653,7 +656,8 @@ COMMENT ON FUNCTION pgq.retry(bigint, integer) IS
 -- whose lease ran out (the runner holding it crashed, hung or lost the database). Each is
 -- recorded as a failed attempt with a "lease_expired" error; dead ones doom their waiting
 -- dependents. Returns how many jobs it expired. Safe to call from many processes at once:
--- rows another caller is expiring are skipped.
+-- rows another caller is expiring are skipped. Raises 0A000 when a job ends dead inside a
+-- REPEATABLE READ transaction (see _require_fresh_snapshots).
 CREATE FUNCTION pgq.expire_leases() RETURNS integer
 LANGUAGE plpgsql AS $$
 DECLARE

@@ -40,6 +40,8 @@ CREATE FUNCTION pgq._doom_dependents(parent_ids bigint[]) RETURNS void
 DECLARE
     doomed bigint[] := parent_ids;
 BEGIN
+    PERFORM pgq._require_fresh_snapshots(
+        format('settle the dependents of job %s', array_to_string(parent_ids, ', ')));
     WHILE cardinality(doomed) > 0 LOOP
         WITH victims AS (
             SELECT v.id,
@@ -219,16 +221,13 @@ CREATE FUNCTION pgq._release_dependents(parent_id bigint) RETURNS void
     LANGUAGE plpgsql
     AS $$
 BEGIN
+    PERFORM pgq._require_fresh_snapshots(format('settle the dependents of job %s', parent_id));
     -- Lock first, check in a second statement: under READ COMMITTED the second statement
     -- takes a fresh snapshot, so two parents finishing at once cannot both miss each other.
     PERFORM 1 FROM pgq.jobs
      WHERE depends_on @> ARRAY[parent_id] AND status = 'waiting'
      ORDER BY id
        FOR UPDATE;
-    IF NOT FOUND THEN
-        RETURN;
-    END IF;
-    PERFORM pgq._require_fresh_snapshots(format('release the jobs waiting on job %s', parent_id));
 
     UPDATE pgq.jobs AS child
        SET status = 'queued', updated_at = now()

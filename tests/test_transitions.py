@@ -792,28 +792,42 @@ async def test_serializable_parents_completing_concurrently_fail_safely(
 
 
 async def test_dependency_bookkeeping_refuses_repeatable_read(conn: asyncpg.Connection) -> None:
-    """Under REPEATABLE READ a release could miss a parent that finished concurrently and
-    leave its dependent waiting forever, so pgq refuses that isolation level there."""
+    """Under REPEATABLE READ, ending a job could miss a dependent enqueued (or another
+    parent ended) concurrently and leave that dependent waiting forever, so every call
+    that settles dependencies refuses that isolation level; the others do not care."""
     parent, _ = await queries.enqueue(conn, "parent")
-    lonely, _ = await queries.enqueue(conn, "lonely")
-    dead, _ = await queries.enqueue(conn, "dead", delay_seconds=60)
-    child, _ = await queries.enqueue(conn, "child", depends_on=[parent.id, dead.id])
+    running, _ = await queries.enqueue(conn, "running")
     await queries.claim(conn, ME, 2)
-    refusals = {
-        "release the jobs waiting on job": lambda: queries.complete(conn, parent.id, ME),
-        "enqueue a job with depends_on": lambda: queries.enqueue(conn, "t", depends_on=[lonely.id]),
-    }
-    for message, call in refusals.items():
+    dead, _ = await queries.enqueue(conn, "dead", delay_seconds=60)
+    await queries.cancel(conn, dead.id)
+    child, _ = await queries.enqueue(conn, "child", depends_on=[parent.id])
+    await queries.cancel(conn, child.id)
+    settle = "settle the dependents of job"
+    refusals = [
+        (lambda: queries.complete(conn, running.id, ME), settle),
+        (lambda: queries.fail(conn, running.id, ME, "x", retryable=False), settle),
+        (lambda: queries.cancel(conn, parent.id), settle),
+        (lambda: queries.enqueue(conn, "t", depends_on=[parent.id]), "enqueue a job with"),
+        (lambda: queries.retry(conn, child.id), "retry a job with depends_on"),
+    ]
+    for call, message in refusals:
         async with conn.transaction(isolation="repeatable_read"):
             await expect_sqlstate_of(call(), "0A000", message)
-    async with conn.transaction(isolation="repeatable_read"):  # no dependencies: fine
-        await queries.complete(conn, lonely.id, ME)
-        await queries.enqueue(conn, "t")
-    await queries.cancel(conn, dead.id)
-    await queries.retry(conn, dead.id)
+    before = await snapshot(conn)
+    await conn.execute(
+        "UPDATE pgq.jobs SET lease_expires_at = now() - interval '1 second',"
+        " max_attempts = 1 WHERE id = $1",
+        running.id,
+    )
     async with conn.transaction(isolation="repeatable_read"):
-        await expect_sqlstate_of(queries.retry(conn, child.id), "0A000", "retry a job with")
-    assert await status_of(conn, child.id) == "dead"
+        await expect_sqlstate_of(queries.expire_leases(conn), "0A000", settle)
+    async with conn.transaction(isolation="repeatable_read"):  # nothing settled: fine
+        await queries.heartbeat(conn, parent.id, ME)
+        await queries.fail(conn, parent.id, ME, "transient")
+        await queries.enqueue(conn, "t")
+        await queries.retry(conn, dead.id)
+        await queries.claim(conn, ME, 10)
+    assert set(await snapshot(conn)) == set(before) | {max(before) + 1}
 
 
 async def expect_sqlstate_of(call: Awaitable[Any], sqlstate: str, match: str) -> None:
