@@ -176,8 +176,9 @@ class JobSource(Protocol):
         ``claim``. May return spuriously; the runner is cancelled out of it on stop."""
         ...
 
-    async def complete(self, job: Job, result: Any) -> tuple[bool, str | None]:
-        """Record success: (completed, the job's status afterwards, when known)."""
+    def complete(self, job: Job, result: Any) -> Awaitable[tuple[bool, str | None]]:
+        """Record success: (completed, the job's status afterwards, when known). May be a
+        coroutine function or return a future (cheaper to shield than a coroutine)."""
         ...
 
     async def fail(
@@ -691,9 +692,9 @@ class Runner:
                 **fields,
             )
 
-    async def _source_complete(self, job: Job, result: Any) -> tuple[bool, str | None]:
+    def _source_complete(self, job: Job, result: Any) -> Awaitable[tuple[bool, str | None]]:
         assert self._source is not None
-        return await self._source.complete(job, result)
+        return self._source.complete(job, result)
 
     async def _source_fail(
         self, job: Job, error: dict[str, Any], retryable: bool, retry_delay: float | None
@@ -917,7 +918,12 @@ class DatabaseSource:
         delay = 0.1
         while True:
             try:
-                self._pool = await db.create_pool(self._dsn, min_size=1, max_size=size)
+                # reset=_keep_session: this pool only runs single pgq function calls,
+                # which leave no session state behind, so skip asyncpg's reset query on
+                # every release (UNLISTEN *; RESET ALL; ...), a round trip per call.
+                self._pool = await db.create_pool(
+                    self._dsn, min_size=1, max_size=size, reset=_keep_session
+                )
                 break
             except Exception as exc:
                 if not _transient(exc):
@@ -983,6 +989,11 @@ class DatabaseSource:
     def _on_event(self, _channel: str, payload: str) -> None:
         hooks = self._hooks
         if hooks is None:
+            return
+        if "cancelled" not in payload:
+            # Only a cancellation needs the handler stopped now; a job of ours that went
+            # dead or succeeded elsewhere (its lease ran out) is caught by the fencing of
+            # its heartbeat and final write. Most events are other jobs' completions.
             return
         try:
             event = orjson.loads(payload)
@@ -1158,12 +1169,15 @@ class DatabaseSource:
 
     # -- outcomes -------------------------------------------------------------------------
 
-    async def complete(self, job: Job, result: Any) -> tuple[bool, str | None]:
+    def complete(self, job: Job, result: Any) -> asyncio.Future[tuple[bool, str | None]]:
+        """Queue the completion for the next ``pgq.complete_many`` batch; the future
+        resolves once that batch committed. The write runs in the batching task, so
+        cancelling whoever awaits the future cannot interrupt it."""
         future: asyncio.Future[tuple[bool, str | None]] = asyncio.get_running_loop().create_future()
         self._pending.append((job, result, future))
         if self._flusher is None:
             self._flusher = asyncio.create_task(self._flush(), name="pgq-complete-batches")
-        return await future
+        return future
 
     async def _flush(self) -> None:
         """Write pending completions, one ``pgq.complete_many`` per batch, until none are
@@ -1226,6 +1240,10 @@ class DatabaseSource:
         except (JobNotFound, TransitionNotAllowed):
             return False
         return True
+
+
+async def _keep_session(_conn: asyncpg.Connection) -> None:
+    """Pool ``reset`` hook that does nothing (see ``DatabaseSource.open``)."""
 
 
 def _transient(exc: BaseException) -> bool:

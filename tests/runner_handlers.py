@@ -54,3 +54,14 @@ async def test_job(job: pgq.Job) -> dict[str, int]:
         raise RuntimeError("asked to fail")
     record("end", job)
     return {"pid": os.getpid()}
+
+
+@runner.handler("NOOP")
+async def noop(job: pgq.Job) -> None:
+    """Nothing at all: for drain-rate measurements."""
+
+
+@runner.handler("STAMP")
+async def stamp(job: pgq.Job) -> None:
+    """Record the handler start only: for wake-up latency measurements."""
+    record("start", job)
