@@ -52,10 +52,13 @@ class Live:
 
 
 @contextlib.asynccontextmanager
-async def live_app(dsn: str, settings: Settings | None = None, **kw: Any) -> AsyncIterator[Live]:
+async def live_app(
+    dsn: str, settings: Settings | None = None, *, ready: bool = True, **kw: Any
+) -> AsyncIterator[Live]:
+    """The app on 127.0.0.1:<free port>; with ``ready``, once its listener is connected."""
     settings = settings or Settings(**kw)
     app = create_app(dsn, settings)
-    runner, site = await start_site(app, "127.0.0.1", 0, settings)
+    runner, site = await start_site(app, "127.0.0.1", 0, settings, ready_timeout=10 if ready else 0)
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     url = f"http://127.0.0.1:{port}"
     try:
@@ -86,3 +89,21 @@ async def eventually(
         if loop.time() > deadline:
             raise AssertionError(f"condition not met within {timeout}s")
         await asyncio.sleep(interval)
+
+
+async def wait_healthy(
+    http: aiohttp.ClientSession, url: str, proc: asyncio.subprocess.Process, timeout: float = 30
+) -> None:
+    """Wait until the coordinator process at ``url`` answers /health 200; fail at once if it
+    exits first (a refused start says why on its stderr)."""
+
+    async def healthy() -> bool:
+        if proc.returncode is not None:
+            raise AssertionError(f"the coordinator exited with {proc.returncode} before serving")
+        try:
+            async with http.get(url + "/health") as r:
+                return r.status == 200
+        except aiohttp.ClientError:
+            return False
+
+    await eventually(healthy, timeout=timeout, interval=0.05)

@@ -19,7 +19,7 @@ import pgq
 from pgq import queries
 from pgq.coordinator.keys import MONITOR
 
-from .http_support import eventually, free_port, live_app
+from .http_support import eventually, free_port, live_app, wait_healthy
 
 # -- auth -----------------------------------------------------------------------------------
 
@@ -69,7 +69,7 @@ async def test_auth_off_needs_no_token(dsn: str) -> None:
 
 async def test_health_is_503_when_the_database_is_unreachable() -> None:
     dead = f"postgresql://postgres@127.0.0.1:{free_port()}/postgres"
-    async with live_app(dead) as live:
+    async with live_app(dead, ready=False) as live:
         status, body, _ = await live.request("GET", "/health")
         assert status == 503 and body["error"]["code"] == "database_unavailable"
         status, body, _ = await live.request("POST", "/jobs", json={"type": "X"})
@@ -256,15 +256,7 @@ async def test_sigterm_releases_long_polls_and_exits_0(dsn: str) -> None:
     url = f"http://127.0.0.1:{port}"
     try:
         async with aiohttp.ClientSession() as http:
-
-            async def healthy() -> bool:
-                try:
-                    async with http.get(url + "/health") as r:
-                        return r.status == 200
-                except aiohttp.ClientError:
-                    return False
-
-            await eventually(healthy, timeout=30, interval=0.05)
+            await wait_healthy(http, url, proc)
 
             async def claim() -> tuple[int, object]:
                 async with http.post(

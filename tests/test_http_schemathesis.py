@@ -20,7 +20,7 @@ from pathlib import Path
 
 import aiohttp
 
-from .http_support import eventually, free_port
+from .http_support import free_port, wait_healthy
 
 CHECKS = ",".join(
     [
@@ -62,15 +62,7 @@ async def test_schemathesis_finds_no_server_errors_and_no_schema_drift(
         try:
             url = f"http://127.0.0.1:{port}"
             async with aiohttp.ClientSession() as http:
-
-                async def healthy() -> bool:
-                    try:
-                        async with http.get(url + "/health") as r:
-                            return r.status == 200
-                    except aiohttp.ClientError:
-                        return False
-
-                await eventually(healthy, timeout=30, interval=0.05)
+                await wait_healthy(http, url, coordinator)
             st = await asyncio.create_subprocess_exec(
                 schemathesis_cli(),
                 "run",

@@ -22,7 +22,7 @@ from ..errors import DatabaseUnavailable, MigrationError, translate
 from ..logs import log_event
 from .access import quiet_malformed_http_errors
 from .app import create_app
-from .keys import WAITERS
+from .keys import LISTENER, WAITERS
 from .settings import Settings
 
 log = logging.getLogger("pgq.coordinator")
@@ -99,13 +99,31 @@ async def check_database(dsn: str, timeout: float) -> None:
 
 
 async def start_site(
-    app: web.Application, host: str, port: int, settings: Settings
+    app: web.Application,
+    host: str,
+    port: int,
+    settings: Settings,
+    *,
+    ready_timeout: float = 10.0,
 ) -> tuple[web.AppRunner, web.TCPSite]:
-    """Set the app up and listen; the caller stops it with ``runner.cleanup()``."""
+    """Set the app up, wait up to ``ready_timeout`` s for its LISTEN connection (so the
+    first /health is not a 503 for a listener still connecting), and listen. The caller
+    stops it with ``runner.cleanup()``."""
     runner = web.AppRunner(
         app, access_log=None, handle_signals=False, shutdown_timeout=settings.shutdown_timeout
     )
     await runner.setup()
+    if ready_timeout > 0:
+        try:
+            await app[LISTENER].wait_connected(ready_timeout)
+        except TimeoutError:
+            log_event(
+                log,
+                "coordinator.listener_not_ready",
+                f"the LISTEN connection is not up after {ready_timeout:g}s; serving anyway "
+                "(/health answers 503 until it is)",
+                level=logging.WARNING,
+            )
     site = web.TCPSite(runner, host, port)
     try:
         await site.start()
