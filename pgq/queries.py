@@ -285,7 +285,8 @@ async def complete_many(
 ) -> list[tuple[int, bool, str | None]]:
     """``pgq.complete_many``: complete a batch of jobs held by ``worker_id``, each fenced by
     its attempt. Returns ``(job_id, completed, status)`` per job in input order; a job
-    cancelled, expired or claimed again meanwhile is ``completed=False`` and fails nothing."""
+    cancelled, expired or claimed again meanwhile is ``completed=False`` and fails nothing.
+    ``results`` travel as one JSON array (a list result must not become an array dimension)."""
     rows = await db.fetch(
         "SELECT * FROM pgq.complete_many($1, $2, $3, $4)",
         worker_id,

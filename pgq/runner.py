@@ -210,9 +210,13 @@ class _Active:
     task: asyncio.Task[None] | None = None
     in_handler: bool = True
     #: why the runner cancelled the handler: "cancelled" (job cancelled), "lost" (no longer
-    #: held: lease expired / claimed again), "shutdown" (grace period over)
+    #: held: lease expired / claimed again), "timeout", "shutdown" (grace period over)
     cancel_reason: str | None = None
-    heartbeat_timer: asyncio.TimerHandle | None = None
+    timeout: float = 0.0  # seconds the handler may run
+    deadline: float = 0.0  # loop.time() when it has run that long
+    next_beat: float = 0.0  # loop.time() of the next heartbeat
+    #: one timer per job, at min(deadline, next_beat): the heartbeat and the timeout
+    timer: asyncio.TimerHandle | None = None
     heartbeats: set[asyncio.Task[None]] = field(default_factory=set)
 
 
@@ -537,11 +541,11 @@ class Runner:
             active.task.cancel()
 
     def _leave_handler(self, active: _Active) -> None:
-        """The handler is over: free its slot and stop heartbeating."""
+        """The handler is over: free its slot and stop its timer (heartbeat, timeout)."""
         active.in_handler = False
-        if active.heartbeat_timer is not None:
-            active.heartbeat_timer.cancel()
-            active.heartbeat_timer = None
+        if active.timer is not None:
+            active.timer.cancel()
+            active.timer = None
         if self._active.get(active.job.id) is active:
             del self._active[active.job.id]
         self._slot_freed.set()
@@ -567,17 +571,18 @@ class Runner:
         timeout = float(job.timeout_seconds)
         if handler.timeout is not None:
             timeout = min(timeout, handler.timeout)
-        # Heartbeat three times per lease (1.25 × timeout_seconds), well before it runs out.
-        interval = job.timeout_seconds * 1.25 / 3
-        active.heartbeat_timer = loop.call_later(interval, self._beat, active, interval)
+        now = loop.time()
+        active.timeout = timeout
+        active.deadline = now + timeout
+        active.next_beat = now + _beat_interval(job)
+        active.timer = loop.call_at(min(active.deadline, active.next_beat), self._tick, active)
         active.started = time.perf_counter()
 
         outcome: str
         detail: Any = None
         try:
             try:
-                async with asyncio.timeout(timeout) as scope:
-                    result = await handler.fn(job)
+                result = await handler.fn(job)
             finally:
                 self._leave_handler(active)
         except asyncio.CancelledError:
@@ -587,11 +592,6 @@ class Runner:
             if current is not None:
                 current.uncancel()
             outcome = active.cancel_reason
-        except TimeoutError as exc:
-            if scope.expired():
-                outcome, detail = "timeout", timeout
-            else:
-                outcome, detail = "error", exc
         except PermanentError as exc:
             outcome, detail = "permanent", exc
         except RetryLater as exc:
@@ -603,7 +603,7 @@ class Runner:
                 current = asyncio.current_task()
                 if current is not None:
                     current.uncancel()
-            if active.cancel_reason in ("cancelled", "lost"):
+            if active.cancel_reason in ("cancelled", "lost", "timeout"):
                 outcome = active.cancel_reason
             else:
                 outcome, detail = "success", result
@@ -613,6 +613,8 @@ class Runner:
                     except TypeError as exc:
                         outcome = "error"
                         detail = TypeError(f"the handler's result is not JSON-serialisable: {exc}")
+        if outcome == "timeout":
+            detail = active.timeout
         duration_ms = round((time.perf_counter() - active.started) * 1000, 3)
         fields["duration_ms"] = duration_ms
         await self._finish(active, outcome, detail, fields)
@@ -725,7 +727,13 @@ class Runner:
         retries = 0
         while True:
             try:
-                return await asyncio.shield(op()), retries > 0
+                pending = op()
+                if not isinstance(pending, asyncio.Future):
+                    # A coroutine runs in this task: shield it, so that cancelling the task
+                    # cannot interrupt its statement. A future (the batched completions)
+                    # is written by another task already; cancelling our wait cannot stop it.
+                    pending = asyncio.shield(pending)
+                return await pending, retries > 0
             except DatabaseUnavailable as exc:
                 if retries % 20 == 0:
                     log_event(
@@ -749,41 +757,54 @@ class Runner:
                 )
                 return None, retries > 0
 
-    # -- heartbeats -----------------------------------------------------------------------
+    # -- heartbeats and timeouts -----------------------------------------------------------
 
-    def _beat(self, active: _Active, interval: float) -> None:
+    def _tick(self, active: _Active) -> None:
+        """The job's timer: cancel the handler at its deadline; heartbeat when due."""
         if not active.in_handler:
             return
-        task = asyncio.get_running_loop().create_task(self._heartbeat(active, interval))
-        active.heartbeats.add(task)
-        task.add_done_callback(active.heartbeats.discard)
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if now >= active.deadline - 0.001:  # uvloop's timers have millisecond resolution
+            self._cancel(active, "timeout")
+            return
+        if now >= active.next_beat - 0.001:
+            active.next_beat = now + _beat_interval(active.job)
+            task = loop.create_task(self._heartbeat(active))
+            active.heartbeats.add(task)
+            task.add_done_callback(active.heartbeats.discard)
+        self._arm(active)
 
-    async def _heartbeat(self, active: _Active, interval: float) -> None:
+    def _arm(self, active: _Active) -> None:
+        if active.timer is not None:
+            active.timer.cancel()
+        active.timer = asyncio.get_running_loop().call_at(
+            min(active.deadline, active.next_beat), self._tick, active
+        )
+
+    async def _heartbeat(self, active: _Active) -> None:
         assert self._source is not None
-        next_in = interval
         try:
             held = await self._source.heartbeat(active.job)
-        except DatabaseUnavailable as exc:
-            log_event(
-                log,
-                "runner.heartbeat_failed",
-                f"heartbeat failed ({exc}); retrying",
-                level=logging.WARNING,
-                job_id=active.job.id,
-                worker_id=self._worker_id,
-            )
-            held, next_in = True, min(interval, 1.0)
-        except Exception:
-            log.exception("heartbeat error", extra={"event": "runner.error"})
-            held, next_in = True, min(interval, 1.0)
-        if not active.in_handler:
+        except Exception as exc:
+            if isinstance(exc, DatabaseUnavailable):
+                log_event(
+                    log,
+                    "runner.heartbeat_failed",
+                    f"heartbeat failed ({exc}); retrying in 1s",
+                    level=logging.WARNING,
+                    job_id=active.job.id,
+                    worker_id=self._worker_id,
+                )
+            else:
+                log.exception("heartbeat error; retrying in 1s", extra={"event": "runner.error"})
+            if active.in_handler:
+                loop = asyncio.get_running_loop()
+                active.next_beat = min(active.next_beat, loop.time() + 1.0)
+                self._arm(active)
             return
-        if not held:
+        if not held and active.in_handler:
             self.job_gone(active.job.id, None)
-            return
-        active.heartbeat_timer = asyncio.get_running_loop().call_later(
-            next_in, self._beat, active, interval
-        )
 
     # -- shutdown --------------------------------------------------------------------------
 
@@ -838,6 +859,11 @@ class Runner:
             finally:
                 if hard is not None:
                     hard.cancel()
+
+
+def _beat_interval(job: Job) -> float:
+    """Heartbeat three times per lease (1.25 × timeout_seconds), well before it runs out."""
+    return job.timeout_seconds * 1.25 / 3
 
 
 async def _no_handler(job: Job) -> None:

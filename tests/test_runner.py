@@ -576,3 +576,20 @@ async def test_jobs_of_a_claim_whose_reply_was_lost_are_adopted(dsn, client, con
         await task
     assert (done.status, done.attempt) == ("succeeded", 1)
     assert ran == [(job.id, 1)]
+
+
+async def test_results_of_every_json_shape_survive_a_shared_batch(dsn, client) -> None:
+    runner = make_runner(dsn, concurrency=10)
+    shapes = [[1, {"a": 2}], [], "text", 3.5, {"nested": [[1], [2]]}, None, True]
+
+    @runner.handler("SHAPE")
+    async def shape(job):
+        return shapes[job.args["i"]]
+
+    async with running(runner):
+        jobs = await client.enqueue_many(
+            [{"type": "SHAPE", "args": {"i": i}} for i in range(len(shapes))]
+        )
+        done = [await client.wait(j.id, timeout=10) for j in jobs]
+    assert [j.status for j in done] == ["succeeded"] * len(shapes)
+    assert [j.result for j in done] == shapes
