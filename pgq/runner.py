@@ -108,6 +108,9 @@ RELEASE_RETRY_DELAY = 0.0
 RELEASE_TIMEOUT = 10.0
 #: The same for stop_now(): "at once", but still give the database a moment.
 HARD_RELEASE_TIMEOUT = 2.0
+#: Longest a single pgq function call may take before the runner treats the connection as
+#: broken (calls take milliseconds; a row lock held by a long transaction could hold one).
+COMMAND_TIMEOUT = 60.0
 #: Longest stored traceback of a failed attempt (it goes into pgq.jobs.errors).
 MAX_TRACEBACK_CHARS = 4000
 
@@ -947,8 +950,14 @@ class DatabaseSource:
                 # reset=_keep_session: this pool only runs single pgq function calls,
                 # which leave no session state behind, so skip asyncpg's reset query on
                 # every release (UNLISTEN *; RESET ALL; ...), a round trip per call.
+                # command_timeout: a connection that went silent (a network partition, no
+                # RST) fails the call instead of hanging the claim loop or a write forever.
                 self._pool = await db.create_pool(
-                    self._dsn, min_size=1, max_size=size, reset=_keep_session
+                    self._dsn,
+                    min_size=1,
+                    max_size=size,
+                    reset=_keep_session,
+                    command_timeout=COMMAND_TIMEOUT,
                 )
                 break
             except Exception as exc:
