@@ -60,7 +60,10 @@ async def run_dev_once(
         try:
             url = f"http://127.0.0.1:{port}"
             async with aiohttp.ClientSession() as http:
-                await wait_healthy(http, url, proc, timeout=120)
+                try:
+                    await wait_healthy(http, url, proc, timeout=120)
+                except AssertionError as exc:
+                    raise AssertionError(f"{exc}; its stderr:\n{err_path.read_text()}") from None
                 await check(http, url)  # type: ignore[operator]
             proc.send_signal(signal.SIGINT)
             code = await asyncio.wait_for(proc.wait(), 60)
