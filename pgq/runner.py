@@ -341,7 +341,8 @@ class Runner:
             raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
 
         def register(fn: F) -> F:
-            if not inspect.iscoroutinefunction(fn):
+            call = type(fn).__call__ if not inspect.isfunction(fn) else None
+            if not (inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(call)):
                 raise TypeError(f"the handler for {job_type} must be an `async def` function")
             if job_type in self._handlers:
                 raise ValueError(f"a handler for {job_type} is already registered")
@@ -933,7 +934,10 @@ class DatabaseSource:
         self._claim_in_doubt = False  # a claim failed: it may have committed unseen
         # completion batching
         self._pending: list[tuple[Job, Any, asyncio.Future[tuple[bool, str | None]]]] = []
-        self._flusher: asyncio.Task[None] | None = None
+        self._flushers: set[asyncio.Task[None]] = set()
+        # One batch in flight: a second one in parallel measured no faster (the batches
+        # only got smaller) and would let completions commit out of order.
+        self._max_flushers = 1
         self.claims = 0  # claim calls made (for tests and metrics)
         self.batches = 0  # complete_many calls made
 
@@ -992,9 +996,8 @@ class DatabaseSource:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
         self._housekeeper = None
-        if self._flusher is not None:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await asyncio.wait_for(asyncio.shield(self._flusher), 5)
+        if self._flushers:  # completions whose waiters gave up (a hard stop) still land
+            await asyncio.wait(list(self._flushers), timeout=5)
         if self._listener is not None:
             await self._listener.close()
             self._listener = None
@@ -1149,7 +1152,10 @@ class DatabaseSource:
         """Remember the earliest lease expiry (on the loop's clock) for the housekeeper."""
         if next_lease is None:
             return
-        at = asyncio.get_running_loop().time() + (next_lease - db_now).total_seconds() + 0.01
+        # +10-60 ms: past the expiry on the database's clock, and jittered so that many
+        # runners that know the same lease do not all sweep at the same instant.
+        delay = (next_lease - db_now).total_seconds() + random.uniform(0.01, 0.06)
+        at = asyncio.get_running_loop().time() + delay
         if self._lease_at is None or at < self._lease_at:
             self._lease_at = at
             self._rearm.set()
@@ -1210,44 +1216,52 @@ class DatabaseSource:
         cancelling whoever awaits the future cannot interrupt it."""
         future: asyncio.Future[tuple[bool, str | None]] = asyncio.get_running_loop().create_future()
         self._pending.append((job, result, future))
-        if self._flusher is None:
-            self._flusher = asyncio.create_task(self._flush(), name="pgq-complete-batches")
+        if len(self._flushers) < self._max_flushers:
+            flusher = asyncio.create_task(self._flush(), name="pgq-complete-batches")
+            self._flushers.add(flusher)
         return future
 
     async def _flush(self) -> None:
         """Write pending completions, one ``pgq.complete_many`` per batch, until none are
         left. Started on demand; completions that arrive during a batch join the next."""
-        assert self._pool is not None and self._hooks is not None
         try:
-            while self._pending:
-                batch = self._pending[: self._max_batch]
-                del self._pending[: self._max_batch]
-                self.batches += 1
-                try:
-                    rows = await _db(
-                        queries.complete_many(
-                            self._pool,
-                            self._hooks.worker_id,
-                            [job.id for job, _, _ in batch],
-                            [job.attempt for job, _, _ in batch],
-                            [result for _, result, _ in batch],
-                        )
-                    )
-                except BaseException as exc:
-                    for _, _, future in batch:
-                        if not future.done():
-                            if isinstance(exc, asyncio.CancelledError):
-                                future.cancel()
-                            else:
-                                future.set_exception(exc)
-                    if isinstance(exc, asyncio.CancelledError):
-                        raise
-                    continue
-                for (_, _, future), (_, completed, status) in zip(batch, rows, strict=True):
-                    if not future.done():
-                        future.set_result((completed, status))
+            await self._flush_pending()
         finally:
-            self._flusher = None
+            # Synchronously at the end, not in a done-callback: a completion queued between
+            # the loop's last check and a callback would find no flusher and be stranded.
+            current = asyncio.current_task()
+            if current is not None:
+                self._flushers.discard(current)
+
+    async def _flush_pending(self) -> None:
+        assert self._pool is not None and self._hooks is not None
+        while self._pending:
+            batch = self._pending[: self._max_batch]
+            del self._pending[: self._max_batch]
+            self.batches += 1
+            try:
+                rows = await _db(
+                    queries.complete_many(
+                        self._pool,
+                        self._hooks.worker_id,
+                        [job.id for job, _, _ in batch],
+                        [job.attempt for job, _, _ in batch],
+                        [result for _, result, _ in batch],
+                    )
+                )
+            except BaseException as exc:
+                for _, _, future in batch:
+                    if not future.done():
+                        if isinstance(exc, asyncio.CancelledError):
+                            future.cancel()
+                        else:
+                            future.set_exception(exc)
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                continue
+            for (_, _, future), (_, completed, status) in zip(batch, rows, strict=True):
+                if not future.done():
+                    future.set_result((completed, status))
 
     async def fail(
         self, job: Job, error: dict[str, Any], *, retryable: bool, retry_delay: float | None
