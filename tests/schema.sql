@@ -470,10 +470,10 @@ $$;
 COMMENT ON FUNCTION pgq.complete(job_id bigint, worker_id text, result jsonb, attempt integer) IS 'complete: running → succeeded, fenced by worker_id (and attempt when given).';
 
 --
--- Name: complete_many(text, bigint[], integer[], jsonb[]); Type: FUNCTION; Schema: pgq; Owner: -
+-- Name: complete_many(text, bigint[], integer[], jsonb); Type: FUNCTION; Schema: pgq; Owner: -
 --
 
-CREATE FUNCTION pgq.complete_many(worker_id text, job_ids bigint[], attempts integer[], results jsonb[] DEFAULT NULL::jsonb[]) RETURNS TABLE(job_id bigint, completed boolean, status text)
+CREATE FUNCTION pgq.complete_many(worker_id text, job_ids bigint[], attempts integer[], results jsonb DEFAULT NULL::jsonb) RETURNS TABLE(job_id bigint, completed boolean, status text)
     LANGUAGE plpgsql
     AS $$
 #variable_conflict use_column
@@ -488,11 +488,15 @@ BEGIN
         RAISE EXCEPTION 'cannot complete: job_ids must be an array of at most 10000 ids'
             USING ERRCODE = 'PQ400';
     END IF;
-    IF cardinality(attempts) IS DISTINCT FROM cardinality(job_ids)
-       OR (results IS NOT NULL AND cardinality(results) <> cardinality(job_ids)) THEN
-        RAISE EXCEPTION 'cannot complete: job_ids, attempts and results must have the same length (% ids, % attempts, % results)',
-                        cardinality(job_ids), coalesce(cardinality(attempts), 0),
-                        coalesce(cardinality(results), 0)
+    IF cardinality(attempts) IS DISTINCT FROM cardinality(job_ids) THEN
+        RAISE EXCEPTION 'cannot complete: attempts must have one entry per job (% ids, % attempts)',
+                        cardinality(job_ids), coalesce(cardinality(attempts)::text, 'NULL')
+            USING ERRCODE = 'PQ400';
+    END IF;
+    IF results IS NOT NULL AND (jsonb_typeof(results) <> 'array'
+                                OR jsonb_array_length(results) <> cardinality(job_ids)) THEN
+        RAISE EXCEPTION 'cannot complete: results must be a JSON array with one entry per job (% ids)',
+                        cardinality(job_ids)
             USING ERRCODE = 'PQ400';
     END IF;
     IF array_position(job_ids, NULL) IS NOT NULL THEN
@@ -500,11 +504,10 @@ BEGIN
     END IF;
 
     WITH input AS (
-        SELECT u.id, u.attempt, u.result
-          FROM unnest(complete_many.job_ids, complete_many.attempts,
-                      coalesce(complete_many.results,
-                               array_fill(NULL::jsonb, ARRAY[cardinality(complete_many.job_ids)])))
-               AS u(id, attempt, result)
+        SELECT u.id, u.attempt,
+               nullif(complete_many.results -> (u.ord - 1)::integer, 'null'::jsonb) AS result
+          FROM unnest(complete_many.job_ids, complete_many.attempts) WITH ORDINALITY
+               AS u(id, attempt, ord)
     ), updated AS (
         -- The fence of pgq.complete, per row: a row that fails it is skipped, not refused.
         UPDATE pgq.jobs AS t
@@ -521,19 +524,28 @@ BEGIN
 
     PERFORM pgq._release_dependents_many(done_ids);
 
-    RETURN QUERY
-    SELECT u.id, u.id = ANY (done_ids), j.status
-      FROM unnest(complete_many.job_ids) WITH ORDINALITY AS u(id, ord)
-      LEFT JOIN pgq.jobs AS j ON j.id = u.id
-     ORDER BY u.ord;
+    IF cardinality(done_ids) = cardinality(complete_many.job_ids) THEN
+        -- the usual case: every job completed, nothing to look up
+        RETURN QUERY
+        SELECT u.id, true, 'succeeded'::text
+          FROM unnest(complete_many.job_ids) WITH ORDINALITY AS u(id, ord)
+         ORDER BY u.ord;
+    ELSE
+        RETURN QUERY
+        SELECT u.id, d.id IS NOT NULL, j.status
+          FROM unnest(complete_many.job_ids) WITH ORDINALITY AS u(id, ord)
+          LEFT JOIN (SELECT DISTINCT unnest(done_ids) AS id) AS d ON d.id = u.id
+          LEFT JOIN pgq.jobs AS j ON j.id = u.id
+         ORDER BY u.ord;
+    END IF;
 END
 $$;
 
 --
--- Name: FUNCTION complete_many(worker_id text, job_ids bigint[], attempts integer[], results jsonb[]); Type: COMMENT; Schema: pgq; Owner: -
+-- Name: FUNCTION complete_many(worker_id text, job_ids bigint[], attempts integer[], results jsonb); Type: COMMENT; Schema: pgq; Owner: -
 --
 
-COMMENT ON FUNCTION pgq.complete_many(worker_id text, job_ids bigint[], attempts integer[], results jsonb[]) IS 'complete_many: running → succeeded for a batch held by worker_id, each fenced like complete; jobs that fail the fence are skipped, not refused.';
+COMMENT ON FUNCTION pgq.complete_many(worker_id text, job_ids bigint[], attempts integer[], results jsonb) IS 'complete_many: running → succeeded for a batch held by worker_id, each fenced like complete; jobs that fail the fence are skipped, not refused.';
 
 --
 -- Name: enqueue(text, jsonb, text, integer, timestamp with time zone, integer, integer, text, bigint[]); Type: FUNCTION; Schema: pgq; Owner: -
