@@ -593,3 +593,38 @@ async def test_results_of_every_json_shape_survive_a_shared_batch(dsn, client) -
         done = [await client.wait(j.id, timeout=10) for j in jobs]
     assert [j.status for j in done] == ["succeeded"] * len(shapes)
     assert [j.result for j in done] == shapes
+
+
+async def test_a_refused_heartbeat_stops_the_handler_of_a_job_taken_over(dsn, client, conn) -> None:
+    runner = make_runner(dsn)
+    started = asyncio.Event()
+    stopped = asyncio.Event()
+
+    @runner.handler("LONG")
+    async def long(job):
+        started.set()
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            stopped.set()
+            raise
+
+    async with running(runner):
+        # lease 2.5 s, heartbeat every ~0.83 s
+        job = await client.enqueue("LONG", timeout_seconds=2)
+        await asyncio.wait_for(started.wait(), 10)
+        # Behind the runner's back its lease runs out and another runner takes the job (in
+        # one transaction, so this runner never sees the job queued).
+        async with conn.transaction():
+            await conn.execute(
+                "UPDATE pgq.jobs SET lease_expires_at = now() - interval '1 s' WHERE id = $1",
+                job.id,
+            )
+            await conn.fetchval("SELECT pgq.expire_leases()")
+            await conn.execute("UPDATE pgq.jobs SET run_at = now() WHERE id = $1", job.id)
+            [taken] = await queries.claim(conn, "other-runner", 1)
+        assert taken.id == job.id
+        await asyncio.wait_for(stopped.wait(), 3)  # the next heartbeat is refused
+    row = await job_row(conn, job.id)
+    assert (row["status"], row["worker_id"], row["attempts"]) == ("running", "other-runner", 2)
+    assert runner.counts["lost"] == 1
