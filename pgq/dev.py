@@ -29,6 +29,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import asyncpg
 from aiohttp import web
 
 from . import db, migrations
@@ -166,8 +167,8 @@ async def _database() -> tuple[str, EmbeddedPostgres | None, str]:
 async def _migrate(dsn: str) -> list[str]:
     try:
         conn = await db.connect(dsn, timeout=10)
-    except OSError as exc:
-        raise DevError(f"cannot reach the database: {exc}") from None
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError) as exc:
+        raise DevError(f"cannot use the database: {exc}") from None
     try:
         return await migrations.migrate(conn)
     finally:

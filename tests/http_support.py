@@ -32,7 +32,7 @@ class Live:
         path: str,
         *,
         json: Any = None,
-        data: bytes | str | None = None,
+        data: Any = None,
         headers: dict[str, str] | None = None,
         **kwargs: Any,
     ) -> tuple[int, Any, aiohttp.ClientResponse]:

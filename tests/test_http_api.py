@@ -371,6 +371,35 @@ async def test_413_and_415(live: Live, conn: asyncpg.Connection) -> None:
     assert await count_jobs(conn) == 2
 
 
+async def test_body_limits_are_per_route_and_hold_for_chunked_bodies(
+    dsn: str, conn: asyncpg.Connection
+) -> None:
+    async with live_app(dsn, max_body_bytes=200, max_batch_body_bytes=2000) as live:
+        job = {"type": "X", "arguments": {"pad": "x" * 150}}
+        status, _, _ = await live.request("POST", "/jobs", json=job)
+        assert status == 201
+        status, body, _ = await live.request("POST", "/jobs", json={**job, "more": "y" * 100})
+        assert status == 413 and is_error(body, "payload_too_large")
+        status, _, _ = await live.request("POST", "/jobs/batch", json={"jobs": [job] * 5})
+        assert status == 201
+        status, body, _ = await live.request("POST", "/jobs/batch", json={"jobs": [job] * 20})
+        assert status == 413 and is_error(body, "payload_too_large")
+
+        async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: read and counted
+            yield b'{"type": "X", "arguments": {"pad": "'
+            for _ in range(10):
+                yield b"z" * 50
+            yield b'"}}'
+
+        status, body, _ = await live.request(
+            "POST", "/jobs", data=chunks(), headers={"Content-Type": "application/json"}
+        )
+        assert status == 413 and is_error(body, "payload_too_large")
+        status, _, _ = await live.request("GET", "/health")
+        assert status == 200
+    assert await count_jobs(conn) == 6
+
+
 async def test_health_openapi_metrics(live: Live) -> None:
     status, body, _ = await live.request("GET", "/health")
     assert (status, body) == (200, {"status": "ok"})

@@ -19,6 +19,8 @@ import pgq
 from pgq import queries
 from pgq.coordinator.keys import MONITOR
 
+from ._postgres import ServerInfo
+from .conftest import dsn_for
 from .http_support import eventually, free_port, live_app, wait_healthy
 
 # -- auth -----------------------------------------------------------------------------------
@@ -238,6 +240,18 @@ def test_refuses_an_unmigrated_database(empty_dsn: str) -> None:
     )
     assert proc.returncode == 2
     assert "pgq migrate" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_refuses_a_database_it_cannot_use(pg_server: ServerInfo) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "pgq", "coordinator", "--port", str(free_port())],
+        env=coordinator_env(dsn_for(pg_server.dsn, "pgq_no_such_database")),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert "pgq_no_such_database" in proc.stderr and "Traceback" not in proc.stderr
 
 
 async def test_sigterm_releases_long_polls_and_exits_0(dsn: str) -> None:

@@ -4,6 +4,7 @@ job waking its waiter without any notification, listener loss, and shutdown."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 
@@ -147,6 +148,24 @@ async def test_waiters_survive_losing_every_connection(dsn: str, conn: asyncpg.C
         assert status == 200 and [j["id"] for j in body["jobs"]] == [job.id]
         status, _, _ = await live.request("GET", "/health")
         assert status == 200
+
+
+async def test_a_claim_whose_client_left_claims_nothing(dsn: str, conn: asyncpg.Connection) -> None:
+    async with live_app(dsn) as live:
+        claim = asyncio.create_task(
+            live.request("POST", "/jobs/claim", json={"worker_id": "gone", "wait_seconds": 30})
+        )
+        await eventually(parked(live, 1))
+        claim.cancel()  # the client gives up: its connection is closed
+        with contextlib.suppress(asyncio.CancelledError):
+            await claim
+        server = live.runner.server
+        assert server is not None
+        # the server saw it close (the handler, still parked, keeps its entry)
+        await eventually(lambda: all(c.transport is None for c in server.connections))
+        job, _ = await queries.enqueue(conn, "X")
+        await eventually(parked(live, 0))  # the waiter woke, saw its client gone, left
+        assert (await queries.get_job(conn, job.id)).status == "queued"  # type: ignore[union-attr]
 
 
 async def test_shutdown_releases_waiting_requests(dsn: str, conn: asyncpg.Connection) -> None:

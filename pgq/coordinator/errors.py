@@ -61,13 +61,6 @@ class UnsupportedMediaType(PgqError):
     code = "unsupported_media_type"
 
 
-class ShuttingDown(PgqError):
-    """The coordinator is shutting down."""
-
-    http_status = 503
-    code = "shutting_down"
-
-
 #: aiohttp's own HTTP errors (router, server) → our error code.
 _HTTP_CODES = {
     400: "bad_request",

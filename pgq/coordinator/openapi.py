@@ -65,7 +65,7 @@ SCHEMAS: dict[str, Any] = {
                         "description": "invalid_json, invalid_field, invalid_argument, "
                         "unauthorized, not_found, job_not_found, method_not_allowed, "
                         "transition_not_allowed, payload_too_large, unsupported_media_type, "
-                        "database_unavailable, listener_down, shutting_down",
+                        "database_unavailable, listener_down",
                     },
                     "message": {"type": "string", "description": "A sentence naming the field."},
                 },
@@ -246,8 +246,9 @@ SCHEMAS: dict[str, Any] = {
         "additionalProperties": False,
         "required": ["worker_id", "success"],
         "description": "`success: true` may carry `result`; `success: false` may carry "
-        '`error` (a string is stored as {"message": …}) and `retryable` (default true: '
-        "retried after a backoff while attempts remain; false: dead at once).",
+        '`error` (a string is stored as {"message": …}), `retryable` (default true: '
+        "retried after a backoff while attempts remain; false: dead at once) and "
+        "`retry_delay_seconds` (retry after this many seconds instead of the backoff).",
         "properties": {
             "worker_id": _WORKER_ID,
             "attempt": _ATTEMPT,
@@ -260,11 +261,23 @@ SCHEMAS: dict[str, Any] = {
                 ]
             },
             "retryable": {"type": "boolean", "default": True},
+            "retry_delay_seconds": {
+                "type": "number",
+                "minimum": 0,
+                "maximum": v.MAX_RETRY_DELAY_SECONDS,
+                "description": "Seconds until the retry, instead of the backoff (0: at once).",
+            },
         },
         "oneOf": [
             {
                 "properties": {"success": {"const": True}},
-                "not": {"anyOf": [{"required": ["error"]}, {"required": ["retryable"]}]},
+                "not": {
+                    "anyOf": [
+                        {"required": ["error"]},
+                        {"required": ["retryable"]},
+                        {"required": ["retry_delay_seconds"]},
+                    ]
+                },
             },
             {"properties": {"success": {"const": False}}, "not": {"required": ["result"]}},
         ],
@@ -291,7 +304,7 @@ _ERRORS = {
     "409": "The job's status does not allow this, or another worker or attempt holds it.",
     "413": "The body is over the limit (1 MiB; 32 MiB for /jobs/batch by default).",
     "415": "The body is not application/json (UTF-8).",
-    "503": "The database cannot be reached, or the coordinator is shutting down.",
+    "503": "The database cannot be reached.",
 }
 
 

@@ -139,6 +139,7 @@ async def complete_job(request: web.Request) -> web.Response:
             p["error"],
             retryable=p["retryable"],
             attempt=p["attempt"],
+            retry_delay=p["retry_delay"],
         )
     return json_response(job.to_json())
 

@@ -14,6 +14,7 @@ import logging
 import signal
 import sys
 
+import asyncpg
 from aiohttp import web
 
 from .. import db, migrations
@@ -152,6 +153,9 @@ async def _serve(host: str, port: int, dsn: str, settings: Settings, startup_tim
             checking.result()
         except (DatabaseUnavailable, MigrationError) as exc:
             return _fail(str(exc))
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, ValueError) as exc:
+            # a refused login, an unknown database, a malformed URL: say so, no traceback
+            return _fail(f"cannot use the database: {exc}")
 
         quiet_malformed_http_errors()
         app = create_app(dsn, settings)

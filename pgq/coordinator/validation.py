@@ -35,6 +35,8 @@ MAX_DEPENDS_ON: Final = 1_000
 MAX_CLAIM_JOBS: Final = 1_000
 MAX_FILTER_ITEMS: Final = 100
 MAX_WAIT_SECONDS: Final = 60
+#: ``retry_delay_seconds`` on a failed completion at most a day.
+MAX_RETRY_DELAY_SECONDS: Final = 86_400
 #: ``delay_seconds`` at most ten years.
 MAX_DELAY_SECONDS: Final = 10 * 365 * 86_400
 MAX_LIST_LIMIT: Final = 1_000
@@ -440,7 +442,8 @@ def parse_claim(body: Body) -> dict[str, Any]:
 
 
 def parse_complete(body: Body) -> dict[str, Any]:
-    """``POST /jobs/{id}/complete`` → success, worker_id, attempt, result | error, retryable."""
+    """``POST /jobs/{id}/complete`` → success, worker_id, attempt, result | error, retryable,
+    retry_delay (seconds before the retry instead of the backoff; None: the backoff)."""
     worker_id = body.string("worker_id", max_length=255)
     if worker_id is _MISSING:
         raise body.error("worker_id", "is required")
@@ -455,7 +458,7 @@ def parse_complete(body: Body) -> dict[str, Any]:
     if (attempt := body.integer("attempt", 1, INT32_MAX)) is not _MISSING:
         out["attempt"] = attempt
     if success:
-        for key in ("error", "retryable"):
+        for key in ("error", "retryable", "retry_delay_seconds"):
             if body.has(key):
                 raise body.error(key, "is only allowed with success: false")
         result = body.json("result", nullable=True)
@@ -476,7 +479,11 @@ def parse_complete(body: Body) -> dict[str, Any]:
         out["error"] = error
         retryable = body.boolean("retryable")
         out["retryable"] = True if retryable is _MISSING else retryable
-    body.finish(("worker_id", "attempt", "success", "result", "error", "retryable"))
+        delay = body.number("retry_delay_seconds", 0, MAX_RETRY_DELAY_SECONDS)
+        out["retry_delay"] = None if delay is _MISSING else float(delay)
+    body.finish(
+        ("worker_id", "attempt", "success", "result", "error", "retryable", "retry_delay_seconds")
+    )
     return out
 
 
