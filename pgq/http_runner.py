@@ -1,0 +1,580 @@
+"""``HttpSource``: a ``pgq.Runner`` fed by the coordinator's HTTP API, not by the database.
+
+::
+
+    pgq runner myapp.jobs:runner --coordinator http://coordinator:3001 [--token T]
+
+    await runner.run(source=HttpSource("http://coordinator:3001", token="T"))
+
+For runners that cannot reach PostgreSQL. The handlers, the concurrency limit, timeouts,
+fencing and shutdown are the same ``Runner`` as in database mode (``pgq/runner.py``); this
+module is only the ``JobSource`` underneath it:
+
+=====================  ============================================================
+``wait_for_work()``    the long poll: ``POST /jobs/claim`` with ``wait_seconds`` (30 s);
+                       the coordinator holds it until NOTIFY says work arrived
+``claim(n)``           the jobs the long poll brought, else ``POST /jobs/claim`` with
+                       no wait (a runner that is busy never waits on a poll)
+``complete``           ``POST /jobs/{id}/complete {"success": true, "result"}``
+``fail``               the same with ``"success": false, "error", "retryable",
+                       "retry_delay_seconds"``
+``heartbeat``          ``POST /jobs/{id}/heartbeat``
+=====================  ============================================================
+
+Every request names this runner's ``worker_id`` and the job's ``attempt``, so the
+coordinator fences them exactly as ``pgq.complete`` / ``pgq.fail`` / ``pgq.heartbeat``
+do in database mode: a 409 is "no longer yours" (``complete`` → ``(False, status)``,
+``fail`` → None, ``heartbeat`` → False), never an exception.
+
+**The long poll claims.** Over HTTP the only way to learn that work exists is to ask for
+it, so ``wait_for_work`` is a claim of the free slots (concurrency minus held jobs, at
+least one) that waits up to ``wait_seconds``. The jobs it returns are stashed and it
+returns; the runner's next ``claim`` hands out the stash before asking the coordinator
+again. Stashed jobs are claimed jobs the runner does not know of yet, but only between two
+steps of its claim loop with no I/O in between; jobs left in the stash because ``stop()``
+came in that gap are *released* by ``close()`` (failed as retryable with a retry delay of
+0, like the jobs of a shutdown: another runner takes them at once).
+
+**Claims in doubt.** A stop during the long poll cancels ``wait_for_work``, which aborts
+the request. The coordinator looks for a vanished client before it claims, so usually
+nothing was taken; but a claim already under way when the connection closed hands out
+jobs nobody receives. The same happens to a claim whose reply is lost to a broken
+connection (the coordinator restarted, say). After either, the source is *in doubt*, as
+``DatabaseSource`` is: the next ``claim`` first *adopts* the jobs running under this
+worker's name that the runner does not hold (``GET /jobs?status=running``, filtered by
+``worker_id``), and ``close()`` releases them instead. A claim that commits after that
+look (the race is milliseconds wide) is left to its lease.
+
+**Cancellation** has no ``pgq_events`` over HTTP: a cancelled job is noticed at its next
+heartbeat (409, then ``GET /jobs/{id}`` says ``cancelled``, then the runner's
+``job_gone`` stops the handler). The runner heartbeats three times per lease, which is
+every 100 s for the default 300 s timeout; so this source also heartbeats every held job
+it has not heard of for ``cancel_check_interval`` seconds (5 s): a cancellation, or a
+lease lost to another worker, stops the handler within about that long.
+
+**Trouble.** A connection error, a timeout or a 5xx answer (503: the coordinator cannot
+reach its database, or is stopping) raises ``CoordinatorUnavailable``, a
+``pgq.DatabaseUnavailable``: the runner retries with backoff, outcome writes are retried
+until they land, and the runner carries on when the coordinator comes back (a restart
+answers parked long polls with no jobs, then refuses connections for a moment). A 401
+raises ``CoordinatorUnauthorized``: in ``open()`` it makes ``run()`` fail (``pgq runner``
+exits 2 with the message); later (the coordinator's tokens changed) the runner is stopped
+and ``close()`` raises it, so ``run()`` fails with it after the drain.
+
+No lease sweep runs here: the coordinator's lease monitor expires leases.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+import orjson
+
+from . import __version__
+from .errors import DatabaseUnavailable, JobNotFound, PgqError, TransitionNotAllowed
+from .jobs import Job
+from .logs import log_event
+
+__all__ = ["CoordinatorUnauthorized", "CoordinatorUnavailable", "HttpSource"]
+
+log = logging.getLogger("pgq.runner.http")
+
+#: How long one long poll waits for work (the coordinator holds it at most 60 s).
+WAIT_SECONDS = 30.0
+#: Heartbeat a held job the coordinator has not been asked about for this long, so that
+#: a cancellation is noticed within seconds (see the module docstring).
+CANCEL_CHECK_INTERVAL = 5.0
+#: Longest wait for the answer to one request (a long poll gets its wait on top).
+REQUEST_TIMEOUT = 30.0
+CONNECT_TIMEOUT = 5.0
+#: How long ``close()`` may spend releasing jobs the runner never started.
+RELEASE_TIMEOUT = 5.0
+#: The coordinator's bounds: ``retry_delay_seconds`` ≤ a day; ≤ 100 queues and types.
+MAX_RETRY_DELAY = 86_400.0
+MAX_FILTER_ITEMS = 100
+_PAGE = 1000
+
+
+class CoordinatorUnavailable(DatabaseUnavailable):
+    """The coordinator cannot be reached, or cannot reach its database."""
+
+    def __init__(self, message: str | None = None, *, sent: bool = True) -> None:
+        super().__init__(message)
+        #: False when the request certainly never reached the coordinator (connect failed).
+        self.sent = sent
+
+
+class CoordinatorUnauthorized(PgqError):
+    """The coordinator refused the bearer token: pass a valid --token (or PGQ_API_TOKEN)."""
+
+    http_status = 401
+    code = "unauthorized"
+
+
+class HttpSource:
+    """``JobSource`` over the coordinator's HTTP API (see the module docstring).
+
+    ``coordinator``: its base URL, e.g. ``http://127.0.0.1:3001``. ``token``: sent as
+    ``Authorization: Bearer <token>``. ``wait_seconds``: the long poll (0 < s ≤ 60).
+    ``cancel_check_interval``: heartbeat held jobs at least this often to notice
+    cancellations. ``request_timeout``: the longest wait for one answer.
+    """
+
+    def __init__(
+        self,
+        coordinator: str,
+        *,
+        token: str | None = None,
+        wait_seconds: float = WAIT_SECONDS,
+        cancel_check_interval: float = CANCEL_CHECK_INTERVAL,
+        request_timeout: float = REQUEST_TIMEOUT,
+    ) -> None:
+        parts = urlsplit(coordinator)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.query:
+            raise PgqError(
+                f"the coordinator URL {coordinator!r} must look like http://HOST:PORT "
+                "(http or https, no query string)"
+            )
+        if token is not None and (not token.strip() or not token.isprintable() or " " in token):
+            raise PgqError("the coordinator token must be printable, without spaces")
+        if not 0 < wait_seconds <= 60:
+            raise ValueError(f"wait_seconds must be in (0, 60], not {wait_seconds!r}")
+        if not cancel_check_interval > 0 or not request_timeout > 0:
+            raise ValueError("cancel_check_interval and request_timeout must be positive")
+        self.url = coordinator.rstrip("/")
+        self._token = token or None
+        self._wait_seconds = float(wait_seconds)
+        self._check_interval = float(cancel_check_interval)
+        self._request_timeout = float(request_timeout)
+        self._hooks: Any = None  # the RunnerHooks (the Runner) between open() and close()
+        self._http: aiohttp.ClientSession | None = None
+        self._stash: list[Job] = []  # claimed by the last long poll, not handed out yet
+        self._in_doubt = False  # a claim broke off: it may have claimed jobs unseen
+        # job id → (attempt, loop time the coordinator last confirmed we hold it)
+        self._contact: dict[int, tuple[int, float]] = {}
+        self._checking: set[int] = set()  # job ids with a cancellation check in flight
+        self._watcher: asyncio.Task[None] | None = None
+        self._side_tasks: set[asyncio.Task[Any]] = set()
+        self._fatal: CoordinatorUnauthorized | None = None
+        self._reachable = False
+        self._last_error: str | None = None
+        self.claims = 0  # claim requests made, long polls included (for tests and health)
+        self.long_polls = 0
+        self.adopted = 0  # jobs taken over after a claim in doubt
+        self.released = 0  # jobs released by close() that the runner never started
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def open(self, hooks: Any) -> None:
+        """Check that the coordinator answers and takes our token (``GET /jobs?limit=1``,
+        the cheapest authenticated request), retrying while it is unreachable."""
+        for name, items in (("queues", hooks.queues), ("job types", hooks.job_types)):
+            if len(items) > MAX_FILTER_ITEMS:
+                raise PgqError(
+                    f"a runner in HTTP mode can claim at most {MAX_FILTER_ITEMS} {name}, "
+                    f"not {len(items)}"
+                )
+        self._hooks = hooks
+        self._stash = []
+        self._fatal = None
+        self._contact.clear()
+        headers = {
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            "User-Agent": f"pgq-runner/{__version__}",
+        }
+        if self._token:
+            headers["Authorization"] = f"Bearer {self._token}"
+        self._http = aiohttp.ClientSession(
+            headers=headers,
+            # Every running job may write its outcome at once, beside a claim and heartbeats.
+            connector=aiohttp.TCPConnector(limit=hooks.concurrency + 8),
+        )
+        delay = 0.1
+        while True:
+            try:
+                await self._call("GET", "/jobs?limit=1")
+                break
+            except CoordinatorUnavailable as exc:
+                sleep = random.uniform(delay / 2, delay)
+                log_event(
+                    log,
+                    "runner.connecting",
+                    f"{exc}; retrying in {sleep:.2f}s",
+                    level=logging.WARNING,
+                    worker_id=hooks.worker_id,
+                )
+                await asyncio.sleep(sleep)
+                delay = min(delay * 2, 5.0)
+        self._watcher = asyncio.create_task(self._watch(), name="pgq-http-cancel-checks")
+
+    async def close(self) -> None:
+        """Release the jobs the runner never started (see the module docstring), close the
+        session; raise the 401 that stopped the runner, if one did."""
+        tasks = [t for t in (self._watcher, *self._side_tasks) if t is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._watcher = None
+        try:
+            if self._http is not None and self._hooks is not None and self._fatal is None:
+                try:
+                    async with asyncio.timeout(RELEASE_TIMEOUT):
+                        await self._release_leftovers()
+                except (TimeoutError, PgqError) as exc:
+                    log_event(
+                        log,
+                        "runner.release_failed",
+                        f"could not release the jobs this runner claimed but never started "
+                        f"({exc or 'timed out'}); their leases will bring them back",
+                        level=logging.WARNING,
+                        worker_id=self._hooks.worker_id,
+                    )
+        finally:
+            self._stash = []
+            if self._http is not None:
+                await self._http.close()
+                self._http = None
+            fatal, self._fatal = self._fatal, None
+        if fatal is not None:
+            raise fatal
+
+    async def _release_leftovers(self) -> None:
+        hooks = self._hooks
+        leftovers, self._stash = self._stash, []
+        if self._in_doubt:
+            held = hooks.held_jobs()
+            known = {job.id for job in leftovers}
+            leftovers += [
+                job for job in await self._orphans() if job.id not in held and job.id not in known
+            ]
+            self._in_doubt = False
+        if not leftovers:
+            return
+        error = {
+            "message": f"released: runner {hooks.worker_id} stopped before starting the job",
+            "kind": "released",
+        }
+        outcomes = await asyncio.gather(
+            *(self.fail(job, error, retryable=True, retry_delay=0.0) for job in leftovers),
+            return_exceptions=True,
+        )
+        for job, outcome in zip(leftovers, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                raise outcome
+            if outcome is not None:
+                self.released += 1
+                log_event(
+                    log,
+                    "job.released",
+                    "claimed as the runner stopped, never started: released to run again",
+                    job_id=job.id,
+                    job_type=job.type,
+                    queue=job.queue,
+                    worker_id=hooks.worker_id,
+                    attempt=job.attempt,
+                )
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "kind": "http",
+            "coordinator": self.url,
+            "reachable": self._reachable,
+            "last_error": self._last_error,
+            "claims": self.claims,
+            "long_polls": self.long_polls,
+            "adopted": self.adopted,
+            "released": self.released,
+        }
+
+    # -- claiming -------------------------------------------------------------------------
+
+    async def claim(self, max_jobs: int) -> list[Job]:
+        if self._stash:
+            jobs = self._stash[:max_jobs]
+            del self._stash[:max_jobs]
+            return jobs
+        jobs = await self._adopt(max_jobs) if self._in_doubt else []
+        if len(jobs) < max_jobs:
+            jobs += await self._claim(max_jobs - len(jobs), 0.0)
+        return jobs
+
+    async def wait_for_work(self) -> None:
+        if self._stash or self._in_doubt:
+            return  # work in hand, or a claim to settle first
+        hooks = self._hooks
+        # Slots only free up while the claim loop waits here, so this never exceeds what
+        # the runner's next claim asks for (held jobs include outcomes still being written).
+        free = max(1, hooks.concurrency - len(hooks.held_jobs()))
+        self.long_polls += 1
+        self._stash.extend(await self._claim(free, self._wait_seconds))
+
+    async def _claim(self, max_jobs: int, wait: float) -> list[Job]:
+        hooks = self._hooks
+        body = {
+            "worker_id": hooks.worker_id,
+            "max_jobs": max_jobs,
+            "queues": list(hooks.queues),
+            "types": list(hooks.job_types),
+            "wait_seconds": wait,
+        }
+        self.claims += 1
+        try:
+            data = await self._call(
+                "POST", "/jobs/claim", body, timeout=wait + self._request_timeout
+            )
+        except CoordinatorUnavailable as exc:
+            self._in_doubt = self._in_doubt or exc.sent
+            raise
+        except asyncio.CancelledError:
+            self._in_doubt = True  # the stop aborted it: it may have claimed unseen
+            raise
+        jobs = [Job.from_json(item) for item in data["jobs"]]
+        now = asyncio.get_running_loop().time()
+        for job in jobs:
+            self._contact[job.id] = (job.attempt, now)
+        return jobs
+
+    async def _adopt(self, max_jobs: int) -> list[Job]:
+        """After a claim in doubt: the jobs running under this worker's name that the runner
+        does not hold, so that they run now rather than after their lease."""
+        held = self._hooks.held_jobs()
+        orphans = [job for job in await self._orphans() if job.id not in held]
+        self._in_doubt = len(orphans) > max_jobs
+        if orphans:
+            log_event(
+                log,
+                "runner.adopted",
+                f"{len(orphans)} job(s) claimed by a claim whose reply was lost; running them",
+                level=logging.WARNING,
+                worker_id=self._hooks.worker_id,
+            )
+        jobs = orphans[:max_jobs]
+        self.adopted += len(jobs)
+        now = asyncio.get_running_loop().time()
+        for job in jobs:
+            self._contact[job.id] = (job.attempt, now)
+        return jobs
+
+    async def _orphans(self) -> list[Job]:
+        """Every running job held by this worker (the API filters by status, not worker)."""
+        worker_id = self._hooks.worker_id
+        found: list[Job] = []
+        after = 0
+        while True:
+            page = await self._call("GET", f"/jobs?status=running&limit={_PAGE}&after={after}")
+            found += [Job.from_json(j) for j in page["jobs"] if j.get("worker_id") == worker_id]
+            if page["next"] is None:
+                return found
+            after = page["next"]
+
+    # -- outcomes -------------------------------------------------------------------------
+
+    async def complete(self, job: Job, result: Any) -> tuple[bool, str | None]:
+        body = {
+            "worker_id": self._hooks.worker_id,
+            "attempt": job.attempt,
+            "success": True,
+            "result": result,
+        }
+        try:
+            after = await self._call("POST", f"/jobs/{job.id}/complete", body)
+        except (JobNotFound, TransitionNotAllowed):
+            # Fenced off. The status tells the runner whether a retried write had landed
+            # the first time round (its reply lost) or the job is someone else's now.
+            return False, await self._status(job.id)
+        return True, after.get("status")
+
+    async def fail(
+        self, job: Job, error: dict[str, Any], *, retryable: bool, retry_delay: float | None
+    ) -> Job | None:
+        body: dict[str, Any] = {
+            "worker_id": self._hooks.worker_id,
+            "attempt": job.attempt,
+            "success": False,
+            "error": error,
+            "retryable": retryable,
+        }
+        if retry_delay is not None:
+            # The coordinator takes at most a day; longer waits are a day.
+            body["retry_delay_seconds"] = min(max(0.0, float(retry_delay)), MAX_RETRY_DELAY)
+        try:
+            after = await self._call("POST", f"/jobs/{job.id}/complete", body)
+        except (JobNotFound, TransitionNotAllowed):
+            return None
+        return Job.from_json(after)
+
+    async def heartbeat(self, job: Job) -> bool:
+        return await self._beat(job.id, job.attempt)
+
+    async def _beat(self, job_id: int, attempt: int) -> bool:
+        """Heartbeat; on a refusal, tell the runner the job is gone (with its new status)
+        if it still holds that attempt, and return False."""
+        body = {"worker_id": self._hooks.worker_id, "attempt": attempt}
+        try:
+            await self._call("POST", f"/jobs/{job_id}/heartbeat", body)
+        except (JobNotFound, TransitionNotAllowed):
+            status = await self._status(job_id)
+            if self._hooks.held_jobs().get(job_id) == attempt:
+                self._hooks.job_gone(job_id, status)
+            return False
+        seen = self._contact.get(job_id)
+        if seen is None or seen[0] == attempt:
+            self._contact[job_id] = (attempt, asyncio.get_running_loop().time())
+        return True
+
+    async def _status(self, job_id: int) -> str | None:
+        try:
+            job = await self._call("GET", f"/jobs/{job_id}")
+        except PgqError:
+            return None
+        return job.get("status")
+
+    # -- cancellation checks ------------------------------------------------------------
+
+    async def _watch(self) -> None:
+        """Heartbeat every held job not confirmed for ``cancel_check_interval`` seconds."""
+        loop = asyncio.get_running_loop()
+        tick = min(1.0, self._check_interval / 2)
+        while True:
+            await asyncio.sleep(tick * random.uniform(0.9, 1.1))
+            held = self._hooks.held_jobs()
+            now = loop.time()
+            for job_id in [j for j in self._contact if j not in held]:
+                del self._contact[job_id]
+            for job_id, attempt in held.items():
+                seen = self._contact.get(job_id)
+                if seen is None or seen[0] != attempt:
+                    self._contact[job_id] = (attempt, now)
+                elif now - seen[1] >= self._check_interval and job_id not in self._checking:
+                    self._checking.add(job_id)
+                    task = asyncio.create_task(self._check(job_id, attempt))
+                    self._side_tasks.add(task)
+                    task.add_done_callback(self._side_tasks.discard)
+
+    async def _check(self, job_id: int, attempt: int) -> None:
+        try:
+            await self._beat(job_id, attempt)
+        except CoordinatorUnavailable:
+            pass  # the next tick tries again; the claim loop reports the outage
+        except PgqError as exc:
+            log_event(
+                log,
+                "runner.heartbeat_failed",
+                f"cancellation check failed: {exc}",
+                level=logging.WARNING,
+                job_id=job_id,
+                worker_id=self._hooks.worker_id,
+            )
+        finally:
+            self._checking.discard(job_id)
+
+    # -- HTTP ---------------------------------------------------------------------------
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        body: Mapping[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> Any:
+        """One request; the decoded JSON answer, or the exception its status stands for."""
+        http = self._http
+        assert http is not None, "the source is not open"
+        what = f"{method} {path.partition('?')[0]}"
+        try:
+            async with http.request(
+                method,
+                self.url + path,
+                data=None if body is None else orjson.dumps(body),
+                timeout=aiohttp.ClientTimeout(
+                    total=timeout or self._request_timeout, sock_connect=CONNECT_TIMEOUT
+                ),
+            ) as resp:
+                status = resp.status
+                raw = await resp.read()
+        except aiohttp.ClientSSLError as exc:
+            raise PgqError(f"TLS to the coordinator at {self.url} failed: {exc}") from exc
+        except aiohttp.ClientConnectorError as exc:
+            raise self._unreachable(
+                f"cannot reach the coordinator at {self.url}: {exc.os_error or exc}", sent=False
+            ) from exc
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            problem = str(exc) or type(exc).__name__
+            raise self._unreachable(
+                f"the connection to the coordinator broke during {what}: {problem}", sent=True
+            ) from exc
+        if not self._reachable and self._hooks is not None:
+            log_event(
+                log,
+                "runner.coordinator_reachable",
+                f"the coordinator at {self.url} answers",
+                worker_id=self._hooks.worker_id,
+            )
+        self._reachable = True
+        if status < 300:
+            try:
+                return orjson.loads(raw) if raw else None
+            except orjson.JSONDecodeError:
+                raise PgqError(
+                    f"{self.url} answered {what} with something other than JSON: is it a pgq "
+                    "coordinator?"
+                ) from None
+        code, message = _error_of(raw, status)
+        if status >= 500:
+            self._last_error = f"{status} {code}: {message}"
+            raise CoordinatorUnavailable(
+                f"the coordinator answered {what} with {status} ({code}): {message}"
+            )
+        if status == 401:
+            raise self._unauthorized(message)
+        if status == 404 and code == "job_not_found":
+            raise JobNotFound(message)
+        if status == 409:
+            raise TransitionNotAllowed(message)
+        raise PgqError(f"the coordinator refused {what} with {status} ({code}): {message}")
+
+    def _unreachable(self, message: str, *, sent: bool) -> CoordinatorUnavailable:
+        self._reachable = False
+        self._last_error = message
+        return CoordinatorUnavailable(message, sent=sent)
+
+    def _unauthorized(self, message: str) -> CoordinatorUnauthorized:
+        hint = (
+            "check --token / PGQ_API_TOKEN"
+            if self._token
+            else "it requires a bearer token: pass --token or set PGQ_API_TOKEN"
+        )
+        exc = CoordinatorUnauthorized(
+            f"the coordinator at {self.url} refused this runner ({message}): {hint}"
+        )
+        hooks = self._hooks
+        if self._watcher is not None and self._fatal is None:
+            # After open(): nothing will work until someone fixes the token. Stop the
+            # runner (``Runner.stop`` drains); close() raises this so run() fails with it.
+            self._fatal = exc
+            log_event(log, "runner.unauthorized", str(exc), level=logging.ERROR)
+            stop = getattr(hooks, "stop", None)
+            if stop is not None:
+                stop()
+        return exc
+
+
+def _error_of(raw: bytes, status: int) -> tuple[str, str]:
+    """The (code, message) of an error answer ``{"error": {"code", "message"}}``."""
+    try:
+        error = orjson.loads(raw)["error"]
+        return str(error["code"]), str(error["message"])
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        text = raw[:200].decode(errors="replace").strip()
+        return f"http_{status}", text or "no message"
