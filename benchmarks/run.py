@@ -726,13 +726,24 @@ def report(cfg: Config, runner: Runner, info: dict, argv: list[str]) -> str:
             versions[r["system"]] = r["version"]
     systems = cfg.systems
     peers = [s for s in systems if s != "pgq"]
+    noisy = [r for r in recs if r.get("foreign_cores", 0) > NOISY]
     lines = [
         "# pgq benchmarks"
         + (" (smoke run: tiny sizes, numbers mean nothing)" if cfg.smoke else ""),
         "",
         f"Generated {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')} by "
-        f"`python -m benchmarks.run {' '.join(argv)}` (git {info['git']}).",
+        f"`{shlex.join(['python', '-m', 'benchmarks.run', *argv])}` (git {info['git']}).",
         "",
+        *(
+            [
+                f"**Warning: {len(noisy)} of {len(recs)} measurements ran while other processes "
+                f"used more than {NOISY} cores (see Interference); treat these numbers as "
+                "rough.**",
+                "",
+            ]
+            if len(noisy) * 4 > len(recs)
+            else []
+        ),
         "## Machine",
         "",
         f"- `nproc`: {info['nproc']} ({info['cpu']}), memory {info['memory']}, "
@@ -814,7 +825,6 @@ def report(cfg: Config, runner: Runner, info: dict, argv: list[str]) -> str:
         for r in sorted(sweep, key=lambda r: (r["system"], r["concurrency"])):
             v = fmt(r["jobs_per_s"]) if r.get("ok") else "invalid"
             lines.append(f"| {r['system']} | {r['concurrency']} | {v} |")
-    noisy = [r for r in recs if r.get("foreign_cores", 0) > NOISY]
     lines += ["", "### Interference", ""]
     worst = max((r.get("foreign_cores", 0) for r in recs), default=0)
     lines.append(
@@ -871,9 +881,14 @@ METHOD = """
   `successful` log row per job.
 - **Fairness.** Every process uses uvloop. Each system uses its real API and its own
   driver (asyncpg for pgq and PgQueuer, psycopg 3 with the C extension for procrastinate,
-  whose worker pool is sized to concurrency + 1). pgq runs with `PGQ_LOG_LEVEL=warning`
-  (no per-job log line; the peers log nothing per job by default). Producers, runner
-  and Postgres share the same {nproc} cores.
+  whose worker pool is sized to concurrency + 1). No system writes a log line per job:
+  all three are used as libraries with Python logging left unconfigured (pgq's adapter also
+  sets `PGQ_LOG_LEVEL=warning`, and so does the coordinator in the HTTP scenario). Producers,
+  runner, load generator and Postgres share the same {nproc} cores.
+- **Interference.** A sampler reads /proc every 0.5 s and adds up the CPU used by processes
+  outside this benchmark (and by Postgres backends of other databases). Before each
+  measurement the orchestrator waits up to 60 s (5 min per invocation in all) for that to
+  fall under 0.3 cores; the "Interference" section lists the runs it could not protect.
 """
 
 
