@@ -141,8 +141,9 @@ async def fresh_db(cfg: Config, system: str):
 
 class ForeignLoad:
     """Samples how much CPU processes outside this benchmark use (other people's tests on
-    a shared machine): everything but this process tree, Postgres' own auxiliary processes
-    and the backends serving bench_* databases. Reported per measurement, in cores."""
+    a shared machine): everything but this process tree and the benchmark server's own
+    processes (its auxiliary processes and the backends serving bench_* databases).
+    Reported per measurement, in cores."""
 
     def __init__(self, dsn: str, every: float = 0.5) -> None:
         self.dsn, self.every = dsn, every
@@ -182,6 +183,13 @@ class ForeignLoad:
     async def _run(self) -> None:
         conn = await asyncpg.connect(dsn_for(self.dsn, "postgres"))
         try:
+            # Our server's processes are the postmaster's children (another Postgres on
+            # the machine, e.g. a test suite's embedded one, counts as foreign).
+            try:
+                datadir = await conn.fetchval("SHOW data_directory")
+                postmaster = int(Path(datadir, "postmaster.pid").read_text().split()[0])  # noqa: ASYNC240
+            except (OSError, ValueError, asyncpg.PostgresError):
+                postmaster = None
             prev, t_prev = self._stat(), time.monotonic()
             while True:
                 await asyncio.sleep(self.every)
@@ -195,8 +203,13 @@ class ForeignLoad:
                 cur, t = self._stat(), time.monotonic()
                 ours = self._ours(cur)
                 ticks = 0
-                for pid, (_, comm, cpu) in cur.items():
-                    if pid in ours or (comm == "postgres" and pid not in foreign_pg):
+                for pid, (ppid, comm, cpu) in cur.items():
+                    ours_pg = (
+                        ppid == postmaster or pid == postmaster
+                        if postmaster
+                        else (comm == "postgres")
+                    )
+                    if pid in ours or (ours_pg and pid not in foreign_pg):
                         continue
                     ticks += cpu - prev.get(pid, (0, "", cpu))[2]
                 self.samples.append(ticks / self._tick / (t - t_prev))
