@@ -50,7 +50,7 @@ heartbeat (409, then ``GET /jobs/{id}`` says ``cancelled``, then the runner's
 ``job_gone`` stops the handler). The runner heartbeats three times per lease, which is
 every 100 s for the default 300 s timeout; so this source also heartbeats every held job
 it has not heard of for ``cancel_check_interval`` seconds (5 s): a cancellation, or a
-lease lost to another worker, stops the handler within about that long.
+lease lost to another worker, stops the handler within about that long plus a second.
 
 **Trouble.** A connection error, a timeout or a 5xx answer (503: the coordinator cannot
 reach its database, or is stopping) raises ``CoordinatorUnavailable``, a

@@ -205,6 +205,38 @@ async def test_a_stale_attempts_completion_is_refused_and_nothing_more_is_writte
     assert runner.counts["succeeded"] == 0 and runner.clean_exit
 
 
+async def test_every_write_is_fenced_by_the_attempt_too(dsn, client, conn):
+    runner = make_runner(worker_id="fenced")
+
+    @runner.handler("X")
+    async def x(job):
+        return None
+
+    job = await client.enqueue("X")
+    [stale] = await queries.claim(conn, "fenced", 1)
+    await conn.execute(
+        "UPDATE pgq.jobs SET lease_expires_at = now() - interval '1 second' WHERE id = $1", job.id
+    )
+    await conn.fetchval("SELECT pgq.expire_leases()")
+    await conn.execute("UPDATE pgq.jobs SET run_at = now() WHERE id = $1", job.id)
+    # claimed again by the same worker id: only the attempt tells the two apart
+    [current] = await queries.claim(conn, "fenced", 1)
+    assert (current.id, stale.attempt, current.attempt) == (job.id, 1, 2)
+    before = dict(await job_row(conn, job.id))
+    async with coordinator(dsn) as coord:
+        source = HttpSource(coord.url)
+        await source.open(runner)
+        try:
+            assert await source.complete(stale, "stale") == (False, "running")
+            error = {"message": "stale"}
+            assert await source.fail(stale, error, retryable=True, retry_delay=0) is None
+            assert await source.heartbeat(stale) is False
+            assert dict(await job_row(conn, job.id)) == before
+            assert await source.heartbeat(current) is True
+        finally:
+            await source.close()
+
+
 async def test_a_cancelled_job_is_stopped_at_its_next_check(dsn, client, conn):
     runner = make_runner()
     started = asyncio.Event()
