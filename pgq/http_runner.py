@@ -71,7 +71,7 @@ import contextlib
 import logging
 import random
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -81,6 +81,9 @@ from . import __version__
 from .errors import DatabaseUnavailable, JobNotFound, PgqError, TransitionNotAllowed
 from .jobs import Job
 from .logs import log_event
+
+if TYPE_CHECKING:  # the runner imports this module lazily; no import at run time
+    from .runner import RunnerHooks
 
 __all__ = ["CoordinatorUnauthorized", "CoordinatorUnavailable", "HttpSource"]
 
@@ -153,7 +156,7 @@ class HttpSource:
         self._wait_seconds = float(wait_seconds)
         self._check_interval = float(cancel_check_interval)
         self._request_timeout = float(request_timeout)
-        self._hooks: Any = None  # the RunnerHooks (the Runner) between open() and close()
+        self._hooks: RunnerHooks | None = None  # the runner, from open() on
         self._http: aiohttp.ClientSession | None = None
         self._stash: list[Job] = []  # claimed by the last long poll, not handed out yet
         self._in_doubt = False  # a claim broke off: it may have claimed jobs unseen
@@ -172,7 +175,12 @@ class HttpSource:
 
     # -- lifecycle ----------------------------------------------------------------------
 
-    async def open(self, hooks: Any) -> None:
+    @property
+    def hooks(self) -> RunnerHooks:
+        assert self._hooks is not None, "the source is not open"
+        return self._hooks
+
+    async def open(self, hooks: RunnerHooks) -> None:
         """Check that the coordinator answers and takes our token (``GET /jobs?limit=1``,
         the cheapest authenticated request), retrying while it is unreachable."""
         for name, items in (("queues", hooks.queues), ("job types", hooks.job_types)):
@@ -237,7 +245,7 @@ class HttpSource:
                         f"could not release the jobs this runner claimed but never started "
                         f"({exc or 'timed out'}); their leases will bring them back",
                         level=logging.WARNING,
-                        worker_id=self._hooks.worker_id,
+                        worker_id=self.hooks.worker_id,
                     )
         finally:
             self._stash = []
@@ -249,7 +257,7 @@ class HttpSource:
             raise fatal
 
     async def _release_leftovers(self) -> None:
-        hooks = self._hooks
+        hooks = self.hooks
         leftovers, self._stash = self._stash, []
         if self._in_doubt:
             held = hooks.held_jobs()
@@ -311,7 +319,7 @@ class HttpSource:
     async def wait_for_work(self) -> None:
         if self._stash or self._in_doubt:
             return  # work in hand, or a claim to settle first
-        hooks = self._hooks
+        hooks = self.hooks
         # Slots only free up while the claim loop waits here, so this never exceeds what
         # the runner's next claim asks for (held jobs include outcomes still being written).
         free = max(1, hooks.concurrency - len(hooks.held_jobs()))
@@ -319,7 +327,7 @@ class HttpSource:
         self._stash.extend(await self._claim(free, self._wait_seconds))
 
     async def _claim(self, max_jobs: int, wait: float) -> list[Job]:
-        hooks = self._hooks
+        hooks = self.hooks
         body = {
             "worker_id": hooks.worker_id,
             "max_jobs": max_jobs,
@@ -347,7 +355,7 @@ class HttpSource:
     async def _adopt(self, max_jobs: int) -> list[Job]:
         """After a claim in doubt: the jobs running under this worker's name that the runner
         does not hold, so that they run now rather than after their lease."""
-        held = self._hooks.held_jobs()
+        held = self.hooks.held_jobs()
         orphans = [job for job in await self._orphans() if job.id not in held]
         self._in_doubt = len(orphans) > max_jobs
         if orphans:
@@ -356,7 +364,7 @@ class HttpSource:
                 "runner.adopted",
                 f"{len(orphans)} job(s) claimed by a claim whose reply was lost; running them",
                 level=logging.WARNING,
-                worker_id=self._hooks.worker_id,
+                worker_id=self.hooks.worker_id,
             )
         jobs = orphans[:max_jobs]
         self.adopted += len(jobs)
@@ -367,7 +375,7 @@ class HttpSource:
 
     async def _orphans(self) -> list[Job]:
         """Every running job held by this worker (the API filters by status, not worker)."""
-        worker_id = self._hooks.worker_id
+        worker_id = self.hooks.worker_id
         found: list[Job] = []
         after = 0
         while True:
@@ -381,7 +389,7 @@ class HttpSource:
 
     async def complete(self, job: Job, result: Any) -> tuple[bool, str | None]:
         body = {
-            "worker_id": self._hooks.worker_id,
+            "worker_id": self.hooks.worker_id,
             "attempt": job.attempt,
             "success": True,
             "result": result,
@@ -398,7 +406,7 @@ class HttpSource:
         self, job: Job, error: dict[str, Any], *, retryable: bool, retry_delay: float | None
     ) -> Job | None:
         body: dict[str, Any] = {
-            "worker_id": self._hooks.worker_id,
+            "worker_id": self.hooks.worker_id,
             "attempt": job.attempt,
             "success": False,
             "error": error,
@@ -419,13 +427,13 @@ class HttpSource:
     async def _beat(self, job_id: int, attempt: int) -> bool:
         """Heartbeat; on a refusal, tell the runner the job is gone (with its new status)
         if it still holds that attempt, and return False."""
-        body = {"worker_id": self._hooks.worker_id, "attempt": attempt}
+        body = {"worker_id": self.hooks.worker_id, "attempt": attempt}
         try:
             await self._call("POST", f"/jobs/{job_id}/heartbeat", body)
         except (JobNotFound, TransitionNotAllowed):
             status = await self._status(job_id)
-            if self._hooks.held_jobs().get(job_id) == attempt:
-                self._hooks.job_gone(job_id, status)
+            if self.hooks.held_jobs().get(job_id) == attempt:
+                self.hooks.job_gone(job_id, status)
             return False
         seen = self._contact.get(job_id)
         if seen is None or seen[0] == attempt:
@@ -447,7 +455,7 @@ class HttpSource:
         tick = min(1.0, self._check_interval / 2)
         while True:
             await asyncio.sleep(tick * random.uniform(0.9, 1.1))
-            held = self._hooks.held_jobs()
+            held = self.hooks.held_jobs()
             now = loop.time()
             for job_id in [j for j in self._contact if j not in held]:
                 del self._contact[job_id]
@@ -473,7 +481,7 @@ class HttpSource:
                 f"cancellation check failed: {exc}",
                 level=logging.WARNING,
                 job_id=job_id,
-                worker_id=self._hooks.worker_id,
+                worker_id=self.hooks.worker_id,
             )
         finally:
             self._checking.discard(job_id)
@@ -519,7 +527,7 @@ class HttpSource:
                 log,
                 "runner.coordinator_reachable",
                 f"the coordinator at {self.url} answers",
-                worker_id=self._hooks.worker_id,
+                worker_id=self.hooks.worker_id,
             )
         self._reachable = True
         if status < 300:
