@@ -302,6 +302,27 @@ async def test_complete_with_failure(live: Live, conn: asyncpg.Connection) -> No
     assert status == 200 and default["error"]["message"] == "failed"
 
 
+async def test_complete_with_failure_and_an_explicit_retry_delay(
+    live: Live, conn: asyncpg.Connection
+) -> None:
+    job, _ = await queries.enqueue(conn, "F")
+    await queries.claim(conn, "w", 1)
+    status, body, _ = await live.request(
+        "POST",
+        f"/jobs/{job.id}/complete",
+        json={"worker_id": "w", "success": True, "retry_delay_seconds": 5},
+    )
+    assert status == 400 and "retry_delay_seconds" in body["error"]["message"]
+    status, body, _ = await live.request(
+        "POST",
+        f"/jobs/{job.id}/complete",
+        json={"worker_id": "w", "success": False, "error": "later", "retry_delay_seconds": 600},
+    )
+    assert status == 200 and body["status"] == "queued"
+    delay = datetime.fromisoformat(body["run_at"]) - datetime.fromisoformat(body["updated_at"])
+    assert timedelta(seconds=599) < delay < timedelta(seconds=601)  # not the 4-8 s backoff
+
+
 async def test_heartbeat(live: Live, conn: asyncpg.Connection) -> None:
     job, _ = await queries.enqueue(conn, "H", timeout_seconds=100)
     [claimed] = await queries.claim(conn, "w", 1)
