@@ -17,7 +17,7 @@ import pytest
 
 import pgq
 from pgq import queries
-from pgq.coordinator.keys import MONITOR
+from pgq.coordinator.keys import MONITOR, WAITERS
 
 from ._postgres import ServerInfo
 from .conftest import dsn_for
@@ -150,11 +150,13 @@ async def test_oldest_queued_age_and_parked_requests(dsn: str, conn: asyncpg.Con
                 json={"worker_id": "w", "queues": ["idle"], "wait_seconds": 30},
             )
         )
+        await eventually(lambda: live.app[WAITERS].waiting == 1)
         _, text, _ = await live.request("GET", "/metrics")
         assert 90 <= sample(text, 'pgq_oldest_queued_age_seconds{queue="default"}') < 120
-        await eventually(lambda: not claim.done())
+        assert sample(text, "pgq_long_polls_waiting") == 1
         await live.runner.cleanup()
-        await claim
+        status, body, _ = await claim
+        assert (status, body) == (200, {"jobs": []})
 
 
 # -- request ids and access logs ------------------------------------------------------------
