@@ -50,6 +50,12 @@ class Listener:
         self._subscribers: dict[str, list[NotificationCallback]] = {}
         self._on_connect: list[ConnectCallback] = []
         self._conn: asyncpg.Connection | None = None
+        # One operation at a time on the connection: LISTENs issued by subscribe() and the
+        # keep-alive ping would otherwise collide ("another operation is in progress").
+        self._conn_lock = asyncio.Lock()
+        #: channels LISTENed on the live connection
+        self._active: set[str] = set()
+        self._listen_tasks: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
         self._lost = asyncio.Event()
         self._connected_event = asyncio.Event()
@@ -66,12 +72,19 @@ class Listener:
     def subscribe(self, channel: str, callback: NotificationCallback) -> None:
         """Call ``callback(channel, payload)`` for every notification on ``channel``.
 
-        Subscribing to a new channel while connected LISTENs on it right away.
+        Subscribing to a new channel while connected LISTENs on it right away (in the
+        background; ``listening(channel)`` tells when it is active).
         """
-        new = channel not in self._subscribers
         self._subscribers.setdefault(channel, []).append(callback)
-        if new and self._conn is not None and self.connected:
-            asyncio.get_running_loop().create_task(self._listen(self._conn, channel))
+        conn = self._conn
+        if conn is not None and self.connected and channel not in self._active:
+            task = asyncio.get_running_loop().create_task(self._listen_or_reconnect(conn, channel))
+            self._listen_tasks.add(task)
+            task.add_done_callback(self._listen_tasks.discard)
+
+    def listening(self, channel: str) -> bool:
+        """True once LISTEN on ``channel`` is active on the live connection."""
+        return self.connected and channel in self._active
 
     def unsubscribe(self, channel: str, callback: NotificationCallback) -> None:
         callbacks = self._subscribers.get(channel, [])
@@ -122,18 +135,34 @@ class Listener:
         self._lost.set()
 
     async def _listen(self, conn: asyncpg.Connection, channel: str) -> None:
-        await conn.add_listener(channel, self._dispatch)
+        async with self._conn_lock:
+            if channel not in self._active:
+                await conn.add_listener(channel, self._dispatch)
+                self._active.add(channel)
+
+    async def _listen_or_reconnect(self, conn: asyncpg.Connection, channel: str) -> None:
+        """LISTEN for a late subscriber; a failure means the connection is unusable."""
+        try:
+            await self._listen(conn, channel)
+        except Exception as exc:
+            if conn is self._conn:
+                log.warning("LISTEN %s failed (%s); reconnecting", channel, exc)
+                self._lost.set()
 
     async def _connect(self) -> None:
         conn = await db.connect(self._dsn, timeout=10)
         try:
             conn.add_termination_listener(self._terminated)
-            for channel in list(self._subscribers):
-                await self._listen(conn, channel)
+            self._conn = conn
+            self._active.clear()
+            # subscribe() may add channels while this loop awaits; go until none is missing
+            while missing := [c for c in list(self._subscribers) if c not in self._active]:
+                for channel in missing:
+                    await self._listen(conn, channel)
         except BaseException:
+            self._conn = None
             conn.terminate()
             raise
-        self._conn = conn
         self._lost.clear()
         self.connected = True
         self.connects += 1
@@ -148,6 +177,7 @@ class Listener:
 
     async def _drop_connection(self) -> None:
         self.connected = False
+        self._active.clear()
         self._connected_event.clear()
         conn, self._conn = self._conn, None
         if conn is not None and not conn.is_closed():
@@ -166,7 +196,8 @@ class Listener:
                 pass
             try:
                 assert self._conn is not None
-                await asyncio.wait_for(self._conn.fetchval("SELECT 1"), 5)
+                async with self._conn_lock:
+                    await asyncio.wait_for(self._conn.fetchval("SELECT 1"), 5)
             except Exception:
                 log.warning("listener connection stopped answering; reconnecting")
                 return

@@ -19,12 +19,12 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from .. import db
+from ..listener import Listener
 from ..metrics import Metrics
 from .access import make_access_middleware
 from .auth import make_auth_middleware
 from .errors import error_middleware
 from .keys import DSN, LISTENER, METRICS, MONITOR, POOL, SETTINGS, WAITERS
-from .listening import CoordinatorListener
 from .monitor import LeaseMonitor
 from .routes import setup_routes
 from .settings import Settings
@@ -71,7 +71,7 @@ async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _listener_ctx(app: web.Application) -> AsyncIterator[None]:
-    listener = CoordinatorListener(app[DSN])
+    listener = Listener(app[DSN])
     app[LISTENER] = listener
     app[WAITERS] = Waiters(app[POOL], listener, app[SETTINGS].max_wait_seconds)
     # A lost LISTEN connection usually means the pool's idle connections died with it (a

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncpg
 from aiohttp import web
 
+from ..listener import Listener
 from ..metrics import Metrics
-from .listening import CoordinatorListener
 from .monitor import LeaseMonitor
 from .settings import Settings
 from .waiters import Waiters
@@ -14,7 +14,7 @@ from .waiters import Waiters
 SETTINGS = web.AppKey("settings", Settings)
 DSN = web.AppKey("dsn", str)
 POOL = web.AppKey("pool", asyncpg.Pool)
-LISTENER = web.AppKey("listener", CoordinatorListener)
+LISTENER = web.AppKey("listener", Listener)
 WAITERS = web.AppKey("waiters", Waiters)
 MONITOR = web.AppKey("monitor", LeaseMonitor)
 METRICS = web.AppKey("metrics", Metrics)

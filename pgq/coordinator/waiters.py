@@ -38,7 +38,7 @@ import orjson
 from .. import queries
 from ..errors import DatabaseUnavailable, JobNotFound
 from ..jobs import Job
-from .listening import CoordinatorListener
+from ..listener import Listener
 
 log = logging.getLogger("pgq.coordinator.waiters")
 
@@ -56,9 +56,7 @@ MAX_CHANNELS = 1000
 class Waiters:
     """Claim and job waiters of one coordinator process."""
 
-    def __init__(
-        self, pool: asyncpg.Pool, listener: CoordinatorListener, max_wait_seconds: float
-    ) -> None:
+    def __init__(self, pool: asyncpg.Pool, listener: Listener, max_wait_seconds: float) -> None:
         self._pool = pool
         self._listener = listener
         self._max_wait = max_wait_seconds
