@@ -413,6 +413,7 @@ class Runner:
         self._running = True
         self._unwritten = 0
         self._source = source
+        cancelled = False
         try:
             opened = await self._until_stopped(source.open(self))
             if opened:
@@ -426,12 +427,17 @@ class Runner:
                 claim_loop = asyncio.create_task(self._claim_loop(), name="pgq-claim-loop")
                 try:
                     await self._stop_event.wait()
-                finally:
-                    # The loop notices the stop itself (a claim in flight is finished, so
-                    # its jobs are not orphaned); it is cancelled only if run() itself is.
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await asyncio.shield(claim_loop)
+                except asyncio.CancelledError:
+                    # run() itself was cancelled: stop at once (release what we hold),
+                    # then let the cancellation through.
+                    cancelled = True
+                    self.stop_now()
+                # The loop notices the stop itself: a claim in flight is finished, so its
+                # jobs are started (and then drained) rather than orphaned.
+                await claim_loop
                 await self._drain()
+                if cancelled:
+                    raise asyncio.CancelledError
         finally:
             try:
                 await source.close()

@@ -89,7 +89,7 @@ async def test_run_refuses_without_handlers_or_database(monkeypatch) -> None:
         await runner.run()
 
 
-def test_load_runner_and_cli_errors() -> None:
+def test_load_runner_and_cli_errors() -> None:  # HTTP mode: tests/test_http_runner.py
     assert load_runner("tests.runner_handlers:runner").job_types == ("TEST", "NOOP", "STAMP")
     with pytest.raises(pgq.PgqError, match="MODULE:ATTR"):
         load_runner("tests.runner_handlers")
@@ -99,14 +99,14 @@ def test_load_runner_and_cli_errors() -> None:
         load_runner("tests.runner_handlers:nope")
     with pytest.raises(pgq.PgqError, match=r"not a pgq\.Runner"):
         load_runner("tests.runner_handlers:record")
-    with pytest.raises(pgq.PgqError, match="HTTP runner mode is not available yet"):
+    with pytest.raises(pgq.PgqError, match="concurrency"):
         run_from_cli(
             "tests.runner_handlers:runner",
             dsn=None,
             queues=None,
-            concurrency=None,
+            concurrency=0,
             grace=30.0,
-            coordinator="http://127.0.0.1:3001",
+            coordinator=None,
             token=None,
         )
 
@@ -628,3 +628,22 @@ async def test_a_refused_heartbeat_stops_the_handler_of_a_job_taken_over(dsn, cl
     row = await job_row(conn, job.id)
     assert (row["status"], row["worker_id"], row["attempts"]) == ("running", "other-runner", 2)
     assert runner.counts["lost"] == 1
+
+
+async def test_cancelling_run_releases_what_it_holds_and_propagates(dsn, client, conn) -> None:
+    runner = make_runner(dsn, grace=30)
+    started = asyncio.Event()
+
+    @runner.handler("W")
+    async def work(job):
+        started.set()
+        await asyncio.sleep(60)
+
+    task = asyncio.create_task(runner.run())
+    job = await client.enqueue("W")
+    await asyncio.wait_for(started.wait(), 10)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 5)
+    row = await job_row(conn, job.id)
+    assert (row["status"], row["last_error"]["kind"]) == ("queued", "released")

@@ -7,8 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from datetime import datetime
@@ -22,7 +20,6 @@ from pgq import db, migrations
 from pgq.embedded import EmbeddedPostgres
 
 from .runner_support import (
-    REPO,
     RunnerProcess,
     job_row,
     read_runs,
@@ -67,21 +64,6 @@ async def handler_started(tmp_path: Path, job_id: int, attempt: int = 1, timeout
 
     [run] = await wait_until(check, timeout=timeout)
     return run
-
-
-def test_the_runner_command_needs_a_coordinator_module_for_http_mode() -> None:
-    res = subprocess.run(
-        [
-            *(sys.executable, "-m", "pgq", "runner", "tests.runner_handlers:runner"),
-            *("--coordinator", "http://127.0.0.1:3001"),
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert res.returncode == 2
-    assert "HTTP runner mode is not available yet" in res.stderr
 
 
 @pytest.mark.slow
