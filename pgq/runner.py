@@ -21,8 +21,8 @@ coordinator's HTTP API:
     self-healing ``Listener``), ``pgq.claim``, ``pgq.complete_many`` in batches,
     ``pgq.fail``, ``pgq.heartbeat``, the lease sweep (``pgq.expire_leases`` /
     ``pgq.next_due``) and cancellation notices from ``pgq_events``. ``pgq/http_runner.py``
-    is meant to provide the same protocol over ``POST /jobs/claim`` (long poll),
-    ``/heartbeat`` and ``/complete``.
+    (``HttpSource``, used by ``pgq runner --coordinator URL``) provides the same protocol
+    over ``POST /jobs/claim`` (long poll), ``/heartbeat`` and ``/complete``.
 
 The claim loop (``Runner._claim_loop``, one task) is in one of these modes:
 
