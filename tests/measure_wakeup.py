@@ -64,12 +64,15 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[k]
 
 
+LOG_LEVEL = "warning"
+
+
 def start_runner(dsn: str, run_log: Path, concurrency: int) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "PGQ_DATABASE_URL": dsn,
         "PGQ_TEST_RUN_LOG": str(run_log),
-        "PGQ_LOG_LEVEL": "warning",
+        "PGQ_LOG_LEVEL": LOG_LEVEL,
     }
     return subprocess.Popen(
         [
@@ -154,7 +157,12 @@ async def main() -> None:
     parser.add_argument("--gap", type=float, default=0.02, help="idle seconds between jobs")
     parser.add_argument("--drain", type=int, default=20000)
     parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument(
+        "--log-level", default="warning", help="the runner's PGQ_LOG_LEVEL (info: a line per event)"
+    )
     args = parser.parse_args()
+    global LOG_LEVEL
+    LOG_LEVEL = args.log_level
     if not args.dsn:
         raise SystemExit("pass --dsn (an admin DSN) or set PGQ_TEST_DATABASE_URL")
     name = f"pgq_measure_{os.getpid()}"
