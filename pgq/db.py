@@ -41,10 +41,20 @@ async def init_connection(conn: asyncpg.Connection) -> None:
     )
 
 
+async def keep_session(_conn: asyncpg.Connection) -> None:
+    """A pool ``reset`` hook that does nothing.
+
+    asyncpg's default reset sends ``SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *;
+    RESET ALL`` on every release: a round trip per call. pgq's pools only run single pgq
+    function calls, which leave no session state behind (LISTEN lives on its own connection).
+    """
+
+
 async def create_pool(
     dsn: str, *, min_size: int = 1, max_size: int = 10, **kwargs: Any
 ) -> asyncpg.Pool:
-    """An asyncpg pool whose connections carry pgq's codecs."""
+    """An asyncpg pool whose connections carry pgq's codecs (and skip the reset round trip)."""
+    kwargs.setdefault("reset", keep_session)
     return await asyncpg.create_pool(
         dsn, min_size=min_size, max_size=max_size, init=init_connection, **kwargs
     )

@@ -108,4 +108,7 @@ _UNREACHABLE = (
     asyncpg.CannotConnectNowError,  # 57P03: starting up or shutting down
     asyncpg.AdminShutdownError,  # 57P01: terminated by an administrator or a restart
     asyncpg.TooManyConnectionsError,
+    # asyncpg's own state machine gave up on a connection the server dropped mid-reply
+    # (seen during a database restart): the connection is gone, not the request bad.
+    asyncpg.exceptions.InternalClientError,
 )
