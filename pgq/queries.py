@@ -395,3 +395,14 @@ async def running_jobs_of(db: Executor, worker_id: str) -> list[Job]:
         worker_id,
     )
     return [Job.from_record(r) for r in rows]
+
+
+@_translated
+async def release(
+    db: Executor, job_id: int, worker_id: str, reason: Any = None, attempt: int | None = None
+) -> Job:
+    """``pgq.release``: running → queued now, giving the attempt back (runner shutdown)."""
+    row = await db.fetchrow(
+        "SELECT * FROM pgq.release($1, $2, $3, $4)", job_id, worker_id, reason, attempt
+    )
+    return Job.from_record(row)
