@@ -66,6 +66,9 @@ class Listener:
         self.last_notification_at: float | None = None
         #: How many times the connection was (re)established.
         self.connects = 0
+        #: Backend pid of the live LISTEN connection (None while disconnected): the key
+        #: under which this process registers as an idle listener (pgq.listen_idle).
+        self.pid: int | None = None
 
     # -- subscription -----------------------------------------------------------------
 
@@ -164,6 +167,7 @@ class Listener:
             conn.terminate()
             raise
         self._lost.clear()
+        self.pid = conn.get_server_pid()
         self.connected = True
         self.connects += 1
         self._connected_event.set()
@@ -177,6 +181,7 @@ class Listener:
 
     async def _drop_connection(self) -> None:
         self.connected = False
+        self.pid = None
         self._active.clear()
         self._connected_event.clear()
         conn, self._conn = self._conn, None

@@ -70,6 +70,7 @@ import orjson
 
 from . import db, migrations, queries
 from .config import database_url
+from .doorbell import Doorbell
 from .errors import (
     DatabaseUnavailable,
     JobNotFound,
@@ -113,6 +114,9 @@ HARD_RELEASE_TIMEOUT = 2.0
 COMMAND_TIMEOUT = 60.0
 #: Longest stored traceback of a failed attempt (it goes into pgq.jobs.errors).
 MAX_TRACEBACK_CHARS = 4000
+#: While the runner cannot arm its doorbell (the barrier timed out behind an enqueuer that
+#: holds a queue's key, or registering failed), it looks for work this often instead.
+UNARMED_POLL = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -930,6 +934,7 @@ class DatabaseSource:
         self._hooks: RunnerHooks | None = None
         self._pool: asyncpg.Pool | None = None
         self._listener: Listener | None = None
+        self._doorbell: Doorbell | None = None
         self._wake = asyncio.Event()
         self._rearm = asyncio.Event()
         self._housekeeper: asyncio.Task[None] | None = None
@@ -990,6 +995,10 @@ class DatabaseSource:
         listener.subscribe("pgq_events", self._on_event)
         listener.on_connect(self._on_connect)
         self._listener = listener
+        self._doorbell = Doorbell(self._pool, listener)
+        self._doorbell.watch(hooks.queues)
+        with contextlib.suppress(PgqError):  # the janitor; the safety re-check runs it too
+            await queries.forget_dead_listeners(self._pool)
         await listener.start(wait=True, timeout=None)
         self._housekeeper = asyncio.create_task(self._housekeep(), name="pgq-runner-housekeeper")
 
@@ -1002,6 +1011,9 @@ class DatabaseSource:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
         self._housekeeper = None
+        if self._doorbell is not None:
+            await self._doorbell.close()
+            self._doorbell = None
         if self._flushers:  # completions whose waiters gave up (a hard stop) still land
             await asyncio.wait(list(self._flushers), timeout=5)
         if self._listener is not None:
@@ -1104,6 +1116,9 @@ class DatabaseSource:
             raise
         if jobs:
             self._due_retry = 0.005
+            if len(jobs) >= max_jobs and self._doorbell is not None:
+                # Busy (every free slot taken): enqueues need not notify us any more.
+                self._doorbell.disarm(self._hooks.queues)
         return jobs
 
     async def _adopt(self, max_jobs: int) -> list[Job]:
@@ -1125,9 +1140,27 @@ class DatabaseSource:
         return orphans[:max_jobs]
 
     async def wait_for_work(self) -> None:
+        """Idle: arm the doorbell (register idle, pass the barrier) and return, so the
+        runner claims once more; once armed, sleep until a wake-up (see ``pgq.doorbell``:
+        an enqueue notifies only while we are registered idle)."""
         assert self._hooks is not None and self._pool is not None
+        assert self._doorbell is not None and self._listener is not None
         if self._wake.is_set():
             return
+        queues = self._hooks.queues
+        poll: float | None = None  # not armed: look again this soon
+        if self._listener.connected and not self._doorbell.armed(queues):
+            try:
+                if await self._doorbell.arm(queues):
+                    return  # claim once more: jobs committed before the barrier are visible
+            except PgqError as exc:
+                log_event(
+                    log,
+                    "runner.doorbell_failed",
+                    f"cannot register as idle ({exc}); polling",
+                    level=logging.WARNING,
+                )
+            poll = UNARMED_POLL
         timeout: float | None
         try:
             next_run_at, next_lease, db_now = await _db(
@@ -1146,8 +1179,12 @@ class DatabaseSource:
                     # lock right now. Look again soon, backing off if it persists.
                     timeout = self._due_retry
                     self._due_retry = min(self._due_retry * 2, 1.0)
+        if poll is not None:
+            timeout = poll if timeout is None else min(timeout, poll)
         if self._wake.is_set():
             return
+        if poll is None and self._listener.connected and not self._doorbell.armed(queues):
+            return  # disarmed during next_due (a reconnect): arm again first
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
                 await self._wake.wait()
@@ -1201,6 +1238,8 @@ class DatabaseSource:
     async def _sweep(self, safety: bool) -> None:
         assert self._pool is not None and self._hooks is not None
         expired = await _db(queries.expire_leases(self._pool))
+        if safety:
+            await _db(queries.forget_dead_listeners(self._pool))
         if expired:
             log_event(
                 log,

@@ -1,4 +1,10 @@
-"""NOTIFY from sql/0003_notify.sql, seen by a LISTEN connection like a runner's.
+"""NOTIFY from sql/0003_notify.sql and sql/0008_doorbell.sql, seen by a LISTEN connection
+like a runner's.
+
+An insert wakes ``pgq_<queue>`` only while some LISTEN session is registered idle on that
+queue (``pgq.listen_idle``), so the ``inbox`` fixture registers idle on every queue it
+listens to, as an idle runner does; ``deaf_inbox`` does not register. Updates that queue
+jobs wake unconditionally.
 
 "Nothing else arrived" is proven, not slept on: after the action, the acting connection
 sends a sentinel on each channel, and since Postgres delivers notifications in commit
@@ -22,8 +28,24 @@ EVENTS = "pgq_events"
 CHANNELS = (WAKE, "pgq_q1", "pgq_q2", EVENTS)
 
 
+QUEUES = ["default", "q1", "q2"]
+
+
 @pytest.fixture
 async def inbox(dsn: str) -> AsyncIterator[Inbox]:
+    """LISTENs on every channel and is registered idle on every queue."""
+    box = await Inbox.open(dsn, *CHANNELS)
+    try:
+        assert await box.conn.fetchval("SELECT pgq.listen_idle($1)", QUEUES) == 3
+        assert await box.conn.fetchval("SELECT pgq.wait_for_enqueuers($1)", QUEUES)
+        yield box
+    finally:
+        await box.close()
+
+
+@pytest.fixture
+async def deaf_inbox(dsn: str) -> AsyncIterator[Inbox]:
+    """LISTENs on every channel, registered idle on none (a DBA's plain LISTEN in psql)."""
     box = await Inbox.open(dsn, *CHANNELS)
     try:
         yield box
@@ -184,3 +206,60 @@ async def test_a_lease_expiry_with_no_attempt_left_announces_the_dead_job(
     assert [(c, event(p)) for c, p in received] == [
         (EVENTS, {"id": job.id, "status": "dead", "queue": "default", "type": "LAST"})
     ]
+
+
+# -- the doorbell: inserts notify only queues with an idle listener -----------------------
+
+
+async def test_with_no_idle_listener_an_insert_sends_nothing(
+    deaf_inbox: Inbox, conn: asyncpg.Connection
+) -> None:
+    await queries.enqueue(conn, "t")
+    await queries.enqueue(conn, "t", delay_seconds=3600, queue="q1")
+    async with conn.transaction():
+        await queries.enqueue_many(
+            conn, [{"type": "t", "queue": f"q{1 + i % 2}"} for i in range(1000)]
+        )
+    assert await drain(deaf_inbox, conn) == Counter()
+
+
+async def test_only_the_queues_with_an_idle_listener_are_woken(
+    deaf_inbox: Inbox, conn: asyncpg.Connection
+) -> None:
+    assert await deaf_inbox.conn.fetchval("SELECT pgq.listen_idle('{q2}')") == 1
+    async with conn.transaction():
+        await queries.enqueue_many(
+            conn, [{"type": "t", "queue": f"q{1 + i % 2}"} for i in range(1000)]
+        )
+    assert await drain(deaf_inbox, conn) == Counter({"pgq_q2": 1})
+
+    assert await deaf_inbox.conn.fetchval("SELECT pgq.unlisten_idle()") == 1  # deregistered
+    await queries.enqueue(conn, "t", queue="q2")
+    assert await drain(deaf_inbox, conn) == Counter()
+
+
+@pytest.mark.parametrize("isolation", ["repeatable_read", "serializable"])
+async def test_repeatable_read_and_serializable_inserts_always_notify(
+    deaf_inbox: Inbox, conn: asyncpg.Connection, isolation: str
+) -> None:
+    """Their snapshot may predate a registration, so they cannot trust the registry."""
+    async with conn.transaction(isolation=isolation):
+        await queries.enqueue_many(
+            conn, [{"type": "t", "queue": f"q{1 + i % 2}"} for i in range(100)]
+        )
+    assert await drain(deaf_inbox, conn) == Counter({"pgq_q1": 1, "pgq_q2": 1})
+
+
+async def test_updates_that_queue_jobs_notify_without_an_idle_listener(
+    deaf_inbox: Inbox, conn: asyncpg.Connection
+) -> None:
+    a, _ = await queries.enqueue(conn, "a")
+    b, _ = await queries.enqueue(conn, "b")
+    await queries.claim(conn, ME, 2)
+    assert await drain(deaf_inbox, conn) == Counter()
+    await queries.fail(conn, a.id, ME, "transient")
+    await conn.execute(
+        "UPDATE pgq.jobs SET lease_expires_at = now() - interval '1 second' WHERE id = $1", b.id
+    )
+    assert await queries.expire_leases(conn) == 1
+    assert await drain(deaf_inbox, conn) == Counter({WAKE: 2})

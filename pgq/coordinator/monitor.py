@@ -78,6 +78,7 @@ class LeaseMonitor:
 
     async def _step(self) -> float:
         """Expire what is due; return how long to sleep before the next look."""
+        await queries.forget_dead_listeners(self._pool)  # the doorbell's janitor
         _run_at, lease, db_now = await queries.next_due(self._pool)
         if lease is None:
             return self._recheck

@@ -10,10 +10,14 @@ A claim waiter's loop, per iteration:
   1. register a future on ``pgq_<queue>`` for each queue (LISTEN on a new channel starts
      here), *before* looking, so an enqueue committed during step 2 still wakes it;
   2. claim; jobs → answer;
+  2b. nothing, and some queue's doorbell is not armed: register this process's LISTEN
+     session idle on the queues and pass the barrier (``pgq.doorbell``: an enqueue only
+     notifies queues with an idle listener), then go back to 1 to claim once more;
   3. nothing: ask ``pgq.next_due`` when the earliest queued job of these queues becomes
      due (a delayed job or a backoff sends no notification when it becomes due);
   4. sleep until the first of: a notification, that due time, the deadline, shutdown.
-     One notification wakes every waiter of the queue; those who find nothing loop.
+     One notification wakes every waiter of the queue and disarms its doorbell (a busy
+     coordinator is not notified); those who find nothing loop and arm it again.
 The sleep is further bounded while the listener is disconnected (``_POLL_WHEN_DEAF``) and
 while a channel's first LISTEN is not active yet (``_POLL_UNTIL_LISTENING``): nothing
 can wake us then, so we look again.
@@ -36,7 +40,8 @@ import asyncpg
 import orjson
 
 from .. import queries
-from ..errors import DatabaseUnavailable, JobNotFound
+from ..doorbell import Doorbell
+from ..errors import DatabaseUnavailable, JobNotFound, PgqError
 from ..jobs import Job
 from ..listener import Listener
 
@@ -49,6 +54,8 @@ _POLL_WHEN_DEAF = 1.0
 _POLL_UNTIL_LISTENING = 0.05
 #: A job due "now" that claim did not return is being claimed by someone else.
 _MIN_DUE_SLEEP = 0.05
+#: Re-check this often while a queue's doorbell cannot be armed (the barrier timed out).
+_POLL_UNARMED = 0.05
 #: Beyond this many queue channels, new queues are polled instead of LISTENed.
 MAX_CHANNELS = 1000
 
@@ -64,6 +71,7 @@ class Waiters:
         self._subscribed: set[str] = set()
         self._jobs: dict[int, set[asyncio.Future[None]]] = {}
         self.closing = False
+        self.doorbell = Doorbell(pool, listener)
         self._listener.subscribe(EVENTS_CHANNEL, self._on_event)
         self._listener.on_connect(self.wake_all)
 
@@ -78,6 +86,7 @@ class Waiters:
     def close(self) -> None:
         """Shutdown: every parked request answers now, with what it has."""
         self.closing = True
+        self.doorbell.disarm_all()
         self.wake_all()
 
     # -- listener callbacks -------------------------------------------------------------
@@ -124,11 +133,25 @@ class Waiters:
         while True:
             future: asyncio.Future[None] = loop.create_future()
             polled = self._register_claim(channels, future)
+            unarmed = False
             try:
                 try:
                     jobs = await queries.claim(self._pool, worker_id, max_jobs, queues, job_types)
                     if jobs or self.closing:
                         return jobs
+                    if not polled and not self.doorbell.armed(queues):
+                        try:
+                            armed = await self.doorbell.arm(queues)
+                        except DatabaseUnavailable:
+                            raise
+                        except PgqError as exc:  # e.g. the LISTEN session just died
+                            log.warning("cannot register as idle listener: %s", exc)
+                            armed = False
+                        if self.closing or gone():
+                            return []
+                        if armed and loop.time() < deadline:
+                            continue  # claim once more: enqueues before the barrier show
+                        unarmed = True
                     next_run_at, _lease, db_now = await queries.next_due(
                         self._pool, queues, job_types
                     )
@@ -142,6 +165,8 @@ class Waiters:
                 if next_run_at is not None:
                     due_in = (next_run_at - db_now).total_seconds()
                     timeout = min(timeout, max(due_in, _MIN_DUE_SLEEP))
+                if unarmed:
+                    timeout = min(timeout, _POLL_UNARMED)
                 if polled or not self._listener.connected:
                     timeout = min(timeout, _POLL_WHEN_DEAF)
                 elif not all(
