@@ -17,8 +17,10 @@ A ``Doorbell`` keeps, per queue, what this process registered under the ``Listen
 Transitions back to unregistered (``disarm``): a notification on the queue's channel (the
 caller wakes and claims; if it finds too little it arms again), the caller being busy, a
 LISTEN reconnect (the rows name the old pid; they are deleted, and registration starts
-again under the new pid once LISTEN is active). Registry writes run in order, one after
-the other, so a deregistration can never land after the registration that follows it.
+again under the new pid once LISTEN is active). The rows are deleted by ``settle``, after
+the claim that the wake-up triggered, so the delete never delays that claim. Registry
+writes run in order, one after the other, so a deregistration can never land after the
+registration that follows it.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ class Doorbell:
         self._listener = listener
         self._registered: dict[str, int] = {}  # queue → listener pid of our row
         self._armed: set[str] = set()  # registered, and the barrier has passed since
+        self._unregister: dict[int, list[str]] = {}  # pid → disarmed queues, rows not deleted
         self._watched: set[str] = set()
         self._last_write: asyncio.Task[None] | None = None
         self._writes: set[asyncio.Task[None]] = set()
@@ -71,6 +74,7 @@ class Doorbell:
         stale = [q for q in ready if self._registered.get(q) not in (None, pid)]
         if stale:
             self.disarm(stale)
+        self.settle()
         new = [q for q in ready if q not in self._registered]
         if new:
             for q in new:
@@ -96,22 +100,30 @@ class Doorbell:
         return len(ready) == len(set(queues)) and self.armed(queues)
 
     def disarm(self, queues: Iterable[str]) -> None:
-        """Deregister from ``queues`` (in the background, ordered before any later arm)."""
-        by_pid: dict[int, list[str]] = {}
+        """Forget our registration on ``queues``; the rows are deleted by ``settle``.
+
+        Deferred so that a wake-up's claim does not share the database with the delete: a
+        row that outlives its use only costs an extra notification."""
         for q in queues:
             self._armed.discard(q)
             pid = self._registered.pop(q, None)
             if pid is not None:
-                by_pid.setdefault(pid, []).append(q)
-        for pid, names in by_pid.items():
-            self._write(queries.unlisten_idle, names, pid)
+                self._unregister.setdefault(pid, []).append(q)
 
     def disarm_all(self) -> None:
         self.disarm(list(self._registered))
 
+    def settle(self) -> None:
+        """Start deleting the rows of disarmed queues (in the background, ordered before
+        any later registration). Called after each claim; ``arm`` and ``close`` call it."""
+        pending, self._unregister = self._unregister, {}
+        for pid, names in pending.items():
+            self._write(queries.unlisten_idle, names, pid)
+
     async def close(self) -> None:
         """Deregister everything and wait for the registry writes (best effort)."""
         self.disarm_all()
+        self.settle()
         if self._writes:
             await asyncio.wait(list(self._writes), timeout=5)
 

@@ -1116,9 +1116,11 @@ class DatabaseSource:
             raise
         if jobs:
             self._due_retry = 0.005
-            if len(jobs) >= max_jobs and self._doorbell is not None:
+        if self._doorbell is not None:
+            if len(jobs) >= max_jobs:
                 # Busy (every free slot taken): enqueues need not notify us any more.
                 self._doorbell.disarm(self._hooks.queues)
+            self._doorbell.settle()  # deregistrations of a wake-up wait for its claim
         return jobs
 
     async def _adopt(self, max_jobs: int) -> list[Job]:

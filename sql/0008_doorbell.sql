@@ -195,21 +195,34 @@ COMMENT ON FUNCTION pgq.forget_dead_listeners() IS
     'pgq: delete idle-listener rows of sessions that are gone; returns how many.';
 
 
--- _ring_doorbell: at COMMIT, per inserted queued job, until the transaction has checked the
--- job's queue once: notify pgq_<queue> when a listener is registered idle on it (always,
--- under REPEATABLE READ or SERIALIZABLE). Protocol in the header above.
+-- _first_in_transaction: true for the first inserted queued job of a queue in this
+-- transaction, false afterwards. The WHEN of _500_ring_doorbell: a constraint trigger's WHEN
+-- runs at INSERT time, so a bulk insert queues one commit-time check per queue, not one
+-- per row. The flag is a transaction-local setting (pgq_doorbell.<queue>): a rolled-back
+-- savepoint takes it back along with the check it queued.
+CREATE FUNCTION pgq._first_in_transaction(queue text) RETURNS boolean
+LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+    IF current_setting('pgq_doorbell.' || queue, true) = 'queued' THEN
+        RETURN false;
+    END IF;
+    EXECUTE format('SET LOCAL pgq_doorbell.%I = %L', queue, 'queued');
+    RETURN true;
+END
+$$;
+
+COMMENT ON FUNCTION pgq._first_in_transaction(text) IS
+    'pgq: true for the first queued job of a queue inserted in this transaction.';
+
+
+-- _ring_doorbell: at COMMIT, once per queue that gained queued jobs in this transaction:
+-- notify pgq_<queue> when a listener is registered idle on it (always, under REPEATABLE
+-- READ or SERIALIZABLE). Protocol in the header above.
 CREATE FUNCTION pgq._ring_doorbell() RETURNS trigger
 LANGUAGE plpgsql VOLATILE AS $$
 -- VOLATILE, and the lock and the read are separate statements: the read must take its
 -- snapshot after the lock is granted.
-DECLARE
-    -- transaction-local "already checked" flag, so a bulk insert checks once per queue
-    flag constant text := 'pgq_doorbell.' || NEW.queue;
 BEGIN
-    IF current_setting(flag, true) = 'rung' THEN
-        RETURN NULL;
-    END IF;
-    EXECUTE format('SET LOCAL pgq_doorbell.%I = %L', NEW.queue, 'rung');
     IF current_setting('transaction_isolation') <> 'read committed' THEN
         PERFORM pg_notify('pgq_' || NEW.queue, '');
         RETURN NULL;
@@ -230,7 +243,7 @@ CREATE CONSTRAINT TRIGGER _500_ring_doorbell
     AFTER INSERT ON pgq.jobs
     DEFERRABLE INITIALLY DEFERRED
     FOR EACH ROW
-    WHEN (NEW.status = 'queued')
+    WHEN (NEW.status = 'queued' AND pgq._first_in_transaction(NEW.queue))
     EXECUTE FUNCTION pgq._ring_doorbell();
 
 

@@ -131,6 +131,28 @@ CREATE FUNCTION pgq._error_entry(error jsonb, attempt integer) RETURNS jsonb
 $$;
 
 --
+-- Name: _first_in_transaction(text); Type: FUNCTION; Schema: pgq; Owner: -
+--
+
+CREATE FUNCTION pgq._first_in_transaction(queue text) RETURNS boolean
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    IF current_setting('pgq_doorbell.' || queue, true) = 'queued' THEN
+        RETURN false;
+    END IF;
+    EXECUTE format('SET LOCAL pgq_doorbell.%I = %L', queue, 'queued');
+    RETURN true;
+END
+$$;
+
+--
+-- Name: FUNCTION _first_in_transaction(queue text); Type: COMMENT; Schema: pgq; Owner: -
+--
+
+COMMENT ON FUNCTION pgq._first_in_transaction(queue text) IS 'pgq: true for the first queued job of a queue inserted in this transaction.';
+
+--
 -- Name: _invalid_job(text, jsonb, text, integer, timestamp with time zone, integer, integer); Type: FUNCTION; Schema: pgq; Owner: -
 --
 
@@ -337,14 +359,7 @@ CREATE FUNCTION pgq._ring_doorbell() RETURNS trigger
     AS $$
 -- VOLATILE, and the lock and the read are separate statements: the read must take its
 -- snapshot after the lock is granted.
-DECLARE
-    -- transaction-local "already checked" flag, so a bulk insert checks once per queue
-    flag constant text := 'pgq_doorbell.' || NEW.queue;
 BEGIN
-    IF current_setting(flag, true) = 'rung' THEN
-        RETURN NULL;
-    END IF;
-    EXECUTE format('SET LOCAL pgq_doorbell.%I = %L', NEW.queue, 'rung');
     IF current_setting('transaction_isolation') <> 'read committed' THEN
         PERFORM pg_notify('pgq_' || NEW.queue, '');
         RETURN NULL;
@@ -1324,7 +1339,7 @@ CREATE TRIGGER _500_notify_update AFTER UPDATE ON pgq.jobs REFERENCING OLD TABLE
 -- Name: jobs _500_ring_doorbell; Type: TRIGGER; Schema: pgq; Owner: -
 --
 
-CREATE CONSTRAINT TRIGGER _500_ring_doorbell AFTER INSERT ON pgq.jobs DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN ((new.status = 'queued'::text)) EXECUTE FUNCTION pgq._ring_doorbell();
+CREATE CONSTRAINT TRIGGER _500_ring_doorbell AFTER INSERT ON pgq.jobs DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN (((new.status = 'queued'::text) AND pgq._first_in_transaction(new.queue))) EXECUTE FUNCTION pgq._ring_doorbell();
 
 --
 -- PostgreSQL database dump complete

@@ -87,6 +87,7 @@ class Waiters:
         """Shutdown: every parked request answers now, with what it has."""
         self.closing = True
         self.doorbell.disarm_all()
+        self.doorbell.settle()
         self.wake_all()
 
     # -- listener callbacks -------------------------------------------------------------
@@ -137,6 +138,7 @@ class Waiters:
             try:
                 try:
                     jobs = await queries.claim(self._pool, worker_id, max_jobs, queues, job_types)
+                    self.doorbell.settle()  # deregistrations of a wake-up wait for its claim
                     if jobs or self.closing:
                         return jobs
                     if not polled and not self.doorbell.armed(queues):
