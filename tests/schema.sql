@@ -31,36 +31,24 @@ CREATE TYPE pgq.job_spec AS (
 );
 
 --
--- Name: _check_queues(text[]); Type: FUNCTION; Schema: pgq; Owner: -
+-- Name: _announce_succeeded(bigint[], text[], text[]); Type: FUNCTION; Schema: pgq; Owner: -
 --
 
-CREATE FUNCTION pgq._check_queues(queues text[]) RETURNS void
-    LANGUAGE plpgsql STABLE
-    AS $_$
-DECLARE
-    bad text;
-BEGIN
-    IF queues IS NULL OR cardinality(queues) = 0 THEN
-        RAISE EXCEPTION 'give at least one queue'
-              USING ERRCODE = 'PQ400', HINT = 'e.g. ARRAY[''default'']';
-    END IF;
-    SELECT q INTO bad
-      FROM unnest(queues) AS q
-     WHERE q IS NULL OR NOT (q ~ '^[a-z][a-z0-9_]*$' AND length(q) <= 48)
-     LIMIT 1;
-    IF FOUND THEN
-        RAISE EXCEPTION 'queue % is invalid', coalesce(quote_literal(left(bad, 60)), 'NULL')
-              USING ERRCODE = 'PQ400',
-                    HINT = 'use a lowercase letter then up to 47 of a-z 0-9 _';
-    END IF;
-END
-$_$;
+CREATE FUNCTION pgq._announce_succeeded(ids bigint[], queues text[], types text[]) RETURNS void
+    LANGUAGE sql
+    AS $$
+    SELECT count(pg_notify('pgq_events', json_build_object(
+               'id', s.id, 'status', 'succeeded', 'queue', s.queue, 'type', s.type)::text))
+      FROM (SELECT u.id, u.queue, u.type
+              FROM unnest(ids, queues, types) AS u(id, queue, type)
+             ORDER BY u.id) AS s
+$$;
 
 --
--- Name: FUNCTION _check_queues(queues text[]); Type: COMMENT; Schema: pgq; Owner: -
+-- Name: FUNCTION _announce_succeeded(ids bigint[], queues text[], types text[]); Type: COMMENT; Schema: pgq; Owner: -
 --
 
-COMMENT ON FUNCTION pgq._check_queues(queues text[]) IS 'pgq: raises PQ400 unless every name is a valid queue name.';
+COMMENT ON FUNCTION pgq._announce_succeeded(ids bigint[], queues text[], types text[]) IS '_announce_succeeded: a pgq_events notification per job that succeeded (pgq.complete, pgq.complete_many).';
 
 --
 -- Name: _doom_dependents(bigint[]); Type: FUNCTION; Schema: pgq; Owner: -
@@ -100,22 +88,6 @@ END
 $$;
 
 --
--- Name: _doorbell_key(text); Type: FUNCTION; Schema: pgq; Owner: -
---
-
-CREATE FUNCTION pgq._doorbell_key(queue text) RETURNS integer
-    LANGUAGE sql IMMUTABLE PARALLEL SAFE
-    AS $$
-    SELECT hashtext(queue)
-$$;
-
---
--- Name: FUNCTION _doorbell_key(queue text); Type: COMMENT; Schema: pgq; Owner: -
---
-
-COMMENT ON FUNCTION pgq._doorbell_key(queue text) IS 'pgq: the advisory lock key (with class 1885827428) of a queue''s doorbell.';
-
---
 -- Name: _error_entry(jsonb, integer); Type: FUNCTION; Schema: pgq; Owner: -
 --
 
@@ -129,28 +101,6 @@ CREATE FUNCTION pgq._error_entry(error jsonb, attempt integer) RETURNS jsonb
            END
            || jsonb_build_object('attempt', attempt, 'at', now())
 $$;
-
---
--- Name: _first_in_transaction(text); Type: FUNCTION; Schema: pgq; Owner: -
---
-
-CREATE FUNCTION pgq._first_in_transaction(queue text) RETURNS boolean
-    LANGUAGE plpgsql
-    AS $$
-BEGIN
-    IF current_setting('pgq_doorbell.' || queue, true) = 'queued' THEN
-        RETURN false;
-    END IF;
-    EXECUTE format('SET LOCAL pgq_doorbell.%I = %L', queue, 'queued');
-    RETURN true;
-END
-$$;
-
---
--- Name: FUNCTION _first_in_transaction(queue text); Type: COMMENT; Schema: pgq; Owner: -
---
-
-COMMENT ON FUNCTION pgq._first_in_transaction(queue text) IS 'pgq: true for the first queued job of a queue inserted in this transaction.';
 
 --
 -- Name: _invalid_job(text, jsonb, text, integer, timestamp with time zone, integer, integer); Type: FUNCTION; Schema: pgq; Owner: -
@@ -203,6 +153,8 @@ CREATE FUNCTION pgq._notify_insert() RETURNS trigger
     LANGUAGE plpgsql
     AS $$
 BEGIN
+    PERFORM pg_notify('pgq_' || q.queue, '')
+       FROM (SELECT DISTINCT n.queue FROM new_rows AS n WHERE n.status = 'queued') AS q;
     PERFORM pg_notify('pgq_events', json_build_object(
                 'id', n.id, 'status', n.status, 'queue', n.queue, 'type', n.type)::text)
        FROM new_rows AS n
@@ -219,18 +171,21 @@ CREATE FUNCTION pgq._notify_update() RETURNS trigger
     LANGUAGE plpgsql
     AS $$
 BEGIN
-    PERFORM pg_notify('pgq_' || q.queue, '')
-       FROM (SELECT DISTINCT n.queue
-               FROM new_rows AS n JOIN old_rows AS o ON o.id = n.id
-              WHERE n.status = 'queued' AND o.status <> 'queued') AS q;
-    PERFORM pg_notify('pgq_events', json_build_object(
-                'id', n.id, 'status', n.status, 'queue', n.queue, 'type', n.type)::text)
-       FROM new_rows AS n JOIN old_rows AS o ON o.id = n.id
-      WHERE n.status IN ('succeeded', 'dead', 'cancelled') AND n.status <> o.status
-      ORDER BY n.id;
+    IF NEW.status = 'queued' THEN
+        PERFORM pg_notify('pgq_' || NEW.queue, '');
+    ELSE
+        PERFORM pg_notify('pgq_events', json_build_object(
+                    'id', NEW.id, 'status', NEW.status, 'queue', NEW.queue, 'type', NEW.type)::text);
+    END IF;
     RETURN NULL;
 END
 $$;
+
+--
+-- Name: FUNCTION _notify_update(); Type: COMMENT; Schema: pgq; Owner: -
+--
+
+COMMENT ON FUNCTION pgq._notify_update() IS '_notify_update: per row that entered queued (pgq_<queue> wake-up) or ended dead/cancelled (pgq_events).';
 
 --
 -- Name: _queued_queues(); Type: FUNCTION; Schema: pgq; Owner: -
@@ -323,6 +278,12 @@ BEGIN
      WHERE depends_on && parent_ids AND status = 'waiting'
      ORDER BY id
        FOR UPDATE;
+    IF NOT FOUND THEN
+        -- No dependent is waiting, and none can appear before we commit: an enqueue naming
+        -- one of these parents locks it FOR SHARE, so it waits for our commit and then
+        -- sees the parent succeeded.
+        RETURN;
+    END IF;
 
     UPDATE pgq.jobs AS child
        SET status = 'queued', updated_at = now()
@@ -332,6 +293,12 @@ BEGIN
                         WHERE p.id = ANY (child.depends_on) AND p.status <> 'succeeded');
 END
 $$;
+
+--
+-- Name: FUNCTION _release_dependents_many(parent_ids bigint[]); Type: COMMENT; Schema: pgq; Owner: -
+--
+
+COMMENT ON FUNCTION pgq._release_dependents_many(parent_ids bigint[]) IS '_release_dependents_many: after jobs succeeded, queue their waiting dependents whose parents all succeeded.';
 
 --
 -- Name: _require_fresh_snapshots(text); Type: FUNCTION; Schema: pgq; Owner: -
@@ -349,35 +316,6 @@ BEGIN
     END IF;
 END
 $$;
-
---
--- Name: _ring_doorbell(); Type: FUNCTION; Schema: pgq; Owner: -
---
-
-CREATE FUNCTION pgq._ring_doorbell() RETURNS trigger
-    LANGUAGE plpgsql
-    AS $$
--- VOLATILE, and the lock and the read are separate statements: the read must take its
--- snapshot after the lock is granted.
-BEGIN
-    IF current_setting('transaction_isolation') <> 'read committed' THEN
-        PERFORM pg_notify('pgq_' || NEW.queue, '');
-        RETURN NULL;
-    END IF;
-    -- held until the transaction ends, so a listener's barrier waits for this commit
-    PERFORM pg_advisory_xact_lock_shared(1885827428, pgq._doorbell_key(NEW.queue));
-    IF EXISTS (SELECT 1 FROM pgq.idle_listeners AS l WHERE l.queue = NEW.queue) THEN
-        PERFORM pg_notify('pgq_' || NEW.queue, '');
-    END IF;
-    RETURN NULL;
-END
-$$;
-
---
--- Name: FUNCTION _ring_doorbell(); Type: COMMENT; Schema: pgq; Owner: -
---
-
-COMMENT ON FUNCTION pgq._ring_doorbell() IS 'pgq: at commit, notify pgq_<queue> for inserted queued jobs when a listener is idle.';
 
 --
 -- Name: backoff(integer); Type: FUNCTION; Schema: pgq; Owner: -
@@ -427,14 +365,15 @@ CREATE TABLE pgq.jobs (
     CONSTRAINT jobs_finished_iff_terminal CHECK (((status = ANY (ARRAY['succeeded'::text, 'dead'::text, 'cancelled'::text])) = (finished_at IS NOT NULL))),
     CONSTRAINT jobs_lease_iff_running CHECK (((status = 'running'::text) = (lease_expires_at IS NOT NULL))),
     CONSTRAINT jobs_priority_range CHECK (((priority >= '-32768'::integer) AND (priority <= 32767))),
-    CONSTRAINT jobs_queue_name CHECK ((queue ~ '^[a-z][a-z0-9_]{0,47}$'::text)),
+    CONSTRAINT jobs_queue_name CHECK (((queue ~ '^[a-z][a-z0-9_]*$'::text) AND (length(queue) <= 48))),
     CONSTRAINT jobs_queued_has_attempt_left CHECK (((status <> 'queued'::text) OR (attempts < max_attempts))),
     CONSTRAINT jobs_running_is_held CHECK (((status <> 'running'::text) OR ((worker_id IS NOT NULL) AND (claimed_at IS NOT NULL)))),
     CONSTRAINT jobs_status_known CHECK ((status = ANY (ARRAY['waiting'::text, 'queued'::text, 'running'::text, 'succeeded'::text, 'dead'::text, 'cancelled'::text]))),
     CONSTRAINT jobs_timeout_range CHECK (((timeout_seconds >= 1) AND (timeout_seconds <= 86400))),
-    CONSTRAINT jobs_type_name CHECK ((type ~ '^[A-Za-z0-9_.:-]{1,128}$'::text)),
+    CONSTRAINT jobs_type_name CHECK (((type ~ '^[A-Za-z0-9_.:-]+$'::text) AND (length(type) <= 128))),
     CONSTRAINT jobs_waiting_has_parents CHECK (((status <> 'waiting'::text) OR (depends_on IS NOT NULL)))
-);
+)
+WITH (autovacuum_vacuum_scale_factor='0.01', autovacuum_vacuum_threshold='1000', autovacuum_vacuum_insert_scale_factor='0.01', autovacuum_vacuum_insert_threshold='1000', autovacuum_analyze_scale_factor='0.02', autovacuum_analyze_threshold='1000', autovacuum_vacuum_cost_delay='0');
 
 --
 -- Name: TABLE jobs; Type: COMMENT; Schema: pgq; Owner: -
@@ -514,19 +453,22 @@ BEGIN
                 ORDER BY j.priority, j.run_at, j.id
                 LIMIT max_jobs
                   FOR UPDATE SKIP LOCKED) AS c
-    ), picked AS (
-        SELECT id FROM candidates ORDER BY priority, run_at, id LIMIT max_jobs
+    ), claimed AS (
+        -- The picked ids as one array, looked up through the primary key: a join with
+        -- the candidates could be planned as a hash join over a sequential scan of the
+        -- whole table when the statistics are off (seen right after a bulk load).
+        UPDATE pgq.jobs AS j
+           SET status = 'running',
+               attempts = j.attempts + 1,
+               worker_id = claim.worker_id,
+               claimed_at = now(),
+               lease_expires_at = now() + make_interval(secs => j.timeout_seconds * 1.25),
+               updated_at = now()
+         WHERE j.id = ANY (ARRAY(SELECT c.id FROM candidates AS c
+                                  ORDER BY c.priority, c.run_at, c.id LIMIT max_jobs))
+        RETURNING j.*
     )
-    UPDATE pgq.jobs AS j
-       SET status = 'running',
-           attempts = j.attempts + 1,
-           worker_id = claim.worker_id,
-           claimed_at = now(),
-           lease_expires_at = now() + make_interval(secs => j.timeout_seconds * 1.25),
-           updated_at = now()
-      FROM picked
-     WHERE j.id = picked.id
-    RETURNING j.*;
+    SELECT * FROM claimed AS c ORDER BY c.priority, c.run_at, c.id;
 END
 $$;
 
@@ -555,6 +497,7 @@ BEGIN
     IF NOT FOUND THEN
         PERFORM pgq._refuse(job_id, worker_id, attempt, 'complete');
     END IF;
+    PERFORM pgq._announce_succeeded(ARRAY[j.id], ARRAY[j.queue], ARRAY[j.type]);
     PERFORM pgq._release_dependents(j.id);
     RETURN j;
 END
@@ -576,6 +519,8 @@ CREATE FUNCTION pgq.complete_many(worker_id text, job_ids bigint[], attempts int
 #variable_conflict use_column
 DECLARE
     done_ids bigint[];
+    done_queues text[];
+    done_types text[];
 BEGIN
     IF worker_id IS NULL OR length(worker_id) NOT BETWEEN 1 AND 255 THEN
         RAISE EXCEPTION 'cannot complete: worker_id must be 1-255 characters'
@@ -615,11 +560,16 @@ BEGIN
            AND t.status = 'running'
            AND t.worker_id = complete_many.worker_id
            AND (i.attempt IS NULL OR t.attempts = i.attempt)
-        RETURNING t.id
+        RETURNING t.id, t.queue, t.type
     )
-    SELECT coalesce(array_agg(id), '{}') INTO done_ids FROM updated;
+    SELECT coalesce(array_agg(u.id), '{}'), array_agg(u.queue), array_agg(u.type)
+      INTO done_ids, done_queues, done_types
+      FROM updated AS u;
 
-    PERFORM pgq._release_dependents_many(done_ids);
+    IF cardinality(done_ids) > 0 THEN
+        PERFORM pgq._announce_succeeded(done_ids, done_queues, done_types);
+        PERFORM pgq._release_dependents_many(done_ids);
+    END IF;
 
     IF cardinality(done_ids) = cardinality(complete_many.job_ids) THEN
         -- the usual case: every job completed, nothing to look up
@@ -924,31 +874,6 @@ $$;
 COMMENT ON FUNCTION pgq.fail(job_id bigint, worker_id text, error jsonb, retryable boolean, attempt integer, retry_delay interval) IS 'fail: running → queued after a backoff (attempts left, retryable) or → dead; fenced like complete.';
 
 --
--- Name: forget_dead_listeners(); Type: FUNCTION; Schema: pgq; Owner: -
---
-
-CREATE FUNCTION pgq.forget_dead_listeners() RETURNS integer
-    LANGUAGE sql
-    AS $$
-    WITH gone AS (
-        DELETE FROM pgq.idle_listeners AS l
-         WHERE NOT EXISTS (
-                   SELECT 1 FROM pg_stat_activity AS a
-                    WHERE a.pid = l.listener_pid
-                      -- backend_start is NULL for other roles' sessions without
-                      -- pg_read_all_stats: then trust the pid alone
-                      AND (a.backend_start IS NULL OR a.backend_start <= l.since))
-        RETURNING 1)
-    SELECT count(*)::integer FROM gone
-$$;
-
---
--- Name: FUNCTION forget_dead_listeners(); Type: COMMENT; Schema: pgq; Owner: -
---
-
-COMMENT ON FUNCTION pgq.forget_dead_listeners() IS 'pgq: delete idle-listener rows of sessions that are gone; returns how many.';
-
---
 -- Name: heartbeat(bigint, text, integer); Type: FUNCTION; Schema: pgq; Owner: -
 --
 
@@ -976,38 +901,6 @@ $$;
 --
 
 COMMENT ON FUNCTION pgq.heartbeat(job_id bigint, worker_id text, attempt integer) IS 'heartbeat: extend the lease of a running job to 1.25 × timeout_seconds from now; fenced like complete.';
-
---
--- Name: listen_idle(text[], integer); Type: FUNCTION; Schema: pgq; Owner: -
---
-
-CREATE FUNCTION pgq.listen_idle(queues text[], listener_pid integer DEFAULT pg_backend_pid()) RETURNS integer
-    LANGUAGE plpgsql
-    AS $$
-DECLARE
-    added integer;
-BEGIN
-    PERFORM pgq._check_queues(queues);
-    IF listener_pid IS NULL
-       OR NOT EXISTS (SELECT 1 FROM pg_stat_activity AS a
-                       WHERE a.pid = listen_idle.listener_pid) THEN
-        RAISE EXCEPTION 'no live session has pid %', coalesce(listener_pid::text, 'NULL')
-              USING ERRCODE = 'PQ400',
-                    HINT = 'pass the pg_backend_pid() of the session that LISTENs';
-    END IF;
-    INSERT INTO pgq.idle_listeners (queue, listener_pid)
-    SELECT DISTINCT q, listen_idle.listener_pid FROM unnest(queues) AS q
-        ON CONFLICT DO NOTHING;
-    GET DIAGNOSTICS added = ROW_COUNT;
-    RETURN added;
-END
-$$;
-
---
--- Name: FUNCTION listen_idle(queues text[], listener_pid integer); Type: COMMENT; Schema: pgq; Owner: -
---
-
-COMMENT ON FUNCTION pgq.listen_idle(queues text[], listener_pid integer) IS 'pgq: register a LISTEN session (default: this one) as idle on queues, so enqueues notify pgq_<queue>; then call pgq.wait_for_enqueuers, look for work, sleep.';
 
 --
 -- Name: next_due(text[], text[]); Type: FUNCTION; Schema: pgq; Owner: -
@@ -1169,75 +1062,6 @@ $$;
 COMMENT ON FUNCTION pgq.stats() IS 'stats: per queue and status, the job count and the oldest run_at.';
 
 --
--- Name: unlisten_idle(text[], integer); Type: FUNCTION; Schema: pgq; Owner: -
---
-
-CREATE FUNCTION pgq.unlisten_idle(queues text[] DEFAULT NULL::text[], listener_pid integer DEFAULT pg_backend_pid()) RETURNS integer
-    LANGUAGE plpgsql
-    AS $$
-DECLARE
-    removed integer;
-BEGIN
-    DELETE FROM pgq.idle_listeners AS l
-     WHERE l.listener_pid = unlisten_idle.listener_pid
-       AND (unlisten_idle.queues IS NULL OR l.queue = ANY (unlisten_idle.queues));
-    GET DIAGNOSTICS removed = ROW_COUNT;
-    RETURN removed;
-END
-$$;
-
---
--- Name: FUNCTION unlisten_idle(queues text[], listener_pid integer); Type: COMMENT; Schema: pgq; Owner: -
---
-
-COMMENT ON FUNCTION pgq.unlisten_idle(queues text[], listener_pid integer) IS 'pgq: deregister a LISTEN session (default: this one) from queues (NULL: all), so enqueues there stop notifying it.';
-
---
--- Name: wait_for_enqueuers(text[]); Type: FUNCTION; Schema: pgq; Owner: -
---
-
-CREATE FUNCTION pgq.wait_for_enqueuers(queues text[]) RETURNS boolean
-    LANGUAGE plpgsql
-    SET lock_timeout TO '100ms'
-    AS $$
-DECLARE
-    k integer;
-BEGIN
-    PERFORM pgq._check_queues(queues);
-    FOR k IN SELECT DISTINCT pgq._doorbell_key(q) FROM unnest(queues) AS q ORDER BY 1 LOOP
-        -- session-level, released at once: never holds one key while waiting for another
-        PERFORM pg_advisory_lock(1885827428, k);
-        PERFORM pg_advisory_unlock(1885827428, k);
-    END LOOP;
-    RETURN true;
-EXCEPTION WHEN lock_not_available THEN
-    RETURN false;
-END
-$$;
-
---
--- Name: FUNCTION wait_for_enqueuers(queues text[]); Type: COMMENT; Schema: pgq; Owner: -
---
-
-COMMENT ON FUNCTION pgq.wait_for_enqueuers(queues text[]) IS 'pgq: barrier after pgq.listen_idle committed: waits for enqueuers that may have missed the registration; false when lock_timeout (100 ms) ran out (retry).';
-
---
--- Name: idle_listeners; Type: TABLE; Schema: pgq; Owner: -
---
-
-CREATE UNLOGGED TABLE pgq.idle_listeners (
-    queue text NOT NULL,
-    listener_pid integer NOT NULL,
-    since timestamp with time zone DEFAULT now() NOT NULL
-);
-
---
--- Name: TABLE idle_listeners; Type: COMMENT; Schema: pgq; Owner: -
---
-
-COMMENT ON TABLE pgq.idle_listeners IS 'pgq: LISTEN sessions registered idle per queue; an enqueue notifies pgq_<queue> only when its queue has one (pgq.listen_idle / pgq.unlisten_idle).';
-
---
 -- Name: jobs_id_seq; Type: SEQUENCE; Schema: pgq; Owner: -
 --
 
@@ -1267,13 +1091,6 @@ CREATE TABLE pgq.migrations (
 COMMENT ON TABLE pgq.migrations IS 'pgq: the sql/ migrations applied to this database.';
 
 --
--- Name: idle_listeners idle_listeners_pkey; Type: CONSTRAINT; Schema: pgq; Owner: -
---
-
-ALTER TABLE ONLY pgq.idle_listeners
-    ADD CONSTRAINT idle_listeners_pkey PRIMARY KEY (queue, listener_pid);
-
---
 -- Name: jobs jobs_pkey; Type: CONSTRAINT; Schema: pgq; Owner: -
 --
 
@@ -1300,10 +1117,10 @@ CREATE INDEX jobs_claim_idx ON pgq.jobs USING btree (queue, priority, run_at, id
 CREATE INDEX jobs_due_idx ON pgq.jobs USING btree (queue, run_at) WHERE (status = 'queued'::text);
 
 --
--- Name: jobs_finished_at_idx; Type: INDEX; Schema: pgq; Owner: -
+-- Name: jobs_finished_at_brin; Type: INDEX; Schema: pgq; Owner: -
 --
 
-CREATE INDEX jobs_finished_at_idx ON pgq.jobs USING btree (finished_at) WHERE (finished_at IS NOT NULL);
+CREATE INDEX jobs_finished_at_brin ON pgq.jobs USING brin (finished_at) WITH (autosummarize='on');
 
 --
 -- Name: jobs_idempotency_key_idx; Type: INDEX; Schema: pgq; Owner: -
@@ -1333,13 +1150,7 @@ CREATE TRIGGER _500_notify_insert AFTER INSERT ON pgq.jobs REFERENCING NEW TABLE
 -- Name: jobs _500_notify_update; Type: TRIGGER; Schema: pgq; Owner: -
 --
 
-CREATE TRIGGER _500_notify_update AFTER UPDATE ON pgq.jobs REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION pgq._notify_update();
-
---
--- Name: jobs _500_ring_doorbell; Type: TRIGGER; Schema: pgq; Owner: -
---
-
-CREATE CONSTRAINT TRIGGER _500_ring_doorbell AFTER INSERT ON pgq.jobs DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN (((new.status = 'queued'::text) AND pgq._first_in_transaction(new.queue))) EXECUTE FUNCTION pgq._ring_doorbell();
+CREATE TRIGGER _500_notify_update AFTER UPDATE ON pgq.jobs FOR EACH ROW WHEN (((old.status IS DISTINCT FROM new.status) AND (new.status = ANY (ARRAY['queued'::text, 'dead'::text, 'cancelled'::text])))) EXECUTE FUNCTION pgq._notify_update();
 
 --
 -- PostgreSQL database dump complete
