@@ -51,6 +51,38 @@ $$;
 COMMENT ON FUNCTION pgq._announce_succeeded(ids bigint[], queues text[], types text[]) IS '_announce_succeeded: a pgq_events notification per job that succeeded (pgq.complete, pgq.complete_many).';
 
 --
+-- Name: _check_queues(text[]); Type: FUNCTION; Schema: pgq; Owner: -
+--
+
+CREATE FUNCTION pgq._check_queues(queues text[]) RETURNS void
+    LANGUAGE plpgsql STABLE
+    AS $_$
+DECLARE
+    bad text;
+BEGIN
+    IF queues IS NULL OR cardinality(queues) = 0 THEN
+        RAISE EXCEPTION 'give at least one queue'
+              USING ERRCODE = 'PQ400', HINT = 'e.g. ARRAY[''default'']';
+    END IF;
+    SELECT q INTO bad
+      FROM unnest(queues) AS q
+     WHERE q IS NULL OR NOT (q ~ '^[a-z][a-z0-9_]*$' AND length(q) <= 48)
+     LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'queue % is invalid', coalesce(quote_literal(left(bad, 60)), 'NULL')
+              USING ERRCODE = 'PQ400',
+                    HINT = 'use a lowercase letter then up to 47 of a-z 0-9 _';
+    END IF;
+END
+$_$;
+
+--
+-- Name: FUNCTION _check_queues(queues text[]); Type: COMMENT; Schema: pgq; Owner: -
+--
+
+COMMENT ON FUNCTION pgq._check_queues(queues text[]) IS 'pgq: raises PQ400 unless every name is a valid queue name.';
+
+--
 -- Name: _doom_dependents(bigint[]); Type: FUNCTION; Schema: pgq; Owner: -
 --
 
@@ -88,6 +120,22 @@ END
 $$;
 
 --
+-- Name: _doorbell_key(text); Type: FUNCTION; Schema: pgq; Owner: -
+--
+
+CREATE FUNCTION pgq._doorbell_key(queue text) RETURNS integer
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    AS $$
+    SELECT hashtext(queue)
+$$;
+
+--
+-- Name: FUNCTION _doorbell_key(queue text); Type: COMMENT; Schema: pgq; Owner: -
+--
+
+COMMENT ON FUNCTION pgq._doorbell_key(queue text) IS 'pgq: the advisory lock key (with class 1885827428) of a queue''s doorbell.';
+
+--
 -- Name: _error_entry(jsonb, integer); Type: FUNCTION; Schema: pgq; Owner: -
 --
 
@@ -101,6 +149,28 @@ CREATE FUNCTION pgq._error_entry(error jsonb, attempt integer) RETURNS jsonb
            END
            || jsonb_build_object('attempt', attempt, 'at', now())
 $$;
+
+--
+-- Name: _first_in_transaction(text); Type: FUNCTION; Schema: pgq; Owner: -
+--
+
+CREATE FUNCTION pgq._first_in_transaction(queue text) RETURNS boolean
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    IF current_setting('pgq_doorbell.' || queue, true) = 'queued' THEN
+        RETURN false;
+    END IF;
+    EXECUTE format('SET LOCAL pgq_doorbell.%I = %L', queue, 'queued');
+    RETURN true;
+END
+$$;
+
+--
+-- Name: FUNCTION _first_in_transaction(queue text); Type: COMMENT; Schema: pgq; Owner: -
+--
+
+COMMENT ON FUNCTION pgq._first_in_transaction(queue text) IS 'pgq: true for the first queued job of a queue inserted in this transaction.';
 
 --
 -- Name: _invalid_job(text, jsonb, text, integer, timestamp with time zone, integer, integer); Type: FUNCTION; Schema: pgq; Owner: -
@@ -153,8 +223,6 @@ CREATE FUNCTION pgq._notify_insert() RETURNS trigger
     LANGUAGE plpgsql
     AS $$
 BEGIN
-    PERFORM pg_notify('pgq_' || q.queue, '')
-       FROM (SELECT DISTINCT n.queue FROM new_rows AS n WHERE n.status = 'queued') AS q;
     PERFORM pg_notify('pgq_events', json_build_object(
                 'id', n.id, 'status', n.status, 'queue', n.queue, 'type', n.type)::text)
        FROM new_rows AS n
@@ -316,6 +384,35 @@ BEGIN
     END IF;
 END
 $$;
+
+--
+-- Name: _ring_doorbell(); Type: FUNCTION; Schema: pgq; Owner: -
+--
+
+CREATE FUNCTION pgq._ring_doorbell() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+-- VOLATILE, and the lock and the read are separate statements: the read must take its
+-- snapshot after the lock is granted.
+BEGIN
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        PERFORM pg_notify('pgq_' || NEW.queue, '');
+        RETURN NULL;
+    END IF;
+    -- held until the transaction ends, so a listener's barrier waits for this commit
+    PERFORM pg_advisory_xact_lock_shared(1885827428, pgq._doorbell_key(NEW.queue));
+    IF EXISTS (SELECT 1 FROM pgq.idle_listeners AS l WHERE l.queue = NEW.queue) THEN
+        PERFORM pg_notify('pgq_' || NEW.queue, '');
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+--
+-- Name: FUNCTION _ring_doorbell(); Type: COMMENT; Schema: pgq; Owner: -
+--
+
+COMMENT ON FUNCTION pgq._ring_doorbell() IS 'pgq: at commit, notify pgq_<queue> for inserted queued jobs when a listener is idle.';
 
 --
 -- Name: backoff(integer); Type: FUNCTION; Schema: pgq; Owner: -
@@ -874,6 +971,31 @@ $$;
 COMMENT ON FUNCTION pgq.fail(job_id bigint, worker_id text, error jsonb, retryable boolean, attempt integer, retry_delay interval) IS 'fail: running → queued after a backoff (attempts left, retryable) or → dead; fenced like complete.';
 
 --
+-- Name: forget_dead_listeners(); Type: FUNCTION; Schema: pgq; Owner: -
+--
+
+CREATE FUNCTION pgq.forget_dead_listeners() RETURNS integer
+    LANGUAGE sql
+    AS $$
+    WITH gone AS (
+        DELETE FROM pgq.idle_listeners AS l
+         WHERE NOT EXISTS (
+                   SELECT 1 FROM pg_stat_activity AS a
+                    WHERE a.pid = l.listener_pid
+                      -- backend_start is NULL for other roles' sessions without
+                      -- pg_read_all_stats: then trust the pid alone
+                      AND (a.backend_start IS NULL OR a.backend_start <= l.since))
+        RETURNING 1)
+    SELECT count(*)::integer FROM gone
+$$;
+
+--
+-- Name: FUNCTION forget_dead_listeners(); Type: COMMENT; Schema: pgq; Owner: -
+--
+
+COMMENT ON FUNCTION pgq.forget_dead_listeners() IS 'pgq: delete idle-listener rows of sessions that are gone; returns how many.';
+
+--
 -- Name: heartbeat(bigint, text, integer); Type: FUNCTION; Schema: pgq; Owner: -
 --
 
@@ -901,6 +1023,38 @@ $$;
 --
 
 COMMENT ON FUNCTION pgq.heartbeat(job_id bigint, worker_id text, attempt integer) IS 'heartbeat: extend the lease of a running job to 1.25 × timeout_seconds from now; fenced like complete.';
+
+--
+-- Name: listen_idle(text[], integer); Type: FUNCTION; Schema: pgq; Owner: -
+--
+
+CREATE FUNCTION pgq.listen_idle(queues text[], listener_pid integer DEFAULT pg_backend_pid()) RETURNS integer
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    added integer;
+BEGIN
+    PERFORM pgq._check_queues(queues);
+    IF listener_pid IS NULL
+       OR NOT EXISTS (SELECT 1 FROM pg_stat_activity AS a
+                       WHERE a.pid = listen_idle.listener_pid) THEN
+        RAISE EXCEPTION 'no live session has pid %', coalesce(listener_pid::text, 'NULL')
+              USING ERRCODE = 'PQ400',
+                    HINT = 'pass the pg_backend_pid() of the session that LISTENs';
+    END IF;
+    INSERT INTO pgq.idle_listeners (queue, listener_pid)
+    SELECT DISTINCT q, listen_idle.listener_pid FROM unnest(queues) AS q
+        ON CONFLICT DO NOTHING;
+    GET DIAGNOSTICS added = ROW_COUNT;
+    RETURN added;
+END
+$$;
+
+--
+-- Name: FUNCTION listen_idle(queues text[], listener_pid integer); Type: COMMENT; Schema: pgq; Owner: -
+--
+
+COMMENT ON FUNCTION pgq.listen_idle(queues text[], listener_pid integer) IS 'pgq: register a LISTEN session (default: this one) as idle on queues, so enqueues notify pgq_<queue>; then call pgq.wait_for_enqueuers, look for work, sleep.';
 
 --
 -- Name: next_due(text[], text[]); Type: FUNCTION; Schema: pgq; Owner: -
@@ -1062,6 +1216,75 @@ $$;
 COMMENT ON FUNCTION pgq.stats() IS 'stats: per queue and status, the job count and the oldest run_at.';
 
 --
+-- Name: unlisten_idle(text[], integer); Type: FUNCTION; Schema: pgq; Owner: -
+--
+
+CREATE FUNCTION pgq.unlisten_idle(queues text[] DEFAULT NULL::text[], listener_pid integer DEFAULT pg_backend_pid()) RETURNS integer
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    removed integer;
+BEGIN
+    DELETE FROM pgq.idle_listeners AS l
+     WHERE l.listener_pid = unlisten_idle.listener_pid
+       AND (unlisten_idle.queues IS NULL OR l.queue = ANY (unlisten_idle.queues));
+    GET DIAGNOSTICS removed = ROW_COUNT;
+    RETURN removed;
+END
+$$;
+
+--
+-- Name: FUNCTION unlisten_idle(queues text[], listener_pid integer); Type: COMMENT; Schema: pgq; Owner: -
+--
+
+COMMENT ON FUNCTION pgq.unlisten_idle(queues text[], listener_pid integer) IS 'pgq: deregister a LISTEN session (default: this one) from queues (NULL: all), so enqueues there stop notifying it.';
+
+--
+-- Name: wait_for_enqueuers(text[]); Type: FUNCTION; Schema: pgq; Owner: -
+--
+
+CREATE FUNCTION pgq.wait_for_enqueuers(queues text[]) RETURNS boolean
+    LANGUAGE plpgsql
+    SET lock_timeout TO '100ms'
+    AS $$
+DECLARE
+    k integer;
+BEGIN
+    PERFORM pgq._check_queues(queues);
+    FOR k IN SELECT DISTINCT pgq._doorbell_key(q) FROM unnest(queues) AS q ORDER BY 1 LOOP
+        -- session-level, released at once: never holds one key while waiting for another
+        PERFORM pg_advisory_lock(1885827428, k);
+        PERFORM pg_advisory_unlock(1885827428, k);
+    END LOOP;
+    RETURN true;
+EXCEPTION WHEN lock_not_available THEN
+    RETURN false;
+END
+$$;
+
+--
+-- Name: FUNCTION wait_for_enqueuers(queues text[]); Type: COMMENT; Schema: pgq; Owner: -
+--
+
+COMMENT ON FUNCTION pgq.wait_for_enqueuers(queues text[]) IS 'pgq: barrier after pgq.listen_idle committed: waits for enqueuers that may have missed the registration; false when lock_timeout (100 ms) ran out (retry).';
+
+--
+-- Name: idle_listeners; Type: TABLE; Schema: pgq; Owner: -
+--
+
+CREATE UNLOGGED TABLE pgq.idle_listeners (
+    queue text NOT NULL,
+    listener_pid integer NOT NULL,
+    since timestamp with time zone DEFAULT now() NOT NULL
+);
+
+--
+-- Name: TABLE idle_listeners; Type: COMMENT; Schema: pgq; Owner: -
+--
+
+COMMENT ON TABLE pgq.idle_listeners IS 'pgq: LISTEN sessions registered idle per queue; an enqueue notifies pgq_<queue> only when its queue has one (pgq.listen_idle / pgq.unlisten_idle).';
+
+--
 -- Name: jobs_id_seq; Type: SEQUENCE; Schema: pgq; Owner: -
 --
 
@@ -1089,6 +1312,13 @@ CREATE TABLE pgq.migrations (
 --
 
 COMMENT ON TABLE pgq.migrations IS 'pgq: the sql/ migrations applied to this database.';
+
+--
+-- Name: idle_listeners idle_listeners_pkey; Type: CONSTRAINT; Schema: pgq; Owner: -
+--
+
+ALTER TABLE ONLY pgq.idle_listeners
+    ADD CONSTRAINT idle_listeners_pkey PRIMARY KEY (queue, listener_pid);
 
 --
 -- Name: jobs jobs_pkey; Type: CONSTRAINT; Schema: pgq; Owner: -
@@ -1151,6 +1381,12 @@ CREATE TRIGGER _500_notify_insert AFTER INSERT ON pgq.jobs REFERENCING NEW TABLE
 --
 
 CREATE TRIGGER _500_notify_update AFTER UPDATE ON pgq.jobs FOR EACH ROW WHEN (((old.status IS DISTINCT FROM new.status) AND (new.status = ANY (ARRAY['queued'::text, 'dead'::text, 'cancelled'::text])))) EXECUTE FUNCTION pgq._notify_update();
+
+--
+-- Name: jobs _500_ring_doorbell; Type: TRIGGER; Schema: pgq; Owner: -
+--
+
+CREATE CONSTRAINT TRIGGER _500_ring_doorbell AFTER INSERT ON pgq.jobs DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN (((new.status = 'queued'::text) AND pgq._first_in_transaction(new.queue))) EXECUTE FUNCTION pgq._ring_doorbell();
 
 --
 -- PostgreSQL database dump complete
