@@ -51,6 +51,36 @@ $$;
 COMMENT ON FUNCTION pgq._announce_succeeded(ids bigint[], queues text[], types text[]) IS '_announce_succeeded: a pgq_events notification per job that succeeded (pgq.complete, pgq.complete_many).';
 
 --
+-- Name: _check_job_array(jsonb); Type: FUNCTION; Schema: pgq; Owner: -
+--
+
+CREATE FUNCTION pgq._check_job_array(jobs jsonb) RETURNS void
+    LANGUAGE plpgsql STABLE
+    AS $$
+DECLARE
+    bad_idx bigint;
+BEGIN
+    IF jobs IS NULL OR jsonb_typeof(jobs) <> 'array' THEN
+        RAISE EXCEPTION 'cannot enqueue: jobs must be a JSON array' USING ERRCODE = 'PQ400';
+    END IF;
+    SELECT e.ord - 1 INTO bad_idx
+      FROM jsonb_array_elements(jobs) WITH ORDINALITY AS e(value, ord)
+     WHERE CASE WHEN jsonb_typeof(e.value) <> 'object' THEN true  -- CASE: keys only of objects
+                ELSE e.value - '{type, args, queue, priority, run_at, delay_seconds, max_attempts,
+                                 timeout_seconds, idempotency_key, depends_on}'::text[] <> '{}'
+                     OR (e.value ? 'run_at' AND e.value ? 'delay_seconds')
+                     OR CASE WHEN jsonb_typeof(e.value->'delay_seconds') = 'number'  -- else: _job_rows
+                             THEN (e.value->>'delay_seconds')::double precision < 0 END
+           END
+     ORDER BY e.ord LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'cannot enqueue jobs[%]: each job must be an object with known keys (type, args, queue, priority, run_at or a non-negative delay_seconds, max_attempts, timeout_seconds, idempotency_key, depends_on)',
+                        bad_idx USING ERRCODE = 'PQ400';
+    END IF;
+END
+$$;
+
+--
 -- Name: _check_queues(text[]); Type: FUNCTION; Schema: pgq; Owner: -
 --
 
@@ -177,14 +207,14 @@ COMMENT ON FUNCTION pgq._first_in_transaction(queue text) IS 'pgq: true for the 
 --
 
 CREATE FUNCTION pgq._invalid_job(job_type text, args jsonb, queue text, priority integer, run_at timestamp with time zone, max_attempts integer, timeout_seconds integer) RETURNS text
-    LANGUAGE sql IMMUTABLE
+    LANGUAGE sql STABLE
     AS $_$
     SELECT CASE
         WHEN job_type IS NULL THEN 'job type is required'
-        WHEN job_type !~ '^[A-Za-z0-9_.:-]{1,128}$' THEN
+        WHEN job_type !~ '^[A-Za-z0-9_.:-]+$' OR length(job_type) > 128 THEN
             format('job type %s is invalid: use 1-128 characters of A-Z a-z 0-9 _ . : -',
                    quote_literal(left(job_type, 140)))
-        WHEN queue IS NULL OR queue !~ '^[a-z][a-z0-9_]{0,47}$' THEN
+        WHEN queue IS NULL OR queue !~ '^[a-z][a-z0-9_]*$' OR length(queue) > 48 THEN
             format('queue %s is invalid: use a lowercase letter then up to 47 of a-z 0-9 _',
                    coalesce(quote_literal(left(queue, 60)), 'NULL'))
         WHEN args IS NULL OR jsonb_typeof(args) <> 'object' THEN
@@ -201,6 +231,23 @@ CREATE FUNCTION pgq._invalid_job(job_type text, args jsonb, queue text, priority
 $_$;
 
 --
+-- Name: _job_rows(jsonb); Type: FUNCTION; Schema: pgq; Owner: -
+--
+
+CREATE FUNCTION pgq._job_rows(jobs jsonb) RETURNS TABLE(ord bigint, type text, args jsonb, queue text, priority integer, run_at timestamp with time zone, max_attempts integer, timeout_seconds integer, idempotency_key text, depends_on bigint[])
+    LANGUAGE sql STABLE
+    AS $$
+    SELECT r.ord, r.type, coalesce(r.args, '{}'), coalesce(r.queue, 'default'),
+           coalesce(r.priority, 0),
+           coalesce(r.run_at, now() + make_interval(secs => coalesce(r.delay_seconds, 0))),
+           coalesce(r.max_attempts, 10), coalesce(r.timeout_seconds, 300),
+           r.idempotency_key, r.depends_on
+      FROM jsonb_populate_recordset(NULL::pgq.job_spec, jobs) WITH ORDINALITY
+           AS r(type, args, queue, priority, run_at, max_attempts, timeout_seconds,
+                idempotency_key, depends_on, delay_seconds, ord)
+$$;
+
+--
 -- Name: _job_spec(jsonb); Type: FUNCTION; Schema: pgq; Owner: -
 --
 
@@ -213,6 +260,30 @@ CREATE FUNCTION pgq._job_spec(job jsonb) RETURNS pgq.job_spec
                coalesce(r.max_attempts, 10), coalesce(r.timeout_seconds, 300),
                r.idempotency_key, r.depends_on, NULL)::pgq.job_spec
       FROM jsonb_populate_record(NULL::pgq.job_spec, job) AS r
+$$;
+
+--
+-- Name: _name_unconvertible_job(jsonb); Type: FUNCTION; Schema: pgq; Owner: -
+--
+
+CREATE FUNCTION pgq._name_unconvertible_job(jobs jsonb) RETURNS void
+    LANGUAGE plpgsql STABLE
+    AS $$
+DECLARE
+    element record;
+    spec pgq.job_spec;
+BEGIN
+    FOR element IN SELECT e.ord - 1 AS idx, e.value
+                     FROM jsonb_array_elements(jobs) WITH ORDINALITY AS e(value, ord)
+                    ORDER BY e.ord LOOP
+        BEGIN
+            spec := pgq._job_spec(element.value);
+        EXCEPTION WHEN data_exception THEN
+            RAISE EXCEPTION 'cannot enqueue jobs[%]: %', element.idx, SQLERRM
+                USING ERRCODE = 'PQ400';
+        END;
+    END LOOP;
+END
 $$;
 
 --
@@ -779,6 +850,64 @@ $$;
 COMMENT ON FUNCTION pgq.enqueue(job_type text, args jsonb, queue text, priority integer, run_at timestamp with time zone, max_attempts integer, timeout_seconds integer, idempotency_key text, depends_on bigint[]) IS 'enqueue: create a job (queued, or waiting on depends_on); returns the existing job for a known idempotency_key.';
 
 --
+-- Name: enqueue_bulk(jsonb); Type: FUNCTION; Schema: pgq; Owner: -
+--
+
+CREATE FUNCTION pgq.enqueue_bulk(jobs jsonb) RETURNS TABLE(ids bigint[], run_ats timestamp with time zone[], created_at timestamp with time zone)
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    bad record;
+BEGIN
+    PERFORM pgq._check_job_array(jobs);
+    BEGIN
+        SELECT s.ord - 1 AS idx, s.problem INTO bad
+          FROM (SELECT r.ord,
+                       CASE WHEN r.idempotency_key IS NOT NULL OR r.depends_on IS NOT NULL
+                            THEN 'idempotency_key and depends_on are not taken here: '
+                                 'use pgq.enqueue_many'
+                            ELSE pgq._invalid_job(r.type, r.args, r.queue, r.priority,
+                                                  r.run_at, r.max_attempts, r.timeout_seconds)
+                       END AS problem
+                  FROM pgq._job_rows(jobs) AS r) AS s
+         WHERE s.problem IS NOT NULL
+         ORDER BY s.ord LIMIT 1;
+        IF FOUND THEN
+            RAISE EXCEPTION 'cannot enqueue jobs[%]: %', bad.idx, bad.problem
+                USING ERRCODE = 'PQ400';
+        END IF;
+
+        -- ORDER BY r.ord costs no sort (the planner knows WITH ORDINALITY's order); ids come
+        -- from the identity sequence in insertion order, so ORDER BY id is input order.
+        RETURN QUERY
+        WITH inserted AS (
+            INSERT INTO pgq.jobs (type, args, queue, priority, run_at, max_attempts,
+                                  timeout_seconds)
+            SELECT r.type, r.args, r.queue, r.priority, r.run_at, r.max_attempts,
+                   r.timeout_seconds
+              FROM pgq._job_rows(jobs) AS r
+             ORDER BY r.ord
+            RETURNING id, run_at
+        )
+        SELECT coalesce(array_agg(i.id ORDER BY i.id), '{}'),
+               CASE WHEN bool_and(i.run_at = now()) IS NOT TRUE
+                    THEN coalesce(array_agg(i.run_at ORDER BY i.id), '{}') END,
+               now()
+          FROM inserted AS i;
+    EXCEPTION WHEN data_exception THEN
+        PERFORM pgq._name_unconvertible_job(jobs);
+        RAISE;
+    END;
+END
+$$;
+
+--
+-- Name: FUNCTION enqueue_bulk(jobs jsonb); Type: COMMENT; Schema: pgq; Owner: -
+--
+
+COMMENT ON FUNCTION pgq.enqueue_bulk(jobs jsonb) IS 'enqueue_bulk: → queued for every job of a JSON array (no idempotency_key, no depends_on) in one INSERT, all or nothing; returns ids, run_ats (NULL when all run at created_at), created_at.';
+
+--
 -- Name: enqueue_many(jsonb); Type: FUNCTION; Schema: pgq; Owner: -
 --
 
@@ -787,70 +916,47 @@ CREATE FUNCTION pgq.enqueue_many(jobs jsonb) RETURNS SETOF pgq.jobs
     AS $$
 DECLARE
     bad record;
+    new_ids bigint[];
     specs pgq.job_spec[];
     spec pgq.job_spec;
     idx integer := 0;
 BEGIN
-    IF jobs IS NULL OR jsonb_typeof(jobs) <> 'array' THEN
-        RAISE EXCEPTION 'cannot enqueue: jobs must be a JSON array' USING ERRCODE = 'PQ400';
-    END IF;
+    PERFORM pgq._check_job_array(jobs);
 
-    SELECT e.ord - 1 AS idx INTO bad
-      FROM jsonb_array_elements(jobs) WITH ORDINALITY AS e(value, ord)
-     WHERE CASE WHEN jsonb_typeof(e.value) <> 'object' THEN true  -- CASE: keys only of objects
-                ELSE EXISTS (SELECT 1 FROM jsonb_object_keys(e.value) AS k
-                              WHERE k NOT IN ('type', 'args', 'queue', 'priority', 'run_at',
-                                              'delay_seconds', 'max_attempts', 'timeout_seconds',
-                                              'idempotency_key', 'depends_on'))
-                     OR (e.value ? 'run_at' AND e.value ? 'delay_seconds')
-                     OR CASE WHEN jsonb_typeof(e.value->'delay_seconds') = 'number'  -- else: _job_spec
-                             THEN (e.value->>'delay_seconds')::double precision < 0 END
-           END
-     ORDER BY e.ord LIMIT 1;
-    IF FOUND THEN
-        RAISE EXCEPTION 'cannot enqueue jobs[%]: each job must be an object with known keys (type, args, queue, priority, run_at or a non-negative delay_seconds, max_attempts, timeout_seconds, idempotency_key, depends_on)',
-                        bad.idx USING ERRCODE = 'PQ400';
+    IF NOT EXISTS (SELECT 1 FROM jsonb_array_elements(jobs) AS e
+                    WHERE jsonb_typeof(e.value->'idempotency_key') <> 'null'
+                       OR jsonb_typeof(e.value->'depends_on') <> 'null') THEN
+        -- two statements: a query does not see rows inserted by a function it calls
+        SELECT b.ids INTO new_ids FROM pgq.enqueue_bulk(jobs) AS b;
+        RETURN QUERY
+        SELECT j.*
+          FROM unnest(new_ids) WITH ORDINALITY AS u(id, ord)
+          JOIN pgq.jobs AS j ON j.id = u.id
+         ORDER BY u.ord;
+        RETURN;
     END IF;
 
     BEGIN
-        specs := ARRAY(SELECT pgq._job_spec(e.value)
-                         FROM jsonb_array_elements(jobs) WITH ORDINALITY AS e(value, ord)
-                        ORDER BY e.ord);
+        specs := ARRAY(SELECT ROW(r.type, r.args, r.queue, r.priority, r.run_at,
+                                  r.max_attempts, r.timeout_seconds, r.idempotency_key,
+                                  r.depends_on, NULL)::pgq.job_spec
+                         FROM pgq._job_rows(jobs) AS r
+                        ORDER BY r.ord);
     EXCEPTION WHEN data_exception THEN
-        -- A value of the wrong type ("priority": "high", "run_at": "soon"): convert element
-        -- by element to name the first one that fails, like every other invalid element.
-        FOR bad IN SELECT e.ord - 1 AS idx, e.value
-                     FROM jsonb_array_elements(jobs) WITH ORDINALITY AS e(value, ord)
-                    ORDER BY e.ord LOOP
-            BEGIN
-                spec := pgq._job_spec(bad.value);
-            EXCEPTION WHEN data_exception THEN
-                RAISE EXCEPTION 'cannot enqueue jobs[%]: %', bad.idx, SQLERRM
-                    USING ERRCODE = 'PQ400';
-            END;
-        END LOOP;
+        PERFORM pgq._name_unconvertible_job(jobs);
         RAISE;
     END;
 
+    -- every element is checked before the first is enqueued, so the first invalid one is named
     SELECT s.ord - 1 AS idx, s.problem INTO bad
-      FROM (SELECT i.ordinality AS ord, pgq._invalid_job(i.type, i.args, i.queue, i.priority, i.run_at,
-                                           i.max_attempts, i.timeout_seconds) AS problem
+      FROM (SELECT i.ordinality AS ord,
+                   pgq._invalid_job(i.type, i.args, i.queue, i.priority, i.run_at,
+                                    i.max_attempts, i.timeout_seconds) AS problem
               FROM unnest(specs) WITH ORDINALITY AS i) AS s
      WHERE s.problem IS NOT NULL
      ORDER BY s.ord LIMIT 1;
     IF FOUND THEN
         RAISE EXCEPTION 'cannot enqueue jobs[%]: %', bad.idx, bad.problem USING ERRCODE = 'PQ400';
-    END IF;
-
-    IF NOT EXISTS (SELECT 1 FROM unnest(specs) AS i
-                    WHERE i.idempotency_key IS NOT NULL OR i.depends_on IS NOT NULL) THEN
-        RETURN QUERY
-        INSERT INTO pgq.jobs (type, args, queue, priority, run_at, max_attempts, timeout_seconds)
-        SELECT i.type, i.args, i.queue, i.priority, i.run_at, i.max_attempts, i.timeout_seconds
-          FROM unnest(specs) WITH ORDINALITY AS i
-         ORDER BY i.ordinality
-        RETURNING *;
-        RETURN;
     END IF;
 
     FOREACH spec IN ARRAY specs LOOP
