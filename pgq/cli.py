@@ -102,6 +102,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--type")
     p.add_argument("--limit", type=int, default=20)
     _add_database_url(p)
+
+    p = sub.add_parser(
+        "bench", help="measure pgq on your server, in a scratch database it drops afterwards"
+    )
+    _add_database_url(p)
+    p.add_argument("--jobs", type=int, default=10_000, metavar="N", help="default 10000")
+    p.add_argument("--concurrency", type=int, default=50, metavar="C", help="default 50")
+    p.add_argument("--latency-samples", type=int, default=200, metavar="K", help="default 200")
+    p.add_argument(
+        "--scenarios",
+        type=lambda v: [s.strip() for s in v.split(",") if s.strip()],
+        default=["enqueue", "drain", "latency"],
+        help="comma-separated (default: enqueue,drain,latency)",
+    )
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.add_argument("--keep", action="store_true", help="keep the scratch database")
     return parser
 
 
@@ -232,6 +248,18 @@ def run(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(_stats(url))
     if cmd == "jobs":
         return asyncio.run(_jobs(url, args))
+    if cmd == "bench":
+        from . import bench
+
+        return bench.main(
+            url,
+            jobs=args.jobs,
+            concurrency=args.concurrency,
+            latency_samples=args.latency_samples,
+            scenarios=args.scenarios,
+            as_json=args.json,
+            keep=args.keep,
+        )
     raise AssertionError(f"unhandled command {cmd}")
 
 
