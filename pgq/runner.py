@@ -117,6 +117,11 @@ MAX_TRACEBACK_CHARS = 4000
 #: While the runner cannot arm its doorbell (the barrier timed out behind an enqueuer that
 #: holds a queue's key, or registering failed), it looks for work this often instead.
 UNARMED_POLL = 0.05
+#: After a claim that found jobs but not enough, the runner looks again this soon instead
+#: of registering idle at once: while jobs keep coming it stays unregistered, so their
+#: enqueues send no NOTIFY (which serializes producers' commits). It registers once a
+#: claim finds nothing, so a lone job still wakes it at once.
+BUSY_RECHECK = 0.001
 
 
 @dataclass(frozen=True, slots=True)
@@ -943,6 +948,7 @@ class DatabaseSource:
         # re-check delay when next_due says "due now" but the claim found nothing
         self._due_retry = 0.005
         self._claim_in_doubt = False  # a claim failed: it may have committed unseen
+        self._last_claimed = 0  # jobs the last claim returned
         # completion batching
         self._pending: list[tuple[Job, Any, asyncio.Future[tuple[bool, str | None]]]] = []
         self._flushers: set[asyncio.Task[None]] = set()
@@ -1116,6 +1122,7 @@ class DatabaseSource:
             raise
         if jobs:
             self._due_retry = 0.005
+        self._last_claimed = len(jobs)
         if self._doorbell is not None:
             if len(jobs) >= max_jobs:
                 # Busy (every free slot taken): enqueues need not notify us any more.
@@ -1152,8 +1159,13 @@ class DatabaseSource:
         queues = self._hooks.queues
         poll: float | None = None  # not armed: look again this soon
         if self._listener.connected and not self._doorbell.armed(queues):
+            if self._last_claimed:  # jobs are coming in: look again before registering
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(BUSY_RECHECK):
+                        await self._wake.wait()
+                return
             try:
-                if await self._doorbell.arm(queues):
+                if await _db(self._doorbell.arm(queues)):
                     return  # claim once more: jobs committed before the barrier are visible
             except PgqError as exc:
                 log_event(
