@@ -62,14 +62,20 @@ async def enqueue(
 ) -> tuple[Job, bool]:
     """``pgq.enqueue``. Returns the job and whether this call created it (False when an
     existing job was returned for its idempotency key). ``delay_seconds`` is counted on
-    the database's clock; give it or ``run_at``, not both (as in ``pgq.enqueue_many``)."""
+    the database's clock; give it or ``run_at``, not both (as in ``pgq.enqueue_many``).
+
+    "Created" is exact: ``pgq.enqueue`` always runs its INSERT, which draws the next id
+    from the table's identity sequence even when ON CONFLICT then keeps the existing row,
+    so the job is this call's own exactly when its id is the id this session drew last.
+    (Comparing ``created_at`` with ``now()`` could not tell two transactions that started
+    in the same microsecond apart, nor two enqueues in one transaction.)"""
     if run_at is not None and delay_seconds is not None:
         raise InvalidArgument("cannot enqueue: give run_at or delay_seconds, not both")
     if delay_seconds is not None and not delay_seconds >= 0:
         raise InvalidArgument(f"cannot enqueue: delay_seconds {delay_seconds} must be >= 0")
     row = await db.fetchrow(
         """
-        SELECT j.*, j.created_at = now() AS created_now
+        SELECT j.*, j.id = currval('pgq.jobs_id_seq') AS created_now
           FROM pgq.enqueue($1, $2, $3, $4,
                            coalesce($5, now() + make_interval(secs => coalesce($6::float8, 0))),
                            $7, $8, $9, $10) AS j
