@@ -1,10 +1,11 @@
 """``create_app``: the aiohttp application and the resources it owns.
 
-Resources are opened in order by ``cleanup_ctx`` and closed in reverse: the pool, the one
-LISTEN connection (``Listener``) with the long-poll ``Waiters`` it feeds, the lease
-monitor, the metrics' first counting window. The app starts even when the database is
-down (``/health`` answers 503 and everything reconnects); ``serve`` checks the database
-and the schema before it binds.
+Resources are opened in order by ``cleanup_ctx`` and closed in reverse: the pool, the
+``POST /jobs`` batcher (``batcher.EnqueueBatcher``, which finishes its transactions in
+flight before the pool closes), the one LISTEN connection (``Listener``) with the
+long-poll ``Waiters`` it feeds, the lease monitor, the metrics' first counting window.
+The app starts even when the database is down (``/health`` answers 503 and everything
+reconnects); ``serve`` checks the database and the schema before it binds.
 
 Shutdown (``AppRunner.cleanup``): the site stops accepting, ``on_shutdown`` releases every
 parked long-poll (claims answer ``{"jobs": []}``, job waits the job as it stands),
@@ -23,8 +24,9 @@ from ..listener import Listener
 from ..metrics import Metrics
 from .access import make_access_middleware
 from .auth import make_auth_middleware
+from .batcher import EnqueueBatcher
 from .errors import error_middleware
-from .keys import DSN, LISTENER, METRICS, MONITOR, POOL, SETTINGS, WAITERS
+from .keys import BATCHER, DSN, LISTENER, METRICS, MONITOR, POOL, SETTINGS, WAITERS
 from .monitor import LeaseMonitor
 from .routes import setup_routes
 from .settings import Settings
@@ -42,7 +44,8 @@ def create_app(dsn: str, settings: Settings | None = None) -> web.Application:
         middlewares=[
             make_access_middleware(metrics),
             error_middleware,
-            make_auth_middleware(settings.api_tokens),
+            # without tokens there is nothing to check: no middleware layer at all
+            *([make_auth_middleware(settings.api_tokens)] if settings.api_tokens else []),
         ],
         # Bodies are read by validation.read_body, which enforces the per-route limits.
         client_max_size=max(settings.max_body_bytes, settings.max_batch_body_bytes) + 1,
@@ -51,6 +54,7 @@ def create_app(dsn: str, settings: Settings | None = None) -> web.Application:
     app[DSN] = dsn
     app[METRICS] = metrics
     app.cleanup_ctx.append(_pool_ctx)
+    app.cleanup_ctx.append(_batcher_ctx)
     app.cleanup_ctx.append(_listener_ctx)
     app.cleanup_ctx.append(_monitor_ctx)
     app.on_shutdown.append(_release_waiters)
@@ -68,6 +72,19 @@ async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
     await app[METRICS].start(pool)
     yield
     await pool.close()
+
+
+async def _batcher_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    batcher = EnqueueBatcher(
+        app[POOL],
+        max_batch=settings.enqueue_batch_max,
+        max_flushes=settings.enqueue_flushes,
+        observe=app[METRICS].enqueue_batch.observe,
+    )
+    app[BATCHER] = batcher
+    yield
+    await batcher.close()
 
 
 async def _listener_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -7,6 +7,7 @@ from aiohttp import web
 
 from ..listener import Listener
 from ..metrics import Metrics
+from .batcher import EnqueueBatcher
 from .monitor import LeaseMonitor
 from .settings import Settings
 from .waiters import Waiters
@@ -14,6 +15,7 @@ from .waiters import Waiters
 SETTINGS = web.AppKey("settings", Settings)
 DSN = web.AppKey("dsn", str)
 POOL = web.AppKey("pool", asyncpg.Pool)
+BATCHER = web.AppKey("batcher", EnqueueBatcher)
 LISTENER = web.AppKey("listener", Listener)
 WAITERS = web.AppKey("waiters", Waiters)
 MONITOR = web.AppKey("monitor", LeaseMonitor)

@@ -16,7 +16,7 @@ from ..errors import DatabaseUnavailable, JobNotFound
 from ..logs import log_event
 from . import validation as v
 from .errors import error_response, json_response
-from .keys import LISTENER, METRICS, POOL, REQUEST_ID, SETTINGS, WAITERS
+from .keys import BATCHER, LISTENER, METRICS, POOL, REQUEST_ID, SETTINGS, WAITERS
 from .openapi import document
 
 log = logging.getLogger("pgq.coordinator")
@@ -29,7 +29,7 @@ async def create_job(request: web.Request) -> web.Response:
     body = await v.read_body(request, request.app[SETTINGS].max_body_bytes)
     assert body is not None
     kwargs = v.parse_new_job(body)
-    job, created = await queries.enqueue(request.app[POOL], **kwargs)
+    job, created = await request.app[BATCHER].enqueue(kwargs)
     if created:
         log_event(
             log,

@@ -23,6 +23,10 @@ class Settings:
     ``lease_recheck_seconds``: the lease monitor re-reads the earliest lease at least this often.
     ``shutdown_timeout``: how long in-flight requests may take to finish after SIGTERM.
     ``pool_max_size``: database connections per coordinator (``PGQ_POOL_SIZE``, 20).
+    ``enqueue_batch_max``: how many ``POST /jobs`` requests may share one transaction
+    (``PGQ_ENQUEUE_BATCH_MAX``, 256; 1 gives every request its own, see ``batcher``).
+    ``enqueue_flushes``: how many of those shared transactions may be in flight at once
+    (default 1, group commit: while one commits, the next batch gathers).
     ``metrics_lag_seconds``: job metrics count jobs finished up to this long ago (see
     ``pgq.metrics``).
     """
@@ -34,6 +38,8 @@ class Settings:
     lease_recheck_seconds: float = 5.0
     shutdown_timeout: float = 30.0
     pool_max_size: int = 20
+    enqueue_batch_max: int = 256
+    enqueue_flushes: int = 1
     metrics_lag_seconds: float = 2.0
 
     def __post_init__(self) -> None:
@@ -43,6 +49,10 @@ class Settings:
             raise ConfigError("PGQ_MAX_WAIT_SECONDS must be between 0 and 60")
         if self.pool_max_size < 1:
             raise ConfigError("PGQ_POOL_SIZE must be at least 1")
+        if not 1 <= self.enqueue_batch_max <= 10_000:
+            raise ConfigError("PGQ_ENQUEUE_BATCH_MAX must be between 1 and 10000")
+        if self.enqueue_flushes < 1:
+            raise ConfigError("the number of enqueue flushes in flight must be at least 1")
         if self.lease_recheck_seconds <= 0:
             raise ConfigError("the lease re-check interval must be positive")
 
@@ -54,4 +64,5 @@ class Settings:
             max_batch_body_bytes=env_int("PGQ_MAX_BATCH_BODY_BYTES", 32 * MiB),
             max_wait_seconds=env_float("PGQ_MAX_WAIT_SECONDS", 60.0),
             pool_max_size=env_int("PGQ_POOL_SIZE", 20),
+            enqueue_batch_max=env_int("PGQ_ENQUEUE_BATCH_MAX", 256),
         )

@@ -532,7 +532,8 @@ def _single_params(query: Mapping[str, str], known: tuple[str, ...]) -> dict[str
 
 
 def no_query(request: web.Request) -> None:
-    _single_params(request.query, ())
+    if request.rel_url.raw_query_string:  # usually empty: skip building the MultiDict
+        _single_params(request.query, ())
 
 
 def _query_int(params: dict[str, str], key: str, lo: int, hi: int) -> int | None:

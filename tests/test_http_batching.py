@@ -1,0 +1,202 @@
+"""POST /jobs commit coalescing (``pgq.coordinator.batcher``): concurrent requests share a
+transaction, yet each gets its own job and its own answer, only after the commit.
+
+The tests make requests pile up deterministically: a test connection holds
+``LOCK TABLE pgq.jobs`` so the first flush blocks in the database while the others queue
+behind it (one flush in flight at a time), then lets go.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+
+from pgq import queries
+from pgq.coordinator.keys import BATCHER
+
+from .http_support import Live, eventually, live_app
+
+
+@asynccontextmanager
+async def table_locked(dsn: str) -> AsyncIterator[asyncpg.Connection]:
+    """Block every INSERT into pgq.jobs until the block ends."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        async with conn.transaction():
+            await conn.execute("LOCK TABLE pgq.jobs IN EXCLUSIVE MODE")
+            yield conn
+    finally:
+        await conn.close()
+
+
+async def piled_up(live: Live, requests: list[Awaitable[Any]], queued: int) -> list[Any]:
+    """Start ``requests``, wait until ``queued`` of them reached the batcher, return the
+    tasks (still waiting: the caller holds the lock)."""
+    batcher = live.app[BATCHER]
+    tasks = [asyncio.ensure_future(r) for r in requests]
+    await eventually(lambda: batcher.pending + batcher.jobs >= queued)
+    return tasks
+
+
+async def test_concurrent_posts_share_a_transaction_and_each_gets_its_own_job(
+    dsn: str, conn: asyncpg.Connection
+) -> None:
+    async with live_app(dsn, enqueue_flushes=1) as live:
+        batcher = live.app[BATCHER]
+        bodies = [
+            {"type": "FAN", "arguments": {"i": i}, "priority": i % 5, "queue": f"q{i % 3}"}
+            for i in range(50)
+        ]
+        bodies[7]["delay_seconds"] = 3600
+        bodies[8]["run_at"] = "2040-01-02T03:04:05.25Z"
+        async with table_locked(dsn):
+            tasks = await piled_up(
+                live, [live.request("POST", "/jobs", json=b) for b in bodies], queued=50
+            )
+            await asyncio.sleep(0.05)
+            assert not any(t.done() for t in tasks), "answered before the commit"
+        results = await asyncio.gather(*tasks)
+
+        assert [status for status, _, _ in results] == [201] * 50
+        jobs = [job for _, job, _ in results]
+        assert len({j["id"] for j in jobs}) == 50
+        for body, job, (_, _, resp) in zip(bodies, jobs, results, strict=True):
+            assert job["arguments"] == body["arguments"]
+            assert (job["priority"], job["queue"]) == (body["priority"], body["queue"])
+            assert resp.headers["Location"] == f"/jobs/{job['id']}"
+        assert jobs[8]["run_at"] == "2040-01-02T03:04:05.250000Z"
+        assert jobs[7]["run_at"] > jobs[7]["created_at"]
+        # one flush held by the lock (with whatever arrived with the first request), then
+        # everything that queued behind it as one more
+        assert batcher.batches <= 2 and batcher.jobs == 50
+        rows = await conn.fetch("SELECT id, args FROM pgq.jobs ORDER BY id")
+        assert {r["id"]: r["args"] for r in rows} == {j["id"]: j["arguments"] for j in jobs}
+
+        _, text, _ = await live.request("GET", "/metrics")
+        assert f"pgq_enqueue_batch_jobs_count {batcher.batches:.1f}" in text
+        assert "pgq_enqueue_batch_jobs_sum 50.0" in text
+
+
+async def test_a_job_the_database_refuses_fails_alone(dsn: str, conn: asyncpg.Connection) -> None:
+    # A refusal only the database makes (Python's validation cannot foresee it).
+    await conn.execute(
+        """
+        CREATE FUNCTION public.refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF NEW.type = 'POISON' THEN
+                RAISE EXCEPTION 'cannot enqueue: POISON is refused here' USING ERRCODE = 'PQ400';
+            END IF;
+            RETURN NEW;
+        END $$;
+        CREATE TRIGGER refuse BEFORE INSERT ON pgq.jobs
+            FOR EACH ROW EXECUTE FUNCTION public.refuse_poison();
+        """
+    )
+    async with live_app(dsn, enqueue_flushes=1) as live:
+        batcher = live.app[BATCHER]
+        bodies: list[dict[str, Any]] = [{"type": "OK", "arguments": {"i": i}} for i in range(12)]
+        bodies[5] = {"type": "POISON", "arguments": {"i": 5}}
+        bodies[9] = {"type": "OK", "priority": 10**6}  # refused by validation, before batching
+        async with table_locked(dsn):
+            tasks = await piled_up(
+                live, [live.request("POST", "/jobs", json=b) for b in bodies], queued=11
+            )
+        results = await asyncio.gather(*tasks)
+
+    statuses = [status for status, _, _ in results]
+    assert statuses == [201] * 5 + [400] + [201] * 3 + [400] + [201] * 2
+    poison, invalid = results[5][1], results[9][1]
+    assert poison["error"]["code"] == "invalid_argument"
+    assert poison["error"]["message"] == "cannot enqueue: POISON is refused here"
+    assert invalid["error"]["code"] == "invalid_field"
+    assert "priority" in invalid["error"]["message"]
+    created = {job["id"]: job["arguments"] for status, job, _ in results if status == 201}
+    rows = await conn.fetch("SELECT id, args FROM pgq.jobs")
+    assert {r["id"]: r["args"] for r in rows} == created
+    assert sorted(a["i"] for a in created.values()) == [0, 1, 2, 3, 4, 6, 7, 8, 10, 11]
+    # at most one held flush and one refused batch (then each of its jobs on its own)
+    assert batcher.batches <= 2 and batcher.jobs == 11
+
+
+async def test_idempotent_repeats_make_one_job_one_201_and_the_rest_200(
+    dsn: str, conn: asyncpg.Connection
+) -> None:
+    async with live_app(dsn, enqueue_flushes=1) as live:
+        body = {"type": "EMAIL", "arguments": {"to": "a@b.c"}, "idempotency_key": "once"}
+        plain = [{"type": "OTHER", "arguments": {"i": i}} for i in range(5)]
+        async with table_locked(dsn):
+            keyed = [
+                asyncio.ensure_future(live.request("POST", "/jobs", json=body)) for _ in range(8)
+            ]
+            others = await piled_up(
+                live, [live.request("POST", "/jobs", json=b) for b in plain], queued=5
+            )
+            await eventually(
+                lambda: conn.fetchval(
+                    "SELECT count(*) = 9 FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                )
+            )  # 8 keyed enqueues and the flush of the plain ones, all blocked on the lock
+        keyed_results = await asyncio.gather(*keyed)
+        other_results = await asyncio.gather(*others)
+
+    assert sorted(status for status, _, _ in keyed_results) == [200] * 7 + [201]
+    assert len({job["id"] for _, job, _ in keyed_results}) == 1
+    assert [status for status, _, _ in other_results] == [201] * 5
+    assert await conn.fetchval("SELECT count(*) FROM pgq.jobs WHERE type = 'EMAIL'") == 1
+    assert await conn.fetchval("SELECT count(*) FROM pgq.jobs") == 6
+
+
+async def test_created_is_exact_within_one_transaction(conn: asyncpg.Connection) -> None:
+    # The 201-or-200 of POST /jobs: two enqueues of one key in one transaction (same now()).
+    async with conn.transaction():
+        first, created_first = await queries.enqueue(conn, "X", idempotency_key="k")
+        again, created_again = await queries.enqueue(conn, "X", idempotency_key="k")
+        other, created_other = await queries.enqueue(conn, "X")
+    assert (created_first, created_again, created_other) == (True, False, True)
+    assert again.id == first.id != other.id
+
+
+async def test_a_batch_that_loses_its_connection_is_not_retried(
+    dsn: str, conn: asyncpg.Connection
+) -> None:
+    # The commit of a batch whose connection died may or may not have happened: answering
+    # 503 is honest, enqueueing its jobs again could make duplicates.
+    async with live_app(dsn, enqueue_flushes=1) as live:
+        batcher = live.app[BATCHER]
+        async with table_locked(dsn):
+            tasks = await piled_up(
+                live,
+                [
+                    live.request("POST", "/jobs", json={"type": "X", "arguments": {"i": i}})
+                    for i in range(6)
+                ],
+                queued=6,
+            )
+            while not all(t.done() for t in tasks):  # kill each flush blocked on the lock
+                await conn.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                )
+                await asyncio.sleep(0.02)
+            results = await asyncio.gather(*tasks)
+        assert [status for status, _, _ in results] == [503] * 6
+        assert {body["error"]["code"] for _, body, _ in results} == {"database_unavailable"}
+        assert batcher.batches <= 2 and batcher.jobs == 6  # so one batch held several
+        assert await conn.fetchval("SELECT count(*) FROM pgq.jobs") == 0
+        # and the coordinator carries on with fresh connections
+        status, _, _ = await live.request("POST", "/jobs", json={"type": "X"})
+        assert status == 201
+
+
+async def test_batching_off_gives_each_request_its_own_transaction(dsn: str) -> None:
+    async with live_app(dsn, enqueue_batch_max=1) as live:
+        results = await asyncio.gather(
+            *(live.request("POST", "/jobs", json={"type": "X"}) for _ in range(10))
+        )
+        assert [status for status, _, _ in results] == [201] * 10
+        assert live.app[BATCHER].batches == 0
