@@ -211,7 +211,11 @@ async def test_the_barrier_waits_for_an_enqueuer_holding_the_key(
         assert await queries.wait_for_enqueuers(other, ["q1"]) is True
         # nothing left held: the session's advisory locks are all released
         assert (
-            await other.fetchval("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'") == 0
+            await other.fetchval(
+                "SELECT count(*) FROM pg_locks"
+                " WHERE locktype = 'advisory' AND pid = pg_backend_pid()"
+            )
+            == 0
         )
     finally:
         await other.close()
