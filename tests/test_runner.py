@@ -350,12 +350,15 @@ async def test_a_runner_whose_lease_ran_out_cannot_overwrite_the_job(dsn, client
     async with running(runner):
         job = await client.enqueue("LONG")
         await asyncio.wait_for(started.wait(), 10)
-        # The runner stalls past its lease: expire it behind the runner's back.
-        await conn.execute(
-            "UPDATE pgq.jobs SET lease_expires_at = now() - interval '1 second' WHERE id = $1",
-            job.id,
-        )
-        assert await conn.fetchval("SELECT pgq.expire_leases()") == 1
+        # The runner stalls past its lease: expire it behind the runner's back, in one
+        # transaction so the runner's own lease sweep cannot take the expiry first.
+        async with conn.transaction():
+            await conn.execute(
+                "UPDATE pgq.jobs SET lease_expires_at = now() - interval '1 second'"
+                " WHERE id = $1",
+                job.id,
+            )
+            assert await conn.fetchval("SELECT pgq.expire_leases()") == 1
         release.set()
         await wait_true(lambda: runner.counts["lost"] == 1)
     row = await job_row(conn, job.id)
