@@ -421,6 +421,11 @@ class HttpSource:
             return None
         return Job.from_json(after)
 
+    async def release(self, job: Job, reason: dict[str, Any]) -> Job | None:
+        # The HTTP API has no release: a retryable failure due at once is the nearest. Unlike
+        # pgq.release it spends the attempt, so a job released on its last attempt is dead.
+        return await self.fail(job, reason, retryable=True, retry_delay=0.0)
+
     async def heartbeat(self, job: Job) -> bool:
         return await self._beat(job.id, job.attempt)
 

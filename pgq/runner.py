@@ -35,8 +35,8 @@ The claim loop (``Runner._claim_loop``, one task) is in one of these modes:
                re-check (60 s, jittered) or a reconnect of the LISTEN connection.
   backing off  a claim failed (database unreachable): sleep with jittered backoff.
   stopped      ``stop()``: no more claims; handlers get ``grace`` seconds to finish; the
-               rest are cancelled and their jobs released (``pgq.fail`` as retryable with
-               ``retry_delay`` 0: the job did nothing wrong, another runner takes it now).
+               rest are cancelled and their jobs released (``pgq.release``: queued again
+               now without spending the attempt; another runner takes it at once).
                ``stop_now()`` (a second SIGTERM/SIGINT) skips the grace period.
 
 Every outcome is written fenced by worker and attempt, so a runner whose lease ran out
@@ -102,9 +102,6 @@ T = TypeVar("T")
 _TYPE_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 _QUEUE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
 
-#: How long a released job waits before it may run again: 0, since the job did nothing
-#: wrong (the runner was shutting down) and another runner should pick it up at once.
-RELEASE_RETRY_DELAY = 0.0
 #: After the grace period, how long to wait for the release writes of cancelled handlers.
 RELEASE_TIMEOUT = 10.0
 #: The same for stop_now(): "at once", but still give the database a moment.
@@ -198,6 +195,12 @@ class JobSource(Protocol):
     ) -> Job | None:
         """Record a failed attempt; the job afterwards (queued or dead), or None when the
         job was no longer held by this worker at this attempt."""
+        ...
+
+    async def release(self, job: Job, reason: dict[str, Any]) -> Job | None:
+        """Hand the job back (shutdown) to run again at once without spending its attempt;
+        the job afterwards, or None when it was no longer held by this worker at this
+        attempt."""
         ...
 
     async def heartbeat(self, job: Job) -> bool:
@@ -669,7 +672,6 @@ class Runner:
                 "finished",
                 "kind": "released",
             }
-            retry_delay = RELEASE_RETRY_DELAY
         elif outcome == "timeout":
             error = {"message": f"handler timed out after {detail:g}s", "kind": "timeout"}
         else:
@@ -681,9 +683,13 @@ class Runner:
                 retry_delay = max(0.0, float(detail.delay))
                 error["kind"] = "retry_later"
                 error["retry_delay"] = retry_delay
-        after, _ = await self._write(
-            lambda: self._source_fail(job, error, retryable, retry_delay), fields
-        )
+        if outcome == "shutdown":
+            # pgq.release: queued again now, and the interrupted attempt is given back, so
+            # a job released on its last attempt runs again instead of going dead.
+            write = lambda: self._source_release(job, error)  # noqa: E731
+        else:
+            write = lambda: self._source_fail(job, error, retryable, retry_delay)  # noqa: E731
+        after, _ = await self._write(write, fields)
         if after is None:
             return
         if after is False:
@@ -722,6 +728,11 @@ class Runner:
     ) -> Job | bool:
         assert self._source is not None
         after = await self._source.fail(job, error, retryable=retryable, retry_delay=retry_delay)
+        return False if after is None else after
+
+    async def _source_release(self, job: Job, reason: dict[str, Any]) -> Job | bool:
+        assert self._source is not None
+        after = await self._source.release(job, reason)
         return False if after is None else after
 
     def _note_lost(self, fields: dict[str, Any], status: str | None) -> None:
@@ -1336,6 +1347,17 @@ class DatabaseSource:
                     retryable=retryable,
                     attempt=job.attempt,
                     retry_delay=retry_delay,
+                )
+            )
+        except (JobNotFound, TransitionNotAllowed):
+            return None
+
+    async def release(self, job: Job, reason: dict[str, Any]) -> Job | None:
+        assert self._pool is not None and self._hooks is not None
+        try:
+            return await _db(
+                queries.release(
+                    self._pool, job.id, self._hooks.worker_id, reason, attempt=job.attempt
                 )
             )
         except (JobNotFound, TransitionNotAllowed):

@@ -6,8 +6,8 @@
 -- running, held by worker_id and, when attempt is given, on that attempt. attempts never
 -- goes down (fencing relies on it), so the interrupted attempt is given back by raising
 -- max_attempts by one: a job released on its last attempt runs again instead of going
--- dead. Leaves run_at = now(), the lease cleared, the reason appended to errors (kind
--- "released"), and a pgq_<queue> wake-up so another runner takes it at once.
+-- dead. Leaves run_at = now(), the lease cleared, the reason in last_error and appended
+-- to errors (kind "released"), and a pgq_<queue> wake-up so another runner takes it at once.
 -- Raises PQ404 (no such job) or PQ409 (not running, another holder, another attempt).
 CREATE FUNCTION pgq.release(
     job_id bigint,
@@ -23,6 +23,8 @@ BEGIN
        SET status = 'queued',
            run_at = now(),
            max_attempts = t.max_attempts + 1,
+           last_error = pgq._error_entry(coalesce(reason, '"released by its runner"'),
+                                         t.attempts) || '{"kind": "released"}',
            errors = t.errors || jsonb_build_array(
                pgq._error_entry(coalesce(reason, '"released by its runner"'), t.attempts)
                || '{"kind": "released"}'),

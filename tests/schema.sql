@@ -1228,6 +1228,8 @@ BEGIN
        SET status = 'queued',
            run_at = now(),
            max_attempts = t.max_attempts + 1,
+           last_error = pgq._error_entry(coalesce(reason, '"released by its runner"'),
+                                         t.attempts) || '{"kind": "released"}',
            errors = t.errors || jsonb_build_array(
                pgq._error_entry(coalesce(reason, '"released by its runner"'), t.attempts)
                || '{"kind": "released"}'),

@@ -17,7 +17,7 @@ async def test_release_on_the_last_attempt_queues_the_job_again_instead_of_dead(
     released = await queries.release(conn, job.id, "w1", "shutting down", attempt=1)
     assert (released.status, released.attempt, released.max_attempts) == ("queued", 1, 2)
     assert released.lease_expires_at is None
-    assert released.errors[-1]["kind"] == "released"
+    assert released.errors[-1]["kind"] == "released" and released.error == released.errors[-1]
     assert released.errors[-1]["message"] == "shutting down"
     assert released.errors[-1]["attempt"] == 1
     assert await conn.fetchval("SELECT run_at <= now() FROM pgq.jobs WHERE id = $1", job.id)

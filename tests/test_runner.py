@@ -354,8 +354,7 @@ async def test_a_runner_whose_lease_ran_out_cannot_overwrite_the_job(dsn, client
         # transaction so the runner's own lease sweep cannot take the expiry first.
         async with conn.transaction():
             await conn.execute(
-                "UPDATE pgq.jobs SET lease_expires_at = now() - interval '1 second'"
-                " WHERE id = $1",
+                "UPDATE pgq.jobs SET lease_expires_at = now() - interval '1 second' WHERE id = $1",
                 job.id,
             )
             assert await conn.fetchval("SELECT pgq.expire_leases()") == 1
@@ -502,7 +501,8 @@ async def test_stop_lets_handlers_finish_then_releases_the_rest(dsn, client, con
 
     task = asyncio.create_task(runner.run())
     quick = await client.enqueue("W", {"name": "quick", "sleep": 0.2})
-    long = await client.enqueue("W", {"name": "long", "sleep": 60})
+    # on its last attempt: a release must give the attempt back, not make it dead
+    long = await client.enqueue("W", {"name": "long", "sleep": 60}, max_attempts=1)
     await asyncio.wait_for(started["quick"].wait(), 10)
     await asyncio.wait_for(started["long"].wait(), 10)
     t0 = time.monotonic()
@@ -516,7 +516,12 @@ async def test_stop_lets_handlers_finish_then_releases_the_rest(dsn, client, con
     row = await conn.fetchrow(
         "SELECT *, run_at <= now() AS due FROM pgq.jobs WHERE id = $1", long.id
     )
-    assert (row["status"], row["attempts"], row["due"]) == ("queued", 1, True)
+    assert (row["status"], row["attempts"], row["max_attempts"], row["due"]) == (
+        "queued",
+        1,
+        2,
+        True,
+    )
     assert row["last_error"]["kind"] == "released"
     assert (await client.get(late.id)).status == "queued"
     assert runner.clean_exit and runner.counts["released"] == 1
