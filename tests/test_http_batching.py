@@ -15,7 +15,8 @@ from typing import Any
 
 import asyncpg
 
-from pgq import queries
+from pgq import db, queries
+from pgq.coordinator.batcher import EnqueueBatcher
 from pgq.coordinator.keys import BATCHER
 
 from .http_support import Live, eventually, live_app
@@ -200,3 +201,32 @@ async def test_batching_off_gives_each_request_its_own_transaction(dsn: str) -> 
         )
         assert [status for status, _, _ in results] == [201] * 10
         assert live.app[BATCHER].batches == 0
+
+
+async def test_a_request_cancelled_while_queued_gets_no_job(
+    dsn: str, conn: asyncpg.Connection
+) -> None:
+    pool = await db.create_pool(dsn, min_size=1, max_size=4)
+    try:
+        batcher = EnqueueBatcher(pool)
+        async with table_locked(dsn):
+            first = asyncio.ensure_future(batcher.enqueue({"job_type": "FIRST"}))
+            await eventually(lambda: batcher.jobs == 1)  # its flush waits for the lock
+            kept = asyncio.ensure_future(batcher.enqueue({"job_type": "KEPT"}))
+            gone = asyncio.ensure_future(batcher.enqueue({"job_type": "GONE"}))
+            await eventually(lambda: batcher.pending == 2)
+            gone.cancel()
+        (job_first, created_first), (job_kept, created_kept) = await asyncio.gather(first, kept)
+        await batcher.close()
+    finally:
+        await pool.close()
+    assert (job_first.type, created_first, job_kept.type, created_kept) == (
+        "FIRST",
+        True,
+        "KEPT",
+        True,
+    )
+    assert gone.cancelled()
+    types = await conn.fetch("SELECT type FROM pgq.jobs ORDER BY id")
+    assert [r["type"] for r in types] == ["FIRST", "KEPT"]
+    assert batcher.jobs == 2

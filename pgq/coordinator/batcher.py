@@ -105,6 +105,11 @@ class EnqueueBatcher:
         while self._pending:
             batch = self._pending[: self._max_batch]
             del self._pending[: self._max_batch]
+            # A request cancelled while it queued gets no job, as when it is cancelled
+            # before its own pgq.enqueue call.
+            batch = [item for item in batch if not item[1].cancelled()]
+            if not batch:
+                continue
             try:
                 await self._flush(batch)
             except BaseException as exc:
