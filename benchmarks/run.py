@@ -126,7 +126,8 @@ def dsn_for(base: str, database: str) -> str:
 
 @contextlib.asynccontextmanager
 async def fresh_db(cfg: Config, system: str):
-    name = f"bench_{system}"
+    # per invocation: two benchmark runs on one server must not drop each other's database
+    name = f"bench_{system}_{os.getpid()}"
     admin = await asyncpg.connect(dsn_for(cfg.dsn, "postgres"))
     try:
         await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

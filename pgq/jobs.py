@@ -11,7 +11,9 @@ STATUSES = ("waiting", "queued", "running", "succeeded", "dead", "cancelled")
 TERMINAL_STATUSES = frozenset({"succeeded", "dead", "cancelled"})
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass sets each of its 21 fields through object.__setattr__,
+# which measured 100-130 ms per 20,000 jobs built on the enqueue and claim paths.
+@dataclasses.dataclass(slots=True)
 class Job:
     """A job, as read from the database.
 
