@@ -14,10 +14,12 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
+import pytest
 
 from pgq import db, queries
 from pgq.coordinator.batcher import EnqueueBatcher
 from pgq.coordinator.keys import BATCHER
+from pgq.errors import DatabaseUnavailable
 
 from .http_support import Live, eventually, live_app
 
@@ -230,3 +232,17 @@ async def test_a_request_cancelled_while_queued_gets_no_job(
     types = await conn.fetch("SELECT type FROM pgq.jobs ORDER BY id")
     assert [r["type"] for r in types] == ["FIRST", "KEPT"]
     assert batcher.jobs == 2
+
+
+async def test_close_gives_up_on_a_flush_the_database_holds(dsn: str) -> None:
+    pool = await db.create_pool(dsn, min_size=1, max_size=4)
+    try:
+        batcher = EnqueueBatcher(pool)
+        async with table_locked(dsn):
+            stuck = asyncio.ensure_future(batcher.enqueue({"job_type": "STUCK"}))
+            await eventually(lambda: batcher.jobs == 1)
+            await batcher.close(timeout=0.1)
+            with pytest.raises(DatabaseUnavailable):
+                await stuck
+    finally:
+        await pool.close()

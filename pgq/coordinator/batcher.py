@@ -96,10 +96,19 @@ class EnqueueBatcher:
         # left) does not cancel the transaction its job shares with others.
         return await future
 
-    async def close(self) -> None:
-        """Wait for the flushes in flight (before the pool closes)."""
+    async def close(self, timeout: float = 5.0) -> None:
+        """Wait for the flushes in flight (before the pool closes), at most ``timeout``
+        seconds: then they are cancelled and their requests answered 503 (a database
+        that does not answer must not hold the shutdown forever)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         while self._flushes:
-            await asyncio.gather(*self._flushes, return_exceptions=True)
+            flushes = list(self._flushes)
+            _done, pending = await asyncio.wait(flushes, timeout=max(0.0, deadline - loop.time()))
+            if pending:
+                for task in pending:
+                    task.cancel()
+                await asyncio.gather(*pending, return_exceptions=True)
 
     async def _run(self) -> None:
         while self._pending:
