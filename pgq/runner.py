@@ -979,16 +979,14 @@ class DatabaseSource:
         delay = 0.1
         while True:
             try:
-                # reset=_keep_session: this pool only runs single pgq function calls,
-                # which leave no session state behind, so skip asyncpg's reset query on
-                # every release (UNLISTEN *; RESET ALL; ...), a round trip per call.
-                # command_timeout: a connection that went silent (a network partition, no
-                # RST) fails the call instead of hanging the claim loop or a write forever.
+                # db.create_pool skips asyncpg's reset round trip on release (see
+                # db.keep_session). command_timeout: a connection that went silent (a
+                # network partition, no RST) fails the call instead of hanging the claim
+                # loop or a write forever.
                 self._pool = await db.create_pool(
                     self._dsn,
                     min_size=1,
                     max_size=size,
-                    reset=_keep_session,
                     command_timeout=COMMAND_TIMEOUT,
                 )
                 break
@@ -1370,10 +1368,6 @@ class DatabaseSource:
         except (JobNotFound, TransitionNotAllowed):
             return False
         return True
-
-
-async def _keep_session(_conn: asyncpg.Connection) -> None:
-    """Pool ``reset`` hook that does nothing (see ``DatabaseSource.open``)."""
 
 
 def _transient(exc: BaseException) -> bool:
