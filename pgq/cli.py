@@ -217,7 +217,7 @@ def run(argv: Sequence[str] | None = None) -> int:
             dsn=database_url(args.database_url),
         )
     if cmd == "runner":
-        from .runner import run_from_cli
+        from .runner.cli import run_from_cli
 
         coordinator = args.coordinator or os.environ.get("PGQ_COORDINATOR_URL")
         return run_from_cli(

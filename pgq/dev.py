@@ -176,7 +176,7 @@ async def _migrate(dsn: str) -> list[str]:
 
 
 def _load_runner(dsn: str) -> Runner:
-    from .runner import load_runner
+    from .runner.cli import load_runner
 
     runner = load_runner(RUNNER_TARGET)
     runner.configure(dsn=dsn, grace=DEV_GRACE)

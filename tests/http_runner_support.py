@@ -15,7 +15,7 @@ from aiohttp import web
 import pgq
 from pgq.coordinator import Settings, create_app
 from pgq.coordinator.serve import start_site
-from pgq.http_runner import HttpSource
+from pgq.runner import HttpSource
 
 from .http_support import free_port
 from .runner_support import RunnerProcess, start_runner, wait_until

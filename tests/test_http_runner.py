@@ -1,4 +1,4 @@
-"""HTTP-mode runners (``pgq runner … --coordinator URL``, ``pgq.http_runner.HttpSource``)
+"""HTTP-mode runners (``pgq runner … --coordinator URL``, ``pgq.runner.HttpSource``)
 against a live coordinator on a real port, over this test's database.
 
 Runner subprocesses get a database URL where nothing listens, so everything they do goes
@@ -23,8 +23,7 @@ import pytest
 import pgq
 from pgq import queries
 from pgq.coordinator.keys import WAITERS
-from pgq.http_runner import HttpSource
-from pgq.runner import Runner
+from pgq.runner import HttpSource, Runner
 
 from .http_runner_support import coordinator, running_http, start_http_runner
 from .runner_support import RunnerProcess, job_row, read_runs, statuses, wait_true, wait_until

@@ -7,7 +7,7 @@
     await runner.run(source=HttpSource("http://coordinator:3001", token="T"))
 
 For runners that cannot reach PostgreSQL. The handlers, the concurrency limit, timeouts,
-fencing and shutdown are the same ``Runner`` as in database mode (``pgq/runner.py``); this
+fencing and shutdown are the same ``Runner`` as in database mode (``pgq.runner.core``); this
 module is only the ``JobSource`` underneath it:
 
 =====================  ============================================================
@@ -70,20 +70,14 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
-import aiohttp
-import orjson
-
-from . import __version__
-from .errors import DatabaseUnavailable, JobNotFound, PgqError, TransitionNotAllowed
-from .jobs import Job
-from .logs import log_event
-
-if TYPE_CHECKING:  # the runner imports this module lazily; no import at run time
-    from .runner import RunnerHooks
+from ..errors import JobNotFound, PgqError, TransitionNotAllowed
+from ..jobs import Job
+from ..logs import log_event
+from .httpcall import CoordinatorApi, CoordinatorUnauthorized, CoordinatorUnavailable
+from .source import RunnerHooks
 
 __all__ = ["CoordinatorUnauthorized", "CoordinatorUnavailable", "HttpSource"]
 
@@ -96,29 +90,12 @@ WAIT_SECONDS = 30.0
 CANCEL_CHECK_INTERVAL = 5.0
 #: Longest wait for the answer to one request (a long poll gets its wait on top).
 REQUEST_TIMEOUT = 30.0
-CONNECT_TIMEOUT = 5.0
 #: How long ``close()`` may spend releasing jobs the runner never started.
 RELEASE_TIMEOUT = 5.0
 #: The coordinator's bounds: ``retry_delay_seconds`` ≤ a day; ≤ 100 queues and types.
 MAX_RETRY_DELAY = 86_400.0
 MAX_FILTER_ITEMS = 100
 _PAGE = 1000
-
-
-class CoordinatorUnavailable(DatabaseUnavailable):
-    """The coordinator cannot be reached, or cannot reach its database."""
-
-    def __init__(self, message: str | None = None, *, sent: bool = True) -> None:
-        super().__init__(message)
-        #: False when the request certainly never reached the coordinator (connect failed).
-        self.sent = sent
-
-
-class CoordinatorUnauthorized(PgqError):
-    """The coordinator refused the bearer token: pass a valid --token (or PGQ_API_TOKEN)."""
-
-    http_status = 401
-    code = "unauthorized"
 
 
 class HttpSource:
@@ -152,12 +129,16 @@ class HttpSource:
         if not cancel_check_interval > 0 or not request_timeout > 0:
             raise ValueError("cancel_check_interval and request_timeout must be positive")
         self.url = coordinator.rstrip("/")
-        self._token = token or None
+        self._api = CoordinatorApi(
+            self.url,
+            token=token or None,
+            request_timeout=float(request_timeout),
+            on_unauthorized=self._unauthorized,
+        )
         self._wait_seconds = float(wait_seconds)
         self._check_interval = float(cancel_check_interval)
         self._request_timeout = float(request_timeout)
         self._hooks: RunnerHooks | None = None  # the runner, from open() on
-        self._http: aiohttp.ClientSession | None = None
         self._stash: list[Job] = []  # claimed by the last long poll, not handed out yet
         self._in_doubt = False  # a claim broke off: it may have claimed jobs unseen
         # job id → (attempt, loop time the coordinator last confirmed we hold it)
@@ -166,8 +147,6 @@ class HttpSource:
         self._watcher: asyncio.Task[None] | None = None
         self._side_tasks: set[asyncio.Task[Any]] = set()
         self._fatal: CoordinatorUnauthorized | None = None
-        self._reachable = False
-        self._last_error: str | None = None
         self.claims = 0  # claim requests made, long polls included (for tests and health)
         self.long_polls = 0
         self.adopted = 0  # jobs taken over after a claim in doubt
@@ -193,22 +172,11 @@ class HttpSource:
         self._stash = []
         self._fatal = None
         self._contact.clear()
-        headers = {
-            "Content-Type": "application/json",
-            "Accept": "application/json",
-            "User-Agent": f"pgq-runner/{__version__}",
-        }
-        if self._token:
-            headers["Authorization"] = f"Bearer {self._token}"
-        self._http = aiohttp.ClientSession(
-            headers=headers,
-            # Every running job may write its outcome at once, beside a claim and heartbeats.
-            connector=aiohttp.TCPConnector(limit=hooks.concurrency + 8),
-        )
+        self._api.open(hooks.worker_id, hooks.concurrency)
         delay = 0.1
         while True:
             try:
-                await self._call("GET", "/jobs?limit=1")
+                await self._api.call("GET", "/jobs?limit=1")
                 break
             except CoordinatorUnavailable as exc:
                 sleep = random.uniform(delay / 2, delay)
@@ -234,7 +202,7 @@ class HttpSource:
                 await task
         self._watcher = None
         try:
-            if self._http is not None and self._hooks is not None and self._fatal is None:
+            if self._api.is_open and self._hooks is not None and self._fatal is None:
                 try:
                     async with asyncio.timeout(RELEASE_TIMEOUT):
                         await self._release_leftovers()
@@ -249,9 +217,7 @@ class HttpSource:
                     )
         finally:
             self._stash = []
-            if self._http is not None:
-                await self._http.close()
-                self._http = None
+            await self._api.close()
             fatal, self._fatal = self._fatal, None
         if fatal is not None:
             raise fatal
@@ -296,8 +262,8 @@ class HttpSource:
         return {
             "kind": "http",
             "coordinator": self.url,
-            "reachable": self._reachable,
-            "last_error": self._last_error,
+            "reachable": self._api.reachable,
+            "last_error": self._api.last_error,
             "claims": self.claims,
             "long_polls": self.long_polls,
             "adopted": self.adopted,
@@ -337,7 +303,7 @@ class HttpSource:
         }
         self.claims += 1
         try:
-            data = await self._call(
+            data = await self._api.call(
                 "POST", "/jobs/claim", body, timeout=wait + self._request_timeout
             )
         except CoordinatorUnavailable as exc:
@@ -379,7 +345,7 @@ class HttpSource:
         found: list[Job] = []
         after = 0
         while True:
-            page = await self._call("GET", f"/jobs?status=running&limit={_PAGE}&after={after}")
+            page = await self._api.call("GET", f"/jobs?status=running&limit={_PAGE}&after={after}")
             found += [Job.from_json(j) for j in page["jobs"] if j.get("worker_id") == worker_id]
             if page["next"] is None:
                 return found
@@ -395,7 +361,7 @@ class HttpSource:
             "result": result,
         }
         try:
-            after = await self._call("POST", f"/jobs/{job.id}/complete", body)
+            after = await self._api.call("POST", f"/jobs/{job.id}/complete", body)
         except (JobNotFound, TransitionNotAllowed):
             # Fenced off. The status tells the runner whether a retried write had landed
             # the first time round (its reply lost) or the job is someone else's now.
@@ -416,7 +382,7 @@ class HttpSource:
             # The coordinator takes at most a day; longer waits are a day.
             body["retry_delay_seconds"] = min(max(0.0, float(retry_delay)), MAX_RETRY_DELAY)
         try:
-            after = await self._call("POST", f"/jobs/{job.id}/complete", body)
+            after = await self._api.call("POST", f"/jobs/{job.id}/complete", body)
         except (JobNotFound, TransitionNotAllowed):
             return None
         return Job.from_json(after)
@@ -434,7 +400,7 @@ class HttpSource:
         if it still holds that attempt, and return False."""
         body = {"worker_id": self.hooks.worker_id, "attempt": attempt}
         try:
-            await self._call("POST", f"/jobs/{job_id}/heartbeat", body)
+            await self._api.call("POST", f"/jobs/{job_id}/heartbeat", body)
         except (JobNotFound, TransitionNotAllowed):
             status = await self._status(job_id)
             if self.hooks.held_jobs().get(job_id) == attempt:
@@ -447,7 +413,7 @@ class HttpSource:
 
     async def _status(self, job_id: int) -> str | None:
         try:
-            job = await self._call("GET", f"/jobs/{job_id}")
+            job = await self._api.call("GET", f"/jobs/{job_id}")
         except PgqError:
             return None
         return job.get("status")
@@ -493,101 +459,10 @@ class HttpSource:
 
     # -- HTTP ---------------------------------------------------------------------------
 
-    async def _call(
-        self,
-        method: str,
-        path: str,
-        body: Mapping[str, Any] | None = None,
-        *,
-        timeout: float | None = None,
-    ) -> Any:
-        """One request; the decoded JSON answer, or the exception its status stands for."""
-        http = self._http
-        assert http is not None, "the source is not open"
-        what = f"{method} {path.partition('?')[0]}"
-        try:
-            async with http.request(
-                method,
-                self.url + path,
-                data=None if body is None else orjson.dumps(body),
-                timeout=aiohttp.ClientTimeout(
-                    total=timeout or self._request_timeout, sock_connect=CONNECT_TIMEOUT
-                ),
-            ) as resp:
-                status = resp.status
-                raw = await resp.read()
-        except aiohttp.ClientSSLError as exc:
-            raise PgqError(f"TLS to the coordinator at {self.url} failed: {exc}") from exc
-        except aiohttp.ClientConnectorError as exc:
-            raise self._unreachable(
-                f"cannot reach the coordinator at {self.url}: {exc.os_error or exc}", sent=False
-            ) from exc
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            problem = str(exc) or type(exc).__name__
-            raise self._unreachable(
-                f"the connection to the coordinator broke during {what}: {problem}", sent=True
-            ) from exc
-        if not self._reachable and self._hooks is not None:
-            log_event(
-                log,
-                "runner.coordinator_reachable",
-                f"the coordinator at {self.url} answers",
-                worker_id=self.hooks.worker_id,
-            )
-        self._reachable = True
-        if status < 300:
-            try:
-                return orjson.loads(raw) if raw else None
-            except orjson.JSONDecodeError:
-                raise PgqError(
-                    f"{self.url} answered {what} with something other than JSON: is it a pgq "
-                    "coordinator?"
-                ) from None
-        code, message = _error_of(raw, status)
-        if status >= 500:
-            self._last_error = f"{status} {code}: {message}"
-            raise CoordinatorUnavailable(
-                f"the coordinator answered {what} with {status} ({code}): {message}"
-            )
-        if status == 401:
-            raise self._unauthorized(message)
-        if status == 404 and code == "job_not_found":
-            raise JobNotFound(message)
-        if status == 409:
-            raise TransitionNotAllowed(message)
-        raise PgqError(f"the coordinator refused {what} with {status} ({code}): {message}")
-
-    def _unreachable(self, message: str, *, sent: bool) -> CoordinatorUnavailable:
-        self._reachable = False
-        self._last_error = message
-        return CoordinatorUnavailable(message, sent=sent)
-
-    def _unauthorized(self, message: str) -> CoordinatorUnauthorized:
-        hint = (
-            "check --token / PGQ_API_TOKEN"
-            if self._token
-            else "it requires a bearer token: pass --token or set PGQ_API_TOKEN"
-        )
-        exc = CoordinatorUnauthorized(
-            f"the coordinator at {self.url} refused this runner ({message}): {hint}"
-        )
-        hooks = self._hooks
+    def _unauthorized(self, exc: CoordinatorUnauthorized) -> None:
         if self._watcher is not None and self._fatal is None:
             # After open(): nothing will work until someone fixes the token. Stop the
             # runner (``Runner.stop`` drains); close() raises this so run() fails with it.
             self._fatal = exc
             log_event(log, "runner.unauthorized", str(exc), level=logging.ERROR)
-            stop = getattr(hooks, "stop", None)
-            if stop is not None:
-                stop()
-        return exc
-
-
-def _error_of(raw: bytes, status: int) -> tuple[str, str]:
-    """The (code, message) of an error answer ``{"error": {"code", "message"}}``."""
-    try:
-        error = orjson.loads(raw)["error"]
-        return str(error["code"]), str(error["message"])
-    except (orjson.JSONDecodeError, KeyError, TypeError):
-        text = raw[:200].decode(errors="replace").strip()
-        return f"http_{status}", text or "no message"
+            self.hooks.stop()

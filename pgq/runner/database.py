@@ -1,0 +1,435 @@
+"""``DatabaseSource``: the runner's ``JobSource`` on PostgreSQL.
+
+The transport (a pool for the pgq SQL functions, one LISTEN connection through the shared
+``Listener``, the idle doorbell), completion batching and the idle wait; lease sweeping
+is ``sweep.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Awaitable
+from typing import Any
+
+import asyncpg
+import orjson
+
+from .. import db, migrations, queries
+from ..doorbell import Doorbell
+from ..errors import DatabaseUnavailable, JobNotFound, PgqError, TransitionNotAllowed
+from ..jobs import Job
+from ..listener import Listener
+from ..logs import log_event
+from .dbcall import db_call, is_transient
+from .source import RunnerHooks
+from .sweep import LeaseSweeper
+
+__all__ = ["DatabaseSource"]
+
+log = logging.getLogger("pgq.runner")
+
+#: Longest a single pgq function call may take before the runner treats the connection as
+#: broken (calls take milliseconds; a row lock held by a long transaction could hold one).
+COMMAND_TIMEOUT = 60.0
+#: While the runner cannot arm its doorbell (the barrier timed out behind an enqueuer that
+#: holds a queue's key, or registering failed), it looks for work this often instead.
+UNARMED_POLL = 0.05
+#: After a claim that found jobs but not enough, the runner looks again this soon instead
+#: of registering idle at once: while jobs keep coming it stays unregistered, so their
+#: enqueues send no NOTIFY (which serializes producers' commits). It registers once a
+#: claim finds nothing, so a lone job still wakes it at once.
+BUSY_RECHECK = 0.001
+
+
+class DatabaseSource:
+    """``JobSource`` on PostgreSQL: the pgq SQL functions plus one LISTEN connection.
+
+    Wake-ups: ``pgq_<queue>`` notifications (a job entered ``queued``), a reconnect of the
+    LISTEN connection (notifications may have been lost), the earliest future ``run_at``
+    of a claimable job (``pgq.next_due``, read whenever the runner goes idle) and a jittered
+    safety re-check. Leases: a ``LeaseSweeper`` (``sweep.py``) expires them as they run
+    out, so a crashed runner's jobs come back with no coordinator running.
+
+    Completions are acknowledged in batches (``pgq.complete_many``): whatever finished
+    while the previous batch was in flight goes in the next one, so a lone completion is
+    written at once and a busy runner writes hundreds per transaction. Failures and
+    heartbeats are one call each.
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        safety_interval: float = 60.0,
+        pool_size: int | None = None,
+        max_batch: int = 1000,
+    ) -> None:
+        self._dsn = dsn
+        self._safety_interval = safety_interval
+        self._pool_size = pool_size
+        self._max_batch = max_batch
+        self._hooks: RunnerHooks | None = None
+        self._pool: asyncpg.Pool | None = None
+        self._listener: Listener | None = None
+        self._doorbell: Doorbell | None = None
+        self._wake = asyncio.Event()
+        self._sweeper: LeaseSweeper | None = None
+        self._side_tasks: set[asyncio.Task[Any]] = set()
+        # re-check delay when next_due says "due now" but the claim found nothing
+        self._due_retry = 0.005
+        self._claim_in_doubt = False  # a claim failed: it may have committed unseen
+        self._last_claimed = 0  # jobs the last claim returned
+        # completion batching
+        self._pending: list[tuple[Job, Any, asyncio.Future[tuple[bool, str | None]]]] = []
+        self._flushers: set[asyncio.Task[None]] = set()
+        # One batch in flight: a second one in parallel measured no faster (the batches
+        # only got smaller) and would let completions commit out of order.
+        self._max_flushers = 1
+        self.claims = 0  # claim calls made (for tests and metrics)
+        self.batches = 0  # complete_many calls made
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def open(self, hooks: RunnerHooks) -> None:
+        self._hooks = hooks
+        self._wake = asyncio.Event()
+        size = self._pool_size or max(4, min(12, 3 + hooks.concurrency // 4))
+        delay = 0.1
+        while True:
+            try:
+                # db.create_pool skips asyncpg's reset round trip on release (see
+                # db.keep_session). command_timeout: a connection that went silent (a
+                # network partition, no RST) fails the call instead of hanging the claim
+                # loop or a write forever.
+                self._pool = await db.create_pool(
+                    self._dsn,
+                    min_size=1,
+                    max_size=size,
+                    command_timeout=COMMAND_TIMEOUT,
+                )
+                break
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                sleep = random.uniform(delay / 2, delay)
+                log_event(
+                    log,
+                    "runner.connecting",
+                    f"cannot reach the database ({exc}); retrying in {sleep:.2f}s",
+                    level=logging.WARNING,
+                )
+                await asyncio.sleep(sleep)
+                delay = min(delay * 2, 5.0)
+        async with self._pool.acquire() as conn:
+            await migrations.check_up_to_date(conn)
+        self._sweeper = LeaseSweeper(
+            self._pool, hooks, safety_interval=self._safety_interval, on_safety=self._wake.set
+        )
+        listener = Listener(self._dsn)
+        for queue in hooks.queues:
+            listener.subscribe(f"pgq_{queue}", self._on_queue)
+        listener.subscribe("pgq_events", self._on_event)
+        listener.on_connect(self._on_connect)
+        self._listener = listener
+        self._doorbell = Doorbell(self._pool, listener)
+        self._doorbell.watch(hooks.queues)
+        with contextlib.suppress(PgqError):  # the janitor; the safety re-check runs it too
+            await queries.forget_dead_listeners(self._pool)
+        await listener.start(wait=True, timeout=None)
+        self._sweeper.start()
+
+    async def close(self) -> None:
+        tasks = list(self._side_tasks)
+        for task in tasks:
+            task.cancel()
+        if self._sweeper is not None:
+            await self._sweeper.close()
+            self._sweeper = None
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self._doorbell is not None:
+            await self._doorbell.close()
+            self._doorbell = None
+        if self._flushers:  # completions whose waiters gave up (a hard stop) still land
+            await asyncio.wait(list(self._flushers), timeout=5)
+        if self._listener is not None:
+            await self._listener.close()
+            self._listener = None
+        if self._pool is not None:
+            try:
+                await asyncio.wait_for(self._pool.close(), 5)
+            except (TimeoutError, Exception):
+                self._pool.terminate()
+            self._pool = None
+
+    def health(self) -> dict[str, Any]:
+        listener = self._listener
+        return {
+            "kind": "database",
+            "listener_connected": bool(listener and listener.connected),
+            "last_notification_at": listener.last_notification_at if listener else None,
+            "listener_connects": listener.connects if listener else 0,
+            "claims": self.claims,
+            "completion_batches": self.batches,
+        }
+
+    # -- notifications ------------------------------------------------------------------
+
+    def _on_queue(self, _channel: str, _payload: str) -> None:
+        self._wake.set()
+
+    def _on_event(self, _channel: str, payload: str) -> None:
+        hooks = self._hooks
+        if hooks is None:
+            return
+        if "cancelled" not in payload:
+            # Only a cancellation needs the handler stopped now; a job of ours that went
+            # dead or succeeded elsewhere (its lease ran out) is caught by the fencing of
+            # its heartbeat and final write. Most events are other jobs' completions.
+            return
+        try:
+            event = orjson.loads(payload)
+            job_id, status = int(event["id"]), event.get("status")
+        except (ValueError, KeyError, TypeError):
+            log.warning("unreadable pgq_events payload: %r", payload[:200])
+            return
+        hooks.job_gone(job_id, status)  # a dict look-up; ignores jobs it does not run
+
+    def _on_connect(self) -> None:
+        # Anything sent while the connection was down is lost: claim now, re-read the due
+        # times, and check that every job we run is still ours (a cancellation may have
+        # been missed).
+        self._wake.set()
+        if self._sweeper is not None:
+            self._sweeper.rearm()
+        if self._hooks is not None and self._hooks.held_jobs():
+            self._spawn(self._check_held())
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._side_tasks.add(task)
+        task.add_done_callback(self._side_tasks.discard)
+
+    async def _check_held(self) -> None:
+        assert self._hooks is not None and self._pool is not None
+        held = dict(self._hooks.held_jobs())
+        try:
+            jobs = await db_call(queries.get_jobs(self._pool, list(held)))
+        except DatabaseUnavailable:
+            return  # the next heartbeat finds out instead
+        current = {j.id: j for j in jobs}
+        for job_id, attempt in held.items():
+            job = current.get(job_id)
+            if (
+                job is None
+                or job.status != "running"
+                or job.worker_id != self._hooks.worker_id
+                or job.attempt != attempt
+            ):
+                self._hooks.job_gone(job_id, job.status if job else None)
+
+    # -- claiming -------------------------------------------------------------------------
+
+    async def claim(self, max_jobs: int) -> list[Job]:
+        assert self._hooks is not None and self._pool is not None
+        self._wake.clear()
+        self.claims += 1
+        try:
+            jobs = await self._adopt(max_jobs) if self._claim_in_doubt else []
+            if len(jobs) < max_jobs:
+                jobs += await db_call(
+                    queries.claim(
+                        self._pool,
+                        self._hooks.worker_id,
+                        max_jobs - len(jobs),
+                        self._hooks.queues,
+                        self._hooks.job_types,
+                    )
+                )
+        except DatabaseUnavailable:
+            # The claim may have committed with its reply lost: those jobs are running
+            # under our name, yet we never heard of them.
+            self._claim_in_doubt = True
+            raise
+        if jobs:
+            self._due_retry = 0.005
+        self._last_claimed = len(jobs)
+        if self._doorbell is not None:
+            if len(jobs) >= max_jobs:
+                # Busy (every free slot taken): enqueues need not notify us any more.
+                self._doorbell.disarm(self._hooks.queues)
+            self._doorbell.settle()  # deregistrations of a wake-up wait for its claim
+        return jobs
+
+    async def _adopt(self, max_jobs: int) -> list[Job]:
+        """After a claim whose outcome is unknown: the jobs running under this worker's
+        name that the runner does not hold, so they run now rather than after their lease."""
+        assert self._hooks is not None and self._pool is not None
+        held = self._hooks.held_jobs()
+        mine = await db_call(queries.running_jobs_of(self._pool, self._hooks.worker_id))
+        orphans = [job for job in mine if job.id not in held]
+        self._claim_in_doubt = len(orphans) > max_jobs
+        if orphans:
+            log_event(
+                log,
+                "runner.adopted",
+                f"{len(orphans)} job(s) claimed by a claim whose reply was lost; running them",
+                level=logging.WARNING,
+                worker_id=self._hooks.worker_id,
+            )
+        return orphans[:max_jobs]
+
+    async def wait_for_work(self) -> None:
+        """Idle: arm the doorbell (register idle, pass the barrier) and return, so the
+        runner claims once more; once armed, sleep until a wake-up (see ``pgq.doorbell``:
+        an enqueue notifies only while we are registered idle)."""
+        assert self._hooks is not None and self._pool is not None
+        assert self._doorbell is not None and self._listener is not None
+        if self._wake.is_set():
+            return
+        queues = self._hooks.queues
+        poll: float | None = None  # not armed: look again this soon
+        if self._listener.connected and not self._doorbell.armed(queues):
+            if self._last_claimed:  # jobs are coming in: look again before registering
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(BUSY_RECHECK):
+                        await self._wake.wait()
+                return
+            try:
+                if await db_call(self._doorbell.arm(queues)):
+                    return  # claim once more: jobs committed before the barrier are visible
+            except PgqError as exc:
+                log_event(
+                    log,
+                    "runner.doorbell_failed",
+                    f"cannot register as idle ({exc}); polling",
+                    level=logging.WARNING,
+                )
+            poll = UNARMED_POLL
+        timeout: float | None
+        try:
+            next_run_at, next_lease, db_now = await db_call(
+                queries.next_due(self._pool, self._hooks.queues, self._hooks.job_types)
+            )
+        except DatabaseUnavailable:
+            timeout = 1.0  # the claim that follows reports the trouble and backs off
+        else:
+            if self._sweeper is not None:
+                self._sweeper.note_lease(next_lease, db_now)
+            if next_run_at is None:
+                timeout = None  # a notification, a reconnect or the safety re-check
+            else:
+                timeout = (next_run_at - db_now).total_seconds() + 0.001
+                if timeout <= 0:
+                    # Due, yet the claim just found nothing: another claimer holds its row
+                    # lock right now. Look again soon, backing off if it persists.
+                    timeout = self._due_retry
+                    self._due_retry = min(self._due_retry * 2, 1.0)
+        if poll is not None:
+            timeout = poll if timeout is None else min(timeout, poll)
+        if self._wake.is_set():
+            return
+        if poll is None and self._listener.connected and not self._doorbell.armed(queues):
+            return  # disarmed during next_due (a reconnect): arm again first
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self._wake.wait()
+
+    # -- leases ---------------------------------------------------------------------------
+
+    # -- outcomes -------------------------------------------------------------------------
+
+    def complete(self, job: Job, result: Any) -> asyncio.Future[tuple[bool, str | None]]:
+        """Queue the completion for the next ``pgq.complete_many`` batch; the future
+        resolves once that batch committed. The write runs in the batching task, so
+        cancelling whoever awaits the future cannot interrupt it."""
+        future: asyncio.Future[tuple[bool, str | None]] = asyncio.get_running_loop().create_future()
+        self._pending.append((job, result, future))
+        if len(self._flushers) < self._max_flushers:
+            flusher = asyncio.create_task(self._flush(), name="pgq-complete-batches")
+            self._flushers.add(flusher)
+        return future
+
+    async def _flush(self) -> None:
+        """Write pending completions, one ``pgq.complete_many`` per batch, until none are
+        left. Started on demand; completions that arrive during a batch join the next."""
+        try:
+            await self._flush_pending()
+        finally:
+            # Synchronously at the end, not in a done-callback: a completion queued between
+            # the loop's last check and a callback would find no flusher and be stranded.
+            current = asyncio.current_task()
+            if current is not None:
+                self._flushers.discard(current)
+
+    async def _flush_pending(self) -> None:
+        assert self._pool is not None and self._hooks is not None
+        while self._pending:
+            batch = self._pending[: self._max_batch]
+            del self._pending[: self._max_batch]
+            self.batches += 1
+            try:
+                rows = await db_call(
+                    queries.complete_many(
+                        self._pool,
+                        self._hooks.worker_id,
+                        [job.id for job, _, _ in batch],
+                        [job.attempt for job, _, _ in batch],
+                        [result for _, result, _ in batch],
+                    )
+                )
+            except BaseException as exc:
+                for _, _, future in batch:
+                    if not future.done():
+                        if isinstance(exc, asyncio.CancelledError):
+                            future.cancel()
+                        else:
+                            future.set_exception(exc)
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                continue
+            for (_, _, future), (_, completed, status) in zip(batch, rows, strict=True):
+                if not future.done():
+                    future.set_result((completed, status))
+
+    async def fail(
+        self, job: Job, error: dict[str, Any], *, retryable: bool, retry_delay: float | None
+    ) -> Job | None:
+        assert self._pool is not None and self._hooks is not None
+        try:
+            return await db_call(
+                queries.fail(
+                    self._pool,
+                    job.id,
+                    self._hooks.worker_id,
+                    error,
+                    retryable=retryable,
+                    attempt=job.attempt,
+                    retry_delay=retry_delay,
+                )
+            )
+        except (JobNotFound, TransitionNotAllowed):
+            return None
+
+    async def release(self, job: Job, reason: dict[str, Any]) -> Job | None:
+        assert self._pool is not None and self._hooks is not None
+        try:
+            return await db_call(
+                queries.release(
+                    self._pool, job.id, self._hooks.worker_id, reason, attempt=job.attempt
+                )
+            )
+        except (JobNotFound, TransitionNotAllowed):
+            return None
+
+    async def heartbeat(self, job: Job) -> bool:
+        assert self._pool is not None and self._hooks is not None
+        try:
+            await db_call(queries.heartbeat(self._pool, job.id, self._hooks.worker_id, job.attempt))
+        except (JobNotFound, TransitionNotAllowed):
+            return False
+        return True

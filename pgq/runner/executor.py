@@ -1,0 +1,416 @@
+"""One task per held job: the handler under its timeout and heartbeats, then its outcome.
+
+``Executor`` owns every job a ``Runner`` holds, from claim until the outcome is written
+through the ``JobSource``: it starts the handler as its own task, heartbeats three times
+per lease, cancels the handler at its timeout, on a cancellation or a lost lease, or at
+the end of the shutdown grace period, and writes what happened (``complete``, ``fail``,
+``release``) fenced by worker and attempt. The write runs outside the handler's
+cancellation scope and is retried while the source is unreachable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+import traceback
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from ..errors import DatabaseUnavailable, PermanentError, RetryLater
+from ..jobs import Job
+from ..logs import log_event
+from .source import JobSource
+
+__all__ = ["Executor", "Handler", "HandlerFn"]
+
+log = logging.getLogger("pgq.runner")
+
+HandlerFn = Callable[[Job], Awaitable[Any]]
+
+#: Longest stored traceback of a failed attempt (it goes into pgq.jobs.errors).
+MAX_TRACEBACK_CHARS = 4000
+
+
+@dataclass(frozen=True, slots=True)
+class Handler:
+    """A registered handler: the coroutine function and its own (shorter) timeout."""
+
+    job_type: str
+    fn: HandlerFn
+    timeout: float | None = None
+
+
+@dataclass(eq=False, slots=True)
+class _Active:
+    """A job this runner holds, from claim until its outcome is written."""
+
+    job: Job
+    handler: Handler
+    started: float = 0.0  # time.perf_counter() at handler start
+    task: asyncio.Task[None] | None = None
+    in_handler: bool = True
+    #: why the runner cancelled the handler: "cancelled" (job cancelled), "lost" (no longer
+    #: held: lease expired / claimed again), "timeout", "shutdown" (grace period over)
+    cancel_reason: str | None = None
+    timeout: float = 0.0  # seconds the handler may run
+    deadline: float = 0.0  # loop.time() when it has run that long
+    next_beat: float = 0.0  # loop.time() of the next heartbeat
+    #: one timer per job, at min(deadline, next_beat): the heartbeat and the timeout
+    timer: asyncio.TimerHandle | None = None
+    heartbeats: set[asyncio.Task[None]] = field(default_factory=set)
+
+
+class Executor:
+    """The jobs a runner holds (see the module docstring). ``on_slot_freed`` is called
+    whenever a handler ends, so the claim loop can fill the slot."""
+
+    def __init__(self, worker_id: str, on_slot_freed: Callable[[], None]) -> None:
+        self.worker_id = worker_id
+        self._on_slot_freed = on_slot_freed
+        self.source: JobSource | None = None  # set by Runner.run() for the run's duration
+        self.active: dict[int, _Active] = {}  # job id → held job whose handler runs
+        self.held: dict[int, int] = {}  # job id → attempt, from claim until written
+        self.tasks: set[asyncio.Task[None]] = set()  # every job task, writes included
+        self.unwritten = 0  # outcomes that could not be written during the current run
+        self.counts: dict[str, int] = dict.fromkeys(
+            ("claimed", "succeeded", "failed", "retried", "dead", "cancelled", "released", "lost"),
+            0,
+        )
+
+    def job_gone(self, job_id: int, status: str | None) -> None:
+        active = self.active.get(job_id)
+        if active is None or not active.in_handler or active.cancel_reason is not None:
+            return
+        self.cancel(active, "cancelled" if status == "cancelled" else "lost")
+
+    def start(self, job: Job, handler: Handler | None) -> None:
+        """Run ``handler`` (the runner's handler for the job's type) for a claimed job."""
+        if handler is None:  # claim filters by type; this is a bug, not the job's fault
+            handler = Handler(job.type, _no_handler)
+        previous = self.active.get(job.id)
+        if previous is not None:  # an older attempt of ours still runs: it lost its lease
+            self.cancel(previous, "lost")
+        active = _Active(job, handler)
+        self.active[job.id] = active
+        self.held[job.id] = job.attempt
+        self.counts["claimed"] += 1
+        task = asyncio.get_running_loop().create_task(self._execute(active))
+        active.task = task
+        self.tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self.tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error(
+                "job task failed",
+                exc_info=task.exception(),
+                extra={"event": "runner.error", "worker_id": self.worker_id},
+            )
+
+    def cancel(self, active: _Active, reason: str) -> None:
+        if active.in_handler and active.cancel_reason is None and active.task is not None:
+            active.cancel_reason = reason
+            active.task.cancel()
+
+    def _leave_handler(self, active: _Active) -> None:
+        """The handler is over: free its slot and stop its timer (heartbeat, timeout)."""
+        active.in_handler = False
+        if active.timer is not None:
+            active.timer.cancel()
+            active.timer = None
+        if self.active.get(active.job.id) is active:
+            del self.active[active.job.id]
+        self._on_slot_freed()
+
+    async def _execute(self, active: _Active) -> None:
+        try:
+            await self._run_job(active)
+        finally:
+            if self.held.get(active.job.id) == active.job.attempt:
+                del self.held[active.job.id]
+
+    async def _run_job(self, active: _Active) -> None:
+        job, handler = active.job, active.handler
+        loop = asyncio.get_running_loop()
+        fields = {
+            "job_id": job.id,
+            "job_type": job.type,
+            "queue": job.queue,
+            "worker_id": self.worker_id,
+            "attempt": job.attempt,
+        }
+        log_event(log, "job.claimed", **fields)
+        timeout = float(job.timeout_seconds)
+        if handler.timeout is not None:
+            timeout = min(timeout, handler.timeout)
+        now = loop.time()
+        active.timeout = timeout
+        active.deadline = now + timeout
+        active.next_beat = now + _beat_interval(job)
+        active.timer = loop.call_at(min(active.deadline, active.next_beat), self._tick, active)
+        active.started = time.perf_counter()
+
+        outcome: str
+        detail: Any = None
+        try:
+            try:
+                result = await handler.fn(job)
+            finally:
+                self._leave_handler(active)
+        except asyncio.CancelledError:
+            if active.cancel_reason is None:
+                raise  # not ours to swallow (the loop is being torn down)
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
+            outcome = active.cancel_reason
+        except PermanentError as exc:
+            outcome, detail = "permanent", exc
+        except RetryLater as exc:
+            outcome, detail = "retry_later", exc
+        except Exception as exc:
+            outcome, detail = "error", exc
+        else:
+            if active.cancel_reason is not None:  # the handler swallowed our cancellation
+                current = asyncio.current_task()
+                if current is not None:
+                    current.uncancel()
+            if active.cancel_reason in ("cancelled", "lost", "timeout"):
+                outcome = active.cancel_reason
+            else:
+                outcome, detail = "success", result
+                if result is not None:
+                    try:
+                        orjson.dumps(result)
+                    except TypeError as exc:
+                        outcome = "error"
+                        detail = TypeError(f"the handler's result is not JSON-serialisable: {exc}")
+        if outcome == "timeout":
+            detail = active.timeout
+        duration_ms = round((time.perf_counter() - active.started) * 1000, 3)
+        fields["duration_ms"] = duration_ms
+        await self._finish(active, outcome, detail, fields)
+
+    async def _finish(
+        self, active: _Active, outcome: str, detail: Any, fields: dict[str, Any]
+    ) -> None:
+        job = active.job
+        if outcome == "cancelled":
+            self.counts["cancelled"] += 1
+            log_event(log, "job.cancelled", "handler stopped: the job was cancelled", **fields)
+            return
+        if outcome == "lost":
+            self._note_lost(fields, None)
+            return
+        if outcome == "success":
+            written, retried = await self._write(lambda: self._source_complete(job, detail), fields)
+            if written is None:
+                return
+            completed, status = written
+            # A retried write may have committed the first time round (the reply was lost).
+            if completed or (retried and status == "succeeded"):
+                self.counts["succeeded"] += 1
+                log_event(log, "job.succeeded", **fields)
+            else:
+                self._note_lost(fields, status)
+            return
+
+        retryable, retry_delay = True, None
+        if outcome == "shutdown":
+            error = {
+                "message": f"released: runner {self.worker_id} shut down before the handler "
+                "finished",
+                "kind": "released",
+            }
+        elif outcome == "timeout":
+            error = {"message": f"handler timed out after {detail:g}s", "kind": "timeout"}
+        else:
+            error = _error_payload(detail)
+            if outcome == "permanent":
+                retryable = False
+                error["kind"] = "permanent"
+            elif outcome == "retry_later":
+                retry_delay = max(0.0, float(detail.delay))
+                error["kind"] = "retry_later"
+                error["retry_delay"] = retry_delay
+        if outcome == "shutdown":
+            # pgq.release: queued again now, and the interrupted attempt is given back, so
+            # a job released on its last attempt runs again instead of going dead.
+            write = lambda: self._source_release(job, error)  # noqa: E731
+        else:
+            write = lambda: self._source_fail(job, error, retryable, retry_delay)  # noqa: E731
+        after, _ = await self._write(write, fields)
+        if after is None:
+            return
+        if after is False:
+            self._note_lost(fields, None)
+            return
+        assert isinstance(after, Job)
+        if outcome == "shutdown":
+            self.counts["released"] += 1
+            log_event(
+                log,
+                "job.released",
+                "grace period over: handler cancelled, job released to run again",
+                **fields,
+            )
+            return
+        self.counts["failed"] += 1
+        log_event(log, "job.failed", level=logging.WARNING, error=error.get("message"), **fields)
+        if after.status == "dead":
+            self.counts["dead"] += 1
+            log_event(log, "job.dead", level=logging.WARNING, error=error.get("message"), **fields)
+        else:
+            self.counts["retried"] += 1
+            log_event(
+                log,
+                "job.retry_scheduled",
+                f"retry at {after.run_at.isoformat() if after.run_at else '?'}",
+                **fields,
+            )
+
+    def _source_complete(self, job: Job, result: Any) -> Awaitable[tuple[bool, str | None]]:
+        assert self.source is not None
+        return self.source.complete(job, result)
+
+    async def _source_fail(
+        self, job: Job, error: dict[str, Any], retryable: bool, retry_delay: float | None
+    ) -> Job | bool:
+        assert self.source is not None
+        after = await self.source.fail(job, error, retryable=retryable, retry_delay=retry_delay)
+        return False if after is None else after
+
+    async def _source_release(self, job: Job, reason: dict[str, Any]) -> Job | bool:
+        assert self.source is not None
+        after = await self.source.release(job, reason)
+        return False if after is None else after
+
+    def _note_lost(self, fields: dict[str, Any], status: str | None) -> None:
+        self.counts["lost"] += 1
+        log_event(
+            log,
+            "job.lost",
+            "outcome not recorded: the job is no longer held by this runner at this attempt "
+            f"(status now {status or 'unknown'}); its lease ran out or it was cancelled",
+            level=logging.WARNING,
+            **fields,
+        )
+
+    async def _write(
+        self, op: Callable[[], Awaitable[Any]], fields: dict[str, Any]
+    ) -> tuple[Any, bool]:
+        """Write an outcome, retrying while the source is unreachable; returns (what the
+        write returned, whether it had to be retried), or (None, ...) when it could not be
+        made (the job's lease will bring the job back). Shielded: cancelling the job's task
+        (a hard stop) cannot interrupt a statement in flight."""
+        delay = 0.05
+        retries = 0
+        while True:
+            try:
+                pending = op()
+                if not isinstance(pending, asyncio.Future):
+                    # A coroutine runs in this task: shield it, so that cancelling the task
+                    # cannot interrupt its statement. A future (the batched completions)
+                    # is written by another task already; cancelling our wait cannot stop it.
+                    pending = asyncio.shield(pending)
+                return await pending, retries > 0
+            except DatabaseUnavailable as exc:
+                if retries % 20 == 0:
+                    log_event(
+                        log,
+                        "runner.write_retry",
+                        f"cannot record the outcome yet ({exc}); retrying",
+                        level=logging.WARNING,
+                        **fields,
+                    )
+                retries += 1
+                await asyncio.sleep(random.uniform(delay / 2, delay))
+                delay = min(delay * 2, 2.0)
+            except asyncio.CancelledError:
+                self.unwritten += 1
+                raise
+            except Exception:
+                self.unwritten += 1
+                log.exception(
+                    "cannot record the outcome; the job's lease will bring it back",
+                    extra={"event": "runner.error", **fields},
+                )
+                return None, retries > 0
+
+    # -- heartbeats and timeouts -----------------------------------------------------------
+
+    def _tick(self, active: _Active) -> None:
+        """The job's timer: cancel the handler at its deadline; heartbeat when due."""
+        if not active.in_handler:
+            return
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if now >= active.deadline - 0.001:  # uvloop's timers have millisecond resolution
+            self.cancel(active, "timeout")
+            return
+        if now >= active.next_beat - 0.001:
+            active.next_beat = now + _beat_interval(active.job)
+            task = loop.create_task(self._heartbeat(active))
+            active.heartbeats.add(task)
+            task.add_done_callback(active.heartbeats.discard)
+        self._arm(active)
+
+    def _arm(self, active: _Active) -> None:
+        if active.timer is not None:
+            active.timer.cancel()
+        active.timer = asyncio.get_running_loop().call_at(
+            min(active.deadline, active.next_beat), self._tick, active
+        )
+
+    async def _heartbeat(self, active: _Active) -> None:
+        assert self.source is not None
+        try:
+            held = await self.source.heartbeat(active.job)
+        except Exception as exc:
+            if isinstance(exc, DatabaseUnavailable):
+                log_event(
+                    log,
+                    "runner.heartbeat_failed",
+                    f"heartbeat failed ({exc}); retrying in 1s",
+                    level=logging.WARNING,
+                    job_id=active.job.id,
+                    worker_id=self.worker_id,
+                )
+            else:
+                log.exception("heartbeat error; retrying in 1s", extra={"event": "runner.error"})
+            if active.in_handler:
+                loop = asyncio.get_running_loop()
+                active.next_beat = min(active.next_beat, loop.time() + 1.0)
+                self._arm(active)
+            return
+        if not held and active.in_handler:
+            self.job_gone(active.job.id, None)
+
+
+def _beat_interval(job: Job) -> float:
+    """Heartbeat three times per lease (1.25 × timeout_seconds), well before it runs out."""
+    return job.timeout_seconds * 1.25 / 3
+
+
+async def _no_handler(job: Job) -> None:
+    raise PermanentError(f"this runner has no handler for job type {job.type!r}")
+
+
+def _error_payload(exc: BaseException) -> dict[str, Any]:
+    """A failed attempt's error as stored in pgq.jobs.last_error / errors."""
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    if len(tb) > MAX_TRACEBACK_CHARS:
+        tb = "…" + tb[-MAX_TRACEBACK_CHARS:]
+    kind = type(exc)
+    return {
+        "message": str(exc) or kind.__name__,
+        "type": f"{kind.__module__}.{kind.__qualname__}",
+        "kind": "exception",
+        "traceback": tb,
+    }
