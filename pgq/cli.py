@@ -205,7 +205,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     configure_logging()
     cmd = args.command
     if cmd == "dev":
-        from .dev import run_dev
+        from .devtools.dev import run_dev
 
         return run_dev(port=args.port)
     if cmd == "coordinator":
@@ -249,7 +249,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     if cmd == "jobs":
         return asyncio.run(_jobs(url, args))
     if cmd == "bench":
-        from . import bench
+        from .devtools import bench
 
         return bench.main(
             url,

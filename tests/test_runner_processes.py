@@ -17,7 +17,7 @@ import pytest
 
 import pgq
 from pgq import db, migrations
-from pgq.embedded import EmbeddedPostgres
+from pgq.devtools.embedded import EmbeddedPostgres
 
 from .runner_support import (
     RunnerProcess,

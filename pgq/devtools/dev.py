@@ -3,8 +3,8 @@
 What it starts, in order, and stops in reverse on Ctrl-C (or SIGTERM):
 
 1. PostgreSQL: ``PGQ_DATABASE_URL`` (then ``DATABASE_URL``) when set, else an embedded
-   server (``pgq.embedded``) whose data is kept between runs in a per-user directory
-   (``pgq.embedded.default_data_dir()``; ``PGQ_DEV_DATA_DIR`` overrides it);
+   server (``pgq.devtools.embedded``) whose data is kept between runs in a per-user directory
+   (``pgq.devtools.embedded.default_data_dir()``; ``PGQ_DEV_DATA_DIR`` overrides it);
 2. the migrations (``pgq migrate``);
 3. the coordinator on 127.0.0.1:``--port`` (``PGQ_PORT``, default 3001);
 4. the example runner, ``pgq.examples.seed:runner`` (TMDB_SYNC, BATCH_QUOTE_PROCESS).
@@ -32,14 +32,14 @@ from typing import TYPE_CHECKING
 import asyncpg
 from aiohttp import web
 
-from . import db, migrations
-from .config import env_int
-from .errors import PgqError
-from .logs import configure_logging, log_event
+from .. import db, migrations
+from ..config import env_int
+from ..errors import PgqError
+from ..logs import configure_logging, log_event
 
 if TYPE_CHECKING:
+    from ..runner import Runner
     from .embedded import EmbeddedPostgres
-    from .runner import Runner
 
 log = logging.getLogger("pgq.dev")
 
@@ -66,8 +66,8 @@ def run_dev(port: int | None = None) -> int:
 
 
 async def _dev(port: int) -> int:
-    from .coordinator import Settings, create_app
-    from .coordinator.serve import start_site
+    from ..coordinator import Settings, create_app
+    from ..coordinator.serve import start_site
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -176,7 +176,7 @@ async def _migrate(dsn: str) -> list[str]:
 
 
 def _load_runner(dsn: str) -> Runner:
-    from .runner.cli import load_runner
+    from ..runner.cli import load_runner
 
     runner = load_runner(RUNNER_TARGET)
     runner.configure(dsn=dsn, grace=DEV_GRACE)

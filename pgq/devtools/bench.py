@@ -39,11 +39,12 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 
-from . import __version__
-from .client import Client
-from .errors import PgqError
-from .jobs import Job
-from .runner import Runner
+from .. import __version__
+from ..client import Client
+from ..errors import PgqError
+from ..jobs import Job
+from ..queries import bench as bench_sql
+from ..runner import Runner
 
 __all__ = ["SCENARIOS", "BenchError", "format_report", "run_bench", "run_bench_async"]
 
@@ -138,12 +139,6 @@ async def _until(event: asyncio.Event, task: asyncio.Task[None], timeout: float,
     raise BenchError(f"waited {timeout:g} s for {what}, in vain")
 
 
-async def _succeeded(conn: asyncpg.Connection, queue: str) -> int:
-    return await conn.fetchval(
-        "SELECT count(*) FROM pgq.jobs WHERE queue = $1 AND status = 'succeeded'", queue
-    )
-
-
 async def _enqueue_chunks(client: Client, n: int) -> float:
     """Enqueue no-op jobs 0..n-1; returns the seconds spent in enqueue_many."""
     spent = 0.0
@@ -163,7 +158,7 @@ async def _enqueue_chunks(client: Client, n: int) -> float:
 
 async def _scenario_enqueue(client: Client, conn: asyncpg.Connection, n: int) -> dict[str, Any]:
     seconds = await _enqueue_chunks(client, n)
-    present = await conn.fetchval("SELECT count(*) FROM pgq.jobs WHERE queue = $1", _DRAIN_QUEUE)
+    present = await bench_sql.count_jobs(conn, _DRAIN_QUEUE)
     if present != n:
         raise BenchError(f"enqueue_many of {n} jobs left {present} in the database")
     return {"jobs": n, "seconds": seconds, "jobs_per_s": n / seconds if seconds else None}
@@ -186,7 +181,7 @@ async def _scenario_drain(
         t_handlers = time.monotonic()
         # Every handler started; completions may still be in flight (batched writes).
         deadline = time.monotonic() + 30
-        while (done := await _succeeded(conn, _DRAIN_QUEUE)) < n:
+        while (done := await bench_sql.count_jobs(conn, _DRAIN_QUEUE, "succeeded")) < n:
             if time.monotonic() > deadline:
                 raise BenchError(f"only {done} of {n} jobs succeeded 30 s after the last start")
             await asyncio.sleep(0.005)
@@ -241,10 +236,7 @@ async def _verify(
     conn: asyncpg.Connection, expected: dict[str, tuple[str, int]], recorders: dict[str, _Recorder]
 ) -> dict[str, Any]:
     """``expected``: queue → (status every job must have, job count)."""
-    rows = await conn.fetch(
-        "SELECT queue, status, count(*) AS n, count(*) FILTER (WHERE attempts <> 1) AS not_once"
-        " FROM pgq.jobs GROUP BY 1, 2 ORDER BY 1, 2"
-    )
+    rows = await bench_sql.job_counts(conn)
     problems: list[str] = []
     found: dict[str, dict[str, int]] = {}
     for r in rows:
@@ -281,11 +273,11 @@ async def _create_database(dsn: str, name: str) -> str:
     except asyncpg.PostgresError as exc:
         raise BenchError(f"cannot connect to {_safe(dsn)}: {exc}") from None
     try:
-        version = await admin.fetchval("SHOW server_version")
+        version = await bench_sql.server_version(admin)
         try:
-            await admin.execute(f'CREATE DATABASE "{name}"')
+            await bench_sql.create_database(admin, name)
         except asyncpg.InsufficientPrivilegeError as exc:
-            user = await admin.fetchval("SELECT current_user")
+            user = await bench_sql.current_user(admin)
             raise BenchError(
                 f"pgq bench needs to create a scratch database ({name}) and role {user!r} "
                 f"may not ({exc}); it never runs in your own database. Grant it with "
@@ -300,10 +292,7 @@ async def _create_database(dsn: str, name: str) -> str:
 async def _drop_database(dsn: str, name: str) -> None:
     admin = await asyncpg.connect(dsn)
     try:
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        except asyncpg.PostgresSyntaxError:  # PostgreSQL < 13: no FORCE
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        await bench_sql.drop_database(admin, name)
     finally:
         await admin.close()
 

@@ -1,0 +1,73 @@
+"""One async function per SQL function in ``sql/``: the only Python that holds SQL text.
+
+Each function takes ``db``, anything with asyncpg's ``fetch``/``fetchrow``/``fetchval``
+(a pool, a pool connection, a plain connection, possibly inside the caller's
+transaction), and raises pgq's exceptions (``pgq.errors``) instead of asyncpg's.
+
+Split by area: :mod:`.enqueue` (creating jobs), :mod:`.transitions` (what happens to them
+afterwards), :mod:`.reads`, :mod:`.doorbell` (idle listeners), :mod:`.bench` (``pgq bench``'s
+scratch database, used only as ``queries.bench``). Everything but ``bench`` is re-exported
+here, so callers write ``from pgq import queries`` and ``queries.claim(...)``.
+"""
+
+from . import bench
+from .base import Executor
+from .doorbell import forget_dead_listeners, listen_idle, unlisten_idle, wait_for_enqueuers
+from .enqueue import enqueue, enqueue_many
+from .reads import (
+    finished_since,
+    get_job,
+    get_jobs,
+    list_jobs,
+    next_due,
+    notification_queue_usage,
+    ping,
+    queue_depths,
+    running_jobs_of,
+    stats,
+)
+from .transitions import (
+    cancel,
+    claim,
+    complete,
+    complete_many,
+    expire_leases,
+    expire_leases_detailed,
+    fail,
+    heartbeat,
+    prune,
+    release,
+    retry,
+)
+
+__all__ = [
+    "Executor",
+    "bench",
+    "cancel",
+    "claim",
+    "complete",
+    "complete_many",
+    "enqueue",
+    "enqueue_many",
+    "expire_leases",
+    "expire_leases_detailed",
+    "fail",
+    "finished_since",
+    "forget_dead_listeners",
+    "get_job",
+    "get_jobs",
+    "heartbeat",
+    "list_jobs",
+    "listen_idle",
+    "next_due",
+    "notification_queue_usage",
+    "ping",
+    "prune",
+    "queue_depths",
+    "release",
+    "retry",
+    "running_jobs_of",
+    "stats",
+    "unlisten_idle",
+    "wait_for_enqueuers",
+]

@@ -1,0 +1,169 @@
+"""Reads: jobs by id or filter, per-queue statistics, what is due next, what finished (for
+metrics), and a ping."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from ..jobs import Job
+from .base import Executor, translated
+
+
+@translated
+async def get_job(db: Executor, job_id: int) -> Job | None:
+    """One job by id, or None."""
+    row = await db.fetchrow("SELECT * FROM pgq.jobs WHERE id = $1", job_id)
+    return Job.from_record(row) if row is not None else None
+
+
+@translated
+async def get_jobs(db: Executor, job_ids: Sequence[int]) -> list[Job]:
+    """The jobs with these ids that exist, in id order."""
+    rows = await db.fetch(
+        "SELECT * FROM pgq.jobs WHERE id = ANY($1::bigint[]) ORDER BY id", list(job_ids)
+    )
+    return [Job.from_record(r) for r in rows]
+
+
+@translated
+async def list_jobs(
+    db: Executor,
+    *,
+    status: str | None = None,
+    queue: str | None = None,
+    job_type: str | None = None,
+    after: int | None = None,
+    limit: int = 100,
+) -> list[Job]:
+    """Jobs in id order, optionally filtered, starting after the id ``after``."""
+    rows = await db.fetch(
+        """
+        SELECT * FROM pgq.jobs
+         WHERE ($1::text IS NULL OR status = $1)
+           AND ($2::text IS NULL OR queue = $2)
+           AND ($3::text IS NULL OR type = $3)
+           AND id > coalesce($4::bigint, 0)
+         ORDER BY id
+         LIMIT $5
+        """,
+        status,
+        queue,
+        job_type,
+        after,
+        limit,
+    )
+    return [Job.from_record(r) for r in rows]
+
+
+@translated
+async def running_jobs_of(db: Executor, worker_id: str) -> list[Job]:
+    """The running jobs ``worker_id`` holds, in id order (a runner looks for jobs it claimed
+    but never heard back about, when a claim's reply was lost with its connection)."""
+    rows = await db.fetch(
+        "SELECT * FROM pgq.jobs WHERE status = 'running' AND worker_id = $1 ORDER BY id",
+        worker_id,
+    )
+    return [Job.from_record(r) for r in rows]
+
+
+@translated
+async def next_due(
+    db: Executor, queues: Sequence[str] | None = None, job_types: Sequence[str] | None = None
+) -> tuple[datetime | None, datetime | None, datetime]:
+    """``pgq.next_due``: (earliest run_at of claimable queued jobs, earliest lease expiry,
+    the database's clock now), so a caller can turn both into delays on its own clock."""
+    row = await db.fetchrow(
+        "SELECT d.*, clock_timestamp() AS db_now FROM pgq.next_due($1, $2) AS d",
+        list(queues) if queues is not None else None,
+        list(job_types) if job_types is not None else None,
+    )
+    return row["next_run_at"], row["next_lease_expiry"], row["db_now"]
+
+
+@translated
+async def stats(db: Executor) -> list[dict[str, Any]]:
+    """``pgq.stats``: per queue and status, the count and the oldest run_at."""
+    return [dict(r) for r in await db.fetch("SELECT * FROM pgq.stats()")]
+
+
+@translated
+async def queue_depths(db: Executor) -> list[dict[str, Any]]:
+    """For metrics: ``pgq.stats()`` plus the age of the oldest due queued job per queue."""
+    rows = await db.fetch(
+        """
+        SELECT s.queue, s.status, s.count,
+               CASE WHEN s.status = 'queued' AND s.oldest_run_at <= now()
+                    THEN extract(epoch FROM now() - s.oldest_run_at) END AS oldest_due_age_seconds
+          FROM pgq.stats() AS s
+        """
+    )
+    return [dict(r) for r in rows]
+
+
+@translated
+async def finished_since(
+    db: Executor, since: datetime | None, lag_seconds: float = 2.0
+) -> dict[str, Any]:
+    """For metrics: what finished in the window (``since``, ``until``], ``until`` being the
+    database clock minus ``lag_seconds`` (a finishing transaction stamps ``finished_at``
+    with its start time, so a lag lets slow commits land inside the next window, not
+    before it).
+
+    Returns ``until``; ``finished``: one row per job that finished in the window (``type``,
+    ``queue``, ``status``, ``run_seconds`` = finished_at - claimed_at and
+    ``start_latency_seconds`` = claimed_at - run_at, both NULL when it never ran); and
+    ``retried``: per type, how many failed attempts in the window were scheduled for a
+    retry (error entries stamped in the window, except the one that made a job dead).
+    With ``since`` None only ``until`` is read. Cost: the finished_at index for the window,
+    plus the queued and running jobs that have errors.
+    """
+    until = await db.fetchval(
+        "SELECT clock_timestamp() - $1::float8 * interval '1 second'", lag_seconds
+    )
+    if since is None:
+        return {"until": until, "finished": [], "retried": []}
+    finished = await db.fetch(
+        """
+        SELECT type, queue, status,
+               extract(epoch FROM finished_at - claimed_at)::float8 AS run_seconds,
+               extract(epoch FROM claimed_at - run_at)::float8 AS start_latency_seconds
+          FROM pgq.jobs
+         WHERE finished_at > $1 AND finished_at <= $2
+        """,
+        since,
+        until,
+    )
+    retried = await db.fetch(
+        """
+        SELECT j.type, count(*) AS count
+          FROM pgq.jobs AS j
+         CROSS JOIN LATERAL jsonb_array_elements(j.errors) AS e(entry)
+         WHERE (j.status IN ('queued', 'running') OR j.finished_at > $1)
+           AND j.errors <> '[]'::jsonb
+           AND (e.entry->>'at')::timestamptz > $1
+           AND (e.entry->>'at')::timestamptz <= $2
+           AND NOT (j.status = 'dead' AND (e.entry->>'at')::timestamptz = j.finished_at)
+         GROUP BY j.type
+        """,
+        since,
+        until,
+    )
+    return {
+        "until": until,
+        "finished": [dict(r) for r in finished],
+        "retried": [dict(r) for r in retried],
+    }
+
+
+@translated
+async def notification_queue_usage(db: Executor) -> float:
+    """``pg_notification_queue_usage()``: how full Postgres's NOTIFY queue is (0..1)."""
+    return await db.fetchval("SELECT pg_notification_queue_usage()")
+
+
+@translated
+async def ping(db: Executor) -> None:
+    """Round trip to the database; raises DatabaseUnavailable when it does not answer."""
+    await db.fetchval("SELECT 1")

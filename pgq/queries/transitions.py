@@ -1,0 +1,166 @@
+"""The state transitions of a job after it was created: claim, complete, fail, heartbeat,
+release, cancel, retry, lease expiry and pruning."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ..errors import translate
+from ..jobs import Job
+from .base import Executor, translated
+
+
+@translated
+async def claim(
+    db: Executor,
+    worker_id: str,
+    max_jobs: int = 1,
+    queues: Sequence[str] | None = None,
+    job_types: Sequence[str] | None = None,
+) -> list[Job]:
+    """``pgq.claim``: up to ``max_jobs`` due jobs, now running and held by ``worker_id``."""
+    rows = await db.fetch(
+        "SELECT * FROM pgq.claim($1, $2, $3, $4)",
+        worker_id,
+        max_jobs,
+        list(queues) if queues is not None else None,
+        list(job_types) if job_types is not None else None,
+    )
+    return [Job.from_record(r) for r in rows]
+
+
+@translated
+async def complete(
+    db: Executor, job_id: int, worker_id: str, result: Any = None, attempt: int | None = None
+) -> Job:
+    """``pgq.complete``: running → succeeded, fenced by worker and attempt."""
+    row = await db.fetchrow(
+        "SELECT * FROM pgq.complete($1, $2, $3, $4)", job_id, worker_id, result, attempt
+    )
+    return Job.from_record(row)
+
+
+@translated
+async def complete_many(
+    db: Executor,
+    worker_id: str,
+    job_ids: Sequence[int],
+    attempts: Sequence[int | None],
+    results: Sequence[Any] | None = None,
+) -> list[tuple[int, bool, str | None]]:
+    """``pgq.complete_many``: complete a batch of jobs held by ``worker_id``, each fenced by
+    its attempt. Returns ``(job_id, completed, status)`` per job in input order; a job
+    cancelled, expired or claimed again meanwhile is ``completed=False`` and fails nothing.
+    ``results`` travel as one JSON array (a list result must not become an array dimension)."""
+    rows = await db.fetch(
+        "SELECT * FROM pgq.complete_many($1, $2, $3, $4)",
+        worker_id,
+        list(job_ids),
+        list(attempts),
+        list(results) if results is not None else None,
+    )
+    return [(r["job_id"], r["completed"], r["status"]) for r in rows]
+
+
+@translated
+async def fail(
+    db: Executor,
+    job_id: int,
+    worker_id: str,
+    error: Any,
+    *,
+    retryable: bool = True,
+    attempt: int | None = None,
+    retry_delay: float | None = None,
+) -> Job:
+    """``pgq.fail``: running → queued after a backoff (or ``retry_delay`` seconds), or dead."""
+    row = await db.fetchrow(
+        "SELECT * FROM pgq.fail($1, $2, $3, $4, $5, $6::float8 * interval '1 second')",
+        job_id,
+        worker_id,
+        error,
+        retryable,
+        attempt,
+        retry_delay,
+    )
+    return Job.from_record(row)
+
+
+@translated
+async def heartbeat(db: Executor, job_id: int, worker_id: str, attempt: int | None = None) -> Job:
+    """``pgq.heartbeat``: extend the lease of a job this worker holds."""
+    row = await db.fetchrow("SELECT * FROM pgq.heartbeat($1, $2, $3)", job_id, worker_id, attempt)
+    return Job.from_record(row)
+
+
+@translated
+async def release(
+    db: Executor, job_id: int, worker_id: str, reason: Any = None, attempt: int | None = None
+) -> Job:
+    """``pgq.release``: running → queued now, giving the attempt back (runner shutdown)."""
+    row = await db.fetchrow(
+        "SELECT * FROM pgq.release($1, $2, $3, $4)", job_id, worker_id, reason, attempt
+    )
+    return Job.from_record(row)
+
+
+@translated
+async def cancel(db: Executor, job_id: int) -> Job:
+    """``pgq.cancel``: waiting / queued / running → cancelled."""
+    return Job.from_record(await db.fetchrow("SELECT * FROM pgq.cancel($1)", job_id))
+
+
+@translated
+async def retry(db: Executor, job_id: int, extra_attempts: int = 1) -> Job:
+    """``pgq.retry``: dead / cancelled → queued now, with ``extra_attempts`` more attempts."""
+    row = await db.fetchrow("SELECT * FROM pgq.retry($1, $2)", job_id, extra_attempts)
+    return Job.from_record(row)
+
+
+@translated
+async def expire_leases(db: Executor) -> int:
+    """``pgq.expire_leases``: fail every job whose lease ran out; returns how many."""
+    return await db.fetchval("SELECT pgq.expire_leases()")
+
+
+async def expire_leases_detailed(conn: Any) -> list[Job]:
+    """``pgq.expire_leases``, reporting which jobs this call expired and what became of them.
+
+    ``conn`` is one asyncpg connection (not a pool): in one transaction the expired rows are
+    locked first (SKIP LOCKED, as ``pgq.expire_leases`` does), then ``pgq.expire_leases()``
+    runs, which treats rows this transaction locked as its own, then those rows are re-read
+    (status ``queued`` with a backoff, or ``dead``). Rows another caller is expiring at the
+    same moment are neither expired nor reported here.
+    """
+    try:
+        async with conn.transaction():
+            ids = await conn.fetch(
+                """
+                SELECT id FROM pgq.jobs
+                 WHERE status = 'running' AND lease_expires_at < now()
+                 ORDER BY lease_expires_at
+                   FOR UPDATE SKIP LOCKED
+                """
+            )
+            if not ids:
+                return []
+            await conn.fetchval("SELECT pgq.expire_leases()")
+            rows = await conn.fetch(
+                "SELECT * FROM pgq.jobs WHERE id = ANY($1::bigint[]) ORDER BY id",
+                [r["id"] for r in ids],
+            )
+    except Exception as exc:
+        translated = translate(exc)
+        if translated is exc:
+            raise
+        raise translated from exc
+    return [Job.from_record(r) for r in rows]
+
+
+@translated
+async def prune(db: Executor, older_than_seconds: float) -> int:
+    """``pgq.prune``: delete jobs finished longer ago than ``older_than_seconds``."""
+    return await db.fetchval(
+        "SELECT pgq.prune($1::float8 * interval '1 second')", older_than_seconds
+    )
