@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
@@ -19,12 +18,7 @@ import pgq
 from pgq import db, migrations
 
 from ._postgres import ServerInfo, provide_postgres
-
-
-def dsn_for(admin_dsn: str, database: str) -> str:
-    """The admin DSN pointed at another database on the same server."""
-    parts = urlsplit(admin_dsn)
-    return urlunsplit(parts._replace(path="/" + database))
+from .support import create_database, drop_database
 
 
 @pytest.fixture(scope="session")
@@ -37,58 +31,38 @@ def pg_server() -> Iterator[ServerInfo]:
 async def template_db(pg_server: ServerInfo) -> AsyncIterator[str]:
     """A database migrated once per session; each test's database is a copy of it."""
     name = f"pgq_template_{os.getpid()}"
-    admin = await asyncpg.connect(pg_server.dsn)
+    await drop_database(pg_server.dsn, name)
+    conn = await db.connect(await create_database(pg_server.dsn, name))
     try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        conn = await db.connect(dsn_for(pg_server.dsn, name))
-        try:
-            await migrations.migrate(conn)
-        finally:
-            await conn.close()
-        yield name
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await migrations.migrate(conn)
     finally:
-        await admin.close()
+        await conn.close()
+    yield name
+    await drop_database(pg_server.dsn, name)
 
 
-async def create_database(pg_server: ServerInfo, template: str | None) -> str:
-    name = f"pgq_t_{uuid.uuid4().hex[:16]}"
-    admin = await asyncpg.connect(pg_server.dsn)
-    try:
-        clause = f' TEMPLATE "{template}"' if template else ""
-        await admin.execute(f'CREATE DATABASE "{name}"{clause}')
-    finally:
-        await admin.close()
-    return name
-
-
-async def drop_database(pg_server: ServerInfo, name: str) -> None:
-    admin = await asyncpg.connect(pg_server.dsn)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+def _test_database() -> str:
+    return f"pgq_t_{uuid.uuid4().hex[:16]}"
 
 
 @pytest.fixture
 async def dsn(pg_server: ServerInfo, template_db: str) -> AsyncIterator[str]:
     """A fresh, migrated database for this test only; dropped afterwards."""
-    name = await create_database(pg_server, template_db)
+    name = _test_database()
     try:
-        yield dsn_for(pg_server.dsn, name)
+        yield await create_database(pg_server.dsn, name, template=template_db)
     finally:
-        await drop_database(pg_server, name)
+        await drop_database(pg_server.dsn, name)
 
 
 @pytest.fixture
 async def empty_dsn(pg_server: ServerInfo) -> AsyncIterator[str]:
     """A fresh database with nothing in it (for migration tests)."""
-    name = await create_database(pg_server, None)
+    name = _test_database()
     try:
-        yield dsn_for(pg_server.dsn, name)
+        yield await create_database(pg_server.dsn, name)
     finally:
-        await drop_database(pg_server, name)
+        await drop_database(pg_server.dsn, name)
 
 
 @pytest.fixture

@@ -8,21 +8,19 @@ import re
 import secrets
 import subprocess
 import sys
-from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
 from ._postgres import ServerInfo
-
-ROOT = Path(__file__).resolve().parent.parent
+from .support import REPO
 
 
 async def _pgq_bench(*args: str) -> subprocess.CompletedProcess[str]:
     return await asyncio.to_thread(
         subprocess.run,
         [sys.executable, "-m", "pgq", "bench", *args],
-        cwd=ROOT,
+        cwd=REPO,
         capture_output=True,
         text=True,
         timeout=120,

@@ -15,7 +15,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from .http_support import free_port, wait_healthy
+from .support import free_port, wait_healthy
 
 pytestmark = pytest.mark.slow
 

@@ -19,7 +19,7 @@ import pgq
 from pgq import db, queries
 from pgq.runner import DatabaseSource, Runner
 
-from .runner_support import running, wait_true, wait_until
+from .support import running, wait_until
 
 NO_SAFETY = 600.0  # the safety re-check never fires during a test
 DEADLINE = 1.0  # seconds from an enqueue's commit to its handler's start
@@ -187,7 +187,7 @@ async def test_an_open_enqueue_when_the_runner_registers_wakes_it_at_commit(
         source = source_of(runner)
         doorbell = source._doorbell
         assert doorbell is not None
-        await wait_true(lambda: doorbell.armed(["default"]))
+        await wait_until(lambda: doorbell.armed(["default"]))
         claims = source.claims
         await asyncio.sleep(0.1)
         assert source.claims == claims  # asleep: nothing polls

@@ -21,9 +21,10 @@ import pytest
 from pgq.devtools.embedded import EmbeddedPostgres, EmbeddedPostgresError, binaries
 from tests._postgres import ENV_URL, docker_available, provide_postgres
 
+from .support import REPO
+
 pytestmark = pytest.mark.smoke
 
-REPO = Path(__file__).resolve().parents[1]
 AS_ROOT = os.geteuid() == 0
 
 

@@ -13,7 +13,7 @@ import pytest
 from pgq import queries
 from pgq.coordinator.openapi import document
 
-from .http_support import Live, live_app
+from .support import Live, live_app
 
 
 @pytest.fixture

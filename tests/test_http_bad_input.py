@@ -10,7 +10,7 @@ import orjson
 
 from pgq import queries
 
-from .http_support import live_app
+from .support import live_app
 
 JSON = {"Content-Type": "application/json"}
 

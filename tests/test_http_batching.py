@@ -21,7 +21,7 @@ from pgq.coordinator.batcher import EnqueueBatcher
 from pgq.coordinator.keys import BATCHER
 from pgq.errors import DatabaseUnavailable
 
-from .http_support import Live, eventually, live_app
+from .support import Live, live_app, wait_until
 
 
 @asynccontextmanager
@@ -41,7 +41,7 @@ async def piled_up(live: Live, requests: list[Awaitable[Any]], queued: int) -> l
     tasks (still waiting: the caller holds the lock)."""
     batcher = live.app[BATCHER]
     tasks = [asyncio.ensure_future(r) for r in requests]
-    await eventually(lambda: batcher.pending + batcher.jobs >= queued)
+    await wait_until(lambda: batcher.pending + batcher.jobs >= queued)
     return tasks
 
 
@@ -138,7 +138,7 @@ async def test_idempotent_repeats_make_one_job_one_201_and_the_rest_200(
             others = await piled_up(
                 live, [live.request("POST", "/jobs", json=b) for b in plain], queued=5
             )
-            await eventually(
+            await wait_until(
                 lambda: conn.fetchval(
                     "SELECT count(*) = 9 FROM pg_stat_activity "
                     "WHERE datname = current_database() AND wait_event_type = 'Lock'"
@@ -213,10 +213,10 @@ async def test_a_request_cancelled_while_queued_gets_no_job(
         batcher = EnqueueBatcher(pool)
         async with table_locked(dsn):
             first = asyncio.ensure_future(batcher.enqueue({"job_type": "FIRST"}))
-            await eventually(lambda: batcher.jobs == 1)  # its flush waits for the lock
+            await wait_until(lambda: batcher.jobs == 1)  # its flush waits for the lock
             kept = asyncio.ensure_future(batcher.enqueue({"job_type": "KEPT"}))
             gone = asyncio.ensure_future(batcher.enqueue({"job_type": "GONE"}))
-            await eventually(lambda: batcher.pending == 2)
+            await wait_until(lambda: batcher.pending == 2)
             gone.cancel()
         (job_first, created_first), (job_kept, created_kept) = await asyncio.gather(first, kept)
         await batcher.close()
@@ -240,7 +240,7 @@ async def test_close_gives_up_on_a_flush_the_database_holds(dsn: str) -> None:
         batcher = EnqueueBatcher(pool)
         async with table_locked(dsn):
             stuck = asyncio.ensure_future(batcher.enqueue({"job_type": "STUCK"}))
-            await eventually(lambda: batcher.jobs == 1)
+            await wait_until(lambda: batcher.jobs == 1)
             await batcher.close(timeout=0.1)
             with pytest.raises(DatabaseUnavailable):
                 await stuck

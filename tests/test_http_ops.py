@@ -20,8 +20,7 @@ from pgq import queries
 from pgq.coordinator.keys import MONITOR, WAITERS
 
 from ._postgres import ServerInfo
-from .conftest import dsn_for
-from .http_support import eventually, free_port, live_app, wait_healthy
+from .support import dsn_for, free_port, live_app, wait_healthy, wait_until
 
 # -- auth -----------------------------------------------------------------------------------
 
@@ -150,7 +149,7 @@ async def test_oldest_queued_age_and_parked_requests(dsn: str, conn: asyncpg.Con
                 json={"worker_id": "w", "queues": ["idle"], "wait_seconds": 30},
             )
         )
-        await eventually(lambda: live.app[WAITERS].waiting == 1)
+        await wait_until(lambda: live.app[WAITERS].waiting == 1)
         _, text, _ = await live.request("GET", "/metrics")
         assert 90 <= sample(text, 'pgq_oldest_queued_age_seconds{queue="default"}') < 120
         assert sample(text, "pgq_long_polls_waiting") == 1
@@ -200,7 +199,7 @@ async def test_lease_monitor_expires_a_silent_runners_job(
         # the lease is 1.25 s; nobody heartbeats; the monitor expires both
         done = await client.wait(dead.id, timeout=10)
         assert done.status == "dead" and done.error["kind"] == "lease_expired"
-        await eventually(lambda: live.app[MONITOR].expired == 2)
+        await wait_until(lambda: live.app[MONITOR].expired == 2)
         requeued = await client.get(again.id)
         assert requeued is not None and requeued.status == "queued" and requeued.attempt == 1
     expired = [r for r in caplog.records if getattr(r, "event", None) == "job.lease_expired"]
@@ -286,7 +285,7 @@ async def test_sigterm_releases_long_polls_and_exits_0(dsn: str) -> None:
                 async with http.get(url + "/metrics") as r:
                     return "pgq_long_polls_waiting 1.0" in await r.text()
 
-            await eventually(parked, timeout=10, interval=0.02)
+            await wait_until(parked, timeout=10, interval=0.02)
             started = time.monotonic()
             proc.send_signal(signal.SIGTERM)
             status, body = await asyncio.wait_for(waiting, 10)

@@ -16,7 +16,6 @@ from collections import Counter
 from pathlib import Path
 
 import aiohttp
-import asyncpg
 import orjson
 import pytest
 
@@ -25,8 +24,18 @@ from pgq import queries
 from pgq.coordinator.keys import WAITERS
 from pgq.runner import HttpSource, Runner
 
-from .http_runner_support import coordinator, running_http, start_http_runner
-from .runner_support import RunnerProcess, job_row, read_runs, statuses, wait_true, wait_until
+from .support import (
+    RunnerProcess,
+    coordinator,
+    job_row,
+    read_runs,
+    running_http,
+    start_http_runner,
+    statuses,
+    wait_status,
+    wait_statuses,
+    wait_until,
+)
 
 TOKEN = "http-runner-test-token"
 
@@ -37,24 +46,6 @@ def procs():
     yield started
     for proc in started:
         proc.stop()
-
-
-async def wait_statuses(conn: asyncpg.Connection, expected: dict[str, int], timeout: float):
-    async def check():
-        return await statuses(conn) == expected
-
-    try:
-        await wait_until(check, timeout=timeout, interval=0.05)
-    except AssertionError:
-        raise AssertionError(f"expected {expected}, have {await statuses(conn)}") from None
-
-
-async def wait_status(conn: asyncpg.Connection, job_id: int, status: str, timeout: float = 10):
-    async def check():
-        row = await job_row(conn, job_id)
-        return row if row["status"] == status else None
-
-    return await wait_until(check, timeout=timeout)
 
 
 async def handler_started(tmp_path: Path, job_id: int, timeout: float = 10):
@@ -197,7 +188,7 @@ async def test_a_stale_attempts_completion_is_refused_and_nothing_more_is_writte
             assert (again.id, again.attempt) == (job.id, 2)
             before = dict(await job_row(conn, job.id))
             release.set()  # attempt 1 finishes and tries to complete
-            await wait_true(lambda: runner.counts["lost"] == 1)
+            await wait_until(lambda: runner.counts["lost"] == 1)
     after = dict(await job_row(conn, job.id))
     assert after == before  # the refused completion changed nothing, and nothing followed
     assert (after["status"], after["worker_id"], after["result"]) == ("running", "intruder", None)
@@ -316,7 +307,7 @@ async def test_a_stop_during_the_long_poll_releases_what_the_aborted_claim_took(
     async with coordinator(dsn) as coord:
         source = HttpSource(coord.url)
         async with running_http(runner, source):
-            await wait_true(lambda: coord.app[WAITERS].waiting == 1)  # parked in the long poll
+            await wait_until(lambda: coord.app[WAITERS].waiting == 1)  # parked in the long poll
             # What a claim under way as the runner hung up leaves behind: a job running under
             # the runner's name that no reply will ever deliver.
             await queries.claim(conn, "poller", 1, job_types=["ELSEWHERE"])

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import aiohttp
 
-from .http_support import free_port, wait_healthy
+from .support import free_port, wait_healthy
 
 CHECKS = ",".join(
     [

@@ -14,7 +14,7 @@ import pytest
 from pgq import db, queries
 from pgq.coordinator.keys import LISTENER, WAITERS
 
-from .http_support import Live, eventually, live_app
+from .support import Live, live_app, wait_until
 
 
 def parked(live: Live, n: int):
@@ -27,7 +27,7 @@ async def test_claim_long_poll_is_woken_by_an_enqueue(dsn: str, conn: asyncpg.Co
         claim = asyncio.create_task(
             live.request("POST", "/jobs/claim", json={"worker_id": "w", "wait_seconds": 30})
         )
-        await eventually(parked(live, 1))
+        await wait_until(parked(live, 1))
         job, _ = await queries.enqueue(conn, "TMDB_SYNC", {"movieId": 1})  # another connection
         status, body, _ = await asyncio.wait_for(claim, 10)
         elapsed = time.monotonic() - started
@@ -47,12 +47,12 @@ async def test_one_notification_many_waiters_each_job_claimed_once(
             )
             for i in range(3)
         ]
-        await eventually(parked(live, 3))
+        await wait_until(parked(live, 3))
         first, _ = await queries.enqueue(conn, "X")
         done, pending = await asyncio.wait(claims, return_when=asyncio.FIRST_COMPLETED)
         assert len(done) == 1
         # the two others woke, found nothing and went back to waiting
-        await eventually(parked(live, 2))
+        await wait_until(parked(live, 2))
         assert not any(c.done() for c in pending)
         await queries.enqueue_many(conn, [{"type": "X"}, {"type": "X"}])
         results = await asyncio.wait_for(asyncio.gather(*claims), 10)
@@ -68,7 +68,7 @@ async def test_claim_wakes_when_a_delayed_job_becomes_due(
         claim = asyncio.create_task(
             live.request("POST", "/jobs/claim", json={"worker_id": "w", "wait_seconds": 30})
         )
-        await eventually(parked(live, 1))
+        await wait_until(parked(live, 1))
         job, _ = await queries.enqueue(conn, "LATER", delay_seconds=1.0)
         started = time.monotonic()
         status, body, _ = await asyncio.wait_for(claim, 10)
@@ -95,7 +95,7 @@ async def test_get_wait_is_woken_by_completion(dsn: str, conn: asyncpg.Connectio
     async with live_app(dsn) as live:
         started = time.monotonic()
         wait = asyncio.create_task(live.request("GET", f"/jobs/{job.id}?wait=30"))
-        await eventually(parked(live, 1))
+        await wait_until(parked(live, 1))
         await queries.complete(conn, claimed.id, "w", {"ok": True})
         status, body, _ = await asyncio.wait_for(wait, 10)
         elapsed = time.monotonic() - started
@@ -130,7 +130,7 @@ async def test_waiters_survive_losing_every_connection(dsn: str, conn: asyncpg.C
         claim = asyncio.create_task(
             live.request("POST", "/jobs/claim", json={"worker_id": "w", "wait_seconds": 30})
         )
-        await eventually(parked(live, 1))
+        await wait_until(parked(live, 1))
         killed = await conn.fetchval(
             """
             SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
@@ -138,7 +138,7 @@ async def test_waiters_survive_losing_every_connection(dsn: str, conn: asyncpg.C
             """
         )
         assert killed >= 1
-        await eventually(lambda: listener.connected and listener.connects > connects)
+        await wait_until(lambda: listener.connected and listener.connects > connects)
         # the reconnect also replaced the pool's dead idle connections: no request fails
         for _ in range(3):
             status, _, _ = await live.request("GET", "/jobs")
@@ -155,16 +155,16 @@ async def test_a_claim_whose_client_left_claims_nothing(dsn: str, conn: asyncpg.
         claim = asyncio.create_task(
             live.request("POST", "/jobs/claim", json={"worker_id": "gone", "wait_seconds": 30})
         )
-        await eventually(parked(live, 1))
+        await wait_until(parked(live, 1))
         claim.cancel()  # the client gives up: its connection is closed
         with contextlib.suppress(asyncio.CancelledError):
             await claim
         server = live.runner.server
         assert server is not None
         # the server saw it close (the handler, still parked, keeps its entry)
-        await eventually(lambda: all(c.transport is None for c in server.connections))
+        await wait_until(lambda: all(c.transport is None for c in server.connections))
         job, _ = await queries.enqueue(conn, "X")
-        await eventually(parked(live, 0))  # the waiter woke, saw its client gone, left
+        await wait_until(parked(live, 0))  # the waiter woke, saw its client gone, left
         assert (await queries.get_job(conn, job.id)).status == "queued"  # type: ignore[union-attr]
 
 
@@ -175,7 +175,7 @@ async def test_shutdown_releases_waiting_requests(dsn: str, conn: asyncpg.Connec
             live.request("POST", "/jobs/claim", json={"worker_id": "w", "wait_seconds": 60})
         )
         wait = asyncio.create_task(live.request("GET", f"/jobs/{job.id}?wait=60"))
-        await eventually(parked(live, 2))
+        await wait_until(parked(live, 2))
         started = time.monotonic()
         await live.runner.cleanup()  # what SIGTERM does
         (s1, b1, _), (s2, b2, _) = await asyncio.wait_for(asyncio.gather(claim, wait), 10)
@@ -222,10 +222,10 @@ async def test_one_listen_connection_serves_every_waiter(
             )
             for i in range(40)
         ]
-        await eventually(parked(live, 40))
+        await wait_until(parked(live, 40))
         # 40 new channels subscribed at once, all really LISTENed on the one connection
         listener = live.app[LISTENER]
-        await eventually(lambda: all(listener.listening(f"pgq_q{i}") for i in range(40)))
+        await wait_until(lambda: all(listener.listening(f"pgq_q{i}") for i in range(40)))
         listening = await conn.fetchval(
             """
             SELECT count(*) FROM pg_stat_activity

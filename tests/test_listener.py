@@ -9,7 +9,7 @@ import pytest
 
 from pgq.listener import Listener
 
-from .runner_support import wait_true as _until
+from .support import wait_until
 
 pytestmark = pytest.mark.smoke
 
@@ -25,10 +25,10 @@ async def test_channels_subscribed_at_once_while_connected_all_receive(
         channels = [f"pgq_q{i}" for i in range(30)]
         for ch in channels:
             listener.subscribe(ch, lambda c, p: received.setdefault(c, []).append(p))
-        await _until(lambda: all(listener.listening(ch) for ch in channels))
+        await wait_until(lambda: all(listener.listening(ch) for ch in channels))
         for ch in channels:
             await conn.execute(f"NOTIFY {ch}, 'hello'")
-        await _until(lambda: len(received) == len(channels))
+        await wait_until(lambda: len(received) == len(channels))
         assert all(received[ch] == ["hello"] for ch in channels)
         assert listener.connects == 1  # no collision was mistaken for a dead connection
     finally:
@@ -54,7 +54,7 @@ async def test_reconnects_after_its_backend_is_terminated_and_tells_subscribers(
         await asyncio.wait_for(reconnected.wait(), 10)
         assert listener.connected and listener.listening("pgq_default")
         await conn.execute("NOTIFY pgq_default, 'after'")
-        await _until(lambda: received == ["after"])
+        await wait_until(lambda: received == ["after"])
     finally:
         await listener.close()
     assert not listener.connected

@@ -7,7 +7,6 @@ import asyncio
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import asyncpg
 import pytest
@@ -15,7 +14,8 @@ import pytest
 from pgq import db, migrations
 from pgq.errors import MigrationError
 
-REPO = Path(__file__).resolve().parents[1]
+from .support import REPO
+
 NAMES = [m.name for m in migrations.load_migrations()]
 
 

@@ -7,27 +7,18 @@ import logging
 import time
 from datetime import timedelta
 
-import asyncpg
 import pytest
 
 import pgq
 from pgq import queries
 from pgq.runner import DatabaseSource, Runner, load_runner, run_from_cli
 
-from .runner_support import job_row, running, wait_true, wait_until
+from .support import job_row, running, wait_until
 
 
 def make_runner(dsn: str, **kwargs) -> Runner:
     kwargs.setdefault("worker_id", "test-runner")
     return Runner(dsn, **kwargs)
-
-
-async def wait_status(conn: asyncpg.Connection, job_id: int, status: str, timeout: float = 10):
-    async def check():
-        row = await job_row(conn, job_id)
-        return row if row["status"] == status else None
-
-    return await wait_until(check, timeout=timeout)
 
 
 # -- API ---------------------------------------------------------------------------------
@@ -359,7 +350,7 @@ async def test_a_runner_whose_lease_ran_out_cannot_overwrite_the_job(dsn, client
             )
             assert await conn.fetchval("SELECT pgq.expire_leases()") == 1
         release.set()
-        await wait_true(lambda: runner.counts["lost"] == 1)
+        await wait_until(lambda: runner.counts["lost"] == 1)
     row = await job_row(conn, job.id)
     assert (row["status"], row["attempts"], row["result"]) == ("queued", 1, None)
     assert row["last_error"]["kind"] == "lease_expired"
@@ -469,7 +460,7 @@ async def test_after_losing_its_listen_connection_the_runner_listens_again(
         listener = runner._source._listener
         pid = listener._conn.get_server_pid()
         assert await conn.fetchval("SELECT pg_terminate_backend($1)", pid)
-        await wait_true(lambda: listener.connects == 2, timeout=15)
+        await wait_until(lambda: listener.connects == 2, timeout=15)
         health = runner.health()["source"]
         assert health["listener_connected"] and health["listener_connects"] == 2
         # A job enqueued now is announced on the new connection: picked up at once, not

@@ -19,7 +19,7 @@ import pgq
 from pgq import db, migrations
 from pgq.devtools.embedded import EmbeddedPostgres
 
-from .runner_support import (
+from .support import (
     RunnerProcess,
     job_row,
     read_runs,

@@ -1,6 +1,6 @@
 """Measure the drain rate of one HTTP-mode runner (not a test; run by hand).
 
-    .venv/bin/python -m tests.http_runner_measure [--dsn ADMIN_DSN] [--jobs 2000]
+    .venv/bin/python -m benchmarks.measure_http_runner [--dsn ADMIN_DSN] [--jobs 2000]
 
 Uses ``--dsn`` (or ``PGQ_TEST_DATABASE_URL``), else an embedded PostgreSQL. Creates a
 scratch database, starts ``pgq coordinator`` and ``pgq runner tests.runner_handlers:runner
@@ -18,25 +18,21 @@ import contextlib
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
-from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
-import asyncpg
 
-import pgq
+from benchmarks.measure_wakeup import timed_drain
 from pgq import db, migrations
 from pgq.devtools.embedded import EmbeddedPostgres
-
-from .http_support import free_port
-from .runner_support import REPO
-
-NO_DATABASE = "postgresql://nobody@127.0.0.1:1/no_database_here"
-
-
-def dsn_for(admin: str, database: str) -> str:
-    return urlunsplit(urlsplit(admin)._replace(path="/" + database))
+from tests.support import (
+    NO_DATABASE,
+    REPO,
+    create_database,
+    drop_database,
+    free_port,
+    wait_until,
+)
 
 
 def spawn(*args: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -58,15 +54,15 @@ def stopped_at_exit(*procs: subprocess.Popen[bytes]) -> Iterator[None]:
 
 
 async def wait_until_healthy(url: str) -> None:
-    deadline = time.monotonic() + 30
     async with aiohttp.ClientSession() as http:
-        while time.monotonic() < deadline:
+
+        async def healthy() -> bool:
             with contextlib.suppress(aiohttp.ClientError):
                 async with http.get(url + "/health") as resp:
-                    if resp.status == 200:
-                        return
-            await asyncio.sleep(0.05)
-    raise SystemExit("the coordinator did not become healthy")
+                    return resp.status == 200
+            return False
+
+        await wait_until(healthy, timeout=30, interval=0.05)
 
 
 async def drain(dsn: str, n: int, concurrency: int, database_mode: bool) -> None:
@@ -87,21 +83,8 @@ async def drain(dsn: str, n: int, concurrency: int, database_mode: bool) -> None
             await asyncio.sleep(2)  # the runner is up and idle (parked in its long poll)
             if runner.poll() is not None:
                 raise SystemExit("the runner exited")
-            async with pgq.Client(dsn) as client:
-                t0 = time.monotonic()
-                await client.enqueue_many([{"type": "NOOP"} for _ in range(n)])
-                t_enq = time.monotonic()
-            done = "SELECT count(*) FROM pgq.jobs WHERE status = 'succeeded'"
-            while await conn.fetchval(done) < n:  # noqa: ASYNC110 - polling the database
-                await asyncio.sleep(0.01)
-            t1 = time.monotonic()
-            once = await conn.fetchval("SELECT count(*) FROM pgq.jobs WHERE attempts = 1")
-        mode = "database" if database_mode else "HTTP"
-        print(
-            f"{mode} mode: {n} no-op jobs, one runner, concurrency {concurrency}: "
-            f"{t1 - t_enq:.2f} s after the enqueue commit ({n / (t1 - t_enq):,.0f} jobs/s; "
-            f"enqueue_many took {t_enq - t0:.2f} s); {once} ran exactly once"
-        )
+            result = await timed_drain(dsn, conn, n, concurrency)
+        print(f"{'database' if database_mode else 'HTTP'} mode: {result}")
     finally:
         await conn.close()
 
@@ -120,13 +103,11 @@ async def main() -> None:
         admin_dsn = await asyncio.to_thread(server.start)
     try:
         name = f"pgq_http_measure_{os.getpid()}"
-        admin = await asyncpg.connect(admin_dsn)
-        await admin.execute(f'CREATE DATABASE "{name}"')
+        dsn = await create_database(admin_dsn, name)
         try:
-            await drain(dsn_for(admin_dsn, name), args.jobs, args.concurrency, args.database_mode)
+            await drain(dsn, args.jobs, args.concurrency, args.database_mode)
         finally:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            await admin.close()
+            await drop_database(admin_dsn, name)
     finally:
         if server is not None:
             await asyncio.to_thread(server.stop)

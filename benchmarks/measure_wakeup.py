@@ -1,6 +1,6 @@
 """Measure the runner's idle wake-up latency and drain rate (not a test; run by hand).
 
-    .venv/bin/python -m tests.measure_wakeup --dsn postgresql://postgres@127.0.0.1:5432/postgres
+    .venv/bin/python -m benchmarks.measure_wakeup --dsn postgresql://postgres@127.0.0.1:5432/postgres
 
 Creates a scratch database on that server, starts ``pgq runner tests.runner_handlers:runner``
 as a separate process (uvloop when installed, logs at warning, like the benchmark), then:
@@ -19,9 +19,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -30,14 +29,14 @@ import asyncpg
 
 import pgq
 from pgq import db, migrations, queries
-
-REPO = Path(__file__).resolve().parent.parent
-
-
-def dsn_for(admin: str, database: str) -> str:
-    from urllib.parse import urlsplit, urlunsplit
-
-    return urlunsplit(urlsplit(admin)._replace(path="/" + database))
+from tests.support import (
+    RunnerProcess,
+    create_database,
+    drop_database,
+    read_runs,
+    start_runner,
+    wait_until,
+)
 
 
 async def listening(conn: asyncpg.Connection) -> bool:
@@ -49,13 +48,8 @@ async def listening(conn: asyncpg.Connection) -> bool:
     )
 
 
-def read_starts(run_log: Path) -> dict[int, float]:
-    starts: dict[int, float] = {}
-    for path in run_log.glob("*.log"):
-        for line in path.read_text().splitlines():
-            _, job_id, _, _, _, mono = line.split()
-            starts[int(job_id)] = float(mono)
-    return starts
+def read_starts(tmp: Path) -> dict[int, float]:
+    return {run.job_id: run.mono for run in read_runs(tmp) if run.what == "start"}
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -67,35 +61,28 @@ def percentile(values: list[float], p: float) -> float:
 LOG_LEVEL = "warning"
 
 
-def start_runner(dsn: str, run_log: Path, concurrency: int) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "PGQ_DATABASE_URL": dsn,
-        "PGQ_TEST_RUN_LOG": str(run_log),
-        "PGQ_LOG_LEVEL": LOG_LEVEL,
-    }
-    return subprocess.Popen(
-        [
-            *(sys.executable, "-m", "pgq", "runner", "tests.runner_handlers:runner"),
-            *("--concurrency", str(concurrency)),
-        ],
-        cwd=REPO,
-        env=env,
-    )
+def runner(dsn: str, tmp: Path, concurrency: int) -> RunnerProcess:
+    env = {"PGQ_LOG_LEVEL": LOG_LEVEL, "PGQ_LOG_FORMAT": "console"}
+    return start_runner(dsn, tmp, "--concurrency", str(concurrency), env=env)
 
 
-async def wait_ready(conn: asyncpg.Connection, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 20
-    while not await listening(conn):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit("the runner did not start")
-        await asyncio.sleep(0.02)
+async def wait_ready(conn: asyncpg.Connection, proc: RunnerProcess) -> None:
+    async def ready() -> bool:
+        if proc.proc.poll() is not None:
+            raise SystemExit(f"the runner exited:\n{proc.log()}")
+        return await listening(conn)
+
+    await wait_until(ready, timeout=20, interval=0.02)
+
+
+async def stop(proc: RunnerProcess) -> None:
+    proc.signal(signal.SIGTERM)
+    await proc.wait(30)
 
 
 async def measure_wakeup(dsn: str, conn: asyncpg.Connection, jobs: int, gap: float) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        run_log = Path(tmp)
-        proc = start_runner(dsn, run_log, 10)
+        proc = runner(dsn, Path(tmp), 10)
         try:
             await wait_ready(conn, proc)
             stamps: dict[int, float] = {}
@@ -111,7 +98,7 @@ async def measure_wakeup(dsn: str, conn: asyncpg.Connection, jobs: int, gap: flo
                         await asyncio.sleep(gap)  # the runner is idle again before the next
             finally:
                 await producer.close()
-            starts = read_starts(run_log)
+            starts = read_starts(Path(tmp))
             ids = sorted(stamps)[10:]  # the first few warm caches up
             lat = [(starts[i] - stamps[i]) * 1000 for i in ids]
             print(
@@ -121,33 +108,37 @@ async def measure_wakeup(dsn: str, conn: asyncpg.Connection, jobs: int, gap: flo
                 f"mean {statistics.mean(lat):.2f} ms"
             )
         finally:
-            proc.terminate()
-            proc.wait(30)
+            await stop(proc)
+
+
+async def timed_drain(dsn: str, conn: asyncpg.Connection, n: int, concurrency: int) -> str:
+    """Enqueue ``n`` no-op jobs in one ``enqueue_many`` for the runner that is listening and
+    time until the database counts them all succeeded; the result as one line of text."""
+    async with pgq.Client(dsn) as client:
+        t0 = time.monotonic()
+        await client.enqueue_many([{"type": "NOOP"} for _ in range(n)])
+        t_enq = time.monotonic()
+    done = "SELECT count(*) FROM pgq.jobs WHERE status = 'succeeded'"
+    while await conn.fetchval(done) < n:  # noqa: ASYNC110 - polling the database
+        await asyncio.sleep(0.01)
+    t1 = time.monotonic()
+    once = await conn.fetchval("SELECT count(*) FROM pgq.jobs WHERE attempts = 1")
+    return (
+        f"{n} no-op jobs, one runner, concurrency {concurrency}: "
+        f"{t1 - t_enq:.2f} s after the enqueue commit ({n / (t1 - t_enq):,.0f} jobs/s; "
+        f"enqueue_many took {t_enq - t0:.2f} s); {once} ran exactly once"
+    )
 
 
 async def measure_drain(dsn: str, conn: asyncpg.Connection, n: int, concurrency: int) -> None:
     await conn.execute("TRUNCATE pgq.jobs")
     with tempfile.TemporaryDirectory() as tmp:
-        proc = start_runner(dsn, Path(tmp), concurrency)
+        proc = runner(dsn, Path(tmp), concurrency)
         try:
             await wait_ready(conn, proc)
-            async with pgq.Client(dsn) as client:
-                t0 = time.monotonic()
-                await client.enqueue_many([{"type": "NOOP"} for _ in range(n)])
-                t_enq = time.monotonic()
-            done = "SELECT count(*) FROM pgq.jobs WHERE status = 'succeeded'"
-            while await conn.fetchval(done) < n:  # noqa: ASYNC110 - polling the database
-                await asyncio.sleep(0.01)
-            t1 = time.monotonic()
-            once = await conn.fetchval("SELECT count(*) FROM pgq.jobs WHERE attempts = 1")
-            print(
-                f"drain: {n} no-op jobs, one runner, concurrency {concurrency}: "
-                f"{t1 - t_enq:.2f} s after the enqueue commit ({n / (t1 - t_enq):,.0f} jobs/s; "
-                f"enqueue_many took {t_enq - t0:.2f} s); {once} ran exactly once"
-            )
+            print(f"drain: {await timed_drain(dsn, conn, n, concurrency)}")
         finally:
-            proc.terminate()
-            proc.wait(30)
+            await stop(proc)
 
 
 async def main() -> None:
@@ -166,9 +157,7 @@ async def main() -> None:
     if not args.dsn:
         raise SystemExit("pass --dsn (an admin DSN) or set PGQ_TEST_DATABASE_URL")
     name = f"pgq_measure_{os.getpid()}"
-    admin = await asyncpg.connect(args.dsn)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    dsn = dsn_for(args.dsn, name)
+    dsn = await create_database(args.dsn, name)
     try:
         conn = await db.connect(dsn)
         try:
@@ -180,8 +169,7 @@ async def main() -> None:
         finally:
             await conn.close()
     finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+        await drop_database(args.dsn, name)
 
 
 if __name__ == "__main__":
