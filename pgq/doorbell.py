@@ -1,4 +1,4 @@
-"""The idle registration of one process's LISTEN connection (sql/0008_doorbell.sql).
+"""The idle registration of one process's LISTEN connection (sql/0003_notifications.sql).
 
 An enqueue notifies ``pgq_<queue>`` only when some LISTEN session is registered idle on
 that queue (``pgq.idle_listeners``), so a process that wants wake-ups must register before

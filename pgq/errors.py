@@ -58,6 +58,10 @@ class MigrationError(PgqError):
     """The database schema cannot be brought to this version of pgq."""
 
 
+class PreBaselineDatabase(MigrationError):
+    """The database was migrated by a pgq from before the migrations became one baseline."""
+
+
 class PermanentError(Exception):
     """Raise from a handler to fail the job at once, without retries: it goes to dead."""
 

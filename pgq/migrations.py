@@ -3,8 +3,14 @@
 Order of work, after graphile-worker's migrator: each pending migration runs in its own
 transaction that first takes a transaction-level advisory lock (so concurrent migrators
 queue up instead of racing), re-reads the ledger, runs the file and records it. A database
-already migrated by a *newer* pgq, and a foreign ``pgq`` schema (Skytools PgQ installs one
-of that name), are refused with a message that says what to do.
+already migrated by a *newer* pgq, one migrated by a pgq from before the baseline, and a
+foreign ``pgq`` schema (Skytools PgQ installs one of that name), are refused with a message
+that says what to do.
+
+``sql/0001``–``0004`` are the baseline: the whole schema as of the first release, each
+function defined once. Later files are deltas on top of it; ``sql/schema.sql`` is the
+result, generated (``python -m tests.dump_schema``) and checked against the files by the
+tests.
 """
 
 from __future__ import annotations
@@ -17,12 +23,32 @@ from pathlib import Path
 
 import asyncpg
 
-from .errors import MigrationError
+from .errors import MigrationError, PreBaselineDatabase
 
 #: pg_advisory_xact_lock key shared by every pgq migrator ("pgq-migrate" as digits).
 _LOCK_KEY = 0x7067712D6D6967
 
 _FILE_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+
+#: Ledger names that only the migrations before the baseline had (they were squashed into
+#: sql/0001-0004). Every database those migrations touched lists 0003_notify.
+PRE_BASELINE_NAMES = frozenset(
+    {"0003_notify", "0005_bulk_enqueue", "0007_release", "0008_doorbell", "0009_drain"}
+)
+
+#: How to move a pre-baseline database over. The tables those migrations left are the
+#: baseline's column for column (only function comments differ), so rows copy as they are.
+PRE_BASELINE_HELP = """Two ways over:
+  * no jobs worth keeping (a development database, say): in psql
+      DROP SCHEMA pgq CASCADE;
+    then run `pgq migrate`.
+  * keep the jobs: stop every runner and coordinator using this database; in psql
+      ALTER SCHEMA pgq RENAME TO pgq_old;
+    run `pgq migrate`; then in psql, in one transaction
+      INSERT INTO pgq.jobs OVERRIDING SYSTEM VALUE SELECT * FROM pgq_old.jobs;
+      SELECT setval(pg_get_serial_sequence('pgq.jobs', 'id'), max(id)) FROM pgq.jobs;
+      DROP SCHEMA pgq_old CASCADE;
+    and start them again (jobs that were running come back when their lease expires)."""
 
 _LEDGER_DDL = """
 CREATE SCHEMA IF NOT EXISTS pgq;
@@ -92,7 +118,18 @@ async def applied_migrations(conn: asyncpg.Connection) -> dict[str, str]:
     return {r["name"]: r["checksum"] for r in rows}
 
 
+def _check_not_pre_baseline(applied: dict[str, str]) -> None:
+    old = sorted(PRE_BASELINE_NAMES & set(applied))
+    if old:
+        raise PreBaselineDatabase(
+            "this database was migrated by a pgq from before its migrations were squashed "
+            f"into one baseline (its pgq.migrations lists {', '.join(old)}); this pgq cannot "
+            "migrate it in place.\n" + PRE_BASELINE_HELP
+        )
+
+
 def _check_compatible(applied: dict[str, str], known: list[Migration]) -> None:
+    _check_not_pre_baseline(applied)
     known_names = {m.name: m for m in known}
     newer = sorted(set(applied) - set(known_names))
     if newer:

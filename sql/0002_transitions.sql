@@ -1,25 +1,34 @@
 -- 0002_transitions: one function per state transition, plus the helpers they share.
+-- Part of the baseline (0001-0004).
 --
 -- Every refusal raises a custom SQLSTATE (pgq/errors.py maps them, HTTP answers with them):
 --   PQ400  invalid argument          → HTTP 400
 --   PQ404  no such job               → HTTP 404
 --   PQ409  transition not allowed: wrong status, another holder, a stale attempt → HTTP 409
--- Functions run in the caller's transaction: a refusal rolls back everything it did.
+-- and dependency bookkeeping raises 0A000 inside a REPEATABLE READ transaction (see
+-- pgq._require_fresh_snapshots). Functions run in the caller's transaction: a refusal rolls
+-- back everything it did. Notifications are sent by the triggers and helpers of
+-- 0003_notifications; the runners' batched acknowledgement is in 0004_runner.
 
 
 -- _invalid_job: why a job description would be refused, or NULL when it is acceptable.
--- Shared by enqueue and enqueue_many so both give the same message for the same mistake.
+-- Applies to one job description; shared by pgq.enqueue, pgq.enqueue_many and
+-- pgq.enqueue_bulk so all give the same message for the same mistake. The rules are those
+-- of pgq.jobs' constraints, plus max_attempts <= 1000. Leaves nothing behind; raises nothing.
+-- STABLE (format() is stable), so the planner inlines it into the calling query instead of
+-- calling it once per job; the name patterns use "+ and length()" rather than bounded
+-- repetitions, as the table's CHECKs do, for the same cost reason.
 CREATE FUNCTION pgq._invalid_job(
     job_type text, args jsonb, queue text, priority integer, run_at timestamptz,
     max_attempts integer, timeout_seconds integer
 ) RETURNS text
-LANGUAGE sql IMMUTABLE AS $$
+LANGUAGE sql STABLE AS $$
     SELECT CASE
         WHEN job_type IS NULL THEN 'job type is required'
-        WHEN job_type !~ '^[A-Za-z0-9_.:-]{1,128}$' THEN
+        WHEN job_type !~ '^[A-Za-z0-9_.:-]+$' OR length(job_type) > 128 THEN
             format('job type %s is invalid: use 1-128 characters of A-Z a-z 0-9 _ . : -',
                    quote_literal(left(job_type, 140)))
-        WHEN queue IS NULL OR queue !~ '^[a-z][a-z0-9_]{0,47}$' THEN
+        WHEN queue IS NULL OR queue !~ '^[a-z][a-z0-9_]*$' OR length(queue) > 48 THEN
             format('queue %s is invalid: use a lowercase letter then up to 47 of a-z 0-9 _',
                    coalesce(quote_literal(left(queue, 60)), 'NULL'))
         WHEN args IS NULL OR jsonb_typeof(args) <> 'object' THEN
@@ -34,21 +43,31 @@ LANGUAGE sql IMMUTABLE AS $$
                    coalesce(timeout_seconds::text, 'NULL'))
     END
 $$;
+COMMENT ON FUNCTION pgq._invalid_job(text, jsonb, text, integer, timestamp with time zone, integer, integer) IS $$_invalid_job: why a job description would be refused, or NULL when it is acceptable.
+Applies to one job description; shared by pgq.enqueue, pgq.enqueue_many and
+pgq.enqueue_bulk so all give the same message for the same mistake. The rules are those
+of pgq.jobs' constraints, plus max_attempts <= 1000. Leaves nothing behind; raises nothing.
+STABLE (format() is stable), so the planner inlines it into the calling query instead of
+calling it once per job; the name patterns use "+ and length()" rather than bounded
+repetitions, as the table's CHECKs do, for the same cost reason.$$;
 
-
--- backoff: how long a job waits after failed attempt n before it runs again:
--- a base drawn uniformly from 4-8 s, doubled per attempt, capped at one hour.
+-- backoff: how long a job waits after failed attempt n before it runs again: a base drawn
+-- uniformly from 4-8 s, doubled per attempt, capped at one hour:
+-- min(3600, uniform(4, 8) * 2^(n-1)) seconds. Used by pgq.fail and pgq.expire_leases.
+-- Leaves nothing behind; raises nothing.
 CREATE FUNCTION pgq.backoff(attempt integer) RETURNS interval
 LANGUAGE sql VOLATILE AS $$
     SELECT make_interval(secs => least(3600, (4 + random() * 4) * 2 ^ least(greatest(attempt, 1) - 1, 20)))
 $$;
-COMMENT ON FUNCTION pgq.backoff(integer) IS
-    'backoff: retry delay after failed attempt n: min(3600, uniform(4, 8) * 2^(n-1)) seconds.';
-
+COMMENT ON FUNCTION pgq.backoff(integer) IS $$backoff: how long a job waits after failed attempt n before it runs again: a base drawn
+uniformly from 4-8 s, doubled per attempt, capped at one hour:
+min(3600, uniform(4, 8) * 2^(n-1)) seconds. Used by pgq.fail and pgq.expire_leases.
+Leaves nothing behind; raises nothing.$$;
 
 -- _queued_queues: the queues that have queued jobs (what "every queue" means to pgq.claim
 -- and pgq.next_due), found by hopping through jobs_claim_idx one queue at a time, a skip
 -- scan whose cost grows with the number of queues, not with the number of jobs.
+-- Leaves nothing behind; raises nothing.
 CREATE FUNCTION pgq._queued_queues() RETURNS SETOF text
 LANGUAGE sql STABLE AS $$
     WITH RECURSIVE hop AS (
@@ -61,10 +80,14 @@ LANGUAGE sql STABLE AS $$
     )
     SELECT hop.queue FROM hop WHERE hop.queue IS NOT NULL
 $$;
-
+COMMENT ON FUNCTION pgq._queued_queues() IS $$_queued_queues: the queues that have queued jobs (what "every queue" means to pgq.claim
+and pgq.next_due), found by hopping through jobs_claim_idx one queue at a time, a skip
+scan whose cost grows with the number of queues, not with the number of jobs.
+Leaves nothing behind; raises nothing.$$;
 
 -- _error_entry: the error of one attempt as stored in last_error and appended to errors.
--- An object is kept as given, anything else becomes {"message": ...}; attempt and time are added.
+-- An object is kept as given, anything else becomes {"message": ...}; attempt and time are
+-- added. Leaves nothing behind; raises nothing.
 CREATE FUNCTION pgq._error_entry(error jsonb, attempt integer) RETURNS jsonb
 LANGUAGE sql STABLE AS $$
     SELECT CASE
@@ -74,10 +97,13 @@ LANGUAGE sql STABLE AS $$
            END
            || jsonb_build_object('attempt', attempt, 'at', now())
 $$;
+COMMENT ON FUNCTION pgq._error_entry(jsonb, integer) IS $$_error_entry: the error of one attempt as stored in last_error and appended to errors.
+An object is kept as given, anything else becomes {"message": ...}; attempt and time are
+added. Leaves nothing behind; raises nothing.$$;
 
-
--- _refuse: raise the right exception for a fenced transition (complete, fail, heartbeat)
--- whose UPDATE matched nothing. Always raises.
+-- _refuse: raise the right exception for a fenced transition (complete, fail, heartbeat,
+-- release) whose UPDATE matched nothing. Always raises: PQ404 when the job does not exist,
+-- PQ409 when it is not running, held by another worker or on another attempt.
 CREATE FUNCTION pgq._refuse(job_id bigint, worker_id text, attempt integer, action text)
 RETURNS void
 LANGUAGE plpgsql AS $$
@@ -104,7 +130,9 @@ BEGIN
     END IF;
 END
 $$;
-
+COMMENT ON FUNCTION pgq._refuse(bigint, text, integer, text) IS $$_refuse: raise the right exception for a fenced transition (complete, fail, heartbeat,
+release) whose UPDATE matched nothing. Always raises: PQ404 when the job does not exist,
+PQ409 when it is not running, held by another worker or on another attempt.$$;
 
 -- _require_fresh_snapshots: refuse dependency bookkeeping in a REPEATABLE READ transaction.
 -- Ending a job and enqueueing its dependent, or two parents ending, race; each side waits
@@ -112,7 +140,8 @@ $$;
 -- COMMITTED (each statement takes a fresh snapshot) and fails safely under SERIALIZABLE
 -- (a serialization error to retry), but under REPEATABLE READ the re-read sees the old
 -- snapshot: a dependent enqueued meanwhile is not found, or the other parent still looks
--- unfinished, and the dependent would wait forever. Raises 0A000 there.
+-- unfinished, and the dependent would wait forever. Leaves nothing behind; raises 0A000
+-- under REPEATABLE READ.
 CREATE FUNCTION pgq._require_fresh_snapshots(action text) RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
@@ -124,11 +153,18 @@ BEGIN
     END IF;
 END
 $$;
+COMMENT ON FUNCTION pgq._require_fresh_snapshots(text) IS $$_require_fresh_snapshots: refuse dependency bookkeeping in a REPEATABLE READ transaction.
+Ending a job and enqueueing its dependent, or two parents ending, race; each side waits
+for the other's row lock and then re-reads in a new statement. That works under READ
+COMMITTED (each statement takes a fresh snapshot) and fails safely under SERIALIZABLE
+(a serialization error to retry), but under REPEATABLE READ the re-read sees the old
+snapshot: a dependent enqueued meanwhile is not found, or the other parent still looks
+unfinished, and the dependent would wait forever. Leaves nothing behind; raises 0A000
+under REPEATABLE READ.$$;
 
-
--- _release_dependents: after a job succeeded, queue each waiting dependent whose parents
--- have now all succeeded. Leaves the others waiting. Raises 0A000 in a REPEATABLE READ
--- transaction (see _require_fresh_snapshots).
+-- _release_dependents: after a job succeeded (pgq.complete), queue each waiting dependent
+-- whose parents have now all succeeded. Leaves the others waiting. Raises 0A000 in a
+-- REPEATABLE READ transaction (see _require_fresh_snapshots).
 CREATE FUNCTION pgq._release_dependents(parent_id bigint) RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
@@ -148,11 +184,14 @@ BEGIN
                         WHERE p.id = ANY (child.depends_on) AND p.status <> 'succeeded');
 END
 $$;
-
+COMMENT ON FUNCTION pgq._release_dependents(bigint) IS $$_release_dependents: after a job succeeded (pgq.complete), queue each waiting dependent
+whose parents have now all succeeded. Leaves the others waiting. Raises 0A000 in a
+REPEATABLE READ transaction (see _require_fresh_snapshots).$$;
 
 -- _doom_dependents: after jobs ended dead or cancelled, every job waiting on them (and,
--- transitively, on those) becomes dead with a "dependency" error. Raises 0A000 in a
--- REPEATABLE READ transaction (see _require_fresh_snapshots).
+-- transitively, on those) becomes dead with a "dependency" error, finished_at set and a
+-- pgq_events notification. Raises 0A000 in a REPEATABLE READ transaction (see
+-- _require_fresh_snapshots).
 CREATE FUNCTION pgq._doom_dependents(parent_ids bigint[]) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -184,12 +223,15 @@ BEGIN
     END LOOP;
 END
 $$;
-
+COMMENT ON FUNCTION pgq._doom_dependents(bigint[]) IS $$_doom_dependents: after jobs ended dead or cancelled, every job waiting on them (and,
+transitively, on those) becomes dead with a "dependency" error, finished_at set and a
+pgq_events notification. Raises 0A000 in a REPEATABLE READ transaction (see
+_require_fresh_snapshots).$$;
 
 -- enqueue: → queued (or waiting, or dead when a parent already failed).
 -- Applies always, given valid arguments. Leaves a new job, or for a known idempotency_key
 -- the existing job untouched. With depends_on the job waits until every parent succeeded;
--- when a parent is already dead or cancelled the job is created dead.
+-- when a parent is already dead or cancelled the job is created dead. Returns the job.
 -- Raises PQ400 for an invalid argument or a depends_on naming a job that does not exist,
 -- and 0A000 for depends_on inside a REPEATABLE READ transaction (_require_fresh_snapshots).
 CREATE FUNCTION pgq.enqueue(
@@ -277,22 +319,18 @@ BEGIN
     RETURN j;
 END
 $$;
-COMMENT ON FUNCTION pgq.enqueue(text, jsonb, text, integer, timestamptz, integer, integer, text, bigint[]) IS
-    'enqueue: create a job (queued, or waiting on depends_on); returns the existing job for a known idempotency_key.';
-
-
--- job_spec: one element of pgq.enqueue_many's input, as a typed record.
-CREATE TYPE pgq.job_spec AS (
-    type text, args jsonb, queue text, priority integer, run_at timestamptz,
-    max_attempts integer, timeout_seconds integer, idempotency_key text, depends_on bigint[],
-    delay_seconds double precision
-);
-
+COMMENT ON FUNCTION pgq.enqueue(text, jsonb, text, integer, timestamp with time zone, integer, integer, text, bigint[]) IS $$enqueue: → queued (or waiting, or dead when a parent already failed).
+Applies always, given valid arguments. Leaves a new job, or for a known idempotency_key
+the existing job untouched. With depends_on the job waits until every parent succeeded;
+when a parent is already dead or cancelled the job is created dead. Returns the job.
+Raises PQ400 for an invalid argument or a depends_on naming a job that does not exist,
+and 0A000 for depends_on inside a REPEATABLE READ transaction (_require_fresh_snapshots).$$;
 
 -- _job_spec: one element of pgq.enqueue_many's input as a job_spec, with the defaults of
 -- pgq.enqueue filled in and delay_seconds turned into run_at on the database's clock.
--- Raises a data exception (SQLSTATE class 22) for a value of the wrong type, such as
--- "priority": "high"; pgq.enqueue_many turns that into PQ400 naming the element.
+-- Leaves nothing behind. Raises a data exception (SQLSTATE class 22) for a value of the
+-- wrong type, such as "priority": "high"; pgq._name_unconvertible_job turns that into PQ400
+-- naming the element.
 CREATE FUNCTION pgq._job_spec(job jsonb) RETURNS pgq.job_spec
 LANGUAGE sql STABLE AS $$
     SELECT ROW(r.type, coalesce(r.args, '{}'), coalesce(r.queue, 'default'),
@@ -302,85 +340,231 @@ LANGUAGE sql STABLE AS $$
                r.idempotency_key, r.depends_on, NULL)::pgq.job_spec
       FROM jsonb_populate_record(NULL::pgq.job_spec, job) AS r
 $$;
+COMMENT ON FUNCTION pgq._job_spec(jsonb) IS $$_job_spec: one element of pgq.enqueue_many's input as a job_spec, with the defaults of
+pgq.enqueue filled in and delay_seconds turned into run_at on the database's clock.
+Leaves nothing behind. Raises a data exception (SQLSTATE class 22) for a value of the
+wrong type, such as "priority": "high"; pgq._name_unconvertible_job turns that into PQ400
+naming the element.$$;
 
-
--- enqueue_many: enqueue every job described in a JSON array, all or nothing.
--- Each element is an object with "type" and optionally "args", "queue", "priority",
--- "run_at" or "delay_seconds" (counted on the database's clock), "max_attempts",
--- "timeout_seconds", "idempotency_key", "depends_on"; a key that is absent or JSON null
--- takes pgq.enqueue's default. Returns the jobs in input order. Jobs without
--- idempotency_key and depends_on (the bulk case) are inserted by one statement; the others
--- go through pgq.enqueue one by one.
--- Raises PQ400 naming the first invalid element (jobs[i], counting from 0), including a
--- value of the wrong type.
-CREATE FUNCTION pgq.enqueue_many(jobs jsonb) RETURNS SETOF pgq.jobs
-LANGUAGE plpgsql AS $$
+-- _check_job_array: refuse a pgq.enqueue_many / pgq.enqueue_bulk input that is not a JSON
+-- array of objects with known keys, at most one of run_at and delay_seconds, and a
+-- non-negative delay_seconds. Values of the wrong type are left to the conversion
+-- (_job_rows), the rules on values to _invalid_job. Leaves nothing behind; raises PQ400
+-- naming the first bad element (jobs[i], counting from 0).
+CREATE FUNCTION pgq._check_job_array(jobs jsonb) RETURNS void
+LANGUAGE plpgsql STABLE AS $$
 DECLARE
-    bad record;
-    specs pgq.job_spec[];
-    spec pgq.job_spec;
-    idx integer := 0;
+    bad_idx bigint;
 BEGIN
     IF jobs IS NULL OR jsonb_typeof(jobs) <> 'array' THEN
         RAISE EXCEPTION 'cannot enqueue: jobs must be a JSON array' USING ERRCODE = 'PQ400';
     END IF;
-
-    SELECT e.ord - 1 AS idx INTO bad
+    SELECT e.ord - 1 INTO bad_idx
       FROM jsonb_array_elements(jobs) WITH ORDINALITY AS e(value, ord)
      WHERE CASE WHEN jsonb_typeof(e.value) <> 'object' THEN true  -- CASE: keys only of objects
-                ELSE EXISTS (SELECT 1 FROM jsonb_object_keys(e.value) AS k
-                              WHERE k NOT IN ('type', 'args', 'queue', 'priority', 'run_at',
-                                              'delay_seconds', 'max_attempts', 'timeout_seconds',
-                                              'idempotency_key', 'depends_on'))
+                ELSE e.value - '{type, args, queue, priority, run_at, delay_seconds, max_attempts,
+                                 timeout_seconds, idempotency_key, depends_on}'::text[] <> '{}'
                      OR (e.value ? 'run_at' AND e.value ? 'delay_seconds')
-                     OR CASE WHEN jsonb_typeof(e.value->'delay_seconds') = 'number'  -- else: _job_spec
+                     OR CASE WHEN jsonb_typeof(e.value->'delay_seconds') = 'number'  -- else: _job_rows
                              THEN (e.value->>'delay_seconds')::double precision < 0 END
            END
      ORDER BY e.ord LIMIT 1;
     IF FOUND THEN
         RAISE EXCEPTION 'cannot enqueue jobs[%]: each job must be an object with known keys (type, args, queue, priority, run_at or a non-negative delay_seconds, max_attempts, timeout_seconds, idempotency_key, depends_on)',
-                        bad.idx USING ERRCODE = 'PQ400';
+                        bad_idx USING ERRCODE = 'PQ400';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION pgq._check_job_array(jsonb) IS $$_check_job_array: refuse a pgq.enqueue_many / pgq.enqueue_bulk input that is not a JSON
+array of objects with known keys, at most one of run_at and delay_seconds, and a
+non-negative delay_seconds. Values of the wrong type are left to the conversion
+(_job_rows), the rules on values to _invalid_job. Leaves nothing behind; raises PQ400
+naming the first bad element (jobs[i], counting from 0).$$;
+
+-- _job_rows: the elements of a job array as typed rows, in input order (ord counts from 1),
+-- with the defaults of pgq.enqueue filled in and delay_seconds turned into run_at on the
+-- database's clock, as pgq._job_spec does for one element. A key that is absent or JSON
+-- null takes the default. One jsonb_populate_recordset over the whole array rather than
+-- one call per element; a SQL function the planner inlines into the caller's query.
+-- Raises a data exception (SQLSTATE class 22) for a value of the wrong type; callers turn
+-- it into PQ400 naming the element with pgq._name_unconvertible_job.
+CREATE FUNCTION pgq._job_rows(jobs jsonb)
+RETURNS TABLE (ord bigint, type text, args jsonb, queue text, priority integer,
+               run_at timestamptz, max_attempts integer, timeout_seconds integer,
+               idempotency_key text, depends_on bigint[])
+LANGUAGE sql STABLE AS $$
+    SELECT r.ord, r.type, coalesce(r.args, '{}'), coalesce(r.queue, 'default'),
+           coalesce(r.priority, 0),
+           coalesce(r.run_at, now() + make_interval(secs => coalesce(r.delay_seconds, 0))),
+           coalesce(r.max_attempts, 10), coalesce(r.timeout_seconds, 300),
+           r.idempotency_key, r.depends_on
+      FROM jsonb_populate_recordset(NULL::pgq.job_spec, jobs) WITH ORDINALITY
+           AS r(type, args, queue, priority, run_at, max_attempts, timeout_seconds,
+                idempotency_key, depends_on, delay_seconds, ord)
+$$;
+COMMENT ON FUNCTION pgq._job_rows(jsonb) IS $$_job_rows: the elements of a job array as typed rows, in input order (ord counts from 1),
+with the defaults of pgq.enqueue filled in and delay_seconds turned into run_at on the
+database's clock, as pgq._job_spec does for one element. A key that is absent or JSON
+null takes the default. One jsonb_populate_recordset over the whole array rather than
+one call per element; a SQL function the planner inlines into the caller's query.
+Raises a data exception (SQLSTATE class 22) for a value of the wrong type; callers turn
+it into PQ400 naming the element with pgq._name_unconvertible_job.$$;
+
+-- _name_unconvertible_job: after _job_rows failed with a data exception, convert the
+-- elements one by one and raise PQ400 naming the first that fails, with PostgreSQL's
+-- message ("invalid input syntax for type integer: "high""). Returns normally when every
+-- element converts on its own (the caller then re-raises the original error).
+CREATE FUNCTION pgq._name_unconvertible_job(jobs jsonb) RETURNS void
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    element record;
+    spec pgq.job_spec;
+BEGIN
+    FOR element IN SELECT e.ord - 1 AS idx, e.value
+                     FROM jsonb_array_elements(jobs) WITH ORDINALITY AS e(value, ord)
+                    ORDER BY e.ord LOOP
+        BEGIN
+            spec := pgq._job_spec(element.value);
+        EXCEPTION WHEN data_exception THEN
+            RAISE EXCEPTION 'cannot enqueue jobs[%]: %', element.idx, SQLERRM
+                USING ERRCODE = 'PQ400';
+        END;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION pgq._name_unconvertible_job(jsonb) IS $$_name_unconvertible_job: after _job_rows failed with a data exception, convert the
+elements one by one and raise PQ400 naming the first that fails, with PostgreSQL's
+message ("invalid input syntax for type integer: "high""). Returns normally when every
+element converts on its own (the caller then re-raises the original error).$$;
+
+-- enqueue_bulk: → queued for every job of a JSON array, in one INSERT, all or nothing.
+-- Applies when every element is valid and none has an idempotency_key or depends_on (the
+-- bulk case: no job can exist already or have to wait; pgq.enqueue_many takes those); the
+-- fast path of pgq.Client.enqueue_many, at close to the cost of COPY into pgq.jobs.
+-- Input, defaults, rules and messages are pgq.enqueue_many's. Leaves the new jobs queued,
+-- inserted in input order (so their ids ascend in that order); pgq.jobs' insert triggers
+-- wake each queue once, as for any insert. Returns one row: ids (input order), run_ats
+-- (each job's run_at in input order, or NULL when every job runs at created_at, the common
+-- case of no run_at and no delay_seconds) and created_at (now(), also every job's
+-- updated_at); every other column is what the input said or pgq.enqueue's default
+-- (attempts 0), so a caller that has the input needs no full rows back.
+-- Raises PQ400 naming the first invalid element (jobs[i], counting from 0), including a
+-- value of the wrong type and an element with idempotency_key or depends_on.
+CREATE FUNCTION pgq.enqueue_bulk(jobs jsonb)
+RETURNS TABLE (ids bigint[], run_ats timestamptz[], created_at timestamptz)
+LANGUAGE plpgsql AS $$
+DECLARE
+    bad record;
+BEGIN
+    PERFORM pgq._check_job_array(jobs);
+    BEGIN
+        SELECT s.ord - 1 AS idx, s.problem INTO bad
+          FROM (SELECT r.ord,
+                       CASE WHEN r.idempotency_key IS NOT NULL OR r.depends_on IS NOT NULL
+                            THEN 'idempotency_key and depends_on are not taken here: '
+                                 'use pgq.enqueue_many'
+                            ELSE pgq._invalid_job(r.type, r.args, r.queue, r.priority,
+                                                  r.run_at, r.max_attempts, r.timeout_seconds)
+                       END AS problem
+                  FROM pgq._job_rows(jobs) AS r) AS s
+         WHERE s.problem IS NOT NULL
+         ORDER BY s.ord LIMIT 1;
+        IF FOUND THEN
+            RAISE EXCEPTION 'cannot enqueue jobs[%]: %', bad.idx, bad.problem
+                USING ERRCODE = 'PQ400';
+        END IF;
+
+        -- ORDER BY r.ord costs no sort (the planner knows WITH ORDINALITY's order); ids come
+        -- from the identity sequence in insertion order, so ORDER BY id is input order.
+        RETURN QUERY
+        WITH inserted AS (
+            INSERT INTO pgq.jobs (type, args, queue, priority, run_at, max_attempts,
+                                  timeout_seconds)
+            SELECT r.type, r.args, r.queue, r.priority, r.run_at, r.max_attempts,
+                   r.timeout_seconds
+              FROM pgq._job_rows(jobs) AS r
+             ORDER BY r.ord
+            RETURNING id, run_at
+        )
+        SELECT coalesce(array_agg(i.id ORDER BY i.id), '{}'),
+               CASE WHEN bool_and(i.run_at = now()) IS NOT TRUE
+                    THEN coalesce(array_agg(i.run_at ORDER BY i.id), '{}') END,
+               now()
+          FROM inserted AS i;
+    EXCEPTION WHEN data_exception THEN
+        PERFORM pgq._name_unconvertible_job(jobs);
+        RAISE;
+    END;
+END
+$$;
+COMMENT ON FUNCTION pgq.enqueue_bulk(jsonb) IS $$enqueue_bulk: → queued for every job of a JSON array, in one INSERT, all or nothing.
+Applies when every element is valid and none has an idempotency_key or depends_on (the
+bulk case: no job can exist already or have to wait; pgq.enqueue_many takes those); the
+fast path of pgq.Client.enqueue_many, at close to the cost of COPY into pgq.jobs.
+Input, defaults, rules and messages are pgq.enqueue_many's. Leaves the new jobs queued,
+inserted in input order (so their ids ascend in that order); pgq.jobs' insert triggers
+wake each queue once, as for any insert. Returns one row: ids (input order), run_ats
+(each job's run_at in input order, or NULL when every job runs at created_at, the common
+case of no run_at and no delay_seconds) and created_at (now(), also every job's
+updated_at); every other column is what the input said or pgq.enqueue's default
+(attempts 0), so a caller that has the input needs no full rows back.
+Raises PQ400 naming the first invalid element (jobs[i], counting from 0), including a
+value of the wrong type and an element with idempotency_key or depends_on.$$;
+
+-- enqueue_many: enqueue every job described in a JSON array, all or nothing.
+-- Each element is an object with "type" and optionally "args", "queue", "priority",
+-- "run_at" or "delay_seconds" (counted on the database's clock), "max_attempts",
+-- "timeout_seconds", "idempotency_key", "depends_on"; a key that is absent or JSON null
+-- takes pgq.enqueue's default. Leaves the jobs as pgq.enqueue would and returns them in
+-- input order. When no job has an idempotency_key or depends_on (the bulk case) they are
+-- inserted by pgq.enqueue_bulk; otherwise every job goes through pgq.enqueue, one by one.
+-- Raises PQ400 naming the first invalid element (jobs[i], counting from 0), including a
+-- value of the wrong type, and 0A000 as pgq.enqueue does.
+CREATE FUNCTION pgq.enqueue_many(jobs jsonb) RETURNS SETOF pgq.jobs
+LANGUAGE plpgsql AS $$
+DECLARE
+    bad record;
+    new_ids bigint[];
+    specs pgq.job_spec[];
+    spec pgq.job_spec;
+    idx integer := 0;
+BEGIN
+    PERFORM pgq._check_job_array(jobs);
+
+    IF NOT EXISTS (SELECT 1 FROM jsonb_array_elements(jobs) AS e
+                    WHERE jsonb_typeof(e.value->'idempotency_key') <> 'null'
+                       OR jsonb_typeof(e.value->'depends_on') <> 'null') THEN
+        -- two statements: a query does not see rows inserted by a function it calls
+        SELECT b.ids INTO new_ids FROM pgq.enqueue_bulk(jobs) AS b;
+        RETURN QUERY
+        SELECT j.*
+          FROM unnest(new_ids) WITH ORDINALITY AS u(id, ord)
+          JOIN pgq.jobs AS j ON j.id = u.id
+         ORDER BY u.ord;
+        RETURN;
     END IF;
 
     BEGIN
-        specs := ARRAY(SELECT pgq._job_spec(e.value)
-                         FROM jsonb_array_elements(jobs) WITH ORDINALITY AS e(value, ord)
-                        ORDER BY e.ord);
+        specs := ARRAY(SELECT ROW(r.type, r.args, r.queue, r.priority, r.run_at,
+                                  r.max_attempts, r.timeout_seconds, r.idempotency_key,
+                                  r.depends_on, NULL)::pgq.job_spec
+                         FROM pgq._job_rows(jobs) AS r
+                        ORDER BY r.ord);
     EXCEPTION WHEN data_exception THEN
-        -- A value of the wrong type ("priority": "high", "run_at": "soon"): convert element
-        -- by element to name the first one that fails, like every other invalid element.
-        FOR bad IN SELECT e.ord - 1 AS idx, e.value
-                     FROM jsonb_array_elements(jobs) WITH ORDINALITY AS e(value, ord)
-                    ORDER BY e.ord LOOP
-            BEGIN
-                spec := pgq._job_spec(bad.value);
-            EXCEPTION WHEN data_exception THEN
-                RAISE EXCEPTION 'cannot enqueue jobs[%]: %', bad.idx, SQLERRM
-                    USING ERRCODE = 'PQ400';
-            END;
-        END LOOP;
+        PERFORM pgq._name_unconvertible_job(jobs);
         RAISE;
     END;
 
+    -- every element is checked before the first is enqueued, so the first invalid one is named
     SELECT s.ord - 1 AS idx, s.problem INTO bad
-      FROM (SELECT i.ordinality AS ord, pgq._invalid_job(i.type, i.args, i.queue, i.priority, i.run_at,
-                                           i.max_attempts, i.timeout_seconds) AS problem
+      FROM (SELECT i.ordinality AS ord,
+                   pgq._invalid_job(i.type, i.args, i.queue, i.priority, i.run_at,
+                                    i.max_attempts, i.timeout_seconds) AS problem
               FROM unnest(specs) WITH ORDINALITY AS i) AS s
      WHERE s.problem IS NOT NULL
      ORDER BY s.ord LIMIT 1;
     IF FOUND THEN
         RAISE EXCEPTION 'cannot enqueue jobs[%]: %', bad.idx, bad.problem USING ERRCODE = 'PQ400';
-    END IF;
-
-    IF NOT EXISTS (SELECT 1 FROM unnest(specs) AS i
-                    WHERE i.idempotency_key IS NOT NULL OR i.depends_on IS NOT NULL) THEN
-        RETURN QUERY
-        INSERT INTO pgq.jobs (type, args, queue, priority, run_at, max_attempts, timeout_seconds)
-        SELECT i.type, i.args, i.queue, i.priority, i.run_at, i.max_attempts, i.timeout_seconds
-          FROM unnest(specs) WITH ORDINALITY AS i
-         ORDER BY i.ordinality
-        RETURNING *;
-        RETURN;
     END IF;
 
     FOREACH spec IN ARRAY specs LOOP
@@ -397,16 +581,23 @@ BEGIN
     END LOOP;
 END
 $$;
-COMMENT ON FUNCTION pgq.enqueue_many(jsonb) IS
-    'enqueue_many: enqueue a JSON array of job descriptions in one call, all or nothing.';
-
+COMMENT ON FUNCTION pgq.enqueue_many(jsonb) IS $$enqueue_many: enqueue every job described in a JSON array, all or nothing.
+Each element is an object with "type" and optionally "args", "queue", "priority",
+"run_at" or "delay_seconds" (counted on the database's clock), "max_attempts",
+"timeout_seconds", "idempotency_key", "depends_on"; a key that is absent or JSON null
+takes pgq.enqueue's default. Leaves the jobs as pgq.enqueue would and returns them in
+input order. When no job has an idempotency_key or depends_on (the bulk case) they are
+inserted by pgq.enqueue_bulk; otherwise every job goes through pgq.enqueue, one by one.
+Raises PQ400 naming the first invalid element (jobs[i], counting from 0), including a
+value of the wrong type, and 0A000 as pgq.enqueue does.$$;
 
 -- claim: queued → running for up to max_jobs jobs whose run_at has passed, in claim order
 -- (priority, then run_at, then id), from the given queues (NULL: every queue) and
 -- optionally only of some types. Leaves each claimed job with attempts + 1, worker_id,
 -- claimed_at and a lease of 1.25 × timeout_seconds. Rows locked by another transaction are
--- skipped, never waited on, so concurrent claimers never get the same job. Returns nothing
--- when nothing is due. Raises PQ400 for an empty worker_id or a max_jobs outside 1..10000.
+-- skipped (FOR UPDATE SKIP LOCKED), never waited on, so concurrent claimers never get the
+-- same job. Returns the claimed jobs in claim order, nothing when nothing is due.
+-- Raises PQ400 for an empty worker_id or a max_jobs outside 1..10000.
 CREATE FUNCTION pgq.claim(
     worker_id text,
     max_jobs integer DEFAULT 1,
@@ -445,28 +636,36 @@ BEGIN
                 ORDER BY j.priority, j.run_at, j.id
                 LIMIT max_jobs
                   FOR UPDATE SKIP LOCKED) AS c
-    ), picked AS (
-        SELECT id FROM candidates ORDER BY priority, run_at, id LIMIT max_jobs
+    ), claimed AS (
+        -- The picked ids as one array, looked up through the primary key: a join with
+        -- the candidates could be planned as a hash join over a sequential scan of the
+        -- whole table when the statistics are off (seen right after a bulk load).
+        UPDATE pgq.jobs AS j
+           SET status = 'running',
+               attempts = j.attempts + 1,
+               worker_id = claim.worker_id,
+               claimed_at = now(),
+               lease_expires_at = now() + make_interval(secs => j.timeout_seconds * 1.25),
+               updated_at = now()
+         WHERE j.id = ANY (ARRAY(SELECT c.id FROM candidates AS c
+                                  ORDER BY c.priority, c.run_at, c.id LIMIT max_jobs))
+        RETURNING j.*
     )
-    UPDATE pgq.jobs AS j
-       SET status = 'running',
-           attempts = j.attempts + 1,
-           worker_id = claim.worker_id,
-           claimed_at = now(),
-           lease_expires_at = now() + make_interval(secs => j.timeout_seconds * 1.25),
-           updated_at = now()
-      FROM picked
-     WHERE j.id = picked.id
-    RETURNING j.*;
+    SELECT * FROM claimed AS c ORDER BY c.priority, c.run_at, c.id;
 END
 $$;
-COMMENT ON FUNCTION pgq.claim(text, integer, text[], text[]) IS
-    'claim: queued → running for up to max_jobs due jobs (priority, run_at, id), FOR UPDATE SKIP LOCKED.';
-
+COMMENT ON FUNCTION pgq.claim(text, integer, text[], text[]) IS $$claim: queued → running for up to max_jobs jobs whose run_at has passed, in claim order
+(priority, then run_at, then id), from the given queues (NULL: every queue) and
+optionally only of some types. Leaves each claimed job with attempts + 1, worker_id,
+claimed_at and a lease of 1.25 × timeout_seconds. Rows locked by another transaction are
+skipped (FOR UPDATE SKIP LOCKED), never waited on, so concurrent claimers never get the
+same job. Returns the claimed jobs in claim order, nothing when nothing is due.
+Raises PQ400 for an empty worker_id or a max_jobs outside 1..10000.$$;
 
 -- complete: running → succeeded. Applies when the job is running, held by worker_id and,
 -- when attempt is given, on that attempt. Leaves result, finished_at, the lease cleared,
--- waiting dependents released, a pgq_events notification.
+-- waiting dependents released, a pgq_events notification (sent here by
+-- pgq._announce_succeeded, not by the UPDATE trigger).
 -- Raises PQ404 (no such job) or PQ409 (not running, another holder, another attempt), and
 -- 0A000 inside a REPEATABLE READ transaction (see _require_fresh_snapshots).
 CREATE FUNCTION pgq.complete(
@@ -488,21 +687,26 @@ BEGIN
     IF NOT FOUND THEN
         PERFORM pgq._refuse(job_id, worker_id, attempt, 'complete');
     END IF;
+    PERFORM pgq._announce_succeeded(ARRAY[j.id], ARRAY[j.queue], ARRAY[j.type]);
     PERFORM pgq._release_dependents(j.id);
     RETURN j;
 END
 $$;
-COMMENT ON FUNCTION pgq.complete(bigint, text, jsonb, integer) IS
-    'complete: running → succeeded, fenced by worker_id (and attempt when given).';
-
+COMMENT ON FUNCTION pgq.complete(bigint, text, jsonb, integer) IS $$complete: running → succeeded. Applies when the job is running, held by worker_id and,
+when attempt is given, on that attempt. Leaves result, finished_at, the lease cleared,
+waiting dependents released, a pgq_events notification (sent here by
+pgq._announce_succeeded, not by the UPDATE trigger).
+Raises PQ404 (no such job) or PQ409 (not running, another holder, another attempt), and
+0A000 inside a REPEATABLE READ transaction (see _require_fresh_snapshots).$$;
 
 -- fail: running → queued with backoff, or → dead. Applies when the job is running, held by
 -- worker_id and, when attempt is given, on that attempt. The job is retried when retryable
 -- and attempts < max_attempts: run_at = now() + retry_delay (when given) or the backoff.
 -- Otherwise it is dead. Leaves the error in last_error and appended to errors, the lease
 -- cleared; when dead, finished_at, a pgq_events notification and its waiting dependents dead.
--- Raises PQ404 (no such job) or PQ409 (not running, another holder, another attempt), and
--- 0A000 when the job ends dead inside a REPEATABLE READ transaction.
+-- Raises PQ400 for a negative retry_delay, PQ404 (no such job) or PQ409 (not running,
+-- another holder, another attempt), and 0A000 when the job ends dead inside a REPEATABLE
+-- READ transaction.
 CREATE FUNCTION pgq.fail(
     job_id bigint,
     worker_id text,
@@ -542,12 +746,18 @@ BEGIN
     RETURN j;
 END
 $$;
-COMMENT ON FUNCTION pgq.fail(bigint, text, jsonb, boolean, integer, interval) IS
-    'fail: running → queued after a backoff (attempts left, retryable) or → dead; fenced like complete.';
-
+COMMENT ON FUNCTION pgq.fail(bigint, text, jsonb, boolean, integer, interval) IS $$fail: running → queued with backoff, or → dead. Applies when the job is running, held by
+worker_id and, when attempt is given, on that attempt. The job is retried when retryable
+and attempts < max_attempts: run_at = now() + retry_delay (when given) or the backoff.
+Otherwise it is dead. Leaves the error in last_error and appended to errors, the lease
+cleared; when dead, finished_at, a pgq_events notification and its waiting dependents dead.
+Raises PQ400 for a negative retry_delay, PQ404 (no such job) or PQ409 (not running,
+another holder, another attempt), and 0A000 when the job ends dead inside a REPEATABLE
+READ transaction.$$;
 
 -- heartbeat: running → running with a fresh lease of 1.25 × timeout_seconds from now.
 -- Applies when the job is running, held by worker_id and, when attempt is given, on it.
+-- Leaves everything else as it was.
 -- Raises PQ404 (no such job) or PQ409 (not running, another holder, another attempt).
 CREATE FUNCTION pgq.heartbeat(job_id bigint, worker_id text, attempt integer DEFAULT NULL)
 RETURNS pgq.jobs
@@ -567,9 +777,57 @@ BEGIN
     RETURN j;
 END
 $$;
-COMMENT ON FUNCTION pgq.heartbeat(bigint, text, integer) IS
-    'heartbeat: extend the lease of a running job to 1.25 × timeout_seconds from now; fenced like complete.';
+COMMENT ON FUNCTION pgq.heartbeat(bigint, text, integer) IS $$heartbeat: running → running with a fresh lease of 1.25 × timeout_seconds from now.
+Applies when the job is running, held by worker_id and, when attempt is given, on it.
+Leaves everything else as it was.
+Raises PQ404 (no such job) or PQ409 (not running, another holder, another attempt).$$;
 
+-- release: running → queued now, for a job its runner gave up on for reasons of its own
+-- (shutdown after the grace period), not because the job failed. Applies when the job is
+-- running, held by worker_id and, when attempt is given, on that attempt. attempts never
+-- goes down (fencing relies on it), so the interrupted attempt is given back by raising
+-- max_attempts by one: a job released on its last attempt runs again instead of going
+-- dead. Leaves run_at = now(), the lease cleared, the reason in last_error and appended
+-- to errors (kind "released"), and a pgq_<queue> wake-up so another runner takes it at once.
+-- Raises PQ404 (no such job) or PQ409 (not running, another holder, another attempt).
+CREATE FUNCTION pgq.release(
+    job_id bigint,
+    worker_id text,
+    reason jsonb DEFAULT NULL,
+    attempt integer DEFAULT NULL
+) RETURNS pgq.jobs
+LANGUAGE plpgsql AS $$
+DECLARE
+    j pgq.jobs;
+BEGIN
+    UPDATE pgq.jobs AS t
+       SET status = 'queued',
+           run_at = now(),
+           max_attempts = t.max_attempts + 1,
+           last_error = pgq._error_entry(coalesce(reason, '"released by its runner"'),
+                                         t.attempts) || '{"kind": "released"}',
+           errors = t.errors || jsonb_build_array(
+               pgq._error_entry(coalesce(reason, '"released by its runner"'), t.attempts)
+               || '{"kind": "released"}'),
+           lease_expires_at = NULL,
+           updated_at = now()
+     WHERE t.id = job_id AND t.status = 'running' AND t.worker_id = release.worker_id
+       AND (attempt IS NULL OR t.attempts = attempt)
+    RETURNING * INTO j;
+    IF NOT FOUND THEN
+        PERFORM pgq._refuse(job_id, worker_id, attempt, 'release');
+    END IF;
+    RETURN j;
+END
+$$;
+COMMENT ON FUNCTION pgq.release(bigint, text, jsonb, integer) IS $$release: running → queued now, for a job its runner gave up on for reasons of its own
+(shutdown after the grace period), not because the job failed. Applies when the job is
+running, held by worker_id and, when attempt is given, on that attempt. attempts never
+goes down (fencing relies on it), so the interrupted attempt is given back by raising
+max_attempts by one: a job released on its last attempt runs again instead of going
+dead. Leaves run_at = now(), the lease cleared, the reason in last_error and appended
+to errors (kind "released"), and a pgq_<queue> wake-up so another runner takes it at once.
+Raises PQ404 (no such job) or PQ409 (not running, another holder, another attempt).$$;
 
 -- cancel: waiting / queued / running → cancelled. Leaves finished_at, the lease cleared,
 -- a pgq_events notification (which tells the runner holding a running job to stop its
@@ -598,9 +856,11 @@ BEGIN
     RETURN j;
 END
 $$;
-COMMENT ON FUNCTION pgq.cancel(bigint) IS
-    'cancel: waiting/queued/running → cancelled; a running job''s runner is told through pgq_events.';
-
+COMMENT ON FUNCTION pgq.cancel(bigint) IS $$cancel: waiting / queued / running → cancelled. Leaves finished_at, the lease cleared,
+a pgq_events notification (which tells the runner holding a running job to stop its
+handler) and the job's waiting dependents dead.
+Raises PQ404 (no such job) or PQ409 (already succeeded, dead or cancelled), and 0A000
+inside a REPEATABLE READ transaction (see _require_fresh_snapshots).$$;
 
 -- retry: dead / cancelled → queued now (dead-letter replay), or → waiting when some parent
 -- has not finished yet. attempts and the error history are kept; max_attempts becomes
@@ -648,9 +908,11 @@ BEGIN
     RETURN j;
 END
 $$;
-COMMENT ON FUNCTION pgq.retry(bigint, integer) IS
-    'retry: dead/cancelled → queued now (dead-letter replay); keeps attempts, grants extra_attempts more.';
-
+COMMENT ON FUNCTION pgq.retry(bigint, integer) IS $$retry: dead / cancelled → queued now (dead-letter replay), or → waiting when some parent
+has not finished yet. attempts and the error history are kept; max_attempts becomes
+attempts + extra_attempts. Raises PQ404 (no such job), PQ409 (not dead or cancelled, or
+a parent is itself dead or cancelled: retry that one first) or PQ400 (extra_attempts
+outside 1..1000), and 0A000 for a job with depends_on inside a REPEATABLE READ transaction.$$;
 
 -- expire_leases: running → queued with backoff (attempts left) or → dead, for every job
 -- whose lease ran out (the runner holding it crashed, hung or lost the database). Each is
@@ -698,33 +960,15 @@ BEGIN
     RETURN expired_count;
 END
 $$;
-COMMENT ON FUNCTION pgq.expire_leases() IS
-    'expire_leases: fail every running job whose lease ran out (retry with backoff or dead); returns the count.';
-
-
--- next_due: what a runner sleeps until when it has nothing to claim: the earliest run_at
--- of queued jobs it could claim, from the given queues (NULL: every queue) and of the given
--- types (NULL when none), and the earliest lease expiry of any running job (NULL when
--- none), after which pgq.expire_leases has work. Runners call it whenever they go idle, so
--- it reads the first entry of jobs_due_idx per queue, never the whole backlog.
-CREATE FUNCTION pgq.next_due(queues text[] DEFAULT NULL, job_types text[] DEFAULT NULL)
-RETURNS TABLE (next_run_at timestamptz, next_lease_expiry timestamptz)
-LANGUAGE sql STABLE AS $$
-    SELECT (SELECT min(first.run_at)
-              FROM unnest(coalesce(queues, ARRAY(SELECT pgq._queued_queues()))) AS wanted(queue)
-             CROSS JOIN LATERAL (
-                   SELECT j.run_at FROM pgq.jobs AS j
-                    WHERE j.status = 'queued' AND j.queue = wanted.queue
-                      AND (job_types IS NULL OR j.type = ANY (job_types))
-                    ORDER BY j.run_at
-                    LIMIT 1) AS first),
-           (SELECT min(j.lease_expires_at) FROM pgq.jobs AS j WHERE j.status = 'running')
-$$;
-COMMENT ON FUNCTION pgq.next_due(text[], text[]) IS
-    'next_due: earliest run_at among claimable queued jobs and earliest lease expiry; what idle runners sleep until.';
-
+COMMENT ON FUNCTION pgq.expire_leases() IS $$expire_leases: running → queued with backoff (attempts left) or → dead, for every job
+whose lease ran out (the runner holding it crashed, hung or lost the database). Each is
+recorded as a failed attempt with a "lease_expired" error; dead ones doom their waiting
+dependents. Returns how many jobs it expired. Safe to call from many processes at once:
+rows another caller is expiring are skipped. Raises 0A000 when a job ends dead inside a
+REPEATABLE READ transaction (see _require_fresh_snapshots).$$;
 
 -- stats: per queue and status, how many jobs and the oldest run_at.
+-- Leaves nothing behind; raises nothing.
 CREATE FUNCTION pgq.stats()
 RETURNS TABLE (queue text, status text, count bigint, oldest_run_at timestamptz)
 LANGUAGE sql STABLE AS $$
@@ -733,8 +977,8 @@ LANGUAGE sql STABLE AS $$
      GROUP BY j.queue, j.status
      ORDER BY j.queue, j.status
 $$;
-COMMENT ON FUNCTION pgq.stats() IS 'stats: per queue and status, the job count and the oldest run_at.';
-
+COMMENT ON FUNCTION pgq.stats() IS $$stats: per queue and status, how many jobs and the oldest run_at.
+Leaves nothing behind; raises nothing.$$;
 
 -- prune: delete succeeded, dead and cancelled jobs that finished more than older_than ago.
 -- Returns how many it deleted. Raises PQ400 for a negative or NULL interval.
@@ -754,5 +998,5 @@ BEGIN
     RETURN deleted;
 END
 $$;
-COMMENT ON FUNCTION pgq.prune(interval) IS
-    'prune: delete jobs that finished (succeeded, dead, cancelled) longer than older_than ago; returns the count.';
+COMMENT ON FUNCTION pgq.prune(interval) IS $$prune: delete succeeded, dead and cancelled jobs that finished more than older_than ago.
+Returns how many it deleted. Raises PQ400 for a negative or NULL interval.$$;

@@ -1,14 +1,19 @@
 -- 0004_runner: what a busy runner needs on top of the one-job transitions.
+-- Part of the baseline (0001-0004).
 --
 -- A runner that finishes thousands of jobs a second cannot afford one transaction (and one
 -- WAL flush) per completion, so it acknowledges its finished jobs in batches with
 -- pgq.complete_many. It never claims in the same statement: acknowledge first, then claim,
--- each its own call (a combined ack-and-claim statement deadlocked in a peer system).
+-- each its own call (a combined ack-and-claim statement deadlocked in a peer system). When
+-- it has nothing to claim it sleeps until pgq.next_due (or a notification, 0003).
 
 
--- _release_dependents_many: after jobs succeeded, queue each waiting dependent whose
--- parents have now all succeeded; the set-based twin of pgq._release_dependents, so a
--- batch of completions costs two statements, not two per job. Leaves the others waiting.
+-- _release_dependents_many: after jobs succeeded (pgq.complete_many), queue each waiting
+-- dependent whose parents have now all succeeded; the set-based twin of
+-- pgq._release_dependents, so a batch of completions costs two statements, not two per
+-- job. Applies when parent_ids is not empty. Leaves the other dependents waiting; when no
+-- waiting job depends on any of the parents (the usual case) it stops after one index
+-- probe, without the UPDATE. Raises nothing.
 CREATE FUNCTION pgq._release_dependents_many(parent_ids bigint[]) RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
@@ -21,6 +26,12 @@ BEGIN
      WHERE depends_on && parent_ids AND status = 'waiting'
      ORDER BY id
        FOR UPDATE;
+    IF NOT FOUND THEN
+        -- No dependent is waiting, and none can appear before we commit: an enqueue naming
+        -- one of these parents locks it FOR SHARE, so it waits for our commit and then
+        -- sees the parent succeeded.
+        RETURN;
+    END IF;
 
     UPDATE pgq.jobs AS child
        SET status = 'queued', updated_at = now()
@@ -30,17 +41,23 @@ BEGIN
                         WHERE p.id = ANY (child.depends_on) AND p.status <> 'succeeded');
 END
 $$;
-
+COMMENT ON FUNCTION pgq._release_dependents_many(bigint[]) IS $$_release_dependents_many: after jobs succeeded (pgq.complete_many), queue each waiting
+dependent whose parents have now all succeeded; the set-based twin of
+pgq._release_dependents, so a batch of completions costs two statements, not two per
+job. Applies when parent_ids is not empty. Leaves the other dependents waiting; when no
+waiting job depends on any of the parents (the usual case) it stops after one index
+probe, without the UPDATE. Raises nothing.$$;
 
 -- complete_many: running → succeeded for a batch of jobs held by one worker.
 -- Applies to each job that is running, held by worker_id and on the given attempt (a NULL
 -- attempt skips that check, as in pgq.complete); the others are left untouched and do not
 -- fail the batch: a job cancelled, expired or claimed again since is simply not completed.
 -- Leaves each completed job with its result, finished_at, the lease cleared, its waiting
--- dependents released and a pgq_events notification. results is one JSON array holding
--- each job's result in the order of job_ids (a JSON null, or no results at all, stores
--- NULL, as pgq.complete does); one jsonb value rather than a jsonb[], so that results that
--- are themselves arrays cannot be mistaken for array dimensions by a driver.
+-- dependents released and a pgq_events notification (sent here, in id order). results is
+-- one JSON array holding each job's result in the order of job_ids (a JSON null, or no
+-- results at all, stores NULL, as pgq.complete does); one jsonb value rather than a
+-- jsonb[], so that results that are themselves arrays cannot be mistaken for array
+-- dimensions by a driver.
 -- Returns one row per input job, in input order: (job_id, completed, status), status
 -- being the job's status after the call (NULL for a job that does not exist).
 -- Raises PQ400 when worker_id is empty, job_ids holds a NULL or more than 10000 ids, or
@@ -55,6 +72,8 @@ LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
     done_ids bigint[];
+    done_queues text[];
+    done_types text[];
 BEGIN
     IF worker_id IS NULL OR length(worker_id) NOT BETWEEN 1 AND 255 THEN
         RAISE EXCEPTION 'cannot complete: worker_id must be 1-255 characters'
@@ -94,11 +113,16 @@ BEGIN
            AND t.status = 'running'
            AND t.worker_id = complete_many.worker_id
            AND (i.attempt IS NULL OR t.attempts = i.attempt)
-        RETURNING t.id
+        RETURNING t.id, t.queue, t.type
     )
-    SELECT coalesce(array_agg(id), '{}') INTO done_ids FROM updated;
+    SELECT coalesce(array_agg(u.id), '{}'), array_agg(u.queue), array_agg(u.type)
+      INTO done_ids, done_queues, done_types
+      FROM updated AS u;
 
-    PERFORM pgq._release_dependents_many(done_ids);
+    IF cardinality(done_ids) > 0 THEN
+        PERFORM pgq._announce_succeeded(done_ids, done_queues, done_types);
+        PERFORM pgq._release_dependents_many(done_ids);
+    END IF;
 
     IF cardinality(done_ids) = cardinality(complete_many.job_ids) THEN
         -- the usual case: every job completed, nothing to look up
@@ -116,5 +140,43 @@ BEGIN
     END IF;
 END
 $$;
-COMMENT ON FUNCTION pgq.complete_many(text, bigint[], integer[], jsonb) IS
-    'complete_many: running → succeeded for a batch held by worker_id, each fenced like complete; jobs that fail the fence are skipped, not refused.';
+COMMENT ON FUNCTION pgq.complete_many(text, bigint[], integer[], jsonb) IS $$complete_many: running → succeeded for a batch of jobs held by one worker.
+Applies to each job that is running, held by worker_id and on the given attempt (a NULL
+attempt skips that check, as in pgq.complete); the others are left untouched and do not
+fail the batch: a job cancelled, expired or claimed again since is simply not completed.
+Leaves each completed job with its result, finished_at, the lease cleared, its waiting
+dependents released and a pgq_events notification (sent here, in id order). results is
+one JSON array holding each job's result in the order of job_ids (a JSON null, or no
+results at all, stores NULL, as pgq.complete does); one jsonb value rather than a
+jsonb[], so that results that are themselves arrays cannot be mistaken for array
+dimensions by a driver.
+Returns one row per input job, in input order: (job_id, completed, status), status
+being the job's status after the call (NULL for a job that does not exist).
+Raises PQ400 when worker_id is empty, job_ids holds a NULL or more than 10000 ids, or
+attempts / results do not have one entry per job.$$;
+
+-- next_due: what a runner sleeps until when it has nothing to claim: the earliest run_at
+-- of queued jobs it could claim, from the given queues (NULL: every queue) and of the given
+-- types (NULL when none), and the earliest lease expiry of any running job (NULL when
+-- none), after which pgq.expire_leases has work. Runners call it whenever they go idle, so
+-- it reads the first entry of jobs_due_idx per queue, never the whole backlog.
+-- Leaves nothing behind; raises nothing.
+CREATE FUNCTION pgq.next_due(queues text[] DEFAULT NULL, job_types text[] DEFAULT NULL)
+RETURNS TABLE (next_run_at timestamptz, next_lease_expiry timestamptz)
+LANGUAGE sql STABLE AS $$
+    SELECT (SELECT min(first.run_at)
+              FROM unnest(coalesce(queues, ARRAY(SELECT pgq._queued_queues()))) AS wanted(queue)
+             CROSS JOIN LATERAL (
+                   SELECT j.run_at FROM pgq.jobs AS j
+                    WHERE j.status = 'queued' AND j.queue = wanted.queue
+                      AND (job_types IS NULL OR j.type = ANY (job_types))
+                    ORDER BY j.run_at
+                    LIMIT 1) AS first),
+           (SELECT min(j.lease_expires_at) FROM pgq.jobs AS j WHERE j.status = 'running')
+$$;
+COMMENT ON FUNCTION pgq.next_due(text[], text[]) IS $$next_due: what a runner sleeps until when it has nothing to claim: the earliest run_at
+of queued jobs it could claim, from the given queues (NULL: every queue) and of the given
+types (NULL when none), and the earliest lease expiry of any running job (NULL when
+none), after which pgq.expire_leases has work. Runners call it whenever they go idle, so
+it reads the first entry of jobs_due_idx per queue, never the whole backlog.
+Leaves nothing behind; raises nothing.$$;

@@ -1,4 +1,4 @@
-"""Bulk enqueue (sql/0005_bulk_enqueue.sql): ``Client.enqueue_many`` of plain jobs through
+"""Bulk enqueue (sql/0002_transitions.sql): ``Client.enqueue_many`` of plain jobs through
 ``pgq.enqueue_bulk``, one set-based INSERT, with the Jobs built from the input plus the
 returned ids; ``pgq.enqueue_many`` for idempotency keys, dependencies and psql users.
 
@@ -44,7 +44,7 @@ async def count_jobs(conn: asyncpg.Connection) -> int:
 @pytest.fixture
 async def inbox(dsn: str) -> AsyncIterator[Inbox]:
     """LISTENs on every queue's channel and is registered idle on every queue, as an idle
-    runner is (an insert rings only queues with an idle listener: sql/0008_doorbell.sql)."""
+    runner is (an insert rings only queues with an idle listener: sql/0003_notifications.sql)."""
     box = await Inbox.open(dsn, *CHANNELS)
     try:
         assert await box.conn.fetchval("SELECT pgq.listen_idle($1)", QUEUES) == len(QUEUES)
@@ -241,8 +241,9 @@ async def test_refusals_through_queries(conn: asyncpg.Connection) -> None:
     assert await count_jobs(conn) == 0
 
 
-# Every name the 0001 patterns ('^[A-Za-z0-9_.:-]{1,128}$', '^[a-z][a-z0-9_]{0,47}$') took
-# or refused, the rewritten constraints and pgq._invalid_job take or refuse alike.
+# Every name the original bounded patterns ('^[A-Za-z0-9_.:-]{1,128}$',
+# '^[a-z][a-z0-9_]{0,47}$') took or refused, the rewritten constraints and pgq._invalid_job
+# take or refuse alike.
 TYPE_NAMES = ["a", "A.b:c-d_9", "x" * 128, "x" * 129, "", "a b", "é", "a\n", "\na", "a$"]
 QUEUE_NAMES = ["a", "q_1", "a" * 48, "a" * 49, "", "1a", "_a", "A", "a-b", "a\n", "é"]
 

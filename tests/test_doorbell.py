@@ -1,4 +1,4 @@
-"""The doorbell (sql/0008_doorbell.sql, pgq/doorbell.py): an enqueue notifies only queues
+"""The doorbell (sql/0003_notifications.sql, pgq/doorbell.py): an enqueue notifies only queues
 with a registered idle listener, and the advisory-lock handshake loses no wake-up.
 
 Every runner here has a 600 s safety re-check, so a lost wake-up cannot be rescued by it:

@@ -1,4 +1,6 @@
-"""sql/0009_drain.sql: what a claimed and a completed job cost, and what must not change.
+"""What a claimed and a completed job cost (the drain work of issue 5, now in the baseline:
+the CHECKs and BRIN index of sql/0001_jobs.sql, pgq.claim, pgq.complete_many and the
+notification trigger), and what must not change.
 
 Buffer counts come from ``EXPLAIN (ANALYZE, BUFFERS)`` of the function call, whose node
 counts every page the function's own statements touch. A plan that scans the table or
@@ -159,7 +161,7 @@ async def test_claims_and_heartbeats_fire_no_trigger_and_a_hand_update_to_dead_a
         ("type", "", False),
     ],
 )
-async def test_the_cheaper_name_checks_accept_exactly_the_names_0001_accepted(
+async def test_the_name_checks_accept_exactly_what_the_bounded_patterns_accepted(
     conn: asyncpg.Connection, column: str, value: str, ok: bool
 ) -> None:
     values = {"queue": "default", "type": "T", column: value}

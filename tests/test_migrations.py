@@ -7,12 +7,13 @@ import asyncio
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import asyncpg
 import pytest
 
 from pgq import db, migrations
-from pgq.errors import MigrationError
+from pgq.errors import MigrationError, PreBaselineDatabase
 
 from .support import REPO
 
@@ -208,3 +209,119 @@ async def test_migrate_refuses_a_foreign_schema_with_a_clear_message(empty_dsn: 
     proc = await asyncio.to_thread(run_cli, "migrate", "--database-url", empty_dsn)
     assert proc.returncode == 2
     assert "Skytools PgQ" in proc.stderr and "Traceback" not in proc.stderr
+
+
+async def make_pre_baseline(conn: asyncpg.Connection) -> None:
+    """The state a pgq from before the baseline left: its ledger names. The schema those
+    migrations built equals the baseline's apart from function comments (the pg_dumps of
+    both, comments removed, were compared when the baseline replaced them), so the baseline's
+    schema under the old ledger stands in for it."""
+    await migrations.migrate(conn)
+    await conn.execute("DELETE FROM pgq.migrations")
+    await conn.executemany(
+        "INSERT INTO pgq.migrations (name, checksum) VALUES ($1, 'old')",
+        [
+            (n,)
+            for n in (
+                "0001_jobs",
+                "0002_transitions",
+                "0003_notify",
+                "0004_runner",
+                "0005_bulk_enqueue",
+                "0007_release",
+                "0008_doorbell",
+                "0009_drain",
+            )
+        ],
+    )
+
+
+async def test_a_pre_baseline_database_is_refused_with_both_ways_over(empty_dsn: str) -> None:
+    conn = await db.connect(empty_dsn)
+    try:
+        await make_pre_baseline(conn)
+        for call in (
+            migrations.migrate,
+            migrations.pending_migrations,
+            migrations.check_up_to_date,
+        ):
+            with pytest.raises(PreBaselineDatabase) as caught:
+                await call(conn)
+            message = str(caught.value)
+            assert "0009_drain" in message and "before its migrations were squashed" in message
+            assert "DROP SCHEMA pgq CASCADE" in message
+            assert "ALTER SCHEMA pgq RENAME TO pgq_old" in message
+        assert await conn.fetchval("SELECT count(*) FROM pgq.migrations") == 8  # untouched
+    finally:
+        await conn.close()
+
+    proc = await asyncio.to_thread(run_cli, "migrate", "--database-url", empty_dsn)
+    assert proc.returncode == 2
+    assert "before its migrations were squashed" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def psql_steps(help_text: str, after: str) -> list[str]:
+    """The SQL lines of one step of PRE_BASELINE_HELP (the lines after ``after``)."""
+    lines = help_text.split(after, 1)[1].split("\n")[1:]
+    steps = []
+    for line in lines:
+        if not line.startswith("      "):
+            break
+        steps.append(line.strip())
+    return steps
+
+
+async def test_the_keep_the_jobs_way_over_keeps_the_jobs(empty_dsn: str) -> None:
+    """The SQL the message gives, run as given: every job survives with its id, and new ids
+    continue after the old ones."""
+    conn = await db.connect(empty_dsn)
+    try:
+        await make_pre_baseline(conn)
+        await conn.execute("SELECT pgq.enqueue('t', '{\"n\": 1}')")
+        done = await conn.fetchval("SELECT (pgq.enqueue('t')).id")
+        await conn.execute("SELECT pgq.claim('w', 1, ARRAY['default'], ARRAY['t'])")
+        await conn.execute("SELECT pgq.complete($1, 'w')", done - 1)
+        before = await conn.fetch("SELECT * FROM pgq.jobs ORDER BY id")
+        assert [r["status"] for r in before] == ["succeeded", "queued"]
+
+        help_text = migrations.PRE_BASELINE_HELP
+        [rename] = psql_steps(help_text, "keep the jobs")
+        await conn.execute(rename)
+        assert await migrations.migrate(conn) == NAMES
+        async with conn.transaction():
+            for step in psql_steps(help_text, "run `pgq migrate`; then"):
+                await conn.execute(step)
+        assert await conn.fetch("SELECT * FROM pgq.jobs ORDER BY id") == before
+        assert await conn.fetchval("SELECT to_regnamespace('pgq_old')") is None
+        new_id = await conn.fetchval("SELECT (pgq.enqueue('t')).id")
+        assert new_id == done + 1
+        await migrations.check_up_to_date(conn)
+    finally:
+        await conn.close()
+
+
+async def test_the_drop_way_over_starts_afresh(empty_dsn: str) -> None:
+    conn = await db.connect(empty_dsn)
+    try:
+        await make_pre_baseline(conn)
+        [drop] = psql_steps(migrations.PRE_BASELINE_HELP, "no jobs worth keeping")
+        await conn.execute(drop)
+        assert await migrations.migrate(conn) == NAMES
+    finally:
+        await conn.close()
+
+
+async def test_pgq_dev_says_to_delete_an_old_dev_data_dir(empty_dsn: str, tmp_path: Path) -> None:
+    from pgq.devtools.dev import DevError, _migrate
+
+    conn = await db.connect(empty_dsn)
+    try:
+        await make_pre_baseline(conn)
+    finally:
+        await conn.close()
+    with pytest.raises(DevError, match=f"Delete that directory \\(rm -rf '{tmp_path}'\\)"):
+        await _migrate(empty_dsn, tmp_path)
+    # on the user's own server (PGQ_DATABASE_URL) it gives the general message instead
+    with pytest.raises(PreBaselineDatabase, match="DROP SCHEMA pgq CASCADE"):
+        await _migrate(empty_dsn, None)

@@ -1,5 +1,5 @@
-"""NOTIFY from sql/0003_notify.sql and sql/0008_doorbell.sql, seen by a LISTEN connection
-like a runner's.
+"""NOTIFY from sql/0003_notifications.sql (the triggers and the doorbell), seen by a LISTEN
+connection like a runner's.
 
 An insert wakes ``pgq_<queue>`` only while some LISTEN session is registered idle on that
 queue (``pgq.listen_idle``), so the ``inbox`` fixture registers idle on every queue it

@@ -1,14 +1,18 @@
-"""tests/schema.sql (the committed pg_dump of a migrated database) agrees with sql/.
+"""sql/schema.sql (the committed pg_dump of a migrated database) agrees with sql/, and sql/
+keeps its shape: each function defined once, under a header comment that is also its
+``COMMENT ON FUNCTION``.
 
 pg_dump's text differs between server versions, so the check compares catalogs instead:
-tests/schema.sql loaded into one fresh database, the migrations applied to another, then
-a fingerprint of each (columns, constraints, indexes, functions, triggers, types, comments,
-sequences) must be equal. The pgq.migrations ledger is left out: it records history, not
-schema. When this fails, regenerate the dump: ``.venv/bin/python -m tests.dump_schema``.
+sql/schema.sql loaded into one fresh database, the migrations applied to another, then
+a fingerprint of each (relations and their options, columns, constraints, indexes,
+functions, triggers, types, comments, sequences) must be equal. The pgq.migrations ledger
+is left out: it records history, not schema. When this fails, regenerate the dump:
+``.venv/bin/python -m tests.dump_schema``.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import asyncpg
@@ -16,14 +20,18 @@ import pytest
 
 from pgq import db
 
-SCHEMA_SQL = Path(__file__).resolve().parent / "schema.sql"
+SQL_DIR = Path(__file__).resolve().parents[1] / "sql"
+SCHEMA_SQL = SQL_DIR / "schema.sql"
+REGENERATE = "`.venv/bin/python -m tests.dump_schema`"
 LEDGER = ("migrations", "migrations_pkey", "_migrations")
 
 Fingerprint = dict[str, dict[str, str]]
 
 _QUERIES = {
     "relations": """
-        SELECT c.relname, c.relkind::text
+        SELECT c.relname,
+               concat_ws(' ', c.relkind::text, c.relpersistence::text,
+                         array_to_string(c.reloptions, ','))
           FROM pg_class c
          WHERE c.relnamespace = 'pgq'::regnamespace AND c.relname <> ALL ($1)
     """,
@@ -114,7 +122,7 @@ def differences(expected: Fingerprint, actual: Fingerprint) -> list[str]:
     for kind in expected:
         a, b = expected[kind], actual[kind]
         out += [f"{kind} {name}: only in the migrations" for name in sorted(set(a) - set(b))]
-        out += [f"{kind} {name}: only in tests/schema.sql" for name in sorted(set(b) - set(a))]
+        out += [f"{kind} {name}: only in sql/schema.sql" for name in sorted(set(b) - set(a))]
         out += [
             f"{kind} {name}:\n  migrations: {a[name]}\n  schema.sql: {b[name]}"
             for name in sorted(set(a) & set(b))
@@ -142,8 +150,8 @@ async def test_schema_sql_matches_the_migrations(dsn: str, empty_dsn: str) -> No
         await loaded.close()
     problems = differences(expected, actual)
     assert not problems, (
-        "tests/schema.sql disagrees with sql/ — regenerate it with "
-        "`.venv/bin/python -m tests.dump_schema`:\n" + "\n".join(problems)
+        f"sql/schema.sql disagrees with the migrations in sql/: regenerate it with {REGENERATE} "
+        "and commit it:\n" + "\n".join(problems)
     )
 
 
@@ -167,6 +175,8 @@ async def test_the_fingerprint_sees_what_matters(conn: asyncpg.Connection) -> No
         "DROP INDEX pgq.jobs_lease_idx",
         "ALTER TABLE pgq.jobs DROP CONSTRAINT jobs_errors_array",
         "DROP TRIGGER _500_notify_insert ON pgq.jobs",
+        "ALTER TABLE pgq.jobs SET (autovacuum_vacuum_threshold = 50)",
+        "ALTER TABLE pgq.idle_listeners SET LOGGED",
     ]
     for drift in drifts:
         tx = conn.transaction()
@@ -184,3 +194,53 @@ def test_schema_sql_has_no_version_noise() -> None:
     for noise in ("\\restrict", "\nSET ", "set_config(", "Dumped from", "Dumped by", "pg_attver"):
         assert noise not in text
     assert "CREATE TABLE pgq.jobs" in text
+
+
+#: A function's definition in sql/ and the run of ``--`` lines right above it.
+_DEFINITION = re.compile(r"((?:^--.*\n)*)^CREATE (?:OR REPLACE )?FUNCTION pgq\.(\w+)\(", re.M)
+
+
+def function_definitions() -> dict[str, list[tuple[str, str]]]:
+    """name → [(file, header comment without the ``--``)] of every function defined in sql/."""
+    found: dict[str, list[tuple[str, str]]] = {}
+    for path in sorted(SQL_DIR.glob("[0-9][0-9][0-9][0-9]_*.sql")):
+        for m in _DEFINITION.finditer(path.read_text()):
+            lines = m.group(1).rstrip("\n").split("\n") if m.group(1) else []
+            header = "\n".join(re.sub(r"^-- ?", "", line) for line in lines)
+            found.setdefault(m.group(2), []).append((path.name, header))
+    return found
+
+
+def test_each_function_is_defined_once_under_a_header() -> None:
+    definitions = function_definitions()
+    assert len(definitions) > 30 and "claim" in definitions
+    twice = {name: [f for f, _ in defs] for name, defs in definitions.items() if len(defs) > 1}
+    assert not twice, (
+        f"functions defined more than once in sql/: {twice}. Each function is defined once, "
+        "by a plain CREATE FUNCTION in the file its name suggests; while pgq is unreleased, "
+        "change it there rather than redefining it in a later file."
+    )
+    for name, [(file, header)] in definitions.items():
+        assert header.startswith(f"{name}: "), (
+            f"{file}: pgq.{name} needs a header comment right above it, starting "
+            f"'-- {name}: ' (when it applies, what it leaves behind, what it raises)"
+        )
+
+
+async def test_each_function_comment_is_its_header(conn: asyncpg.Connection) -> None:
+    """\\df+ shows the contract: COMMENT ON FUNCTION repeats the header comment verbatim."""
+    rows = await conn.fetch(
+        "SELECT p.proname, obj_description(p.oid, 'pg_proc') AS comment"
+        "  FROM pg_proc p WHERE p.pronamespace = 'pgq'::regnamespace"
+    )
+    definitions = function_definitions()
+    assert sorted(r["proname"] for r in rows) == sorted(definitions)
+    wrong = [
+        f"pgq.{r['proname']} ({definitions[r['proname']][-1][0]})"
+        for r in rows
+        if r["comment"] != definitions[r["proname"]][-1][1]
+    ]
+    assert not wrong, (
+        "COMMENT ON FUNCTION differs from the header comment (the same text without the "
+        f"'-- ', lines joined by newlines) for: {', '.join(wrong)}"
+    )

@@ -34,7 +34,7 @@ from aiohttp import web
 
 from .. import db, migrations
 from ..config import env_int
-from ..errors import PgqError
+from ..errors import PgqError, PreBaselineDatabase
 from ..logs import configure_logging, log_event
 
 if TYPE_CHECKING:
@@ -93,7 +93,7 @@ async def _dev(port: int) -> int:
         dsn, embedded, where = await _database()
         if stop.is_set():
             return 0
-        applied = await _migrate(dsn)
+        applied = await _migrate(dsn, embedded.data_dir if embedded is not None else None)
         if applied:
             log_event(log, "dev.migrated", f"applied {', '.join(applied)}")
 
@@ -164,13 +164,24 @@ async def _database() -> tuple[str, EmbeddedPostgres | None, str]:
     return dsn, server, f"embedded, data in {data_dir}"
 
 
-async def _migrate(dsn: str) -> list[str]:
+async def _migrate(dsn: str, data_dir: Path | None) -> list[str]:
+    """Apply the migrations; ``data_dir`` is the embedded server's (None: the user's server)."""
     try:
         conn = await db.connect(dsn, timeout=10)
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError) as exc:
         raise DevError(f"cannot use the database: {exc}") from None
     try:
         return await migrations.migrate(conn)
+    except PreBaselineDatabase:
+        if data_dir is None:
+            raise  # the user's own server: MigrationError's message says both ways over
+        # pgq dev's own throw-away data: start afresh rather than copy jobs around
+        raise DevError(
+            f"the development database in {data_dir} was created by an older pgq, from before "
+            "its migrations were squashed into one baseline, and cannot be migrated in place. "
+            f"Delete that directory (rm -rf '{data_dir}') and run `pgq dev` again: it starts "
+            f"with a fresh database (or set {ENV_DATA_DIR} to use another directory)."
+        ) from None
     finally:
         await conn.close()
 

@@ -1,4 +1,4 @@
-"""The doorbell (``sql/0008_doorbell.sql``): idle LISTEN sessions registered per queue, so an
+"""The doorbell (``sql/0003_notifications.sql``): idle LISTEN sessions registered per queue, so an
 enqueue rings only when someone is listening."""
 
 from __future__ import annotations
