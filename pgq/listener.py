@@ -18,13 +18,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable
 
 import asyncpg
 
 from . import db
+from .backoff import FULL, Backoff
 
 log = logging.getLogger("pgq.listener")
 
@@ -208,13 +208,13 @@ class Listener:
                 return
 
     async def _supervise(self) -> None:
-        delay = self._backoff_initial
+        backoff = Backoff(self._backoff_initial, self._backoff_max, jitter=FULL)
         while not self._closing:
             try:
                 await self._connect()
             except Exception as exc:
                 await self._drop_connection()
-                sleep = random.uniform(0, delay)  # full jitter
+                sleep = backoff.next()
                 log.warning(
                     "listener cannot connect (%s); retrying in %.2fs",
                     exc,
@@ -222,11 +222,10 @@ class Listener:
                     extra={"event": "listener.reconnecting"},
                 )
                 await asyncio.sleep(sleep)
-                delay = min(self._backoff_max, delay * 2)
                 continue
             if self.connects > 1:
                 log.info("listener reconnected", extra={"event": "listener.connected"})
-            delay = self._backoff_initial
+            backoff.reset()
             await self._wait_until_lost()
             if not self._closing:
                 log.warning("listener connection lost", extra={"event": "listener.lost"})

@@ -11,7 +11,9 @@ import pytest
 
 import pgq
 from pgq import queries
+from pgq.backoff import Backoff
 from pgq.runner import DatabaseSource, Runner, load_runner, run_from_cli
+from pgq.runner import core as runner_core
 
 from .support import job_row, running, wait_until
 
@@ -575,6 +577,49 @@ async def test_jobs_of_a_claim_whose_reply_was_lost_are_adopted(dsn, client, con
         await task
     assert (done.status, done.attempt) == ("succeeded", 1)
     assert ran == [(job.id, 1)]
+
+
+class _OutageSource(DatabaseSource):
+    """A real DatabaseSource whose claims fail as if the database were down until
+    ``recover()``, which tells the runner the way a reconnect does."""
+
+    def __init__(self, dsn: str) -> None:
+        super().__init__(dsn)
+        self.down = True
+        self.failed = asyncio.Event()
+
+    async def claim(self, max_jobs: int) -> list[pgq.Job]:
+        if self.down:
+            self.failed.set()
+            raise pgq.DatabaseUnavailable("the database is down (simulated)")
+        return await super().claim(max_jobs)
+
+    def recover(self) -> None:
+        self.down = False
+        assert self._hooks is not None
+        self._hooks.reconnected()
+
+
+async def test_a_reconnect_cuts_the_claim_backoff_short(dsn, client, monkeypatch) -> None:
+    # Back off 5-10 s after a failed claim: far longer than the test waits for the job.
+    monkeypatch.setattr(runner_core, "reconnecting", lambda: Backoff(10.0, 10.0))
+    runner = make_runner(dsn)
+    source = _OutageSource(dsn)
+
+    @runner.handler("R")
+    async def r(job):
+        return "ran"
+
+    task = asyncio.create_task(runner.run(source=source))
+    try:
+        await asyncio.wait_for(source.failed.wait(), 10)  # now backing off
+        job = await client.enqueue("R")
+        source.recover()
+        done = await client.wait(job.id, timeout=3)
+        assert (done.status, done.result) == ("succeeded", "ran")
+    finally:
+        runner.stop()
+        await asyncio.wait_for(task, 10)
 
 
 async def test_results_of_every_json_shape_survive_a_shared_batch(dsn, client) -> None:

@@ -6,7 +6,8 @@ Modes of its one loop:
              shorter timeout may expire first, and this bounds how late we notice.
   expiring   the earliest lease has run out: ``pgq.expire_leases()`` in a transaction that
              also reports the jobs it expired, each logged as ``job.lease_expired``.
-  degraded   the database does not answer: log once, retry every ``recheck`` seconds.
+  degraded   the database does not answer: log once, retry backing off up to ``recheck``
+             seconds.
 
 Every runner also calls ``pgq.expire_leases()`` on its safety re-check, so the monitor is
 not a single point of rescue; concurrent callers skip each other's rows.
@@ -21,6 +22,7 @@ import logging
 import asyncpg
 
 from .. import queries
+from ..backoff import Backoff
 from ..errors import DatabaseUnavailable
 from ..logs import log_event
 
@@ -28,6 +30,8 @@ log = logging.getLogger("pgq.coordinator.monitor")
 
 #: Sleep past the expiry by this much: pgq.expire_leases takes leases strictly before now().
 _SLACK = 0.01
+#: While the database does not answer, look again after this long, doubling up to recheck.
+RETRY_BASE = 0.5
 
 
 class LeaseMonitor:
@@ -53,6 +57,7 @@ class LeaseMonitor:
 
     async def _run(self) -> None:
         degraded = False
+        backoff = Backoff(min(RETRY_BASE, self._recheck), self._recheck)
         while True:
             try:
                 delay = await self._step()
@@ -61,6 +66,7 @@ class LeaseMonitor:
                         log, "lease_monitor.recovered", "lease monitor reaches the database again"
                     )
                     degraded = False
+                backoff.reset()
             except (DatabaseUnavailable, asyncpg.PostgresError, OSError) as exc:
                 if not degraded:
                     log_event(
@@ -70,10 +76,10 @@ class LeaseMonitor:
                         level=logging.WARNING,
                     )
                     degraded = True
-                delay = self._recheck
+                delay = backoff.next()
             except Exception:
                 log.exception("lease monitor step failed", extra={"event": "lease_monitor.error"})
-                delay = self._recheck
+                delay = backoff.next()
             await asyncio.sleep(delay)
 
     async def _step(self) -> float:

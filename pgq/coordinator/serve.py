@@ -21,6 +21,7 @@ import asyncpg
 from aiohttp import web
 
 from .. import db, migrations
+from ..backoff import reconnecting
 from ..config import ConfigError
 from ..errors import DatabaseUnavailable, MigrationError, translate
 from ..logs import log_event
@@ -86,7 +87,7 @@ async def check_database(dsn: str, timeout: float) -> None:
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    delay = 0.2
+    backoff = reconnecting()
     while True:
         try:
             conn = await db.connect(dsn, timeout=min(5.0, max(timeout, 0.1)))
@@ -94,6 +95,7 @@ async def check_database(dsn: str, timeout: float) -> None:
             translated = translate(exc)
             if not isinstance(translated, DatabaseUnavailable):
                 raise
+            delay = backoff.next()
             if loop.time() + delay > deadline:
                 raise translated from exc
             log_event(
@@ -103,7 +105,6 @@ async def check_database(dsn: str, timeout: float) -> None:
                 level=logging.WARNING,
             )
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
             continue
         try:
             await migrations.check_up_to_date(conn)

@@ -57,7 +57,6 @@ import contextlib
 import inspect
 import logging
 import os
-import random
 import re
 import secrets
 import socket
@@ -65,11 +64,13 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
+from ..backoff import Backoff, reconnecting
 from ..config import database_url
 from ..errors import DatabaseUnavailable, PgqError
 from ..logs import log_event
 from .database import DatabaseSource
 from .executor import Executor, Handler, HandlerFn
+from .outcome import Outcome
 from .source import JobSource
 
 __all__ = ["Runner"]
@@ -80,6 +81,9 @@ F = TypeVar("F", bound=HandlerFn)
 
 _TYPE_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 _QUEUE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
+
+#: An unexpected error in the claim loop (a bug) is retried after 0.5-1 s, not in a spin.
+ERROR_RETRY = 1.0
 
 #: After the grace period, how long to wait for the release writes of cancelled handlers.
 RELEASE_TIMEOUT = 10.0
@@ -126,6 +130,7 @@ class Runner:
         self._stop_event = asyncio.Event()
         self._hard_event = asyncio.Event()
         self._slot_freed = asyncio.Event()
+        self._reconnected = asyncio.Event()
         self._running = False
         self._stop_requested_at: float | None = None
         self._jobs = Executor(self._worker_id, self._slot_freed.set)
@@ -221,6 +226,9 @@ class Runner:
 
     def job_gone(self, job_id: int, status: str | None) -> None:
         self._jobs.job_gone(job_id, status)
+
+    def reconnected(self) -> None:
+        self._reconnected.set()
 
     # -- state --------------------------------------------------------------------------
 
@@ -348,7 +356,8 @@ class Runner:
         source = self._source
         assert source is not None
         more = True  # whether a claim may find work right now
-        backoff = 0.1
+        backoff = reconnecting()
+        errors = Backoff(ERROR_RETRY, ERROR_RETRY)
         while not self._stop_event.is_set():
             try:
                 free = self._concurrency - len(self._jobs.active)
@@ -360,9 +369,11 @@ class Runner:
                     await self._until_stopped(source.wait_for_work())
                     more = True
                     continue
+                # A reconnect from here on cuts the backoff after a failed claim short.
+                self._reconnected.clear()
                 jobs = await source.claim(free)
             except DatabaseUnavailable as exc:
-                sleep = random.uniform(backoff / 2, backoff)
+                sleep = backoff.next()
                 log_event(
                     log,
                     "runner.claim_failed",
@@ -370,21 +381,24 @@ class Runner:
                     level=logging.WARNING,
                     worker_id=self._worker_id,
                 )
-                await self._until_stopped(asyncio.sleep(sleep))
-                backoff = min(backoff * 2, 5.0)
+                await self._until_stopped(self._backoff_sleep(sleep))
                 more = True
                 continue
             except Exception:
                 log.exception("claim loop error; retrying", extra={"event": "runner.error"})
-                await self._until_stopped(asyncio.sleep(random.uniform(0.5, 1.0)))
+                await self._until_stopped(asyncio.sleep(errors.next()))
                 more = True
                 continue
-            backoff = 0.1
+            backoff.reset()
             for job in jobs:
                 self._jobs.start(job, self._handlers.get(job.type))
             more = len(jobs) >= free
 
-    # -- one job --------------------------------------------------------------------------
+    async def _backoff_sleep(self, delay: float) -> None:
+        """Sleep ``delay`` seconds, or less if the source reconnects meanwhile."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay):
+                await self._reconnected.wait()
 
     # -- shutdown --------------------------------------------------------------------------
 
@@ -403,7 +417,7 @@ class Runner:
         await self._wait_tasks(deadline)
         leftover = [a for a in self._jobs.active.values() if a.in_handler]
         for active in leftover:
-            self._jobs.cancel(active, "shutdown")
+            self._jobs.cancel(active, Outcome.SHUTDOWN)
         limit = HARD_RELEASE_TIMEOUT if self._hard_event.is_set() else RELEASE_TIMEOUT
         await self._wait_tasks(loop.time() + limit, hard_interrupts=False)
         stuck = list(self._jobs.tasks)

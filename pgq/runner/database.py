@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 from collections.abc import Awaitable
 from typing import Any
 
@@ -18,6 +17,7 @@ import asyncpg
 import orjson
 
 from .. import db, migrations, queries
+from ..backoff import Backoff, reconnecting
 from ..doorbell import Doorbell
 from ..errors import DatabaseUnavailable, JobNotFound, PgqError, TransitionNotAllowed
 from ..jobs import Job
@@ -42,6 +42,10 @@ UNARMED_POLL = 0.05
 #: enqueues send no NOTIFY (which serializes producers' commits). It registers once a
 #: claim finds nothing, so a lone job still wakes it at once.
 BUSY_RECHECK = 0.001
+#: When ``pgq.next_due`` says a job is due yet the claim found nothing (another claimer
+#: holds its row lock), look again after this long, doubling up to a second.
+DUE_RETRY_BASE = 0.005
+DUE_RETRY_CAP = 1.0
 
 
 class DatabaseSource:
@@ -79,7 +83,7 @@ class DatabaseSource:
         self._sweeper: LeaseSweeper | None = None
         self._side_tasks: set[asyncio.Task[Any]] = set()
         # re-check delay when next_due says "due now" but the claim found nothing
-        self._due_retry = 0.005
+        self._due_retry = Backoff(DUE_RETRY_BASE, DUE_RETRY_CAP)
         self._claim_in_doubt = False  # a claim failed: it may have committed unseen
         self._last_claimed = 0  # jobs the last claim returned
         # completion batching
@@ -97,7 +101,7 @@ class DatabaseSource:
         self._hooks = hooks
         self._wake = asyncio.Event()
         size = self._pool_size or max(4, min(12, 3 + hooks.concurrency // 4))
-        delay = 0.1
+        backoff = reconnecting()
         while True:
             try:
                 # db.create_pool skips asyncpg's reset round trip on release (see
@@ -114,7 +118,7 @@ class DatabaseSource:
             except Exception as exc:
                 if not is_transient(exc):
                     raise
-                sleep = random.uniform(delay / 2, delay)
+                sleep = backoff.next()
                 log_event(
                     log,
                     "runner.connecting",
@@ -122,7 +126,6 @@ class DatabaseSource:
                     level=logging.WARNING,
                 )
                 await asyncio.sleep(sleep)
-                delay = min(delay * 2, 5.0)
         async with self._pool.acquire() as conn:
             await migrations.check_up_to_date(conn)
         self._sweeper = LeaseSweeper(
@@ -206,6 +209,8 @@ class DatabaseSource:
         self._wake.set()
         if self._sweeper is not None:
             self._sweeper.rearm()
+        if self._hooks is not None:
+            self._hooks.reconnected()  # a claim that failed meanwhile may work now
         if self._hooks is not None and self._hooks.held_jobs():
             self._spawn(self._check_held())
 
@@ -256,7 +261,7 @@ class DatabaseSource:
             self._claim_in_doubt = True
             raise
         if jobs:
-            self._due_retry = 0.005
+            self._due_retry.reset()
         self._last_claimed = len(jobs)
         if self._doorbell is not None:
             if len(jobs) >= max_jobs:
@@ -327,8 +332,7 @@ class DatabaseSource:
                 if timeout <= 0:
                     # Due, yet the claim just found nothing: another claimer holds its row
                     # lock right now. Look again soon, backing off if it persists.
-                    timeout = self._due_retry
-                    self._due_retry = min(self._due_retry * 2, 1.0)
+                    timeout = self._due_retry.next()
         if poll is not None:
             timeout = poll if timeout is None else min(timeout, poll)
         if self._wake.is_set():

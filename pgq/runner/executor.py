@@ -12,18 +12,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
-import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
+from ..backoff import Backoff
 from ..errors import DatabaseUnavailable, PermanentError, RetryLater
 from ..jobs import Job
 from ..logs import log_event
+from .outcome import Outcome, Written, failure_of
 from .source import JobSource
 
 __all__ = ["Executor", "Handler", "HandlerFn"]
@@ -31,9 +31,11 @@ __all__ = ["Executor", "Handler", "HandlerFn"]
 log = logging.getLogger("pgq.runner")
 
 HandlerFn = Callable[[Job], Awaitable[Any]]
+T = TypeVar("T")
 
-#: Longest stored traceback of a failed attempt (it goes into pgq.jobs.errors).
-MAX_TRACEBACK_CHARS = 4000
+#: Outcome writes are retried while the source is unreachable, backing off this way.
+WRITE_RETRY_BASE = 0.05
+WRITE_RETRY_CAP = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,9 +56,9 @@ class _Active:
     started: float = 0.0  # time.perf_counter() at handler start
     task: asyncio.Task[None] | None = None
     in_handler: bool = True
-    #: why the runner cancelled the handler: "cancelled" (job cancelled), "lost" (no longer
-    #: held: lease expired / claimed again), "timeout", "shutdown" (grace period over)
-    cancel_reason: str | None = None
+    #: why the runner cancelled the handler: CANCELLED (job cancelled), LOST (no longer
+    #: held: lease expired / claimed again), TIMEOUT, SHUTDOWN (grace period over)
+    cancel_reason: Outcome | None = None
     timeout: float = 0.0  # seconds the handler may run
     deadline: float = 0.0  # loop.time() when it has run that long
     next_beat: float = 0.0  # loop.time() of the next heartbeat
@@ -86,7 +88,7 @@ class Executor:
         active = self.active.get(job_id)
         if active is None or not active.in_handler or active.cancel_reason is not None:
             return
-        self.cancel(active, "cancelled" if status == "cancelled" else "lost")
+        self.cancel(active, Outcome.CANCELLED if status == "cancelled" else Outcome.LOST)
 
     def start(self, job: Job, handler: Handler | None) -> None:
         """Run ``handler`` (the runner's handler for the job's type) for a claimed job."""
@@ -94,7 +96,7 @@ class Executor:
             handler = Handler(job.type, _no_handler)
         previous = self.active.get(job.id)
         if previous is not None:  # an older attempt of ours still runs: it lost its lease
-            self.cancel(previous, "lost")
+            self.cancel(previous, Outcome.LOST)
         active = _Active(job, handler)
         self.active[job.id] = active
         self.held[job.id] = job.attempt
@@ -113,7 +115,7 @@ class Executor:
                 extra={"event": "runner.error", "worker_id": self.worker_id},
             )
 
-    def cancel(self, active: _Active, reason: str) -> None:
+    def cancel(self, active: _Active, reason: Outcome) -> None:
         if active.in_handler and active.cancel_reason is None and active.task is not None:
             active.cancel_reason = reason
             active.task.cancel()
@@ -156,7 +158,7 @@ class Executor:
         active.timer = loop.call_at(min(active.deadline, active.next_beat), self._tick, active)
         active.started = time.perf_counter()
 
-        outcome: str
+        outcome: Outcome
         detail: Any = None
         try:
             try:
@@ -171,88 +173,79 @@ class Executor:
                 current.uncancel()
             outcome = active.cancel_reason
         except PermanentError as exc:
-            outcome, detail = "permanent", exc
+            outcome, detail = Outcome.PERMANENT, exc
         except RetryLater as exc:
-            outcome, detail = "retry_later", exc
+            outcome, detail = Outcome.RETRY_LATER, exc
         except Exception as exc:
-            outcome, detail = "error", exc
+            outcome, detail = Outcome.ERROR, exc
         else:
             if active.cancel_reason is not None:  # the handler swallowed our cancellation
                 current = asyncio.current_task()
                 if current is not None:
                     current.uncancel()
-            if active.cancel_reason in ("cancelled", "lost", "timeout"):
+            if active.cancel_reason in (Outcome.CANCELLED, Outcome.LOST, Outcome.TIMEOUT):
                 outcome = active.cancel_reason
             else:
-                outcome, detail = "success", result
+                outcome, detail = Outcome.SUCCESS, result
                 if result is not None:
                     try:
                         orjson.dumps(result)
                     except TypeError as exc:
-                        outcome = "error"
+                        outcome = Outcome.ERROR
                         detail = TypeError(f"the handler's result is not JSON-serialisable: {exc}")
-        if outcome == "timeout":
+        if outcome is Outcome.TIMEOUT:
             detail = active.timeout
         duration_ms = round((time.perf_counter() - active.started) * 1000, 3)
         fields["duration_ms"] = duration_ms
         await self._finish(active, outcome, detail, fields)
 
     async def _finish(
-        self, active: _Active, outcome: str, detail: Any, fields: dict[str, Any]
+        self, active: _Active, outcome: Outcome, detail: Any, fields: dict[str, Any]
     ) -> None:
-        job = active.job
-        if outcome == "cancelled":
+        job, source = active.job, self.source
+        assert source is not None
+        if outcome is Outcome.CANCELLED:
             self.counts["cancelled"] += 1
             log_event(log, "job.cancelled", "handler stopped: the job was cancelled", **fields)
             return
-        if outcome == "lost":
+        if outcome is Outcome.LOST:
             self._note_lost(fields, None)
             return
-        if outcome == "success":
-            written, retried = await self._write(lambda: self._source_complete(job, detail), fields)
-            if written is None:
+        if outcome is Outcome.SUCCESS:
+            done = await self._write(lambda: source.complete(job, detail), fields)
+            if done is None:
                 return
-            completed, status = written
+            completed, status = done.answer
             # A retried write may have committed the first time round (the reply was lost).
-            if completed or (retried and status == "succeeded"):
+            if completed or (done.retried and status == "succeeded"):
                 self.counts["succeeded"] += 1
                 log_event(log, "job.succeeded", **fields)
             else:
                 self._note_lost(fields, status)
             return
 
-        retryable, retry_delay = True, None
-        if outcome == "shutdown":
-            error = {
-                "message": f"released: runner {self.worker_id} shut down before the handler "
-                "finished",
-                "kind": "released",
-            }
-        elif outcome == "timeout":
-            error = {"message": f"handler timed out after {detail:g}s", "kind": "timeout"}
-        else:
-            error = _error_payload(detail)
-            if outcome == "permanent":
-                retryable = False
-                error["kind"] = "permanent"
-            elif outcome == "retry_later":
-                retry_delay = max(0.0, float(detail.delay))
-                error["kind"] = "retry_later"
-                error["retry_delay"] = retry_delay
-        if outcome == "shutdown":
+        failure = failure_of(outcome, detail, self.worker_id)
+        if outcome is Outcome.SHUTDOWN:
             # pgq.release: queued again now, and the interrupted attempt is given back, so
             # a job released on its last attempt runs again instead of going dead.
-            write = lambda: self._source_release(job, error)  # noqa: E731
+            written = await self._write(lambda: source.release(job, failure.error), fields)
         else:
-            write = lambda: self._source_fail(job, error, retryable, retry_delay)  # noqa: E731
-        after, _ = await self._write(write, fields)
-        if after is None:
+            written = await self._write(
+                lambda: source.fail(
+                    job,
+                    failure.error,
+                    retryable=failure.retryable,
+                    retry_delay=failure.retry_delay,
+                ),
+                fields,
+            )
+        if written is None:
             return
-        if after is False:
+        after = written.answer
+        if after is None:  # refused: no longer held by this runner at this attempt
             self._note_lost(fields, None)
             return
-        assert isinstance(after, Job)
-        if outcome == "shutdown":
+        if outcome is Outcome.SHUTDOWN:
             self.counts["released"] += 1
             log_event(
                 log,
@@ -261,11 +254,12 @@ class Executor:
                 **fields,
             )
             return
+        message = failure.error.get("message")
         self.counts["failed"] += 1
-        log_event(log, "job.failed", level=logging.WARNING, error=error.get("message"), **fields)
+        log_event(log, "job.failed", level=logging.WARNING, error=message, **fields)
         if after.status == "dead":
             self.counts["dead"] += 1
-            log_event(log, "job.dead", level=logging.WARNING, error=error.get("message"), **fields)
+            log_event(log, "job.dead", level=logging.WARNING, error=message, **fields)
         else:
             self.counts["retried"] += 1
             log_event(
@@ -274,22 +268,6 @@ class Executor:
                 f"retry at {after.run_at.isoformat() if after.run_at else '?'}",
                 **fields,
             )
-
-    def _source_complete(self, job: Job, result: Any) -> Awaitable[tuple[bool, str | None]]:
-        assert self.source is not None
-        return self.source.complete(job, result)
-
-    async def _source_fail(
-        self, job: Job, error: dict[str, Any], retryable: bool, retry_delay: float | None
-    ) -> Job | bool:
-        assert self.source is not None
-        after = await self.source.fail(job, error, retryable=retryable, retry_delay=retry_delay)
-        return False if after is None else after
-
-    async def _source_release(self, job: Job, reason: dict[str, Any]) -> Job | bool:
-        assert self.source is not None
-        after = await self.source.release(job, reason)
-        return False if after is None else after
 
     def _note_lost(self, fields: dict[str, Any], status: str | None) -> None:
         self.counts["lost"] += 1
@@ -303,14 +281,12 @@ class Executor:
         )
 
     async def _write(
-        self, op: Callable[[], Awaitable[Any]], fields: dict[str, Any]
-    ) -> tuple[Any, bool]:
-        """Write an outcome, retrying while the source is unreachable; returns (what the
-        write returned, whether it had to be retried), or (None, ...) when it could not be
-        made (the job's lease will bring the job back). Shielded: cancelling the job's task
-        (a hard stop) cannot interrupt a statement in flight."""
-        delay = 0.05
-        retries = 0
+        self, op: Callable[[], Awaitable[T]], fields: dict[str, Any]
+    ) -> Written[T] | None:
+        """Write an outcome, retrying while the source is unreachable; None when it could
+        not be made (the job's lease will bring the job back). Shielded: cancelling the
+        job's task (a hard stop) cannot interrupt a statement in flight."""
+        backoff = Backoff(WRITE_RETRY_BASE, WRITE_RETRY_CAP)
         while True:
             try:
                 pending = op()
@@ -319,9 +295,9 @@ class Executor:
                     # cannot interrupt its statement. A future (the batched completions)
                     # is written by another task already; cancelling our wait cannot stop it.
                     pending = asyncio.shield(pending)
-                return await pending, retries > 0
+                return Written(await pending, backoff.failures > 0)
             except DatabaseUnavailable as exc:
-                if retries % 20 == 0:
+                if backoff.failures % 20 == 0:
                     log_event(
                         log,
                         "runner.write_retry",
@@ -329,9 +305,7 @@ class Executor:
                         level=logging.WARNING,
                         **fields,
                     )
-                retries += 1
-                await asyncio.sleep(random.uniform(delay / 2, delay))
-                delay = min(delay * 2, 2.0)
+                await asyncio.sleep(backoff.next())
             except asyncio.CancelledError:
                 self.unwritten += 1
                 raise
@@ -341,7 +315,7 @@ class Executor:
                     "cannot record the outcome; the job's lease will bring it back",
                     extra={"event": "runner.error", **fields},
                 )
-                return None, retries > 0
+                return None
 
     # -- heartbeats and timeouts -----------------------------------------------------------
 
@@ -352,7 +326,7 @@ class Executor:
         loop = asyncio.get_running_loop()
         now = loop.time()
         if now >= active.deadline - 0.001:  # uvloop's timers have millisecond resolution
-            self.cancel(active, "timeout")
+            self.cancel(active, Outcome.TIMEOUT)
             return
         if now >= active.next_beat - 0.001:
             active.next_beat = now + _beat_interval(active.job)
@@ -400,17 +374,3 @@ def _beat_interval(job: Job) -> float:
 
 async def _no_handler(job: Job) -> None:
     raise PermanentError(f"this runner has no handler for job type {job.type!r}")
-
-
-def _error_payload(exc: BaseException) -> dict[str, Any]:
-    """A failed attempt's error as stored in pgq.jobs.last_error / errors."""
-    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    if len(tb) > MAX_TRACEBACK_CHARS:
-        tb = "…" + tb[-MAX_TRACEBACK_CHARS:]
-    kind = type(exc)
-    return {
-        "message": str(exc) or kind.__name__,
-        "type": f"{kind.__module__}.{kind.__qualname__}",
-        "kind": "exception",
-        "traceback": tb,
-    }

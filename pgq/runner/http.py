@@ -73,6 +73,7 @@ import random
 from typing import Any
 from urllib.parse import urlsplit
 
+from ..backoff import reconnecting
 from ..errors import JobNotFound, PgqError, TransitionNotAllowed
 from ..jobs import Job
 from ..logs import log_event
@@ -134,6 +135,7 @@ class HttpSource:
             token=token or None,
             request_timeout=float(request_timeout),
             on_unauthorized=self._unauthorized,
+            on_reachable=self._reachable_again,
         )
         self._wait_seconds = float(wait_seconds)
         self._check_interval = float(cancel_check_interval)
@@ -173,13 +175,13 @@ class HttpSource:
         self._fatal = None
         self._contact.clear()
         self._api.open(hooks.worker_id, hooks.concurrency)
-        delay = 0.1
+        backoff = reconnecting()
         while True:
             try:
                 await self._api.call("GET", "/jobs?limit=1")
                 break
             except CoordinatorUnavailable as exc:
-                sleep = random.uniform(delay / 2, delay)
+                sleep = backoff.next()
                 log_event(
                     log,
                     "runner.connecting",
@@ -188,7 +190,6 @@ class HttpSource:
                     worker_id=hooks.worker_id,
                 )
                 await asyncio.sleep(sleep)
-                delay = min(delay * 2, 5.0)
         self._watcher = asyncio.create_task(self._watch(), name="pgq-http-cancel-checks")
 
     async def close(self) -> None:
@@ -458,6 +459,10 @@ class HttpSource:
             self._checking.discard(job_id)
 
     # -- HTTP ---------------------------------------------------------------------------
+
+    def _reachable_again(self) -> None:
+        if self._hooks is not None:
+            self._hooks.reconnected()
 
     def _unauthorized(self, exc: CoordinatorUnauthorized) -> None:
         if self._watcher is not None and self._fatal is None:

@@ -41,7 +41,8 @@ class CoordinatorUnauthorized(PgqError):
 
 class CoordinatorApi:
     """The coordinator at ``url`` as the HTTP source talks to it. ``on_unauthorized`` sees
-    every 401 before it is raised (the source stops the runner on one after ``open``)."""
+    every 401 before it is raised (the source stops the runner on one after ``open``);
+    ``on_reachable`` is called when the coordinator answers again after trouble."""
 
     def __init__(
         self,
@@ -50,11 +51,13 @@ class CoordinatorApi:
         token: str | None,
         request_timeout: float,
         on_unauthorized: Callable[[CoordinatorUnauthorized], None],
+        on_reachable: Callable[[], None],
     ) -> None:
         self.url = url
         self._token = token
         self._request_timeout = request_timeout
         self._on_unauthorized = on_unauthorized
+        self._on_reachable = on_reachable
         self._http: aiohttp.ClientSession | None = None
         self._worker_id: str | None = None
         self.reachable = False
@@ -125,6 +128,8 @@ class CoordinatorApi:
                 f"the coordinator at {self.url} answers",
                 worker_id=self._worker_id,
             )
+            self.reachable = True
+            self._on_reachable()
         self.reachable = True
         if status < 300:
             try:

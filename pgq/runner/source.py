@@ -37,6 +37,11 @@ class RunnerHooks(Protocol):
         stop its handler and write nothing. ``status`` is its new status when known."""
         ...
 
+    def reconnected(self) -> None:
+        """The source reached its database or coordinator again after trouble: a claim
+        that failed may succeed now (the runner cuts its backoff short)."""
+        ...
+
     def stop(self) -> None:
         """Drain and stop the runner, as SIGTERM does: the source cannot go on (e.g. the
         coordinator refused its token)."""
