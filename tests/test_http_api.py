@@ -348,6 +348,35 @@ async def test_heartbeat(live: Live, conn: asyncpg.Connection) -> None:
     assert status == 404 and is_error(body, "job_not_found")
 
 
+async def test_release_hands_the_job_back_without_spending_its_attempt(
+    live: Live, conn: asyncpg.Connection
+) -> None:
+    job, _ = await queries.enqueue(conn, "R", max_attempts=1)
+    await queries.claim(conn, "w", 1)
+    path = f"/jobs/{job.id}/release"
+    # fenced like complete: another worker, or another attempt, is refused
+    for refused in ({"worker_id": "other", "attempt": 1}, {"worker_id": "w", "attempt": 2}):
+        status, body, _ = await live.request("POST", path, json=refused)
+        assert status == 409 and is_error(body, "transition_not_allowed"), refused
+    status, body, _ = await live.request(
+        "POST", path, json={"worker_id": "w", "attempt": 1, "reason": "shutting down"}
+    )
+    assert status == 200
+    assert (body["status"], body["attempts"], body["max_attempts"]) == ("queued", 1, 2)
+    assert body["lease_expires_at"] is None
+    assert (body["error"]["message"], body["error"]["kind"]) == ("shutting down", "released")
+    assert await conn.fetchval("SELECT run_at <= now() FROM pgq.jobs WHERE id = $1", job.id)
+    # the attempt was given back: the job, on its last attempt, can run again
+    [again] = await queries.claim(conn, "w", 1)
+    assert (again.id, again.attempt) == (job.id, 2)
+    status, body, _ = await live.request("POST", path, json={"worker_id": "w", "attempt": 1})
+    assert status == 409 and is_error(body, "transition_not_allowed")  # a stale attempt
+    status, body, _ = await live.request(
+        "POST", "/jobs/424242/release", json={"worker_id": "w", "attempt": 1}
+    )
+    assert status == 404 and is_error(body, "job_not_found")
+
+
 # -- the edges every endpoint shares -------------------------------------------------------
 
 

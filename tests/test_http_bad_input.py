@@ -396,6 +396,27 @@ CASES = [
         mentions="attempt",
     ),
     Bad(
+        "release without attempt",
+        "POST",
+        "/jobs/1/release",
+        j({"worker_id": "w"}),
+        mentions="attempt",
+    ),
+    Bad(
+        "release reason is a number",
+        "POST",
+        "/jobs/1/release",
+        j({"worker_id": "w", "attempt": 1, "reason": 5}),
+        mentions="reason",
+    ),
+    Bad(
+        "release unknown field",
+        "POST",
+        "/jobs/1/release",
+        j({"worker_id": "w", "attempt": 1, "retryable": True}),
+        mentions="retryable",
+    ),
+    Bad(
         "retry extra_attempts 0",
         "POST",
         "/jobs/1/retry",

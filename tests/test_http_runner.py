@@ -261,6 +261,27 @@ async def test_a_cancelled_job_is_stopped_at_its_next_check(dsn, client, conn):
     assert runner.counts["cancelled"] == 1 and runner.counts["lost"] == 0
 
 
+async def test_a_job_released_at_shutdown_on_its_last_attempt_runs_again(dsn, client, conn):
+    runner = make_runner(grace=0)
+    started = asyncio.Event()
+
+    @runner.handler("LONG")
+    async def long(job):
+        started.set()
+        await asyncio.sleep(60)
+
+    async with coordinator(dsn) as coord, running_http(runner, HttpSource(coord.url)):
+        job = await client.enqueue("LONG", max_attempts=1)
+        await asyncio.wait_for(started.wait(), 10)
+        # leaving the block stops the runner: no grace, so the handler is cancelled
+    row = await job_row(conn, job.id)
+    # POST /jobs/{id}/release, not a failure: the attempt is given back, so not dead
+    assert (row["status"], row["attempts"], row["max_attempts"]) == ("queued", 1, 2)
+    assert row["last_error"]["kind"] == "released"
+    assert runner.counts["released"] == 1 and runner.counts["failed"] == 0
+    assert runner.clean_exit
+
+
 # -- claims: the long poll, claims in doubt --------------------------------------------------
 
 
@@ -291,6 +312,7 @@ async def test_the_long_poll_stashes_its_jobs_for_the_next_claim_or_releases_the
         "SELECT *, run_at <= now() AS due FROM pgq.jobs WHERE id = $1", second.id
     )
     assert (row["status"], row["attempts"], row["due"]) == ("queued", 1, True)
+    assert row["max_attempts"] == second.max_attempts + 1  # the attempt was given back
     assert row["last_error"]["kind"] == "released"
     assert source.released == 1
     assert (await job_row(conn, first.id))["status"] == "running"  # held by the "runner"

@@ -288,6 +288,23 @@ SCHEMAS: dict[str, Any] = {
         "required": ["worker_id"],
         "properties": {"worker_id": _WORKER_ID, "attempt": _ATTEMPT},
     },
+    "Release": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["worker_id", "attempt"],
+        "description": "`reason` is stored like a failure's `error` (kind `released`); "
+        'without it the job records "released by its runner".',
+        "properties": {
+            "worker_id": _WORKER_ID,
+            "attempt": _ATTEMPT,
+            "reason": {
+                "anyOf": [
+                    {"type": "string", "minLength": 1, "maxLength": 65536, "pattern": _NO_NUL},
+                    {"type": "object"},
+                ]
+            },
+        },
+    },
     "Retry": {
         "type": "object",
         "additionalProperties": False,
@@ -480,6 +497,16 @@ def document() -> dict[str, Any]:
                 {"200": _JOB_OK},
                 ("404", "409", *_BODY_ERRORS),
                 body=_body("Heartbeat"),
+                parameters=[_JOB_ID],
+            )
+        },
+        "/jobs/{id}/release": {
+            "post": _op(
+                "releaseJob",
+                "Hand a claimed job back: queued now, its attempt given back (runner shutdown)",
+                {"200": _JOB_OK},
+                ("404", "409", *_BODY_ERRORS),
+                body=_body("Release"),
                 parameters=[_JOB_ID],
             )
         },

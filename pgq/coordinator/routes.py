@@ -154,6 +154,18 @@ async def heartbeat_job(request: web.Request) -> web.Response:
     return json_response(job.to_json())
 
 
+async def release_job(request: web.Request) -> web.Response:
+    job_id = v.job_id(request)
+    v.no_query(request)
+    body = await v.read_body(request, request.app[SETTINGS].max_body_bytes)
+    assert body is not None
+    p = v.parse_release(body)
+    job = await queries.release(
+        request.app[POOL], job_id, p["worker_id"], p["reason"], attempt=p["attempt"]
+    )
+    return json_response(job.to_json())
+
+
 async def health(request: web.Request) -> web.Response:
     v.no_query(request)
     try:
@@ -197,6 +209,7 @@ def setup_routes(app: web.Application) -> None:
     r.add_post(job + "/retry", retry_job)
     r.add_post(job + "/complete", complete_job)
     r.add_post(job + "/heartbeat", heartbeat_job)
+    r.add_post(job + "/release", release_job)
     r.add_get("/health", health, allow_head=False)
     r.add_get("/metrics", metrics, allow_head=False)
     r.add_get("/openapi.json", openapi, allow_head=False)

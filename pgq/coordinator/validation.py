@@ -466,17 +466,7 @@ def parse_complete(body: Body) -> dict[str, Any]:
     else:
         if body.has("result"):
             raise body.error("result", "is only allowed with success: true")
-        error = body.take("error")
-        if error is _MISSING:
-            error = "failed"
-        elif isinstance(error, str):
-            check_string(error, body.name("error"), max_length=65_536)
-        elif isinstance(error, dict):
-            if body.deep_check:
-                check_json(error, body.name("error"))
-        else:
-            raise body.error("error", f"must be a string or an object, not {_json_type(error)}")
-        out["error"] = error
+        out["error"] = _error_value(body, "error", default="failed")
         retryable = body.boolean("retryable")
         out["retryable"] = True if retryable is _MISSING else retryable
         delay = body.number("retry_delay_seconds", 0, MAX_RETRY_DELAY_SECONDS)
@@ -495,6 +485,35 @@ def parse_heartbeat(body: Body) -> dict[str, Any]:
     attempt = body.integer("attempt", 1, INT32_MAX, default=None)
     body.finish(("worker_id", "attempt"))
     return {"worker_id": worker_id, "attempt": attempt}
+
+
+def parse_release(body: Body) -> dict[str, Any]:
+    """``POST /jobs/{id}/release`` → worker_id, attempt (both required: the release is
+    fenced like complete), reason (a string or an object; None: "released by its runner")."""
+    worker_id = body.string("worker_id", max_length=255)
+    if worker_id is _MISSING:
+        raise body.error("worker_id", "is required")
+    attempt = body.integer("attempt", 1, INT32_MAX)
+    if attempt is _MISSING:
+        raise body.error("attempt", "is required (the attempt this worker holds)")
+    reason = _error_value(body, "reason", default=None)
+    body.finish(("worker_id", "attempt", "reason"))
+    return {"worker_id": worker_id, "attempt": attempt, "reason": reason}
+
+
+def _error_value(body: Body, key: str, *, default: Any) -> Any:
+    """An error or reason field: a string (≤ 64 KiB) or a JSON object."""
+    value = body.take(key)
+    if value is _MISSING:
+        return default
+    if isinstance(value, str):
+        check_string(value, body.name(key), max_length=65_536)
+    elif isinstance(value, dict):
+        if body.deep_check:
+            check_json(value, body.name(key))
+    else:
+        raise body.error(key, f"must be a string or an object, not {_json_type(value)}")
+    return value
 
 
 def parse_retry(body: Body | None) -> int:

@@ -19,12 +19,15 @@ module is only the ``JobSource`` underneath it:
 ``fail``               the same with ``"success": false, "error", "retryable",
                        "retry_delay_seconds"``
 ``heartbeat``          ``POST /jobs/{id}/heartbeat``
+``release``            ``POST /jobs/{id}/release {"reason"}``: queued now, the attempt
+                       given back (``pgq.release``)
 =====================  ============================================================
 
 Every request names this runner's ``worker_id`` and the job's ``attempt``, so the
-coordinator fences them exactly as ``pgq.complete`` / ``pgq.fail`` / ``pgq.heartbeat``
-do in database mode: a 409 is "no longer yours" (``complete`` → ``(False, status)``,
-``fail`` → None, ``heartbeat`` → False), never an exception.
+coordinator fences them exactly as ``pgq.complete`` / ``pgq.fail`` / ``pgq.heartbeat`` /
+``pgq.release`` do in database mode: a 409 is "no longer yours" (``complete`` →
+``(False, status)``, ``fail`` and ``release`` → None, ``heartbeat`` → False), never an
+exception.
 
 **The long poll claims.** Over HTTP the only way to learn that work exists is to ask for
 it, so ``wait_for_work`` is a claim of the free slots (concurrency minus held jobs, at
@@ -32,8 +35,8 @@ least one) that waits up to ``wait_seconds``. The jobs it returns are stashed an
 returns; the runner's next ``claim`` hands out the stash before asking the coordinator
 again. Stashed jobs are claimed jobs the runner does not know of yet, but only between two
 steps of its claim loop with no I/O in between; jobs left in the stash because ``stop()``
-came in that gap are *released* by ``close()`` (failed as retryable with a retry delay of
-0, like the jobs of a shutdown: another runner takes them at once).
+came in that gap are *released* by ``close()``, like the jobs of a shutdown: queued again
+now without spending their attempt, so another runner takes them at once.
 
 **Claims in doubt.** A stop during the long poll cancels ``wait_for_work``, which aborts
 the request. The coordinator looks for a vanished client before it claims, so usually
@@ -235,13 +238,12 @@ class HttpSource:
             self._in_doubt = False
         if not leftovers:
             return
-        error = {
+        reason = {
             "message": f"released: runner {hooks.worker_id} stopped before starting the job",
             "kind": "released",
         }
         outcomes = await asyncio.gather(
-            *(self.fail(job, error, retryable=True, retry_delay=0.0) for job in leftovers),
-            return_exceptions=True,
+            *(self.release(job, reason) for job in leftovers), return_exceptions=True
         )
         for job, outcome in zip(leftovers, outcomes, strict=True):
             if isinstance(outcome, BaseException):
@@ -389,9 +391,12 @@ class HttpSource:
         return Job.from_json(after)
 
     async def release(self, job: Job, reason: dict[str, Any]) -> Job | None:
-        # The HTTP API has no release: a retryable failure due at once is the nearest. Unlike
-        # pgq.release it spends the attempt, so a job released on its last attempt is dead.
-        return await self.fail(job, reason, retryable=True, retry_delay=0.0)
+        body = {"worker_id": self.hooks.worker_id, "attempt": job.attempt, "reason": reason}
+        try:
+            after = await self._api.call("POST", f"/jobs/{job.id}/release", body)
+        except (JobNotFound, TransitionNotAllowed):
+            return None
+        return Job.from_json(after)
 
     async def heartbeat(self, job: Job) -> bool:
         return await self._beat(job.id, job.attempt)
