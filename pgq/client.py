@@ -14,6 +14,7 @@ import orjson
 
 from . import db, migrations, queries
 from .config import database_url
+from .errors import translating
 from .jobs import Job
 from .listener import Listener
 
@@ -53,7 +54,8 @@ class Client:
 
     async def open(self) -> Client:
         if self._pool is None:
-            self._pool = await db.create_pool(self._dsn, **self._pool_args)
+            with translating():  # an unreachable database is DatabaseUnavailable here too
+                self._pool = await db.create_pool(self._dsn, **self._pool_args)
         return self
 
     async def close(self) -> None:
@@ -79,8 +81,9 @@ class Client:
 
     async def migrate(self) -> list[str]:
         """Apply pending migrations; returns the names applied."""
-        async with self.pool.acquire() as conn:
-            return await migrations.migrate(conn)
+        with translating():
+            async with self.pool.acquire() as conn:
+                return await migrations.migrate(conn)
 
     # -- jobs -----------------------------------------------------------------------
 

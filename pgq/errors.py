@@ -8,6 +8,9 @@ the same refusal.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import asyncpg
 
 
@@ -95,14 +98,44 @@ SQLSTATE_ERRORS: dict[str, type[PgqError]] = {
 
 
 def translate(exc: BaseException) -> BaseException:
-    """Return the pgq exception for a database error, or ``exc`` itself when none applies."""
+    """The pgq exception for a database error, or ``exc`` itself when none applies.
+
+    The one translation: ``queries`` applies it to every call, the coordinator's error
+    middleware to whatever else reaches it, the client and the runner to their pool and
+    connection set-up. A refusal by SQLSTATE (``SQLSTATE_ERRORS``); every way of having no
+    usable connection (refused, reset, terminated, a closed or closing pool, asyncpg's
+    protocol giving up mid-reply) → ``DatabaseUnavailable`` (503).
+    """
+    if isinstance(exc, PgqError):
+        return exc
     if isinstance(exc, asyncpg.PostgresError):
         cls = SQLSTATE_ERRORS.get(exc.sqlstate or "")
         if cls is not None:
             return cls(exc.args[0] if exc.args else None)
-    if isinstance(exc, _UNREACHABLE):
+    if unreachable(exc):
         return DatabaseUnavailable(f"the database cannot be reached: {exc}")
     return exc
+
+
+@contextlib.contextmanager
+def translating() -> Iterator[None]:
+    """Re-raise what ``translate`` maps as the pgq exception (``raise ... from exc``)."""
+    try:
+        yield
+    except Exception as exc:
+        mapped = translate(exc)
+        if mapped is exc:
+            raise
+        raise mapped from exc
+
+
+def unreachable(exc: BaseException) -> bool:
+    """True when ``exc`` means "no usable connection to the database", not "bad request"."""
+    if isinstance(exc, DatabaseUnavailable):
+        return True
+    if isinstance(exc, _CLIENT_MISTAKES):
+        return False
+    return isinstance(exc, _UNREACHABLE)
 
 
 #: Errors that mean "no usable connection to the database" rather than "bad request".
@@ -112,7 +145,17 @@ _UNREACHABLE = (
     asyncpg.CannotConnectNowError,  # 57P03: starting up or shutting down
     asyncpg.AdminShutdownError,  # 57P01: terminated by an administrator or a restart
     asyncpg.TooManyConnectionsError,
-    # asyncpg's own state machine gave up on a connection the server dropped mid-reply
-    # (seen during a database restart): the connection is gone, not the request bad.
+    # asyncpg's own state machine: "connection is closed", "pool is closing" / "closed",
+    # a connection the server dropped mid-reply (seen during a restart). The connection
+    # or the pool is gone, not the request bad.
+    asyncpg.InterfaceError,
     asyncpg.exceptions.InternalClientError,
+)
+
+#: asyncpg's client-side errors (subclasses of the above) that are about the data or the
+#: setup, not a broken link: they stay what they are.
+_CLIENT_MISTAKES = (
+    asyncpg.exceptions.ClientConfigurationError,
+    asyncpg.exceptions.UnsupportedClientFeatureError,
+    asyncpg.exceptions.UnsupportedServerFeatureError,
 )

@@ -13,6 +13,7 @@ import pytest
 import pgq
 from pgq import db, queries
 
+from .support import free_port
 from .zoo import ME
 
 
@@ -212,3 +213,16 @@ async def test_a_closed_client_says_so(dsn: str) -> None:
         assert (await client.enqueue("t")).status == "queued"
     with pytest.raises(RuntimeError, match="not open"):
         await client.get(1)
+
+
+async def test_an_unreachable_or_closed_database_is_database_unavailable(dsn: str) -> None:
+    port = free_port()  # nothing listens there
+    with pytest.raises(pgq.DatabaseUnavailable):
+        await pgq.Client(f"postgresql://postgres@127.0.0.1:{port}/postgres").open()
+    async with pgq.Client(dsn) as client:
+        pool = client.pool
+        await pool.close()  # asyncpg: InterfaceError "pool is closed"
+        with pytest.raises(pgq.DatabaseUnavailable):
+            await client.enqueue("t")
+        with pytest.raises(pgq.DatabaseUnavailable):
+            await client.migrate()

@@ -1,4 +1,4 @@
-"""POST /jobs commit coalescing (``pgq.coordinator.batcher``): concurrent requests share a
+"""POST /jobs commit coalescing (``pgq.batching``): concurrent requests share a
 transaction, yet each gets its own job and its own answer, only after the commit.
 
 The tests make requests pile up deterministically: a test connection holds
@@ -17,7 +17,7 @@ import asyncpg
 import pytest
 
 from pgq import db, queries
-from pgq.coordinator.batcher import EnqueueBatcher
+from pgq.batching import Batcher, EnqueueBatcher
 from pgq.coordinator.keys import BATCHER
 from pgq.errors import DatabaseUnavailable
 
@@ -246,3 +246,46 @@ async def test_close_gives_up_on_a_flush_the_database_holds(dsn: str) -> None:
                 await stuck
     finally:
         await pool.close()
+
+
+async def test_a_request_arriving_as_a_flush_ends_is_sent_at_once(dsn: str) -> None:
+    # The first enqueue's caller resumes in the loop turn right after its flush found the
+    # queue empty and ended. A flusher that left the in-flight set only in a done-callback
+    # (one turn later) was still "in flight" then: the second enqueue started no flush and
+    # stayed pending until some other request came along (forever, here).
+    pool = await db.create_pool(dsn, min_size=1, max_size=4)
+    try:
+        batcher = EnqueueBatcher(pool)
+        for i in range(3):
+            # awaited in this task (asyncio.wait_for would add a task, hence a loop turn)
+            async with asyncio.timeout(5):
+                job, created = await batcher.enqueue({"job_type": "NEXT", "args": {"i": i}})
+            assert (job.args, created) == ({"i": i}, True)
+        assert batcher.batches == 3
+        await batcher.close()
+    finally:
+        await pool.close()
+
+
+async def test_items_that_queue_during_a_flush_go_as_the_next_batch() -> None:
+    # The generic batcher without a database: a flush held open by the test.
+    release = asyncio.Event()
+    sent: list[list[int]] = []
+
+    async def flush(items: list[int]) -> list[int | BaseException]:
+        sent.append(items)
+        await release.wait()
+        return [ValueError("odd") if i % 2 else i * 10 for i in items]
+
+    batcher: Batcher[int, int] = Batcher(flush, max_batch=3)
+    futures = [batcher.submit(0)]
+    await wait_until(lambda: sent == [[0]])
+    futures += [batcher.submit(i) for i in range(1, 6)]
+    assert batcher.pending == 5 and batcher.in_flight == 1
+    release.set()
+    results = await asyncio.gather(*futures, return_exceptions=True)
+    assert sent == [[0], [1, 2, 3], [4, 5]]
+    assert [r if isinstance(r, int) else "odd" for r in results] == [0, "odd", 20, "odd", 40, "odd"]
+    assert batcher.in_flight == 0
+    # and the next item, submitted after the last flush ended, starts a flush of its own
+    assert await batcher.submit(6) == 60

@@ -17,7 +17,7 @@ import pytest
 
 import pgq
 from pgq import queries
-from pgq.coordinator.keys import MONITOR, WAITERS
+from pgq.coordinator.keys import MONITOR, POOL, WAITERS
 
 from ._postgres import ServerInfo
 from .support import dsn_for, free_port, live_app, wait_healthy, wait_until
@@ -88,6 +88,54 @@ async def test_health_is_503_when_the_database_is_unreachable() -> None:
         assert status == 200 and "pgq_listener_up 0.0" in text
         status, _, _ = await live.request("GET", "/openapi.json")
         assert status == 200
+
+
+#: A request per kind of database use: the batcher, a plain query, a list, a batch, a
+#: long-poll claim, a job wait, a transition.
+_DB_ROUTES: list[tuple[str, str, object]] = [
+    ("POST", "/jobs", {"type": "X"}),
+    ("GET", "/jobs/1", None),
+    ("GET", "/jobs?limit=5", None),
+    ("POST", "/jobs/batch", {"jobs": [{"type": "X"}]}),
+    ("POST", "/jobs/claim", {"worker_id": "w", "wait_seconds": 0.2}),
+    ("GET", "/jobs/1?wait=0.2", None),
+    ("DELETE", "/jobs/1", None),
+]
+
+
+async def test_a_broken_connection_is_503_not_500(dsn: str, conn: asyncpg.Connection) -> None:
+    async with live_app(dsn) as live:
+        status, _, _ = await live.request("POST", "/jobs", json={"type": "X"})
+        assert status == 201
+        # Mid-request: each statement blocks behind a lock, then its backend is terminated.
+        # (The lock is held on another connection: pg_stat_activity is a snapshot taken
+        # once per transaction, so the terminating one must not be inside it.)
+        locker = await asyncpg.connect(dsn)
+        try:
+            async with locker.transaction():
+                await locker.execute("LOCK TABLE pgq.jobs IN ACCESS EXCLUSIVE MODE")
+                tasks = [
+                    asyncio.ensure_future(live.request(method, path, json=body))
+                    for method, path, body in _DB_ROUTES
+                    if "wait" not in path and "claim" not in path
+                ]
+                while not all(t.done() for t in tasks):
+                    await conn.execute(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                    )
+                    await asyncio.sleep(0.02)
+        finally:
+            await locker.close()
+        for status, body, _ in await asyncio.gather(*tasks):
+            assert status == 503 and body["error"]["code"] == "database_unavailable", body
+        # A closed pool (asyncpg says InterfaceError "pool is closed"): 503 too, not a 500.
+        await live.app[POOL].close()
+        for method, path, body in _DB_ROUTES:
+            status, answer, _ = await live.request(method, path, json=body)
+            assert (status, answer["error"]["code"]) == (503, "database_unavailable"), path
+        status, answer, _ = await live.request("GET", "/health")
+        assert (status, answer["error"]["code"]) == (503, "database_unavailable")
 
 
 def sample(text: str, line_prefix: str) -> float:

@@ -1,7 +1,7 @@
 """``create_app``: the aiohttp application and the resources it owns.
 
 Resources are opened in order by ``cleanup_ctx`` and closed in reverse: the pool, the
-``POST /jobs`` batcher (``batcher.EnqueueBatcher``, which finishes its transactions in
+``POST /jobs`` batcher (``pgq.batching.EnqueueBatcher``, which finishes its transactions in
 flight before the pool closes), the one LISTEN connection (``Listener``) with the
 long-poll ``Waiters`` it feeds, the lease monitor, the metrics' first counting window.
 The app starts even when the database is down (``/health`` answers 503 and everything
@@ -20,11 +20,11 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from .. import db
+from ..batching import EnqueueBatcher
 from ..listener import Listener
 from ..metrics import Metrics
 from .access import make_access_middleware
 from .auth import make_auth_middleware
-from .batcher import EnqueueBatcher
 from .errors import error_middleware
 from .keys import BATCHER, DSN, LISTENER, METRICS, MONITOR, POOL, SETTINGS, WAITERS
 from .monitor import LeaseMonitor

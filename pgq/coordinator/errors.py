@@ -4,6 +4,8 @@ Three kinds of refusal reach it:
   * pgq's own exceptions (``pgq.errors.PgqError`` and the HTTP ones below), raised by
     validation, by the auth middleware or by the query layer when PostgreSQL refuses a
     transition (PQ404 → 404, PQ409 → 409, PQ400 → 400, unreachable database → 503);
+    a database error that reaches it untranslated goes through ``pgq.errors.translate``
+    too, so a broken connection or a closed pool is a 503 wherever it surfaces;
   * aiohttp's ``HTTPException``s raised by the router (unknown route 404, wrong method 405);
   * anything else, which is a bug: it is logged with its traceback and answered with a
     bare 500 that carries no detail.
@@ -17,7 +19,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from ..errors import InvalidArgument, PgqError
+from ..errors import InvalidArgument, PgqError, translate
 from ..logs import log_event
 from .keys import REQUEST_ID
 
@@ -110,7 +112,22 @@ def _http_exception_response(exc: web.HTTPException, request: web.Request) -> we
 async def error_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
     try:
         return await handler(request)
-    except PgqError as exc:
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return _http_exception_response(exc, request)
+    except Exception as raised:
+        exc = translate(raised)
+        if not isinstance(exc, PgqError):
+            log.exception(
+                "unhandled error while answering %s %s",
+                request.method,
+                request.path,
+                extra={"event": "http.error", "request_id": request.get(REQUEST_ID)},
+            )
+            return error_response(
+                500, "internal_error", "the coordinator failed to answer; see its logs"
+            )
         headers = {"WWW-Authenticate": "Bearer"} if exc.http_status == 401 else None
         if exc.http_status >= 500:
             log_event(
@@ -122,17 +139,3 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
                 request_id=request.get(REQUEST_ID),
             )
         return error_response(exc.http_status, exc.code, exc.message, headers)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        return _http_exception_response(exc, request)
-    except Exception:
-        log.exception(
-            "unhandled error while answering %s %s",
-            request.method,
-            request.path,
-            extra={"event": "http.error", "request_id": request.get(REQUEST_ID)},
-        )
-        return error_response(
-            500, "internal_error", "the coordinator failed to answer; see its logs"
-        )

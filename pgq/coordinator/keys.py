@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncpg
 from aiohttp import web
 
+from ..batching import EnqueueBatcher
 from ..listener import Listener
 from ..metrics import Metrics
-from .batcher import EnqueueBatcher
 from .monitor import LeaseMonitor
 from .settings import Settings
 from .waiters import Waiters

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ..errors import translate
+from ..errors import translating
 from ..jobs import Job
 from .base import Executor, translated
 
@@ -133,7 +133,7 @@ async def expire_leases_detailed(conn: Any) -> list[Job]:
     (status ``queued`` with a backoff, or ``dead``). Rows another caller is expiring at the
     same moment are neither expired nor reported here.
     """
-    try:
+    with translating():
         async with conn.transaction():
             ids = await conn.fetch(
                 """
@@ -150,11 +150,6 @@ async def expire_leases_detailed(conn: Any) -> list[Job]:
                 "SELECT * FROM pgq.jobs WHERE id = ANY($1::bigint[]) ORDER BY id",
                 [r["id"] for r in ids],
             )
-    except Exception as exc:
-        translated = translate(exc)
-        if translated is exc:
-            raise
-        raise translated from exc
     return [Job.from_record(r) for r in rows]
 
 
