@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any
 
 import asyncpg
-import orjson
 
 from . import db, migrations, queries
 from .config import database_url
 from .errors import translating
 from .jobs import Job
 from .listener import Listener
+from .waiting import JobWaits
 
 
 class Client:
@@ -40,7 +39,7 @@ class Client:
         self._pool_args = {"min_size": min_size, "max_size": max_size, **pool_kwargs}
         self._pool: asyncpg.Pool | None = None
         self._listener: Listener | None = None
-        self._waiters: dict[int, set[asyncio.Future[None]]] = {}
+        self._job_waits: JobWaits | None = None
 
     @property
     def dsn(self) -> str:
@@ -62,6 +61,7 @@ class Client:
         if self._listener is not None:
             await self._listener.close()
             self._listener = None
+            self._job_waits = None
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
@@ -152,59 +152,25 @@ class Client:
     async def wait(self, job_id: int, timeout: float | None = None) -> Job:
         """Wait until the job is succeeded, dead or cancelled, and return it.
 
-        Event-driven: woken by the job's ``pgq_events`` notification, not by polling.
-        Raises ``TimeoutError`` when ``timeout`` seconds pass first, ``JobNotFound`` when
-        there is no such job.
+        Event-driven: woken by the job's ``pgq_events`` notification, not by polling
+        (``pgq.waiting.JobWaits``, the wait ``GET /jobs/{id}?wait=`` uses too). Raises
+        ``TimeoutError`` when ``timeout`` seconds pass first, ``JobNotFound`` when there is
+        no such job, ``DatabaseUnavailable`` when the database cannot be reached.
         """
-        from .errors import JobNotFound
-
-        await self._ensure_listener()
+        waits = await self._ensure_listener()
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
-        while True:
-            future: asyncio.Future[None] = loop.create_future()
-            self._waiters.setdefault(job_id, set()).add(future)
-            try:
-                # Subscribed first, read second: a transition between the two still wakes us.
-                job = await queries.get_job(self.pool, job_id)
-                if job is None:
-                    raise JobNotFound(f"job {job_id} does not exist")
-                if job.finished:
-                    return job
-                remaining = None if deadline is None else deadline - loop.time()
-                if remaining is not None and remaining <= 0:
-                    raise TimeoutError(f"job {job_id} did not finish within {timeout}s")
-                try:
-                    await asyncio.wait_for(future, remaining)
-                except TimeoutError:
-                    raise TimeoutError(f"job {job_id} did not finish within {timeout}s") from None
-            finally:
-                waiters = self._waiters.get(job_id)
-                if waiters is not None:
-                    waiters.discard(future)
-                    if not waiters:
-                        del self._waiters[job_id]
+        job = await waits.wait(self.pool, job_id, deadline, ride_out_outages=False)
+        if not job.finished:
+            raise TimeoutError(f"job {job_id} did not finish within {timeout}s")
+        return job
 
-    async def _ensure_listener(self) -> None:
-        if self._listener is None:
+    async def _ensure_listener(self) -> JobWaits:
+        if self._listener is None or self._job_waits is None:
             listener = Listener(self._dsn)
-            listener.subscribe("pgq_events", self._on_event)
-            listener.on_connect(self._wake_all_waiters)
+            self._job_waits = JobWaits(listener)
             self._listener = listener
             await listener.start()
         else:
             await self._listener.wait_connected(timeout=30)
-
-    def _on_event(self, _channel: str, payload: str) -> None:
-        with contextlib.suppress(ValueError, KeyError, TypeError):
-            job_id = int(orjson.loads(payload)["id"])
-            for future in self._waiters.get(job_id, ()):
-                if not future.done():
-                    future.set_result(None)
-
-    def _wake_all_waiters(self) -> None:
-        # After a reconnect, events may have been missed: every waiter re-reads its job.
-        for futures in self._waiters.values():
-            for future in futures:
-                if not future.done():
-                    future.set_result(None)
+        return self._job_waits

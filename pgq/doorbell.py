@@ -84,11 +84,10 @@ class Doorbell:
             try:
                 await asyncio.shield(write)
             except BaseException:
-                # Unknown whether the row landed: forget it (a row we forget is only an
-                # extra notification until the next deregistration or the janitor).
-                for q in new:
-                    if self._registered.get(q) == pid:
-                        del self._registered[q]
+                # Unknown whether the row lands (the shielded write goes on, e.g. when a
+                # stopping runner cancels its idle wait): deregister it, ordered after the
+                # write like every registry write, so close() leaves no row behind.
+                self.disarm([q for q in new if self._registered.get(q) == pid])
                 raise
         todo = [q for q in ready if q not in self._armed and self._registered.get(q) == pid]
         if todo:

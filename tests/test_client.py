@@ -147,7 +147,7 @@ async def test_wait_is_woken_by_an_event_from_another_connection(
     done = await waiter
     assert (done.status, done.result) == ("succeeded", {"title": "Heat"})
     assert reads == ["queued", "succeeded"]  # woken once, by the event
-    assert client._waiters == {}
+    assert client._job_waits is not None and client._job_waits.waiting == 0
 
 
 async def test_wait_for_dead_and_cancelled_jobs_and_many_waiters(
@@ -179,7 +179,7 @@ async def test_wait_timeout_and_unknown_job(client: pgq.Client) -> None:
         await client.wait(job.id, timeout=0.05)
     with pytest.raises(pgq.JobNotFound):
         await client.wait(job.id + 1000, timeout=5)
-    assert client._waiters == {}
+    assert client._job_waits is not None and client._job_waits.waiting == 0
 
 
 @pytest.mark.parametrize("outcome", ["commit", "rollback"])

@@ -1,8 +1,9 @@
 """``DatabaseSource``: the runner's ``JobSource`` on PostgreSQL.
 
 The transport (a pool for the pgq SQL functions, one LISTEN connection through the shared
-``Listener``, the idle doorbell), completion batching and the idle wait; lease sweeping
-is ``sweep.py``.
+``Listener``, the idle doorbell) and claiming; the idle wait is ``pgq.waiting.IdleWait``
+and completion batching ``pgq.batching.Batcher`` (both shared with the coordinator);
+lease sweeping is ``sweep.py``.
 """
 
 from __future__ import annotations
@@ -10,20 +11,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from typing import Any
 
 import asyncpg
 import orjson
 
 from .. import db, migrations, queries
-from ..backoff import Backoff, reconnecting
+from ..backoff import reconnecting
+from ..batching import Batcher
 from ..doorbell import Doorbell
-from ..errors import DatabaseUnavailable, JobNotFound, PgqError, TransitionNotAllowed
+from ..errors import DatabaseUnavailable, JobNotFound, PgqError, TransitionNotAllowed, unreachable
 from ..jobs import Job
 from ..listener import Listener
 from ..logs import log_event
-from .dbcall import db_call, is_transient
+from ..waiting import EVENTS_CHANNEL, IdleWait
 from .source import RunnerHooks
 from .sweep import LeaseSweeper
 
@@ -34,18 +36,9 @@ log = logging.getLogger("pgq.runner")
 #: Longest a single pgq function call may take before the runner treats the connection as
 #: broken (calls take milliseconds; a row lock held by a long transaction could hold one).
 COMMAND_TIMEOUT = 60.0
-#: While the runner cannot arm its doorbell (the barrier timed out behind an enqueuer that
-#: holds a queue's key, or registering failed), it looks for work this often instead.
-UNARMED_POLL = 0.05
-#: After a claim that found jobs but not enough, the runner looks again this soon instead
-#: of registering idle at once: while jobs keep coming it stays unregistered, so their
-#: enqueues send no NOTIFY (which serializes producers' commits). It registers once a
-#: claim finds nothing, so a lone job still wakes it at once.
-BUSY_RECHECK = 0.001
-#: When ``pgq.next_due`` says a job is due yet the claim found nothing (another claimer
-#: holds its row lock), look again after this long, doubling up to a second.
-DUE_RETRY_BASE = 0.005
-DUE_RETRY_CAP = 1.0
+
+#: One completion waiting for its batch: the job and its handler's result.
+_Completion = tuple[Job, Any]
 
 
 class DatabaseSource:
@@ -81,19 +74,25 @@ class DatabaseSource:
         self._doorbell: Doorbell | None = None
         self._wake = asyncio.Event()
         self._sweeper: LeaseSweeper | None = None
+        self._idle: IdleWait | None = None
         self._side_tasks: set[asyncio.Task[Any]] = set()
-        # re-check delay when next_due says "due now" but the claim found nothing
-        self._due_retry = Backoff(DUE_RETRY_BASE, DUE_RETRY_CAP)
         self._claim_in_doubt = False  # a claim failed: it may have committed unseen
-        self._last_claimed = 0  # jobs the last claim returned
-        # completion batching
-        self._pending: list[tuple[Job, Any, asyncio.Future[tuple[bool, str | None]]]] = []
-        self._flushers: set[asyncio.Task[None]] = set()
         # One batch in flight: a second one in parallel measured no faster (the batches
-        # only got smaller) and would let completions commit out of order.
-        self._max_flushers = 1
+        # only got smaller) and would let completions commit out of order. A completion
+        # whose waiter gave up (a hard stop) is still written.
+        self._completions: Batcher[_Completion, tuple[bool, str | None]] = Batcher(
+            self._complete_batch,
+            max_batch=max_batch,
+            max_flushes=1,
+            keep_cancelled=True,
+            name="pgq-complete-batches",
+        )
         self.claims = 0  # claim calls made (for tests and metrics)
-        self.batches = 0  # complete_many calls made
+
+    @property
+    def batches(self) -> int:
+        """``pgq.complete_many`` calls made."""
+        return self._completions.batches
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -116,7 +115,7 @@ class DatabaseSource:
                 )
                 break
             except Exception as exc:
-                if not is_transient(exc):
+                if not unreachable(exc):
                     raise
                 sleep = backoff.next()
                 log_event(
@@ -134,11 +133,19 @@ class DatabaseSource:
         listener = Listener(self._dsn)
         for queue in hooks.queues:
             listener.subscribe(f"pgq_{queue}", self._on_queue)
-        listener.subscribe("pgq_events", self._on_event)
+        listener.subscribe(EVENTS_CHANNEL, self._on_event)
         listener.on_connect(self._on_connect)
         self._listener = listener
         self._doorbell = Doorbell(self._pool, listener)
         self._doorbell.watch(hooks.queues)
+        self._idle = IdleWait(
+            self._pool,
+            listener,
+            self._doorbell,
+            hooks.queues,
+            hooks.job_types,
+            on_next_due=self._on_next_due,
+        )
         with contextlib.suppress(PgqError):  # the janitor; the safety re-check runs it too
             await queries.forget_dead_listeners(self._pool)
         await listener.start(wait=True, timeout=None)
@@ -157,8 +164,7 @@ class DatabaseSource:
         if self._doorbell is not None:
             await self._doorbell.close()
             self._doorbell = None
-        if self._flushers:  # completions whose waiters gave up (a hard stop) still land
-            await asyncio.wait(list(self._flushers), timeout=5)
+        await self._completions.close(timeout=5)  # completions whose waiters gave up land
         if self._listener is not None:
             await self._listener.close()
             self._listener = None
@@ -223,7 +229,7 @@ class DatabaseSource:
         assert self._hooks is not None and self._pool is not None
         held = dict(self._hooks.held_jobs())
         try:
-            jobs = await db_call(queries.get_jobs(self._pool, list(held)))
+            jobs = await queries.get_jobs(self._pool, list(held))
         except DatabaseUnavailable:
             return  # the next heartbeat finds out instead
         current = {j.id: j for j in jobs}
@@ -246,23 +252,20 @@ class DatabaseSource:
         try:
             jobs = await self._adopt(max_jobs) if self._claim_in_doubt else []
             if len(jobs) < max_jobs:
-                jobs += await db_call(
-                    queries.claim(
-                        self._pool,
-                        self._hooks.worker_id,
-                        max_jobs - len(jobs),
-                        self._hooks.queues,
-                        self._hooks.job_types,
-                    )
+                jobs += await queries.claim(
+                    self._pool,
+                    self._hooks.worker_id,
+                    max_jobs - len(jobs),
+                    self._hooks.queues,
+                    self._hooks.job_types,
                 )
         except DatabaseUnavailable:
             # The claim may have committed with its reply lost: those jobs are running
             # under our name, yet we never heard of them.
             self._claim_in_doubt = True
             raise
-        if jobs:
-            self._due_retry.reset()
-        self._last_claimed = len(jobs)
+        if self._idle is not None:
+            self._idle.claimed(len(jobs))
         if self._doorbell is not None:
             if len(jobs) >= max_jobs:
                 # Busy (every free slot taken): enqueues need not notify us any more.
@@ -275,7 +278,7 @@ class DatabaseSource:
         name that the runner does not hold, so they run now rather than after their lease."""
         assert self._hooks is not None and self._pool is not None
         held = self._hooks.held_jobs()
-        mine = await db_call(queries.running_jobs_of(self._pool, self._hooks.worker_id))
+        mine = await queries.running_jobs_of(self._pool, self._hooks.worker_id)
         orphans = [job for job in mine if job.id not in held]
         self._claim_in_doubt = len(orphans) > max_jobs
         if orphans:
@@ -289,61 +292,15 @@ class DatabaseSource:
         return orphans[:max_jobs]
 
     async def wait_for_work(self) -> None:
-        """Idle: arm the doorbell (register idle, pass the barrier) and return, so the
-        runner claims once more; once armed, sleep until a wake-up (see ``pgq.doorbell``:
-        an enqueue notifies only while we are registered idle)."""
-        assert self._hooks is not None and self._pool is not None
-        assert self._doorbell is not None and self._listener is not None
-        if self._wake.is_set():
-            return
-        queues = self._hooks.queues
-        poll: float | None = None  # not armed: look again this soon
-        if self._listener.connected and not self._doorbell.armed(queues):
-            if self._last_claimed:  # jobs are coming in: look again before registering
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(BUSY_RECHECK):
-                        await self._wake.wait()
-                return
-            try:
-                if await db_call(self._doorbell.arm(queues)):
-                    return  # claim once more: jobs committed before the barrier are visible
-            except PgqError as exc:
-                log_event(
-                    log,
-                    "runner.doorbell_failed",
-                    f"cannot register as idle ({exc}); polling",
-                    level=logging.WARNING,
-                )
-            poll = UNARMED_POLL
-        timeout: float | None
-        try:
-            next_run_at, next_lease, db_now = await db_call(
-                queries.next_due(self._pool, self._hooks.queues, self._hooks.job_types)
-            )
-        except DatabaseUnavailable:
-            timeout = 1.0  # the claim that follows reports the trouble and backs off
-        else:
-            if self._sweeper is not None:
-                self._sweeper.note_lease(next_lease, db_now)
-            if next_run_at is None:
-                timeout = None  # a notification, a reconnect or the safety re-check
-            else:
-                timeout = (next_run_at - db_now).total_seconds() + 0.001
-                if timeout <= 0:
-                    # Due, yet the claim just found nothing: another claimer holds its row
-                    # lock right now. Look again soon, backing off if it persists.
-                    timeout = self._due_retry.next()
-        if poll is not None:
-            timeout = poll if timeout is None else min(timeout, poll)
-        if self._wake.is_set():
-            return
-        if poll is None and self._listener.connected and not self._doorbell.armed(queues):
-            return  # disarmed during next_due (a reconnect): arm again first
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout):
-                await self._wake.wait()
+        """Idle: ``pgq.waiting.IdleWait`` — arm the doorbell (register idle, pass the
+        barrier) and return, so the runner claims once more; once armed, sleep until a
+        wake-up or the next due time (an enqueue notifies only while we are registered)."""
+        assert self._idle is not None
+        await self._idle.wait(self._wake)
 
-    # -- leases ---------------------------------------------------------------------------
+    def _on_next_due(self, _run_at: object, next_lease: Any, db_now: Any) -> None:
+        if self._sweeper is not None:
+            self._sweeper.note_lease(next_lease, db_now)
 
     # -- outcomes -------------------------------------------------------------------------
 
@@ -351,70 +308,34 @@ class DatabaseSource:
         """Queue the completion for the next ``pgq.complete_many`` batch; the future
         resolves once that batch committed. The write runs in the batching task, so
         cancelling whoever awaits the future cannot interrupt it."""
-        future: asyncio.Future[tuple[bool, str | None]] = asyncio.get_running_loop().create_future()
-        self._pending.append((job, result, future))
-        if len(self._flushers) < self._max_flushers:
-            flusher = asyncio.create_task(self._flush(), name="pgq-complete-batches")
-            self._flushers.add(flusher)
-        return future
+        return self._completions.submit((job, result))
 
-    async def _flush(self) -> None:
-        """Write pending completions, one ``pgq.complete_many`` per batch, until none are
-        left. Started on demand; completions that arrive during a batch join the next."""
-        try:
-            await self._flush_pending()
-        finally:
-            # Synchronously at the end, not in a done-callback: a completion queued between
-            # the loop's last check and a callback would find no flusher and be stranded.
-            current = asyncio.current_task()
-            if current is not None:
-                self._flushers.discard(current)
-
-    async def _flush_pending(self) -> None:
+    async def _complete_batch(
+        self, batch: list[_Completion]
+    ) -> Sequence[tuple[bool, str | None] | BaseException]:
         assert self._pool is not None and self._hooks is not None
-        while self._pending:
-            batch = self._pending[: self._max_batch]
-            del self._pending[: self._max_batch]
-            self.batches += 1
-            try:
-                rows = await db_call(
-                    queries.complete_many(
-                        self._pool,
-                        self._hooks.worker_id,
-                        [job.id for job, _, _ in batch],
-                        [job.attempt for job, _, _ in batch],
-                        [result for _, result, _ in batch],
-                    )
-                )
-            except BaseException as exc:
-                for _, _, future in batch:
-                    if not future.done():
-                        if isinstance(exc, asyncio.CancelledError):
-                            future.cancel()
-                        else:
-                            future.set_exception(exc)
-                if isinstance(exc, asyncio.CancelledError):
-                    raise
-                continue
-            for (_, _, future), (_, completed, status) in zip(batch, rows, strict=True):
-                if not future.done():
-                    future.set_result((completed, status))
+        rows = await queries.complete_many(
+            self._pool,
+            self._hooks.worker_id,
+            [job.id for job, _ in batch],
+            [job.attempt for job, _ in batch],
+            [result for _, result in batch],
+        )
+        return [(completed, status) for _, completed, status in rows]
 
     async def fail(
         self, job: Job, error: dict[str, Any], *, retryable: bool, retry_delay: float | None
     ) -> Job | None:
         assert self._pool is not None and self._hooks is not None
         try:
-            return await db_call(
-                queries.fail(
-                    self._pool,
-                    job.id,
-                    self._hooks.worker_id,
-                    error,
-                    retryable=retryable,
-                    attempt=job.attempt,
-                    retry_delay=retry_delay,
-                )
+            return await queries.fail(
+                self._pool,
+                job.id,
+                self._hooks.worker_id,
+                error,
+                retryable=retryable,
+                attempt=job.attempt,
+                retry_delay=retry_delay,
             )
         except (JobNotFound, TransitionNotAllowed):
             return None
@@ -422,10 +343,8 @@ class DatabaseSource:
     async def release(self, job: Job, reason: dict[str, Any]) -> Job | None:
         assert self._pool is not None and self._hooks is not None
         try:
-            return await db_call(
-                queries.release(
-                    self._pool, job.id, self._hooks.worker_id, reason, attempt=job.attempt
-                )
+            return await queries.release(
+                self._pool, job.id, self._hooks.worker_id, reason, attempt=job.attempt
             )
         except (JobNotFound, TransitionNotAllowed):
             return None
@@ -433,7 +352,7 @@ class DatabaseSource:
     async def heartbeat(self, job: Job) -> bool:
         assert self._pool is not None and self._hooks is not None
         try:
-            await db_call(queries.heartbeat(self._pool, job.id, self._hooks.worker_id, job.attempt))
+            await queries.heartbeat(self._pool, job.id, self._hooks.worker_id, job.attempt)
         except (JobNotFound, TransitionNotAllowed):
             return False
         return True

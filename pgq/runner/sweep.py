@@ -22,7 +22,6 @@ import asyncpg
 from .. import queries
 from ..errors import DatabaseUnavailable
 from ..logs import log_event
-from .dbcall import db_call
 from .source import RunnerHooks
 
 __all__ = ["LeaseSweeper"]
@@ -109,9 +108,9 @@ class LeaseSweeper:
                 self._on_safety()
 
     async def _sweep(self, safety: bool) -> None:
-        expired = await db_call(queries.expire_leases(self._pool))
+        expired = await queries.expire_leases(self._pool)
         if safety:
-            await db_call(queries.forget_dead_listeners(self._pool))
+            await queries.forget_dead_listeners(self._pool)
         if expired:
             log_event(
                 log,
@@ -119,8 +118,8 @@ class LeaseSweeper:
                 f"expired {expired} lease(s) of runners that stopped heartbeating",
                 worker_id=self._hooks.worker_id,
             )
-        _run_at, next_lease, db_now = await db_call(
-            queries.next_due(self._pool, self._hooks.queues, self._hooks.job_types)
+        _run_at, next_lease, db_now = await queries.next_due(
+            self._pool, self._hooks.queues, self._hooks.job_types
         )
         self._lease_at = None
         self.note_lease(next_lease, db_now)
