@@ -39,7 +39,7 @@ import yaml
 
 DEPLOY = Path(__file__).resolve().parent
 REPO = DEPLOY.parent
-PGQ_SOURCE = REPO / "pgq"
+SOURCE_DIR = REPO / "pgq"
 
 KUSTOMIZATIONS = ("k8s/base", "k8s/overlays/dev", "k8s/overlays/production")
 OVERLAYS = ("k8s/overlays/dev", "k8s/overlays/production")
@@ -51,7 +51,7 @@ CRD_SCHEMAS = DEPLOY / "k8s" / "schemas"
 COMPOSE = DEPLOY / "compose.yaml"
 DOCKERFILE = DEPLOY / "Dockerfile"
 PORT = 3001
-PGQ_SUBCOMMANDS = ("migrate", "coordinator", "runner", "dev", "enqueue", "stats", "jobs")
+SUBCOMMANDS = ("migrate", "coordinator", "runner", "dev", "enqueue", "stats", "jobs")
 # What the runtime stage of the Dockerfile must not copy from the build context.
 SOURCE_TREE = {".", "pgq", "sql", "pyproject.toml"}
 
@@ -663,7 +663,7 @@ def pgq_invocations() -> list[tuple[str, list[str]]]:
             except ValueError:
                 continue
             for n, word in enumerate(words[:-1]):
-                if word == "pgq" and words[n + 1] in PGQ_SUBCOMMANDS:
+                if word == "pgq" and words[n + 1] in SUBCOMMANDS:
                     out.append(("deploy/README.md", words[n + 1 :]))
     return out
 
@@ -700,9 +700,9 @@ def check_cli() -> Problems:
 
 @functools.cache
 def pgq_source() -> str:
-    files = sorted(PGQ_SOURCE.rglob("*.py"))
+    files = sorted(SOURCE_DIR.rglob("*.py"))
     if not files:
-        raise FileNotFoundError(f"no Python source under {PGQ_SOURCE}")
+        raise FileNotFoundError(f"no Python source under {SOURCE_DIR}")
     return "\n".join(f.read_text(errors="replace") for f in files)
 
 
@@ -725,17 +725,23 @@ def deploy_text_files() -> list[Path]:
 
 
 def check_env_vars() -> Problems:
-    """Every PGQ_* name in deploy/ (and DATABASE_URL) is read somewhere in pgq/."""
+    """Every PGQ_* name in deploy/ is a setting of pgq (pgq/settings.py), and DATABASE_URL
+    is still the fallback of PGQ_DATABASE_URL."""
+    from pgq.settings import BY_NAME
+
     names: dict[str, set[str]] = {}
     for path in deploy_text_files():
         for name in re.findall(r"(?<![A-Za-z0-9_])PGQ_[A-Z0-9_]*[A-Z0-9]", path.read_text()):
             names.setdefault(name, set()).add(str(path.relative_to(REPO)))
-    names.setdefault("DATABASE_URL", set()).add("the contract (fallback of PGQ_DATABASE_URL)")
-    return [
-        f"{name} (used in {', '.join(sorted(where))}) does not appear in pgq/"
+    problems = [
+        f"{name} (used in {', '.join(sorted(where))}) is not a setting in pgq/settings.py"
         for name, where in sorted(names.items())
-        if not in_source(name)
+        if name not in BY_NAME
     ]
+    database_url = BY_NAME.get("PGQ_DATABASE_URL")
+    if database_url is not None and database_url.fallback != "DATABASE_URL":
+        problems.append("PGQ_DATABASE_URL no longer falls back to DATABASE_URL (the contract)")
+    return problems
 
 
 PROMQL_BUILTIN_LABELS = {

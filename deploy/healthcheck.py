@@ -12,7 +12,9 @@ One image runs three roles, and only one of them serves HTTP:
 
 The role is read from PID 1's command line (the ENTRYPOINT is ``pgq``; under
 ``docker run --init`` PID 1 is the init process, whose arguments still name
-the command). Standard library only: the image has no curl.
+the command). Standard library only: the image has no curl. ``PGQ_HOST`` and ``PGQ_PORT``
+are read through ``pgq/settings.py`` (their defaults and parsing), loaded as a file: importing
+the ``pgq`` package would load asyncpg and more, every ten seconds.
 
 Kubernetes ignores Docker's HEALTHCHECK; the manifests in ``deploy/k8s`` use
 their own probes.
@@ -20,10 +22,12 @@ their own probes.
 
 from __future__ import annotations
 
-import os
+import importlib.util
 import sys
 import urllib.error
 import urllib.request
+from pathlib import Path
+from types import ModuleType
 
 HTTP_COMMANDS = {"coordinator", "dev"}
 KNOWN_COMMANDS = HTTP_COMMANDS | {"runner", "migrate", "enqueue", "stats", "jobs"}
@@ -37,6 +41,20 @@ def pgq_command(cmdline: list[str]) -> str | None:
     return None
 
 
+def load_settings() -> ModuleType:
+    """``pgq/settings.py`` of the installed pgq, without running ``pgq/__init__.py``."""
+    spec = importlib.util.find_spec("pgq")  # a top-level package is found, not imported
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("pgq-healthcheck: pgq is not installed")
+    path = Path(next(iter(spec.submodule_search_locations))) / "settings.py"
+    module_spec = importlib.util.spec_from_file_location("pgq_settings", path)
+    assert module_spec is not None and module_spec.loader is not None
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[module_spec.name] = module  # dataclasses looks its module up while defining
+    module_spec.loader.exec_module(module)
+    return module
+
+
 def main() -> int:
     try:
         with open("/proc/1/cmdline", "rb") as f:
@@ -47,12 +65,16 @@ def main() -> int:
     if command is not None and command not in HTTP_COMMANDS:
         return 0
 
-    host = os.environ.get("PGQ_HOST", "0.0.0.0")
-    if host in ("0.0.0.0", "::", ""):
+    settings = load_settings()
+    try:
+        host, port = settings.read("PGQ_HOST"), settings.read("PGQ_PORT")
+    except ValueError as exc:
+        print(f"pgq-healthcheck: {exc}", file=sys.stderr)
+        return 1
+    if host in ("0.0.0.0", "::"):
         host = "127.0.0.1"
     if ":" in host:
         host = f"[{host}]"
-    port = os.environ.get("PGQ_PORT", "3001")
     url = f"http://{host}:{port}/health"
     try:
         with urllib.request.urlopen(url, timeout=2) as response:

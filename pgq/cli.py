@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
 from collections.abc import Sequence
 
 import orjson
 
-from . import __version__, db, migrations, queries
-from .config import database_url, env_float, env_int, env_list
+from . import __version__, db, migrations, queries, settings
+from .config import database_url
 from .errors import PgqError
 
 
@@ -212,31 +211,27 @@ def run(argv: Sequence[str] | None = None) -> int:
         from .coordinator import serve
 
         return serve(
-            host=args.host or os.environ.get("PGQ_HOST") or "127.0.0.1",
-            port=args.port or env_int("PGQ_PORT", 3001),
+            host=args.host or settings.read("PGQ_HOST"),
+            port=args.port or settings.read("PGQ_PORT"),
             dsn=database_url(args.database_url),
         )
     if cmd == "runner":
         from .runner.cli import run_from_cli
 
-        coordinator = args.coordinator or os.environ.get("PGQ_COORDINATOR_URL")
+        coordinator = args.coordinator or settings.read("PGQ_COORDINATOR_URL")
         return run_from_cli(
             args.target,
             dsn=None if coordinator else database_url(args.database_url),
-            queues=args.queues or list(env_list("PGQ_QUEUES")) or None,
-            concurrency=args.concurrency or (env_int("PGQ_CONCURRENCY", 0) or None),
-            grace=args.grace if args.grace is not None else env_float("PGQ_GRACE_SECONDS", 30.0),
+            queues=args.queues or list(settings.read("PGQ_QUEUES")) or None,
+            concurrency=args.concurrency or settings.read("PGQ_CONCURRENCY") or None,
+            grace=args.grace if args.grace is not None else settings.read("PGQ_GRACE_SECONDS"),
             coordinator=coordinator,
-            token=args.token or os.environ.get("PGQ_API_TOKEN"),
+            token=args.token or settings.read("PGQ_API_TOKEN"),
         )
     if (
         cmd == "migrate"
         and args.print_only
-        and not (
-            args.database_url
-            or os.environ.get("PGQ_DATABASE_URL")
-            or os.environ.get("DATABASE_URL")
-        )
+        and not (args.database_url or settings.read("PGQ_DATABASE_URL"))
     ):
         return _print_all_migrations()
     url = database_url(args.database_url)

@@ -13,12 +13,13 @@ sets the level (default INFO).
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+
+from . import settings
 
 #: Fields a record may carry besides ts, level, event and message, in output order.
 FIELDS = (
@@ -77,8 +78,8 @@ class ConsoleFormatter(logging.Formatter):
 
 def configure_logging(level: str | None = None, fmt: str | None = None) -> None:
     """Send pgq's (and aiohttp's) logs to stderr in the configured format."""
-    level = (level or os.environ.get("PGQ_LOG_LEVEL") or "INFO").upper()
-    fmt = (fmt or os.environ.get("PGQ_LOG_FORMAT") or "json").lower()
+    level = (level or settings.read("PGQ_LOG_LEVEL")).upper()
+    fmt = (fmt or settings.read("PGQ_LOG_FORMAT")).lower()
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(ConsoleFormatter() if fmt == "console" else JsonFormatter())
     root = logging.getLogger()

@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 
+from pgq import settings
+
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 
 
@@ -132,7 +134,7 @@ def test_metric_check_accepts_the_contract_and_catches_a_rename(
 
 
 def test_env_check_names_what_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(checks, "pgq_source", lambda: "PGQ_HOST")
+    monkeypatch.setattr(settings, "BY_NAME", {"PGQ_HOST": settings.BY_NAME["PGQ_HOST"]})
     problems = checks.check_env_vars()
     assert any(p.startswith("PGQ_DATABASE_URL ") for p in problems), problems
     assert not any(p.startswith("PGQ_HOST ") for p in problems)

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from ..config import ConfigError, env_float, env_int, env_list
-
-MiB = 1024 * 1024
+from .. import settings
+from ..config import ConfigError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,14 +30,14 @@ class Settings:
     ``pgq.metrics``).
     """
 
-    api_tokens: tuple[str, ...] = ()
-    max_body_bytes: int = 1 * MiB
-    max_batch_body_bytes: int = 32 * MiB
-    max_wait_seconds: float = 60.0
+    api_tokens: tuple[str, ...] = settings.BY_NAME["PGQ_API_TOKENS"].default
+    max_body_bytes: int = settings.BY_NAME["PGQ_MAX_BODY_BYTES"].default
+    max_batch_body_bytes: int = settings.BY_NAME["PGQ_MAX_BATCH_BODY_BYTES"].default
+    max_wait_seconds: float = settings.BY_NAME["PGQ_MAX_WAIT_SECONDS"].default
     lease_recheck_seconds: float = 5.0
     shutdown_timeout: float = 30.0
-    pool_max_size: int = 20
-    enqueue_batch_max: int = 256
+    pool_max_size: int = settings.BY_NAME["PGQ_POOL_SIZE"].default
+    enqueue_batch_max: int = settings.BY_NAME["PGQ_ENQUEUE_BATCH_MAX"].default
     enqueue_flushes: int = 1
     metrics_lag_seconds: float = 2.0
 
@@ -59,10 +58,10 @@ class Settings:
     @classmethod
     def from_env(cls) -> Settings:
         return cls(
-            api_tokens=env_list("PGQ_API_TOKENS"),
-            max_body_bytes=env_int("PGQ_MAX_BODY_BYTES", 1 * MiB),
-            max_batch_body_bytes=env_int("PGQ_MAX_BATCH_BODY_BYTES", 32 * MiB),
-            max_wait_seconds=env_float("PGQ_MAX_WAIT_SECONDS", 60.0),
-            pool_max_size=env_int("PGQ_POOL_SIZE", 20),
-            enqueue_batch_max=env_int("PGQ_ENQUEUE_BATCH_MAX", 256),
+            api_tokens=settings.read("PGQ_API_TOKENS"),
+            max_body_bytes=settings.read("PGQ_MAX_BODY_BYTES"),
+            max_batch_body_bytes=settings.read("PGQ_MAX_BATCH_BODY_BYTES"),
+            max_wait_seconds=settings.read("PGQ_MAX_WAIT_SECONDS"),
+            pool_max_size=settings.read("PGQ_POOL_SIZE"),
+            enqueue_batch_max=settings.read("PGQ_ENQUEUE_BATCH_MAX"),
         )

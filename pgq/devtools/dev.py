@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
 import sys
 from pathlib import Path
@@ -32,8 +31,7 @@ from typing import TYPE_CHECKING
 import asyncpg
 from aiohttp import web
 
-from .. import db, migrations
-from ..config import env_int
+from .. import db, migrations, settings
 from ..errors import PgqError, PreBaselineDatabase
 from ..logs import configure_logging, log_event
 
@@ -43,7 +41,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("pgq.dev")
 
-ENV_DATA_DIR = "PGQ_DEV_DATA_DIR"
 #: Seconds the example runner may finish its handlers after Ctrl-C.
 DEV_GRACE = 5.0
 RUNNER_TARGET = "pgq.examples.seed:runner"
@@ -55,9 +52,9 @@ class DevError(PgqError):
 
 def run_dev(port: int | None = None) -> int:
     """Run ``pgq dev`` until Ctrl-C/SIGTERM; the process exit status."""
-    if not os.environ.get("PGQ_LOG_FORMAT"):
+    if not settings.is_set("PGQ_LOG_FORMAT"):
         configure_logging(fmt="console")  # people read this one
-    port = port or env_int("PGQ_PORT", 3001)
+    port = port or settings.read("PGQ_PORT")
     try:
         return asyncio.run(_dev(port))
     except DevError as exc:
@@ -136,14 +133,14 @@ async def _dev(port: int) -> int:
 
 async def _database() -> tuple[str, EmbeddedPostgres | None, str]:
     """The DSN, the embedded server we started (if any), and where the data lives."""
-    dsn = os.environ.get("PGQ_DATABASE_URL") or os.environ.get("DATABASE_URL")
+    dsn = settings.read("PGQ_DATABASE_URL")
     if dsn:
         return dsn, None, "from PGQ_DATABASE_URL"
     try:
         from .embedded import EmbeddedPostgres, EmbeddedPostgresError, default_data_dir
     except ImportError as exc:  # pragma: no cover - the module ships with pgq
         raise DevError(f"the embedded PostgreSQL is unavailable ({exc})") from None
-    data_dir = Path(os.environ.get(ENV_DATA_DIR) or default_data_dir())
+    data_dir = Path(settings.read("PGQ_DEV_DATA_DIR") or default_data_dir())
     server = EmbeddedPostgres(data_dir=data_dir, persistent=True)
     first = not (data_dir / "pgdata" / "PG_VERSION").exists()
     print(
@@ -180,7 +177,7 @@ async def _migrate(dsn: str, data_dir: Path | None) -> list[str]:
             f"the development database in {data_dir} was created by an older pgq, from before "
             "its migrations were squashed into one baseline, and cannot be migrated in place. "
             f"Delete that directory (rm -rf '{data_dir}') and run `pgq dev` again: it starts "
-            f"with a fresh database (or set {ENV_DATA_DIR} to use another directory)."
+            "with a fresh database (or set PGQ_DEV_DATA_DIR to use another directory)."
         ) from None
     finally:
         await conn.close()

@@ -24,7 +24,7 @@ import random
 from typing import Any
 
 import pgq
-from pgq.config import env_float
+from pgq import settings
 
 log = logging.getLogger("pgq.examples.seed")
 
@@ -33,7 +33,7 @@ runner = pgq.Runner()
 
 def _failure_rate() -> float:
     # Read per attempt, so a test (or you) can change it without restarting the runner.
-    return min(1.0, max(0.0, env_float("PGQ_EXAMPLE_FAILURE_RATE", 0.0)))
+    return min(1.0, max(0.0, settings.read("PGQ_EXAMPLE_FAILURE_RATE")))
 
 
 async def _simulate_work(low: float = 0.05, high: float = 0.3) -> None:

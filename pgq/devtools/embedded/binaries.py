@@ -14,6 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from ... import settings
 from .processes import EmbeddedPostgresError, User, run_as
 
 ENV_BINDIR = "PGQ_PG_BINDIR"
@@ -109,7 +110,7 @@ def _copy_install(bindir: Path, user: User) -> Path:
 
 def _cache_root() -> Path:
     # Only root copies binaries (for nobody), and /var/cache is not age-cleaned like /var/tmp.
-    root = Path(os.environ.get("PGQ_PG_CACHE", "/var/cache/pgq"))
+    root = Path(settings.read("PGQ_PG_CACHE"))
     root.mkdir(parents=True, exist_ok=True)
     st = root.stat()
     if st.st_uid != os.geteuid() or st.st_mode & 0o022:

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from ... import settings
 from .binaries import ENV_BINDIR, bindir_for, wheel_bindir
 from .processes import (
     EmbeddedPostgresError,
@@ -249,7 +250,7 @@ class EmbeddedPostgres:
 
     def _resolve_bindir(self) -> Path:
         if self._bindir is None:
-            given = self._bindir_arg or os.environ.get(ENV_BINDIR)
+            given = self._bindir_arg or settings.read(ENV_BINDIR)
             bindir = Path(given).absolute() if given else wheel_bindir()
             if not (bindir / "postgres").is_file():
                 raise EmbeddedPostgresError(f"no postgres binary in {bindir}")
