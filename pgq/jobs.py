@@ -42,6 +42,8 @@ class Job:
     created_at: datetime | None = None
     updated_at: datetime | None = None
     finished_at: datetime | None = None
+    #: the last object a handler reported for this attempt (``pgq.progress``), or None
+    progress: dict[str, Any] | None = None
 
     @property
     def finished(self) -> bool:
@@ -73,6 +75,7 @@ class Job:
             created_at=row["created_at"],
             updated_at=row["updated_at"],
             finished_at=row["finished_at"],
+            progress=row.get("progress"),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -97,6 +100,7 @@ class Job:
             "result": self.result,
             "error": self.error,
             "depends_on": self.depends_on,
+            "progress": self.progress,
         }
 
     @classmethod
@@ -126,4 +130,5 @@ class Job:
             created_at=ts(data.get("created_at")),
             updated_at=ts(data.get("updated_at")),
             finished_at=ts(data.get("finished_at")),
+            progress=data.get("progress"),
         )

@@ -38,7 +38,7 @@ from . import queries
 from .backoff import Backoff
 from .doorbell import Doorbell
 from .errors import DatabaseUnavailable, JobNotFound, PgqError
-from .jobs import Job
+from .jobs import TERMINAL_STATUSES, Job
 from .listener import Listener
 from .logs import log_event
 
@@ -185,11 +185,13 @@ class JobWaits:
 
     def _on_event(self, _channel: str, payload: str) -> None:
         try:
-            job_id = int(orjson.loads(payload)["id"])
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            event = orjson.loads(payload)
+            job_id, status = int(event["id"]), event.get("status")
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
             log.warning("ignoring a malformed pgq_events payload: %.200s", payload)
             return
-        wake(self._jobs.get(job_id, ()))
+        if status in TERMINAL_STATUSES:  # claims, requeues and progress do not end a wait
+            wake(self._jobs.get(job_id, ()))
 
     async def wait(
         self,

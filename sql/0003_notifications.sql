@@ -10,12 +10,15 @@
 --              folds identical (channel, payload) pairs within a transaction, so a
 --              transaction that queues thousands of jobs sends one per queue. Updates that
 --              queue nothing (claims, heartbeats, completions) send none.
--- pgq_events   payload {"id", "status", "queue", "type"}: one per job that reaches
---              succeeded, dead or cancelled (including cancellation of a running job), for
---              waiters and for the runner that must stop a cancelled handler. Never args
---              or results, so it stays far below NOTIFY's 8000-byte limit. Succeeded jobs
---              are announced by pgq.complete and pgq.complete_many themselves
---              (_announce_succeeded), the others by the triggers.
+-- pgq_events   payload {"id", "status", "queue", "type"}: one per status change of an
+--              existing job (claim → running, back to queued, succeeded, dead, cancelled,
+--              including cancellation of a running job), for waiters, for the runner that
+--              must stop a cancelled handler and for GET /events; "event": "progress" marks
+--              a progress report (0007). Enqueues are not announced (the doorbell's
+--              reason). Never args or results, so it stays far below NOTIFY's 8000-byte
+--              limit. Succeeded jobs are announced by pgq.complete and pgq.complete_many
+--              themselves (_announce_succeeded), running ones by pgq.claim, the others by
+--              the triggers.
 --
 -- Why the UPDATE trigger is a row trigger with a WHEN clause: declaring transition tables
 -- makes Postgres copy the old and new version of every row of every UPDATE (claims and
@@ -80,18 +83,17 @@ CREATE TRIGGER _500_notify_insert
 -- changed to queued, dead or cancelled (its WHEN clause lets no other row through: claims,
 -- heartbeats and completions never call it). Leaves a pgq_<queue> notification (payload
 -- '') for a row that entered queued, which Postgres folds into one per queue per
--- transaction, or a pgq_events notification {"id", "status", "queue", "type"} for a row
--- that ended dead or cancelled. Jobs that succeeded are announced by pgq.complete and
+-- transaction, and for every such row a pgq_events notification {"id", "status", "queue",
+-- "type"} (a retry, a backoff, a release, a replay: GET /events shows every change). Jobs that succeeded are announced by pgq.complete and
 -- pgq.complete_many, the only transitions into succeeded. Raises nothing.
 CREATE FUNCTION pgq._notify_update() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
     IF NEW.status = 'queued' THEN
         PERFORM pg_notify('pgq_' || NEW.queue, '');
-    ELSE
-        PERFORM pg_notify('pgq_events', json_build_object(
-                    'id', NEW.id, 'status', NEW.status, 'queue', NEW.queue, 'type', NEW.type)::text);
     END IF;
+    PERFORM pg_notify('pgq_events', json_build_object(
+                'id', NEW.id, 'status', NEW.status, 'queue', NEW.queue, 'type', NEW.type)::text);
     RETURN NULL;
 END
 $$;
@@ -99,8 +101,8 @@ COMMENT ON FUNCTION pgq._notify_update() IS $$_notify_update: the row trigger af
 changed to queued, dead or cancelled (its WHEN clause lets no other row through: claims,
 heartbeats and completions never call it). Leaves a pgq_<queue> notification (payload
 '') for a row that entered queued, which Postgres folds into one per queue per
-transaction, or a pgq_events notification {"id", "status", "queue", "type"} for a row
-that ended dead or cancelled. Jobs that succeeded are announced by pgq.complete and
+transaction, and for every such row a pgq_events notification {"id", "status", "queue",
+"type"} (a retry, a backoff, a release, a replay: GET /events shows every change). Jobs that succeeded are announced by pgq.complete and
 pgq.complete_many, the only transitions into succeeded. Raises nothing.$$;
 
 CREATE TRIGGER _500_notify_update

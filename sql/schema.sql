@@ -400,10 +400,9 @@ CREATE FUNCTION pgq._notify_update() RETURNS trigger
 BEGIN
     IF NEW.status = 'queued' THEN
         PERFORM pg_notify('pgq_' || NEW.queue, '');
-    ELSE
-        PERFORM pg_notify('pgq_events', json_build_object(
-                    'id', NEW.id, 'status', NEW.status, 'queue', NEW.queue, 'type', NEW.type)::text);
     END IF;
+    PERFORM pg_notify('pgq_events', json_build_object(
+                'id', NEW.id, 'status', NEW.status, 'queue', NEW.queue, 'type', NEW.type)::text);
     RETURN NULL;
 END
 $$;
@@ -416,8 +415,8 @@ COMMENT ON FUNCTION pgq._notify_update() IS '_notify_update: the row trigger aft
 changed to queued, dead or cancelled (its WHEN clause lets no other row through: claims,
 heartbeats and completions never call it). Leaves a pgq_<queue> notification (payload
 '''') for a row that entered queued, which Postgres folds into one per queue per
-transaction, or a pgq_events notification {"id", "status", "queue", "type"} for a row
-that ended dead or cancelled. Jobs that succeeded are announced by pgq.complete and
+transaction, and for every such row a pgq_events notification {"id", "status", "queue",
+"type"} (a retry, a backoff, a release, a replay: GET /events shows every change). Jobs that succeeded are announced by pgq.complete and
 pgq.complete_many, the only transitions into succeeded. Raises nothing.';
 
 --
@@ -671,6 +670,7 @@ CREATE TABLE pgq.jobs (
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
     finished_at timestamp with time zone,
+    progress jsonb,
     CONSTRAINT jobs_args_object CHECK ((jsonb_typeof(args) = 'object'::text)),
     CONSTRAINT jobs_attempts_within_max CHECK (((attempts >= 0) AND (attempts <= max_attempts))),
     CONSTRAINT jobs_errors_array CHECK ((jsonb_typeof(errors) = 'array'::text)),
@@ -732,6 +732,57 @@ Raises PQ404 (no such job) or PQ409 (already succeeded, dead or cancelled), and 
 inside a REPEATABLE READ transaction (see _require_fresh_snapshots).';
 
 --
+-- Name: cancel_where(text[], text, text); Type: FUNCTION; Schema: pgq; Owner: -
+--
+
+CREATE FUNCTION pgq.cancel_where(statuses text[] DEFAULT '{queued,waiting}'::text[], queue text DEFAULT NULL::text, job_type text DEFAULT NULL::text) RETURNS integer
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    ids bigint[];
+BEGIN
+    IF statuses IS NULL OR cardinality(statuses) = 0
+       OR NOT statuses <@ ARRAY['waiting', 'queued', 'running'] THEN
+        RAISE EXCEPTION 'cannot cancel: statuses must be a non-empty list of waiting, queued and running, not %',
+                        coalesce(statuses::text, 'NULL')
+            USING ERRCODE = 'PQ400';
+    END IF;
+    WITH picked AS (
+        SELECT x.id FROM pgq.jobs AS x
+         WHERE x.status = ANY (statuses)
+           AND (cancel_where.queue IS NULL OR x.queue = cancel_where.queue)
+           AND (job_type IS NULL OR x.type = job_type)
+         ORDER BY x.id
+           FOR UPDATE SKIP LOCKED
+    ), cancelled AS (
+        UPDATE pgq.jobs AS t
+           SET status = 'cancelled', finished_at = now(), lease_expires_at = NULL,
+               updated_at = now()
+          FROM picked
+         WHERE t.id = picked.id
+        RETURNING t.id
+    )
+    SELECT array_agg(id ORDER BY id) INTO ids FROM cancelled;
+    IF ids IS NOT NULL THEN
+        PERFORM pgq._doom_dependents(ids);
+    END IF;
+    RETURN coalesce(cardinality(ids), 0);
+END
+$$;
+
+--
+-- Name: FUNCTION cancel_where(statuses text[], queue text, job_type text); Type: COMMENT; Schema: pgq; Owner: -
+--
+
+COMMENT ON FUNCTION pgq.cancel_where(statuses text[], queue text, job_type text) IS 'cancel_where: waiting / queued / running → cancelled (bulk cancel) for every job in one
+of statuses (default queued and waiting), of queue and of job_type when given (NULL:
+any). Applies to jobs not locked by another transaction (those are skipped). Leaves each
+as pgq.cancel does: finished_at, the lease cleared, a pgq_events notification (a running
+job''s runner stops its handler) and its waiting dependents dead. Returns how many jobs
+it cancelled. Raises PQ400 for statuses other than waiting, queued and running or an
+empty list; 0A000 inside a REPEATABLE READ transaction when there are dependents.';
+
+--
 -- Name: claim(text, integer, text[], text[]); Type: FUNCTION; Schema: pgq; Owner: -
 --
 
@@ -779,12 +830,19 @@ BEGIN
                worker_id = claim.worker_id,
                claimed_at = now(),
                lease_expires_at = now() + make_interval(secs => j.timeout_seconds * 1.25),
+               progress = NULL,
                updated_at = now()
          WHERE j.id = ANY (ARRAY(SELECT c.id FROM candidates AS c
                                   ORDER BY c.priority, c.run_at, c.id LIMIT max_jobs))
         RETURNING j.*
+    ), announced AS (
+        -- → running is a status change like the others, for GET /events; one aggregate
+        -- over the claimed rows rather than a row trigger per job (measured slower).
+        SELECT count(pg_notify('pgq_events', json_build_object(
+                   'id', a.id, 'status', 'running', 'queue', a.queue, 'type', a.type)::text)) AS n
+          FROM claimed AS a
     )
-    SELECT * FROM claimed AS c ORDER BY c.priority, c.run_at, c.id;
+    SELECT c.* FROM claimed AS c CROSS JOIN announced ORDER BY c.priority, c.run_at, c.id;
 END
 $$;
 
@@ -795,7 +853,9 @@ $$;
 COMMENT ON FUNCTION pgq.claim(worker_id text, max_jobs integer, queues text[], job_types text[]) IS 'claim: queued → running for up to max_jobs jobs whose run_at has passed, in claim order
 (priority, then run_at, then id), from the given queues (NULL: every queue) and
 optionally only of some types. Leaves each claimed job with attempts + 1, worker_id,
-claimed_at and a lease of 1.25 × timeout_seconds. Rows locked by another transaction are
+claimed_at and a lease of 1.25 × timeout_seconds,
+progress cleared, and a pgq_events notification {"id", "status": "running", "queue",
+"type"} per job. Rows locked by another transaction are
 skipped (FOR UPDATE SKIP LOCKED), never waited on, so concurrent claimers never get the
 same job. Returns the claimed jobs in claim order, nothing when nothing is due.
 Raises PQ400 for an empty worker_id or a max_jobs outside 1..10000.';
@@ -1412,6 +1472,54 @@ it reads the first entry of jobs_due_idx per queue, never the whole backlog.
 Leaves nothing behind; raises nothing.';
 
 --
+-- Name: progress(bigint, text, jsonb, integer); Type: FUNCTION; Schema: pgq; Owner: -
+--
+
+CREATE FUNCTION pgq.progress(job_id bigint, worker_id text, progress jsonb, attempt integer DEFAULT NULL::integer) RETURNS pgq.jobs
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    j pgq.jobs;
+BEGIN
+    IF progress.progress IS NULL OR jsonb_typeof(progress.progress) <> 'object' THEN
+        RAISE EXCEPTION 'cannot report progress of job %: progress must be a JSON object', job_id
+            USING ERRCODE = 'PQ400';
+    END IF;
+    IF octet_length(progress.progress::text) > 8192 THEN
+        RAISE EXCEPTION 'cannot report progress of job %: progress is % bytes, over 8 KiB',
+                        job_id, octet_length(progress.progress::text)
+            USING ERRCODE = 'PQ400';
+    END IF;
+    UPDATE pgq.jobs AS t
+       SET progress = progress.progress,
+           lease_expires_at = now() + make_interval(secs => t.timeout_seconds * 1.25),
+           updated_at = now()
+     WHERE t.id = job_id AND t.status = 'running' AND t.worker_id = progress.worker_id
+       AND (attempt IS NULL OR t.attempts = attempt)
+    RETURNING * INTO j;
+    IF NOT FOUND THEN
+        PERFORM pgq._refuse(job_id, worker_id, attempt, 'report progress');
+    END IF;
+    PERFORM pg_notify('pgq_events', json_build_object(
+                'id', j.id, 'status', 'running', 'queue', j.queue, 'type', j.type,
+                'event', 'progress')::text);
+    RETURN j;
+END
+$$;
+
+--
+-- Name: FUNCTION progress(job_id bigint, worker_id text, progress jsonb, attempt integer); Type: COMMENT; Schema: pgq; Owner: -
+--
+
+COMMENT ON FUNCTION pgq.progress(job_id bigint, worker_id text, progress jsonb, attempt integer) IS 'progress: running → running with progress stored and a fresh lease of
+1.25 × timeout_seconds from now (a report is also a heartbeat). Applies when the job is
+running, held by worker_id and, when attempt is given, on that attempt. Leaves progress
+(a JSON object of at most 8 KiB) on the job and a pgq_events notification
+{"id", "status": "running", "queue", "type", "event": "progress"}.
+Raises PQ400 for a progress that is not an object or is over 8 KiB, PQ404 (no such
+job) or PQ409 (not running, another holder, another attempt).';
+
+--
 -- Name: prune(interval); Type: FUNCTION; Schema: pgq; Owner: -
 --
 
@@ -1540,6 +1648,79 @@ has not finished yet. attempts and the error history are kept; max_attempts beco
 attempts + extra_attempts. Raises PQ404 (no such job), PQ409 (not dead or cancelled, or
 a parent is itself dead or cancelled: retry that one first) or PQ400 (extra_attempts
 outside 1..1000), and 0A000 for a job with depends_on inside a REPEATABLE READ transaction.';
+
+--
+-- Name: retry_where(text[], text, text, interval); Type: FUNCTION; Schema: pgq; Owner: -
+--
+
+CREATE FUNCTION pgq.retry_where(statuses text[] DEFAULT '{dead}'::text[], queue text DEFAULT NULL::text, job_type text DEFAULT NULL::text, spread interval DEFAULT '00:00:00'::interval) RETURNS integer
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    ids bigint[];
+    dependent bigint;
+    replayed integer;
+BEGIN
+    IF statuses IS NULL OR cardinality(statuses) = 0
+       OR NOT statuses <@ ARRAY['dead', 'cancelled'] THEN
+        RAISE EXCEPTION 'cannot retry: statuses must be a non-empty list of dead and cancelled, not %',
+                        coalesce(statuses::text, 'NULL')
+            USING ERRCODE = 'PQ400';
+    END IF;
+    IF spread IS NULL OR spread < interval '0' THEN
+        RAISE EXCEPTION 'cannot retry: spread must be a non-negative interval' USING ERRCODE = 'PQ400';
+    END IF;
+
+    -- Jobs without parents (nearly all): one UPDATE. The ids are locked first, in id order,
+    -- because FOR UPDATE cannot share a query level with the numbering that spreads them.
+    ids := ARRAY(SELECT x.id FROM pgq.jobs AS x
+                  WHERE x.status = ANY (statuses) AND x.depends_on IS NULL
+                    AND (retry_where.queue IS NULL OR x.queue = retry_where.queue)
+                    AND (job_type IS NULL OR x.type = job_type)
+                  ORDER BY x.id
+                    FOR UPDATE SKIP LOCKED);
+    UPDATE pgq.jobs AS t
+       SET status = 'queued',
+           run_at = now() + spread * ((p.ord - 1)::float8 / cardinality(ids)),
+           max_attempts = t.attempts + 1,
+           finished_at = NULL, lease_expires_at = NULL, updated_at = now()
+      FROM unnest(ids) WITH ORDINALITY AS p(id, ord)
+     WHERE t.id = p.id;
+    GET DIAGNOSTICS replayed = ROW_COUNT;
+
+    -- Jobs with parents: pgq.retry decides between queued and waiting, one at a time.
+    FOR dependent IN
+        SELECT x.id FROM pgq.jobs AS x
+         WHERE x.status = ANY (statuses) AND x.depends_on IS NOT NULL
+           AND (retry_where.queue IS NULL OR x.queue = retry_where.queue)
+           AND (job_type IS NULL OR x.type = job_type)
+         ORDER BY x.id
+    LOOP
+        BEGIN
+            PERFORM pgq.retry(dependent, 1);
+            replayed := replayed + 1;
+        EXCEPTION WHEN SQLSTATE 'PQ409' THEN
+            NULL;  -- a parent ended dead or cancelled, or someone else replayed it first
+        END;
+    END LOOP;
+    RETURN replayed;
+END
+$$;
+
+--
+-- Name: FUNCTION retry_where(statuses text[], queue text, job_type text, spread interval); Type: COMMENT; Schema: pgq; Owner: -
+--
+
+COMMENT ON FUNCTION pgq.retry_where(statuses text[], queue text, job_type text, spread interval) IS 'retry_where: dead / cancelled → queued (bulk dead-letter replay) for every job in one of
+statuses (default dead), of queue and of job_type when given (NULL: any). Applies to
+jobs not locked by another transaction (those are skipped). Leaves each job as
+pgq.retry does with one extra attempt, its run_at spread evenly over spread from now in
+id order (spread 0: all due now); a job with depends_on goes through pgq.retry itself
+(→ waiting while a parent runs) and is skipped while a parent is dead or cancelled
+after this call''s own replays (parents are replayed first).
+Returns how many jobs it replayed. Raises PQ400 for statuses other than dead and
+cancelled, an empty list, or a negative spread; 0A000 for a job with depends_on inside a
+REPEATABLE READ transaction.';
 
 --
 -- Name: stats(); Type: FUNCTION; Schema: pgq; Owner: -
@@ -1718,6 +1899,24 @@ CREATE UNIQUE INDEX jobs_idempotency_key_idx ON pgq.jobs USING btree (idempotenc
 --
 
 CREATE INDEX jobs_lease_idx ON pgq.jobs USING btree (lease_expires_at) WHERE (status = 'running'::text);
+
+--
+-- Name: jobs_queue_status_id_idx; Type: INDEX; Schema: pgq; Owner: -
+--
+
+CREATE INDEX jobs_queue_status_id_idx ON pgq.jobs USING btree (queue, status, id);
+
+--
+-- Name: jobs_status_id_idx; Type: INDEX; Schema: pgq; Owner: -
+--
+
+CREATE INDEX jobs_status_id_idx ON pgq.jobs USING btree (status, id);
+
+--
+-- Name: jobs_type_status_id_idx; Type: INDEX; Schema: pgq; Owner: -
+--
+
+CREATE INDEX jobs_type_status_id_idx ON pgq.jobs USING btree (type, status, id);
 
 --
 -- Name: jobs_waiting_parents_idx; Type: INDEX; Schema: pgq; Owner: -

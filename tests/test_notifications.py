@@ -105,17 +105,18 @@ async def test_a_retry_with_backoff_and_a_lease_expiry_wake_once_each(
     a, _ = await queries.enqueue(conn, "a")
     b, _ = await queries.enqueue(conn, "b")
     await queries.claim(conn, ME, 2)
-    assert await drain(inbox, conn) == Counter({WAKE: 2})  # the two enqueues
+    # the two enqueues, and the claim's two → running events (GET /events)
+    assert await drain(inbox, conn) == Counter({WAKE: 2, EVENTS: 2})
 
     failed = await queries.fail(conn, a.id, ME, "transient")
     assert failed.status == "queued"
-    assert await drain(inbox, conn) == Counter({WAKE: 1})
+    assert await drain(inbox, conn) == Counter({WAKE: 1, EVENTS: 1})
 
     await conn.execute(
         "UPDATE pgq.jobs SET lease_expires_at = now() - interval '1 second' WHERE id = $1", b.id
     )
     assert await queries.expire_leases(conn) == 1
-    assert await drain(inbox, conn) == Counter({WAKE: 1})
+    assert await drain(inbox, conn) == Counter({WAKE: 1, EVENTS: 1})
 
 
 async def test_claims_heartbeats_and_completions_send_no_wake_up(
@@ -125,7 +126,11 @@ async def test_claims_heartbeats_and_completions_send_no_wake_up(
     await drain(inbox, conn)
 
     await queries.claim(conn, ME, 3)
-    assert await drain(inbox, conn) == Counter()
+    received = await inbox.drain(conn, CHANNELS)
+    assert [(c, event(p)) for c, p in received] == [
+        (EVENTS, {"id": job.id, "status": "running", "queue": "default", "type": "t"})
+        for job in jobs
+    ]  # an event per claimed job (GET /events), no wake-up
     for job in jobs:
         await queries.heartbeat(conn, job.id, ME)
     assert await drain(inbox, conn) == Counter()
@@ -185,13 +190,15 @@ async def test_replay_and_dependency_release_wake_their_queue(
 
     await queries.claim(conn, ME)
     await queries.complete(conn, parent.id, ME)
-    assert await drain(inbox, conn) == Counter({EVENTS: 1, "pgq_q2": 1})
+    assert await drain(inbox, conn) == Counter(
+        {EVENTS: 3, "pgq_q2": 1}
+    )  # running, succeeded, queued
 
     [claimed] = await queries.claim(conn, ME, 1, queues=["q2"])
     await queries.fail(conn, claimed.id, ME, "fatal", retryable=False)
-    assert await drain(inbox, conn) == Counter({EVENTS: 1})
+    assert await drain(inbox, conn) == Counter({EVENTS: 2})  # running, dead
     await queries.retry(conn, child.id)
-    assert await drain(inbox, conn) == Counter({"pgq_q2": 1})
+    assert await drain(inbox, conn) == Counter({"pgq_q2": 1, EVENTS: 1})
 
 
 async def test_a_lease_expiry_with_no_attempt_left_announces_the_dead_job(
@@ -256,10 +263,10 @@ async def test_updates_that_queue_jobs_notify_without_an_idle_listener(
     a, _ = await queries.enqueue(conn, "a")
     b, _ = await queries.enqueue(conn, "b")
     await queries.claim(conn, ME, 2)
-    assert await drain(deaf_inbox, conn) == Counter()
+    assert await drain(deaf_inbox, conn) == Counter({EVENTS: 2})  # running, no wake-up
     await queries.fail(conn, a.id, ME, "transient")
     await conn.execute(
         "UPDATE pgq.jobs SET lease_expires_at = now() - interval '1 second' WHERE id = $1", b.id
     )
     assert await queries.expire_leases(conn) == 1
-    assert await drain(deaf_inbox, conn) == Counter({WAKE: 2})
+    assert await drain(deaf_inbox, conn) == Counter({WAKE: 2, EVENTS: 2})

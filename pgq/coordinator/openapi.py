@@ -95,6 +95,7 @@ SCHEMAS: dict[str, Any] = {
             "result",
             "error",
             "depends_on",
+            "progress",
         ],
         "properties": {
             "id": {"type": "integer", "minimum": 1},
@@ -125,6 +126,11 @@ SCHEMAS: dict[str, Any] = {
                 "failures pgq itself recorded).",
             },
             "depends_on": {"type": ["array", "null"], "items": {"type": "integer"}},
+            "progress": {
+                "type": ["object", "null"],
+                "description": "The last progress a handler reported for the current "
+                "attempt (any object up to 8 KiB), null before the first report.",
+            },
         },
     },
     "NewJob": {

@@ -14,6 +14,7 @@ from . import bench
 from .base import Executor
 from .doorbell import forget_dead_listeners, listen_idle, unlisten_idle, wait_for_enqueuers
 from .enqueue import enqueue, enqueue_many
+from .progress import cancel_where, finished_per_minute, progress, retry_where
 from .reads import (
     finished_since,
     get_job,
@@ -44,6 +45,7 @@ __all__ = [
     "Executor",
     "bench",
     "cancel",
+    "cancel_where",
     "claim",
     "complete",
     "complete_many",
@@ -52,6 +54,7 @@ __all__ = [
     "expire_leases",
     "expire_leases_detailed",
     "fail",
+    "finished_per_minute",
     "finished_since",
     "forget_dead_listeners",
     "get_job",
@@ -62,10 +65,12 @@ __all__ = [
     "next_due",
     "notification_queue_usage",
     "ping",
+    "progress",
     "prune",
     "queue_depths",
     "release",
     "retry",
+    "retry_where",
     "running_jobs_of",
     "stats",
     "unlisten_idle",

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from ..jobs import Job
+from ..jobs import STATUSES, Job
 from .base import Executor, translated
 
 
@@ -37,22 +37,36 @@ async def list_jobs(
     after: int | None = None,
     limit: int = 100,
 ) -> list[Job]:
-    """Jobs in id order, optionally filtered, starting after the id ``after``."""
+    """Jobs in id order, optionally filtered, starting after the id ``after``.
+
+    Each page is a range scan that stops after ``limit`` rows, at any table size: no
+    filter walks the primary key; a filter reads one index per status wanted,
+    (status, id), (queue, status, id) or (type, status, id) (sql/0007_progress.sql), and
+    merges them. The SQL text depends on which filters are given, so a prepared statement's
+    generic plan never has to cover "maybe filtered" (it would scan)."""
+    after = after if after is not None else 0
+    if status is None and queue is None and job_type is None:
+        rows = await db.fetch(
+            "SELECT * FROM pgq.jobs WHERE id > $1 ORDER BY id LIMIT $2", after, limit
+        )
+        return [Job.from_record(r) for r in rows]
+    params: list[Any] = [after, limit]
+    conditions = ["j.id > $1"]
+    for column, value in (("queue", queue), ("type", job_type)):
+        if value is not None:
+            params.append(value)
+            conditions.append(f"j.{column} = ${len(params)}")
+    where = " AND ".join(conditions)
+    # One branch per status, each with the status as a literal: the planner then knows
+    # from its statistics which statuses are rare (a parameter would make it guess, and
+    # it walked the whole primary key looking for running jobs that were not there).
+    branches = [
+        f"(SELECT * FROM pgq.jobs AS j WHERE j.status = '{s}' AND {where} ORDER BY j.id LIMIT $2)"
+        for s in STATUSES
+        if status is None or s == status
+    ]
     rows = await db.fetch(
-        """
-        SELECT * FROM pgq.jobs
-         WHERE ($1::text IS NULL OR status = $1)
-           AND ($2::text IS NULL OR queue = $2)
-           AND ($3::text IS NULL OR type = $3)
-           AND id > coalesce($4::bigint, 0)
-         ORDER BY id
-         LIMIT $5
-        """,
-        status,
-        queue,
-        job_type,
-        after,
-        limit,
+        f"SELECT * FROM ({' UNION ALL '.join(branches)}) AS j ORDER BY j.id LIMIT $2", *params
     )
     return [Job.from_record(r) for r in rows]
 
