@@ -595,8 +595,8 @@ value of the wrong type, and 0A000 as pgq.enqueue does.$$;
 -- (priority, then run_at, then id), from the given queues (NULL: every queue) and
 -- optionally only of some types. Leaves each claimed job with attempts + 1, worker_id,
 -- claimed_at and a lease of 1.25 × timeout_seconds,
--- progress cleared, and a pgq_events notification {"id", "status": "running", "queue",
--- "type"} per job. Rows locked by another transaction are
+-- progress cleared, and, while a session watches events (pgq.watch_events), a pgq_events
+-- notification {"id", "status": "running", "queue", "type"} per job. Rows locked by another transaction are
 -- skipped (FOR UPDATE SKIP LOCKED), never waited on, so concurrent claimers never get the
 -- same job. Returns the claimed jobs in claim order, nothing when nothing is due.
 -- Raises PQ400 for an empty worker_id or a max_jobs outside 1..10000.
@@ -654,11 +654,13 @@ BEGIN
                                   ORDER BY c.priority, c.run_at, c.id LIMIT max_jobs))
         RETURNING j.*
     ), announced AS (
-        -- → running is a status change like the others, for GET /events; one aggregate
-        -- over the claimed rows rather than a row trigger per job (measured slower).
+        -- → running, for GET /events, only while someone follows every change
+        -- (pgq.event_watchers, sql/0007_progress.sql): a NOTIFY costs the commit the
+        -- global notify lock. One aggregate over the claimed rows, not a row trigger.
         SELECT count(pg_notify('pgq_events', json_build_object(
                    'id', a.id, 'status', 'running', 'queue', a.queue, 'type', a.type)::text)) AS n
           FROM claimed AS a
+         WHERE EXISTS (SELECT 1 FROM pgq.event_watchers)
     )
     SELECT c.* FROM claimed AS c CROSS JOIN announced ORDER BY c.priority, c.run_at, c.id;
 END
@@ -667,8 +669,8 @@ COMMENT ON FUNCTION pgq.claim(text, integer, text[], text[]) IS $$claim: queued 
 (priority, then run_at, then id), from the given queues (NULL: every queue) and
 optionally only of some types. Leaves each claimed job with attempts + 1, worker_id,
 claimed_at and a lease of 1.25 × timeout_seconds,
-progress cleared, and a pgq_events notification {"id", "status": "running", "queue",
-"type"} per job. Rows locked by another transaction are
+progress cleared, and, while a session watches events (pgq.watch_events), a pgq_events
+notification {"id", "status": "running", "queue", "type"} per job. Rows locked by another transaction are
 skipped (FOR UPDATE SKIP LOCKED), never waited on, so concurrent claimers never get the
 same job. Returns the claimed jobs in claim order, nothing when nothing is due.
 Raises PQ400 for an empty worker_id or a max_jobs outside 1..10000.$$;

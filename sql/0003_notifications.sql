@@ -17,8 +17,9 @@
 --              a progress report (0007). Enqueues are not announced (the doorbell's
 --              reason). Never args or results, so it stays far below NOTIFY's 8000-byte
 --              limit. Succeeded jobs are announced by pgq.complete and pgq.complete_many
---              themselves (_announce_succeeded), running ones by pgq.claim, the others by
---              the triggers.
+--              themselves (_announce_succeeded), running ones by pgq.claim (only while a
+--              session is registered with pgq.watch_events, 0007), the others by the
+--              triggers.
 --
 -- Why the UPDATE trigger is a row trigger with a WHEN clause: declaring transition tables
 -- makes Postgres copy the old and new version of every row of every UPDATE (claims and

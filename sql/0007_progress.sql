@@ -8,13 +8,61 @@
 ALTER TABLE pgq.jobs ADD COLUMN progress jsonb;
 
 -- GET /jobs and the dashboard list jobs in id order, filtered by status, queue and type,
--- a page at a time (id > cursor). Each filter combination is one range scan of one of
--- these, in id order, that stops after a page: a status (status, id); a queue or a type,
--- with or without a status (queue, status, id) / (type, status, id), read once per
--- status wanted and merged (pgq/queries/reads.py), so no page sorts a whole queue.
-CREATE INDEX jobs_status_id_idx ON pgq.jobs (status, id);
-CREATE INDEX jobs_queue_status_id_idx ON pgq.jobs (queue, status, id);
-CREATE INDEX jobs_type_status_id_idx ON pgq.jobs (type, status, id);
+-- a page at a time (id > cursor), merging one range per status (pgq/queries/reads.py).
+-- These indexes cover the statuses a job rests in after something went wrong or waits
+-- in -- dead (the dead letters), cancelled, waiting -- and only those: a partial index
+-- costs nothing to rows outside its predicate, so claims and completions (queued →
+-- running → succeeded, every version a new index entry) pay for none of them (three full
+-- indexes pushed a claim and a completion past tests/test_drain.py's page budget).
+-- Lists of queued jobs use jobs_claim_idx / jobs_due_idx, running ones jobs_lease_idx,
+-- succeeded ones the primary key (succeeded is most of the table, so a page is near).
+CREATE INDEX jobs_settled_status_idx ON pgq.jobs (status, id)
+    WHERE status IN ('dead', 'cancelled', 'waiting');
+CREATE INDEX jobs_settled_queue_idx ON pgq.jobs (queue, status, id)
+    WHERE status IN ('dead', 'cancelled', 'waiting');
+CREATE INDEX jobs_settled_type_idx ON pgq.jobs (type, status, id)
+    WHERE status IN ('dead', 'cancelled', 'waiting');
+
+
+-- event_watchers: one row per LISTEN session that follows every status change on
+-- pgq_events (a coordinator while some browser or client holds GET /events open).
+-- pgq.claim announces → running only while a row exists: a notification makes the
+-- claiming transaction take PostgreSQL's global notify lock at commit, which measurably
+-- delayed jobs in tests/test_doorbell.py's stress test when every claim paid it. Other
+-- status changes are always announced (waiters and runners need them). UNLOGGED, like
+-- pgq.idle_listeners: the rows describe live sessions.
+CREATE UNLOGGED TABLE pgq.event_watchers (
+    listener_pid integer     PRIMARY KEY,
+    since        timestamptz NOT NULL DEFAULT now()
+);
+
+
+-- watch_events: register the LISTEN session listener_pid as following every status
+-- change, so claims are announced too. Applies always (registering twice is harmless).
+-- Leaves its row in pgq.event_watchers, and removes the rows of sessions that no longer
+-- exist (a crashed coordinator never deregisters). Raises nothing.
+CREATE FUNCTION pgq.watch_events(listener_pid integer DEFAULT pg_backend_pid()) RETURNS void
+LANGUAGE sql AS $$
+    DELETE FROM pgq.event_watchers AS w
+     WHERE NOT EXISTS (SELECT 1 FROM pg_stat_activity AS a WHERE a.pid = w.listener_pid);
+    INSERT INTO pgq.event_watchers (listener_pid) VALUES (watch_events.listener_pid)
+        ON CONFLICT DO NOTHING;
+$$;
+COMMENT ON FUNCTION pgq.watch_events(integer) IS $$watch_events: register the LISTEN session listener_pid as following every status
+change, so claims are announced too. Applies always (registering twice is harmless).
+Leaves its row in pgq.event_watchers, and removes the rows of sessions that no longer
+exist (a crashed coordinator never deregisters). Raises nothing.$$;
+
+-- unwatch_events: the LISTEN session listener_pid no longer follows every status change.
+-- Applies always. Leaves its row gone; when no row is left, claims stop announcing.
+-- Raises nothing.
+CREATE FUNCTION pgq.unwatch_events(listener_pid integer DEFAULT pg_backend_pid()) RETURNS void
+LANGUAGE sql AS $$
+    DELETE FROM pgq.event_watchers AS w WHERE w.listener_pid = unwatch_events.listener_pid;
+$$;
+COMMENT ON FUNCTION pgq.unwatch_events(integer) IS $$unwatch_events: the LISTEN session listener_pid no longer follows every status change.
+Applies always. Leaves its row gone; when no row is left, claims stop announcing.
+Raises nothing.$$;
 
 
 -- progress: running → running with progress stored and a fresh lease of

@@ -836,11 +836,13 @@ BEGIN
                                   ORDER BY c.priority, c.run_at, c.id LIMIT max_jobs))
         RETURNING j.*
     ), announced AS (
-        -- → running is a status change like the others, for GET /events; one aggregate
-        -- over the claimed rows rather than a row trigger per job (measured slower).
+        -- → running, for GET /events, only while someone follows every change
+        -- (pgq.event_watchers, sql/0007_progress.sql): a NOTIFY costs the commit the
+        -- global notify lock. One aggregate over the claimed rows, not a row trigger.
         SELECT count(pg_notify('pgq_events', json_build_object(
                    'id', a.id, 'status', 'running', 'queue', a.queue, 'type', a.type)::text)) AS n
           FROM claimed AS a
+         WHERE EXISTS (SELECT 1 FROM pgq.event_watchers)
     )
     SELECT c.* FROM claimed AS c CROSS JOIN announced ORDER BY c.priority, c.run_at, c.id;
 END
@@ -854,8 +856,8 @@ COMMENT ON FUNCTION pgq.claim(worker_id text, max_jobs integer, queues text[], j
 (priority, then run_at, then id), from the given queues (NULL: every queue) and
 optionally only of some types. Leaves each claimed job with attempts + 1, worker_id,
 claimed_at and a lease of 1.25 × timeout_seconds,
-progress cleared, and a pgq_events notification {"id", "status": "running", "queue",
-"type"} per job. Rows locked by another transaction are
+progress cleared, and, while a session watches events (pgq.watch_events), a pgq_events
+notification {"id", "status": "running", "queue", "type"} per job. Rows locked by another transaction are
 skipped (FOR UPDATE SKIP LOCKED), never waited on, so concurrent claimers never get the
 same job. Returns the claimed jobs in claim order, nothing when nothing is due.
 Raises PQ400 for an empty worker_id or a max_jobs outside 1..10000.';
@@ -1770,6 +1772,24 @@ queue), so enqueues there stop notifying it. Returns how many rows it removed.
 Raises nothing.';
 
 --
+-- Name: unwatch_events(integer); Type: FUNCTION; Schema: pgq; Owner: -
+--
+
+CREATE FUNCTION pgq.unwatch_events(listener_pid integer DEFAULT pg_backend_pid()) RETURNS void
+    LANGUAGE sql
+    AS $$
+    DELETE FROM pgq.event_watchers AS w WHERE w.listener_pid = unwatch_events.listener_pid;
+$$;
+
+--
+-- Name: FUNCTION unwatch_events(listener_pid integer); Type: COMMENT; Schema: pgq; Owner: -
+--
+
+COMMENT ON FUNCTION pgq.unwatch_events(listener_pid integer) IS 'unwatch_events: the LISTEN session listener_pid no longer follows every status change.
+Applies always. Leaves its row gone; when no row is left, claims stop announcing.
+Raises nothing.';
+
+--
 -- Name: wait_for_enqueuers(text[]); Type: FUNCTION; Schema: pgq; Owner: -
 --
 
@@ -1803,6 +1823,37 @@ that may have read the registry without this listener has ended, so a claim that
 afterwards sees their jobs. Returns false when a key stayed taken past lock_timeout
 (100 ms; an enqueuer that took it early, e.g. SET CONSTRAINTS ALL IMMEDIATE): look for
 work, then wait briefly and call it again. Raises PQ400 for an invalid queue name.';
+
+--
+-- Name: watch_events(integer); Type: FUNCTION; Schema: pgq; Owner: -
+--
+
+CREATE FUNCTION pgq.watch_events(listener_pid integer DEFAULT pg_backend_pid()) RETURNS void
+    LANGUAGE sql
+    AS $$
+    DELETE FROM pgq.event_watchers AS w
+     WHERE NOT EXISTS (SELECT 1 FROM pg_stat_activity AS a WHERE a.pid = w.listener_pid);
+    INSERT INTO pgq.event_watchers (listener_pid) VALUES (watch_events.listener_pid)
+        ON CONFLICT DO NOTHING;
+$$;
+
+--
+-- Name: FUNCTION watch_events(listener_pid integer); Type: COMMENT; Schema: pgq; Owner: -
+--
+
+COMMENT ON FUNCTION pgq.watch_events(listener_pid integer) IS 'watch_events: register the LISTEN session listener_pid as following every status
+change, so claims are announced too. Applies always (registering twice is harmless).
+Leaves its row in pgq.event_watchers, and removes the rows of sessions that no longer
+exist (a crashed coordinator never deregisters). Raises nothing.';
+
+--
+-- Name: event_watchers; Type: TABLE; Schema: pgq; Owner: -
+--
+
+CREATE UNLOGGED TABLE pgq.event_watchers (
+    listener_pid integer NOT NULL,
+    since timestamp with time zone DEFAULT now() NOT NULL
+);
 
 --
 -- Name: idle_listeners; Type: TABLE; Schema: pgq; Owner: -
@@ -1848,6 +1899,13 @@ CREATE TABLE pgq.migrations (
 --
 
 COMMENT ON TABLE pgq.migrations IS 'pgq: the sql/ migrations applied to this database.';
+
+--
+-- Name: event_watchers event_watchers_pkey; Type: CONSTRAINT; Schema: pgq; Owner: -
+--
+
+ALTER TABLE ONLY pgq.event_watchers
+    ADD CONSTRAINT event_watchers_pkey PRIMARY KEY (listener_pid);
 
 --
 -- Name: idle_listeners idle_listeners_pkey; Type: CONSTRAINT; Schema: pgq; Owner: -
@@ -1901,22 +1959,22 @@ CREATE UNIQUE INDEX jobs_idempotency_key_idx ON pgq.jobs USING btree (idempotenc
 CREATE INDEX jobs_lease_idx ON pgq.jobs USING btree (lease_expires_at) WHERE (status = 'running'::text);
 
 --
--- Name: jobs_queue_status_id_idx; Type: INDEX; Schema: pgq; Owner: -
+-- Name: jobs_settled_queue_idx; Type: INDEX; Schema: pgq; Owner: -
 --
 
-CREATE INDEX jobs_queue_status_id_idx ON pgq.jobs USING btree (queue, status, id);
+CREATE INDEX jobs_settled_queue_idx ON pgq.jobs USING btree (queue, status, id) WHERE (status = ANY (ARRAY['dead'::text, 'cancelled'::text, 'waiting'::text]));
 
 --
--- Name: jobs_status_id_idx; Type: INDEX; Schema: pgq; Owner: -
+-- Name: jobs_settled_status_idx; Type: INDEX; Schema: pgq; Owner: -
 --
 
-CREATE INDEX jobs_status_id_idx ON pgq.jobs USING btree (status, id);
+CREATE INDEX jobs_settled_status_idx ON pgq.jobs USING btree (status, id) WHERE (status = ANY (ARRAY['dead'::text, 'cancelled'::text, 'waiting'::text]));
 
 --
--- Name: jobs_type_status_id_idx; Type: INDEX; Schema: pgq; Owner: -
+-- Name: jobs_settled_type_idx; Type: INDEX; Schema: pgq; Owner: -
 --
 
-CREATE INDEX jobs_type_status_id_idx ON pgq.jobs USING btree (type, status, id);
+CREATE INDEX jobs_settled_type_idx ON pgq.jobs USING btree (type, status, id) WHERE (status = ANY (ARRAY['dead'::text, 'cancelled'::text, 'waiting'::text]));
 
 --
 -- Name: jobs_waiting_parents_idx; Type: INDEX; Schema: pgq; Owner: -

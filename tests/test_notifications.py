@@ -105,8 +105,7 @@ async def test_a_retry_with_backoff_and_a_lease_expiry_wake_once_each(
     a, _ = await queries.enqueue(conn, "a")
     b, _ = await queries.enqueue(conn, "b")
     await queries.claim(conn, ME, 2)
-    # the two enqueues, and the claim's two → running events (GET /events)
-    assert await drain(inbox, conn) == Counter({WAKE: 2, EVENTS: 2})
+    assert await drain(inbox, conn) == Counter({WAKE: 2})  # the two enqueues
 
     failed = await queries.fail(conn, a.id, ME, "transient")
     assert failed.status == "queued"
@@ -126,11 +125,7 @@ async def test_claims_heartbeats_and_completions_send_no_wake_up(
     await drain(inbox, conn)
 
     await queries.claim(conn, ME, 3)
-    received = await inbox.drain(conn, CHANNELS)
-    assert [(c, event(p)) for c, p in received] == [
-        (EVENTS, {"id": job.id, "status": "running", "queue": "default", "type": "t"})
-        for job in jobs
-    ]  # an event per claimed job (GET /events), no wake-up
+    assert await drain(inbox, conn) == Counter()  # nobody watches events (pgq.watch_events)
     for job in jobs:
         await queries.heartbeat(conn, job.id, ME)
     assert await drain(inbox, conn) == Counter()
@@ -190,13 +185,11 @@ async def test_replay_and_dependency_release_wake_their_queue(
 
     await queries.claim(conn, ME)
     await queries.complete(conn, parent.id, ME)
-    assert await drain(inbox, conn) == Counter(
-        {EVENTS: 3, "pgq_q2": 1}
-    )  # running, succeeded, queued
+    assert await drain(inbox, conn) == Counter({EVENTS: 2, "pgq_q2": 1})  # succeeded, queued
 
     [claimed] = await queries.claim(conn, ME, 1, queues=["q2"])
     await queries.fail(conn, claimed.id, ME, "fatal", retryable=False)
-    assert await drain(inbox, conn) == Counter({EVENTS: 2})  # running, dead
+    assert await drain(inbox, conn) == Counter({EVENTS: 1})  # dead
     await queries.retry(conn, child.id)
     assert await drain(inbox, conn) == Counter({"pgq_q2": 1, EVENTS: 1})
 
@@ -263,10 +256,30 @@ async def test_updates_that_queue_jobs_notify_without_an_idle_listener(
     a, _ = await queries.enqueue(conn, "a")
     b, _ = await queries.enqueue(conn, "b")
     await queries.claim(conn, ME, 2)
-    assert await drain(deaf_inbox, conn) == Counter({EVENTS: 2})  # running, no wake-up
+    assert await drain(deaf_inbox, conn) == Counter()
     await queries.fail(conn, a.id, ME, "transient")
     await conn.execute(
         "UPDATE pgq.jobs SET lease_expires_at = now() - interval '1 second' WHERE id = $1", b.id
     )
     assert await queries.expire_leases(conn) == 1
     assert await drain(deaf_inbox, conn) == Counter({WAKE: 2, EVENTS: 2})
+
+
+async def test_claims_are_announced_while_a_session_watches_events(
+    inbox: Inbox, conn: asyncpg.Connection
+) -> None:
+    jobs = await queries.enqueue_many(conn, [{"type": "t"} for _ in range(3)])
+    pid = inbox.conn.get_server_pid()
+    await conn.execute("SELECT pgq.watch_events(-1)")  # no such session: swept next time
+    await conn.execute("SELECT pgq.watch_events($1)", pid)
+    await drain(inbox, conn)
+    await queries.claim(conn, ME, 2)
+    received = await inbox.drain(conn, CHANNELS)
+    assert [(c, event(p)) for c, p in received] == [
+        (EVENTS, {"id": job.id, "status": "running", "queue": "default", "type": "t"})
+        for job in jobs[:2]
+    ]  # one event per claimed job, and still no wake-up
+    assert await conn.fetchval("SELECT array_agg(listener_pid) FROM pgq.event_watchers") == [pid]
+    await conn.execute("SELECT pgq.unwatch_events($1)", pid)
+    await queries.claim(conn, ME, 1)
+    assert await drain(inbox, conn) == Counter()
