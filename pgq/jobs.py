@@ -44,6 +44,9 @@ class Job:
     finished_at: datetime | None = None
     #: the last object a handler reported for this attempt (``pgq.progress``), or None
     progress: dict[str, Any] | None = None
+    #: the pgq.schedules name and slot that created the job (None for other jobs)
+    schedule: str | None = None
+    scheduled_for: datetime | None = None
 
     @property
     def finished(self) -> bool:
@@ -76,6 +79,8 @@ class Job:
             updated_at=row["updated_at"],
             finished_at=row["finished_at"],
             progress=row.get("progress"),
+            schedule=row.get("schedule"),
+            scheduled_for=row.get("scheduled_for"),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -101,6 +106,8 @@ class Job:
             "error": self.error,
             "depends_on": self.depends_on,
             "progress": self.progress,
+            "schedule": self.schedule,
+            "scheduled_for": self.scheduled_for,
         }
 
     @classmethod
@@ -131,4 +138,6 @@ class Job:
             updated_at=ts(data.get("updated_at")),
             finished_at=ts(data.get("finished_at")),
             progress=data.get("progress"),
+            schedule=data.get("schedule"),
+            scheduled_for=ts(data.get("scheduled_for")),
         )

@@ -30,10 +30,6 @@ async def backdate(conn: asyncpg.Connection, name: str, sql_instant: str) -> Non
     )
 
 
-def steps(values: list) -> list:
-    return [b - a for a, b in itertools.pairwise(values)]
-
-
 async def slots(conn: asyncpg.Connection, name: str) -> list[asyncpg.Record]:
     return await conn.fetch(
         "SELECT id, type, run_at, scheduled_for, status FROM pgq.jobs WHERE schedule = $1 "

@@ -96,6 +96,8 @@ SCHEMAS: dict[str, Any] = {
             "error",
             "depends_on",
             "progress",
+            "schedule",
+            "scheduled_for",
         ],
         "properties": {
             "id": {"type": "integer", "minimum": 1},
@@ -130,6 +132,14 @@ SCHEMAS: dict[str, Any] = {
                 "type": ["object", "null"],
                 "description": "The last progress a handler reported for the current "
                 "attempt (any object up to 8 KiB), null before the first report.",
+            },
+            "schedule": {
+                "type": ["string", "null"],
+                "description": "The schedule that created the job (see /schedules), or null.",
+            },
+            "scheduled_for": {
+                **_nullable(_TIME),
+                "description": "The schedule slot the job was created for, or null.",
             },
         },
     },
