@@ -20,6 +20,9 @@
 --
 -- Notifications: pgq.schedule and pgq.unschedule send `pgq_schedules` (payload: the
 -- schedule's name), so every process re-reads pgq.next_schedule_at() and re-arms its timer.
+--
+-- Refusals are PQ400 with the argument at fault as the error's COLUMN (cron, timezone,
+-- catch_up, name, paused), so the HTTP API can name the field.
 
 
 -- Jobs remember which schedule slot created them; one job per (schedule, slot).
@@ -91,12 +94,12 @@ BEGIN
         IF v IS NULL THEN
             RAISE EXCEPTION 'cron % field: % is not a number or a known name', what,
                             quote_literal(token)
-                USING ERRCODE = 'PQ400';
+                USING ERRCODE = 'PQ400', COLUMN = 'cron';
         END IF;
     END IF;
     IF v NOT BETWEEN lo AND hi THEN
         RAISE EXCEPTION 'cron % field: % is out of range %-%', what, v, lo, hi
-            USING ERRCODE = 'PQ400';
+            USING ERRCODE = 'PQ400', COLUMN = 'cron';
     END IF;
     RETURN v;
 END
@@ -127,13 +130,13 @@ BEGIN
         m := regexp_match(part, '^(\*|[a-z0-9]+(?:-[a-z0-9]+)?)(?:/([0-9]+))?$');
         IF m IS NULL THEN
             RAISE EXCEPTION 'cron % field % is invalid', what, quote_literal(part)
-                USING ERRCODE = 'PQ400',
+                USING ERRCODE = 'PQ400', COLUMN = 'cron',
                       HINT = 'use *, a number or name, a range a-b, a step */n or a-b/n, or a list';
         END IF;
         step := coalesce(m[2]::integer, 1);
         IF step < 1 THEN
             RAISE EXCEPTION 'cron % field %: the step must be at least 1', what, quote_literal(part)
-                USING ERRCODE = 'PQ400';
+                USING ERRCODE = 'PQ400', COLUMN = 'cron';
         END IF;
         IF m[1] = '*' THEN
             first_v := lo;
@@ -150,7 +153,7 @@ BEGIN
             END IF;
             IF first_v > last_v THEN
                 RAISE EXCEPTION 'cron % field %: the range runs backwards', what, quote_literal(part)
-                    USING ERRCODE = 'PQ400';
+                    USING ERRCODE = 'PQ400', COLUMN = 'cron';
             END IF;
         END IF;
         vals := vals || ARRAY(SELECT generate_series(first_v, last_v, step));
@@ -178,7 +181,7 @@ DECLARE
     f text[];
 BEGIN
     IF expr IS NULL OR expr = '' THEN
-        RAISE EXCEPTION 'cron expression is required' USING ERRCODE = 'PQ400';
+        RAISE EXCEPTION 'cron expression is required' USING ERRCODE = 'PQ400', COLUMN = 'cron';
     END IF;
     expr := CASE expr
         WHEN '@yearly' THEN '0 0 1 1 *'
@@ -195,7 +198,7 @@ BEGIN
     ELSIF cardinality(f) <> 6 THEN
         RAISE EXCEPTION 'cron expression % has % fields', quote_literal(left(cron, 200)),
                         cardinality(f)
-            USING ERRCODE = 'PQ400',
+            USING ERRCODE = 'PQ400', COLUMN = 'cron',
                   HINT = 'use 5 fields (minute hour day-of-month month day-of-week), '
                          '6 with a leading second, or @hourly, @daily, @weekly, @monthly, @yearly';
     END IF;
@@ -221,12 +224,12 @@ CREATE FUNCTION pgq._check_timezone(tz text) RETURNS void
 LANGUAGE plpgsql STABLE AS $$
 BEGIN
     IF tz IS NULL THEN
-        RAISE EXCEPTION 'timezone must not be NULL' USING ERRCODE = 'PQ400';
+        RAISE EXCEPTION 'timezone must not be NULL' USING ERRCODE = 'PQ400', COLUMN = 'timezone';
     END IF;
     PERFORM now() AT TIME ZONE tz;
 EXCEPTION WHEN invalid_parameter_value THEN
     RAISE EXCEPTION 'timezone % is not a known time zone', quote_literal(left(tz, 100))
-        USING ERRCODE = 'PQ400', HINT = 'use an IANA name such as UTC or Europe/Berlin';
+        USING ERRCODE = 'PQ400', COLUMN = 'timezone', HINT = 'use an IANA name such as UTC or Europe/Berlin';
 END
 $$;
 COMMENT ON FUNCTION pgq._check_timezone(text) IS
@@ -345,22 +348,23 @@ BEGIN
     IF name IS NULL OR name !~ '^[a-z][a-z0-9_.:-]{0,127}$' THEN
         RAISE EXCEPTION 'schedule name % is invalid', coalesce(quote_literal(left(name, 140)), 'NULL')
             USING ERRCODE = 'PQ400',
-                  HINT = 'use a lowercase letter then up to 127 of a-z 0-9 _ . : -';
+                  HINT = 'use a lowercase letter then up to 127 of a-z 0-9 _ . : -', COLUMN = 'name';
     END IF;
     IF problem IS NOT NULL THEN
         RAISE EXCEPTION 'cannot schedule %: %', name, problem USING ERRCODE = 'PQ400';
     END IF;
     IF catch_up IS NULL OR catch_up NOT IN ('latest', 'all', 'none') THEN
         RAISE EXCEPTION 'catch_up % is invalid', coalesce(quote_literal(left(catch_up, 40)), 'NULL')
-            USING ERRCODE = 'PQ400', HINT = 'use latest, all or none';
+            USING ERRCODE = 'PQ400', HINT = 'use latest, all or none', COLUMN = 'catch_up';
     END IF;
     IF paused IS NULL THEN
-        RAISE EXCEPTION 'paused must not be NULL' USING ERRCODE = 'PQ400';
+        RAISE EXCEPTION 'paused must not be NULL' USING ERRCODE = 'PQ400', COLUMN = 'paused';
     END IF;
     first_slot := pgq.cron_next(cron, now(), timezone);  -- PQ400 for a bad cron or zone
     IF first_slot IS NULL THEN
         RAISE EXCEPTION 'cron expression % never fires', quote_literal(cron)
-            USING ERRCODE = 'PQ400', HINT = 'check the day of month against the months';
+            USING ERRCODE = 'PQ400', HINT = 'check the day of month against the months',
+                  COLUMN = 'cron';
     END IF;
 
     INSERT INTO pgq.schedules AS t (name, cron, timezone, job_type, args, queue, priority,
@@ -497,9 +501,11 @@ BEGIN
         IF s.catch_up = 'latest' THEN
             slot := pgq.cron_next(s.cron, handled, s.timezone);
         END IF;
+        -- No slot within ten years (cron_next gave up): pause rather than stay due forever.
         UPDATE pgq.schedules AS t
            SET next_run_at = coalesce(slot, t.next_run_at),
-               last_run_at = coalesce(handled, t.last_run_at)
+               last_run_at = coalesce(handled, t.last_run_at),
+               paused = t.paused OR slot IS NULL
          WHERE t.name = s.name;
     END LOOP;
 END

@@ -204,14 +204,16 @@ async def test_catch_up_none_keeps_only_slots_under_a_minute_old(conn: asyncpg.C
     got = [r["scheduled_for"] for r in await slots(conn, "none")]
     assert all(now - timedelta(seconds=60) < g <= now for g in got)
     # an hourly schedule missed by hours creates nothing, and waits for its next slot
+    await conn.execute("SELECT pgq.unschedule('none')")
     await make(conn, "none_hourly", "0 * * * *", catch_up="none")
-    await backdate(conn, "none_hourly", "date_trunc('hour', now()) - interval '2 hours'")
-    stamp = await conn.fetchval("SELECT now() - date_trunc('hour', now())")
-    fired = await conn.fetchval("SELECT pgq.fire_schedules()")
-    assert fired == (1 if stamp < timedelta(seconds=60) else 0)
-    assert await conn.fetchval(
-        "SELECT next_run_at FROM pgq.schedules WHERE name = 'none_hourly'"
-    ) == await conn.fetchval("SELECT date_trunc('hour', now()) + interval '1 hour'")
+    async with conn.transaction():  # one now() throughout
+        await backdate(conn, "none_hourly", "date_trunc('hour', now()) - interval '2 hours'")
+        stamp = await conn.fetchval("SELECT now() - date_trunc('hour', now())")
+        fired = await conn.fetchval("SELECT pgq.fire_schedules()")
+        assert fired == (1 if stamp < timedelta(seconds=60) else 0)
+        assert await conn.fetchval(
+            "SELECT next_run_at FROM pgq.schedules WHERE name = 'none_hourly'"
+        ) == await conn.fetchval("SELECT date_trunc('hour', now()) + interval '1 hour'")
 
 
 async def test_paused_schedule_fires_nothing_and_resumes_from_now(

@@ -3,14 +3,15 @@
 Resources are opened in order by ``cleanup_ctx`` and closed in reverse: the pool, the
 ``POST /jobs`` batcher (``pgq.batching.EnqueueBatcher``, which finishes its transactions in
 flight before the pool closes), the one LISTEN connection (``Listener``) with the
-long-poll ``Waiters`` it feeds, the lease monitor, the metrics' first counting window.
+long-poll ``Waiters`` it feeds, the lease monitor, the schedule timer (fires due
+schedules, ``pgq/schedule_timer.py``), the metrics' first counting window.
 The app starts even when the database is down (``/health`` answers 503 and everything
 reconnects); ``serve`` checks the database and the schema before it binds.
 
 Shutdown (``AppRunner.cleanup``): the site stops accepting, ``on_shutdown`` releases every
 parked long-poll (claims answer ``{"jobs": []}``, job waits the job as it stands),
 in-flight requests finish (up to ``Settings.shutdown_timeout``), then the cleanup
-contexts close the monitor, the listener and the pool.
+contexts close the schedule timer, the monitor, the listener and the pool.
 """
 
 from __future__ import annotations
@@ -23,10 +24,11 @@ from .. import db
 from ..batching import EnqueueBatcher
 from ..listener import Listener
 from ..metrics import Metrics
+from ..schedule_timer import ScheduleTimer
 from .access import make_access_middleware
 from .auth import make_auth_middleware
 from .errors import error_middleware
-from .keys import BATCHER, DSN, LISTENER, METRICS, MONITOR, POOL, SETTINGS, WAITERS
+from .keys import BATCHER, DSN, LISTENER, METRICS, MONITOR, POOL, SCHEDULE_TIMER, SETTINGS, WAITERS
 from .monitor import LeaseMonitor
 from .routes import setup_routes
 from .settings import Settings
@@ -57,6 +59,7 @@ def create_app(dsn: str, settings: Settings | None = None) -> web.Application:
     app.cleanup_ctx.append(_batcher_ctx)
     app.cleanup_ctx.append(_listener_ctx)
     app.cleanup_ctx.append(_monitor_ctx)
+    app.cleanup_ctx.append(_schedule_timer_ctx)
     app.on_shutdown.append(_release_waiters)
     setup_routes(app)
     return app
@@ -107,6 +110,14 @@ async def _monitor_ctx(app: web.Application) -> AsyncIterator[None]:
     monitor.start()
     yield
     await monitor.stop()
+
+
+async def _schedule_timer_ctx(app: web.Application) -> AsyncIterator[None]:
+    timer = ScheduleTimer(app[POOL], app[LISTENER])
+    app[SCHEDULE_TIMER] = timer
+    timer.start()
+    yield
+    await timer.stop()
 
 
 async def _release_waiters(app: web.Application) -> None:

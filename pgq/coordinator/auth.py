@@ -1,6 +1,7 @@
-"""Bearer-token authentication of the ``/jobs…`` endpoints.
+"""Bearer-token authentication of the ``/jobs…`` and ``/schedules…`` endpoints.
 
-With tokens configured (``PGQ_API_TOKENS``), every path under ``/jobs`` needs
+With tokens configured (``PGQ_API_TOKENS``), every path under ``/jobs`` and
+``/schedules`` needs
 ``Authorization: Bearer <token>``, checked before routing so an unauthenticated client
 learns nothing about which job routes exist. ``/health``, ``/metrics`` and
 ``/openapi.json`` stay open. Each configured token is compared with
@@ -19,7 +20,7 @@ from .errors import Unauthorized
 
 
 def protected(path: str) -> bool:
-    return path == "/jobs" or path.startswith("/jobs/")
+    return path in ("/jobs", "/schedules") or path.startswith(("/jobs/", "/schedules/"))
 
 
 def token_ok(header: str | None, tokens: Sequence[bytes]) -> bool:

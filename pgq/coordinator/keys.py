@@ -8,6 +8,7 @@ from aiohttp import web
 from ..batching import EnqueueBatcher
 from ..listener import Listener
 from ..metrics import Metrics
+from ..schedule_timer import ScheduleTimer
 from .monitor import LeaseMonitor
 from .settings import Settings
 from .waiters import Waiters
@@ -20,6 +21,7 @@ LISTENER = web.AppKey("listener", Listener)
 WAITERS = web.AppKey("waiters", Waiters)
 MONITOR = web.AppKey("monitor", LeaseMonitor)
 METRICS = web.AppKey("metrics", Metrics)
+SCHEDULE_TIMER = web.AppKey("schedule_timer", ScheduleTimer)
 
 #: Per request: the id echoed in X-Request-Id and logged with every line about it.
 REQUEST_ID = web.RequestKey("request_id", str)

@@ -569,6 +569,10 @@ def document() -> dict[str, Any]:
             }
         },
     }
+    # imported here: the schedules part is built from this module's helpers
+    from . import openapi_schedules
+
+    paths.update(openapi_schedules.paths())
     return {
         "openapi": "3.1.0",
         "info": {
@@ -581,12 +585,12 @@ def document() -> dict[str, Any]:
         },
         "paths": paths,
         "components": {
-            "schemas": SCHEMAS,
+            "schemas": {**SCHEMAS, **openapi_schedules.SCHEMAS},
             "securitySchemes": {
                 "bearer": {
                     "type": "http",
                     "scheme": "bearer",
-                    "description": "Required on /jobs… when PGQ_API_TOKENS is set.",
+                    "description": "Required on /jobs… and /schedules… when PGQ_API_TOKENS is set.",
                 }
             },
         },

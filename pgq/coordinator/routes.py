@@ -18,6 +18,7 @@ from . import validation as v
 from .errors import error_response, json_response
 from .keys import BATCHER, LISTENER, METRICS, POOL, REQUEST_ID, SETTINGS, WAITERS
 from .openapi import document
+from .schedule_api import setup_schedule_routes
 
 log = logging.getLogger("pgq.coordinator")
 
@@ -210,6 +211,7 @@ def setup_routes(app: web.Application) -> None:
     r.add_post(job + "/complete", complete_job)
     r.add_post(job + "/heartbeat", heartbeat_job)
     r.add_post(job + "/release", release_job)
+    setup_schedule_routes(app)
     r.add_get("/health", health, allow_head=False)
     r.add_get("/metrics", metrics, allow_head=False)
     r.add_get("/openapi.json", openapi, allow_head=False)

@@ -1,0 +1,171 @@
+"""Schedules as Python sees them, and the query functions for ``sql/``'s schedule functions.
+
+The schedule half of the query layer (``pgq/queries.py`` holds the jobs half): one async
+function per SQL function, each taking anything with asyncpg's ``fetch``/``fetchrow``/
+``fetchval`` and raising pgq's exceptions. ``pgq.schedule`` refuses bad input with PQ400
+and names the argument at fault in the error's column; ``SqlInvalidArgument.field`` carries
+it (``cron``, ``timezone``, ``catch_up``, ...) so the HTTP API can name the field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import datetime
+from typing import Any, Final
+
+from .errors import InvalidArgument, PgqError
+from .queries import Executor, _translated
+
+#: The keyword options of ``pgq.schedule`` besides name, cron, job_type and args.
+SCHEDULE_OPTIONS: Final = (
+    "queue",
+    "timezone",
+    "catch_up",
+    "priority",
+    "max_attempts",
+    "timeout_seconds",
+    "paused",
+)
+CATCH_UP_MODES: Final = ("latest", "all", "none")
+NAME_PATTERN: Final = r"^[a-z][a-z0-9_.:-]{0,127}$"
+#: Channel pgq.schedule and pgq.unschedule notify (payload: the schedule's name).
+CHANNEL: Final = "pgq_schedules"
+
+
+class ScheduleNotFound(PgqError):
+    """No such schedule."""
+
+    http_status = 404
+    code = "schedule_not_found"
+
+
+@dataclasses.dataclass(slots=True, frozen=True)
+class Schedule:
+    """One row of ``pgq.schedules``."""
+
+    name: str
+    cron: str
+    timezone: str
+    job_type: str
+    args: dict[str, Any]
+    queue: str
+    priority: int
+    max_attempts: int
+    timeout_seconds: int
+    catch_up: str
+    paused: bool
+    next_run_at: datetime
+    last_run_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def from_record(cls, row: Any) -> Schedule:
+        return cls(**{f.name: row[f.name] for f in dataclasses.fields(cls)})
+
+    def to_json(self) -> dict[str, Any]:
+        """The schedule as the HTTP API shows it (``type``/``arguments`` as for jobs)."""
+        return {
+            "name": self.name,
+            "cron": self.cron,
+            "timezone": self.timezone,
+            "type": self.job_type,
+            "arguments": self.args,
+            "queue": self.queue,
+            "priority": self.priority,
+            "max_attempts": self.max_attempts,
+            "timeout_seconds": self.timeout_seconds,
+            "catch_up": self.catch_up,
+            "paused": self.paused,
+            "next_run_at": self.next_run_at,
+            "last_run_at": self.last_run_at,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+        }
+
+
+@dataclasses.dataclass(slots=True, frozen=True)
+class FiredSlot:
+    """One job ``pgq.fire_schedule_slots`` created."""
+
+    schedule: str
+    scheduled_for: datetime
+    job_id: int
+    job_type: str
+    queue: str
+
+
+def field_of(exc: InvalidArgument) -> str | None:
+    """The argument a PQ400 from the schedule functions names (its COLUMN), if any."""
+    return getattr(exc.__cause__, "column_name", None)
+
+
+@_translated
+async def schedule(
+    db: Executor,
+    name: str,
+    cron: str,
+    job_type: str,
+    args: dict[str, Any] | None = None,
+    **options: Any,
+) -> Schedule:
+    """``pgq.schedule``: create the schedule or replace its definition."""
+    unknown = sorted(set(options) - set(SCHEDULE_OPTIONS))
+    if unknown:
+        raise InvalidArgument(
+            f"unknown schedule option(s) {', '.join(unknown)}; known: {', '.join(SCHEDULE_OPTIONS)}"
+        )
+    names = list(options)
+    named = "".join(f", {k} => ${i}" for i, k in enumerate(names, start=5))
+    row = await db.fetchrow(
+        f"SELECT * FROM pgq.schedule($1, $2, $3, $4{named})",
+        name,
+        cron,
+        job_type,
+        {} if args is None else args,
+        *(options[k] for k in names),
+    )
+    return Schedule.from_record(row)
+
+
+async def unschedule(db: Executor, name: str) -> Schedule:
+    """``pgq.unschedule``: delete it; ``ScheduleNotFound`` when there is none."""
+    try:
+        return await _unschedule(db, name)
+    except PgqError as exc:
+        if exc.code == "job_not_found":  # PQ404, whose default class speaks of jobs
+            raise ScheduleNotFound(exc.message) from exc
+        raise
+
+
+@_translated
+async def _unschedule(db: Executor, name: str) -> Schedule:
+    return Schedule.from_record(await db.fetchrow("SELECT * FROM pgq.unschedule($1)", name))
+
+
+@_translated
+async def get_schedule(db: Executor, name: str) -> Schedule | None:
+    """The schedule of that name, or None."""
+    row = await db.fetchrow("SELECT * FROM pgq.schedules WHERE name = $1", name)
+    return Schedule.from_record(row) if row is not None else None
+
+
+@_translated
+async def list_schedules(db: Executor) -> list[Schedule]:
+    """Every schedule, by name."""
+    rows = await db.fetch("SELECT * FROM pgq.schedules ORDER BY name")
+    return [Schedule.from_record(r) for r in rows]
+
+
+@_translated
+async def fire_schedule_slots(db: Executor) -> list[FiredSlot]:
+    """``pgq.fire_schedule_slots``: create the jobs of every due slot; one row per job."""
+    rows = await db.fetch("SELECT * FROM pgq.fire_schedule_slots()")
+    return [FiredSlot(*r) for r in rows]
+
+
+@_translated
+async def next_schedule_at(db: Executor) -> tuple[datetime | None, datetime]:
+    """``pgq.next_schedule_at()`` and the database's clock, to sleep by the database's time."""
+    row = await db.fetchrow("SELECT pgq.next_schedule_at() AS at, clock_timestamp() AS now")
+    return row["at"], row["now"]
