@@ -10,6 +10,7 @@ it (``cron``, ``timezone``, ``catch_up``, ...) so the HTTP API can name the fiel
 from __future__ import annotations
 
 import dataclasses
+import re
 from datetime import datetime
 from typing import Any, Final
 
@@ -93,6 +94,41 @@ class FiredSlot:
     job_id: int
     job_type: str
     queue: str
+
+
+@dataclasses.dataclass(slots=True, frozen=True)
+class ScheduleSpec:
+    """A schedule declared in code (``Runner.schedule``), upserted when the runner starts."""
+
+    name: str
+    cron: str
+    job_type: str
+    args: dict[str, Any]
+    options: dict[str, Any]
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not re.match(NAME_PATTERN, self.name):
+            raise ValueError(
+                f"schedule name {self.name!r} is invalid: use a lowercase letter then up to "
+                "127 of a-z 0-9 _ . : -"
+            )
+        if not isinstance(self.cron, str) or not self.cron.strip():
+            raise ValueError(f"schedule {self.name}: cron must be a non-empty string")
+        if not isinstance(self.args, dict):
+            raise ValueError(f"schedule {self.name}: args must be a dict")
+        unknown = sorted(set(self.options) - set(SCHEDULE_OPTIONS))
+        if unknown:
+            raise TypeError(
+                f"schedule {self.name}: unknown option(s) {', '.join(unknown)}; "
+                f"known: {', '.join(SCHEDULE_OPTIONS)}"
+            )
+
+    def http_body(self) -> dict[str, Any]:
+        """The ``PUT /schedules/{name}`` body (HTTP-mode runners declare through it)."""
+        return {"cron": self.cron, "type": self.job_type, "arguments": self.args, **self.options}
+
+    async def upsert(self, db: Executor) -> Schedule:
+        return await schedule(db, self.name, self.cron, self.job_type, self.args, **self.options)
 
 
 def field_of(exc: InvalidArgument) -> str | None:

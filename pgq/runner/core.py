@@ -68,6 +68,7 @@ from ..backoff import Backoff, reconnecting
 from ..config import database_url
 from ..errors import DatabaseUnavailable, PgqError
 from ..logs import log_event
+from ..schedules import ScheduleSpec
 from .database import DatabaseSource
 from .executor import Executor, Handler, HandlerFn
 from .outcome import Outcome
@@ -112,6 +113,7 @@ class Runner:
         safety_interval: float = 60.0,
     ) -> None:
         self._handlers: dict[str, Handler] = {}
+        self._schedules: dict[str, ScheduleSpec] = {}
         self._dsn = dsn
         self._queues: tuple[str, ...] = ()
         self._concurrency = 0
@@ -218,6 +220,29 @@ class Runner:
             return fn
 
         return register
+
+    def schedule(
+        self,
+        name: str,
+        cron: str,
+        job_type: str,
+        args: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> ScheduleSpec:
+        """Declare a cron schedule next to its handler; ``run()`` creates or updates it
+        (``pgq.schedule``) when the runner starts. ``options``: ``queue``, ``timezone``,
+        ``catch_up``, ``priority``, ``max_attempts``, ``timeout_seconds``, ``paused``.
+        Re-declaring an unchanged schedule keeps its next slot, so restarts skip nothing."""
+        spec = ScheduleSpec(name, cron, job_type, {} if args is None else args, options)
+        if name in self._schedules:
+            raise ValueError(f"a schedule named {name} is already declared")
+        self._schedules[name] = spec
+        return spec
+
+    @property
+    def schedules(self) -> tuple[ScheduleSpec, ...]:
+        """The schedules declared with ``schedule()``."""
+        return tuple(self._schedules.values())
 
     # -- hooks for the source -----------------------------------------------------------
 

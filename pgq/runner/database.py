@@ -25,6 +25,7 @@ from ..errors import DatabaseUnavailable, JobNotFound, PgqError, TransitionNotAl
 from ..jobs import Job
 from ..listener import Listener
 from ..logs import log_event
+from ..schedule_timer import ScheduleTimer
 from ..waiting import EVENTS_CHANNEL, IdleWait
 from .source import RunnerHooks
 from .sweep import LeaseSweeper
@@ -48,7 +49,9 @@ class DatabaseSource:
     LISTEN connection (notifications may have been lost), the earliest future ``run_at``
     of a claimable job (``pgq.next_due``, read whenever the runner goes idle) and a jittered
     safety re-check. Leases: a ``LeaseSweeper`` (``sweep.py``) expires them as they run
-    out, so a crashed runner's jobs come back with no coordinator running.
+    out, so a crashed runner's jobs come back with no coordinator running. Schedules: the
+    ones declared with ``Runner.schedule`` are upserted at open, and a ``ScheduleTimer``
+    fires due ones (``pgq/schedule_timer.py``), as every runner and coordinator does.
 
     Completions are acknowledged in batches (``pgq.complete_many``): whatever finished
     while the previous batch was in flight goes in the next one, so a lone completion is
@@ -75,6 +78,7 @@ class DatabaseSource:
         self._wake = asyncio.Event()
         self._sweeper: LeaseSweeper | None = None
         self._idle: IdleWait | None = None
+        self._schedule_timer: ScheduleTimer | None = None
         self._side_tasks: set[asyncio.Task[Any]] = set()
         self._claim_in_doubt = False  # a claim failed: it may have committed unseen
         # One batch in flight: a second one in parallel measured no faster (the batches
@@ -127,6 +131,16 @@ class DatabaseSource:
                 await asyncio.sleep(sleep)
         async with self._pool.acquire() as conn:
             await migrations.check_up_to_date(conn)
+        for spec in getattr(hooks, "schedules", ()):
+            saved = await spec.upsert(self._pool)
+            log_event(
+                log,
+                "schedule.declared",
+                f"schedule {saved.name} ({saved.cron} {saved.timezone}): next {saved.next_run_at}",
+                schedule=saved.name,
+                job_type=saved.job_type,
+                worker_id=hooks.worker_id,
+            )
         self._sweeper = LeaseSweeper(
             self._pool, hooks, safety_interval=self._safety_interval, on_safety=self._wake.set
         )
@@ -148,8 +162,16 @@ class DatabaseSource:
         )
         with contextlib.suppress(PgqError):  # the janitor; the safety re-check runs it too
             await queries.forget_dead_listeners(self._pool)
+        # Every runner fires due schedules: no leader, one job per slot whoever fires.
+        self._schedule_timer = ScheduleTimer(
+            self._pool,
+            listener,
+            safety_interval=self._safety_interval,
+            worker_id=hooks.worker_id,
+        )
         await listener.start(wait=True, timeout=None)
         self._sweeper.start()
+        self._schedule_timer.start()
 
     async def close(self) -> None:
         tasks = list(self._side_tasks)
@@ -158,6 +180,9 @@ class DatabaseSource:
         if self._sweeper is not None:
             await self._sweeper.close()
             self._sweeper = None
+        if self._schedule_timer is not None:
+            await self._schedule_timer.stop()
+            self._schedule_timer = None
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task

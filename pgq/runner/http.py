@@ -193,6 +193,8 @@ class HttpSource:
                     worker_id=hooks.worker_id,
                 )
                 await asyncio.sleep(sleep)
+        for spec in getattr(hooks, "schedules", ()):
+            await self._api.call("PUT", f"/schedules/{spec.name}", spec.http_body())
         self._watcher = asyncio.create_task(self._watch(), name="pgq-http-cancel-checks")
 
     async def close(self) -> None:

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Mapping
 from typing import Any, Protocol
 
 from ..jobs import Job
+from ..schedules import ScheduleSpec
 
 __all__ = ["JobSource", "RunnerHooks"]
 
@@ -26,6 +27,10 @@ class RunnerHooks(Protocol):
     def job_types(self) -> tuple[str, ...]: ...
     @property
     def concurrency(self) -> int: ...
+    @property
+    def schedules(self) -> tuple[ScheduleSpec, ...]:
+        """Schedules declared in code; the source upserts them when it opens."""
+        ...
 
     def held_jobs(self) -> Mapping[int, int]:
         """job id → attempt of every job this runner holds: claimed, its outcome not yet

@@ -1,0 +1,107 @@
+"""``Runner.schedule``: declared in code, upserted at start (database and HTTP mode), and
+the runner's schedule timer firing schedules made anywhere, on time, without polling."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import asyncpg
+import pytest
+
+import pgq
+from pgq.runner import HttpSource
+
+from .http_runner_support import coordinator, running_http
+from .runner_support import running, wait_until
+
+
+def make_runner(dsn: str) -> pgq.Runner:
+    runner = pgq.Runner(dsn)
+
+    @runner.handler("TICK")
+    async def tick(job: pgq.Job) -> str | None:
+        return job.scheduled_for.isoformat() if job.scheduled_for else None
+
+    return runner
+
+
+def test_schedule_declarations_are_checked_at_once() -> None:
+    runner = pgq.Runner()
+    runner.schedule("ok", "0 3 * * *", "TICK", {"a": 1}, timezone="Europe/Berlin")
+    with pytest.raises(ValueError, match="already declared"):
+        runner.schedule("ok", "0 4 * * *", "TICK")
+    with pytest.raises(ValueError, match="schedule name 'Bad' is invalid"):
+        runner.schedule("Bad", "0 3 * * *", "TICK")
+    with pytest.raises(TypeError, match="unknown option"):
+        runner.schedule("other", "0 3 * * *", "TICK", tz="UTC")
+    with pytest.raises(ValueError, match="args must be a dict"):
+        runner.schedule("other", "0 3 * * *", "TICK", [1])  # type: ignore[arg-type]
+    assert [s.name for s in runner.schedules] == ["ok"]
+
+
+async def test_declared_schedules_are_upserted_at_start(dsn: str, conn: asyncpg.Connection) -> None:
+    runner = make_runner(dsn)
+    runner.schedule("nightly", "0 3 * * *", "TICK", {"n": 1}, timezone="Europe/Berlin")
+    async with running(runner):
+        row = await conn.fetchrow("SELECT * FROM pgq.schedules WHERE name = 'nightly'")
+    assert (row["cron"], row["timezone"], row["job_type"], row["args"]) == (
+        "0 3 * * *",
+        "Europe/Berlin",
+        "TICK",
+        {"n": 1},
+    )
+    # A restart re-declares it unchanged: the next slot is kept (here: one it missed).
+    await conn.execute(
+        "UPDATE pgq.schedules SET next_run_at = now() - interval '1 hour' WHERE name = 'nightly'"
+    )
+    again = make_runner(dsn)
+    again.schedule("nightly", "0 3 * * *", "TICK", {"n": 1}, timezone="Europe/Berlin")
+    async with running(again):
+
+        async def caught_up() -> int:
+            return await conn.fetchval("SELECT count(*) FROM pgq.jobs WHERE schedule = 'nightly'")
+
+        assert await wait_until(caught_up, timeout=10) == 1  # catch_up 'latest'
+
+
+async def test_runner_fires_a_schedule_made_from_sql_while_it_idles(
+    dsn: str, conn: asyncpg.Connection
+) -> None:
+    runner = make_runner(dsn)
+    async with running(runner):
+        await conn.execute("SELECT pgq.schedule('sql.made', '* * * * * *', 'TICK')")
+
+        async def three_done() -> list[asyncpg.Record]:
+            rows = await conn.fetch(
+                "SELECT * FROM pgq.jobs WHERE schedule = 'sql.made' AND status = 'succeeded' "
+                "ORDER BY scheduled_for"
+            )
+            return rows if len(rows) >= 3 else []
+
+        rows = await wait_until(three_done, timeout=10)
+        for r in rows:
+            assert timedelta(0) <= r["created_at"] - r["scheduled_for"] < timedelta(seconds=1)
+            assert r["result"] == r["scheduled_for"].isoformat()
+        # unscheduling stops it at once: no job after the deletion, over more than a slot
+        deleted_at = await conn.fetchval("SELECT now() FROM pgq.unschedule('sql.made')")
+        await asyncio.sleep(1.5)
+        assert (
+            await conn.fetchval(
+                "SELECT count(*) FROM pgq.jobs WHERE schedule = 'sql.made' AND created_at > $1",
+                deleted_at,
+            )
+            == 0
+        )
+
+
+async def test_an_http_mode_runner_declares_through_the_coordinator(
+    dsn: str, conn: asyncpg.Connection
+) -> None:
+    runner = make_runner(dsn)
+    runner.schedule("http.declared", "0 3 * * *", "TICK", catch_up="all")
+    async with coordinator(dsn) as coord, running_http(runner, HttpSource(coord.url)):
+        row = await wait_until(
+            lambda: conn.fetchrow("SELECT * FROM pgq.schedules WHERE name = 'http.declared'")
+        )
+    assert (row["cron"], row["catch_up"]) == ("0 3 * * *", "all")
