@@ -95,6 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("stats", help="jobs per queue and status")
     _add_database_url(p)
 
+    p = sub.add_parser("schedules", help="list cron schedules and their next runs")
+    p.add_argument("--json", action="store_true", help="print them as JSON (as GET /schedules)")
+    _add_database_url(p)
+
     p = sub.add_parser("jobs", help="list jobs")
     p.add_argument("--status")
     p.add_argument("--queue")
@@ -191,6 +195,26 @@ async def _jobs(url: str, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _schedules(url: str, as_json: bool) -> int:
+    conn = await db.connect(url)
+    try:
+        found = await queries.list_schedules(conn)
+    finally:
+        await conn.close()
+    if as_json:
+        body = {"schedules": [s.to_json() for s in found]}
+        print(orjson.dumps(body, option=orjson.OPT_UTC_Z | orjson.OPT_INDENT_2).decode())
+        return 0
+    print(
+        f"{'name':<24} {'cron':<16} {'timezone':<16} {'type':<20} next run (UTC)        last slot"
+    )
+    for s in found:
+        nxt = "paused" if s.paused else s.next_run_at.isoformat(timespec="seconds")
+        last = s.last_run_at.isoformat(timespec="seconds") if s.last_run_at else "-"
+        print(f"{s.name:<24} {s.cron:<16} {s.timezone:<16} {s.job_type:<20} {nxt:<25} {last}")
+    return 0
+
+
 def _print_all_migrations() -> int:
     for m in migrations.load_migrations():
         print(f"-- pgq migration {m.name}\n{m.sql}")
@@ -243,6 +267,8 @@ def run(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(_stats(url))
     if cmd == "jobs":
         return asyncio.run(_jobs(url, args))
+    if cmd == "schedules":
+        return asyncio.run(_schedules(url, args.json))
     if cmd == "bench":
         from .devtools import bench
 

@@ -27,10 +27,11 @@ from datetime import datetime
 
 import asyncpg
 
+from . import queries
 from .errors import DatabaseUnavailable, PgqError
 from .listener import Listener
 from .logs import log_event
-from .schedules import CHANNEL, fire_schedule_slots, next_schedule_at
+from .schedules import CHANNEL
 
 log = logging.getLogger("pgq.schedules")
 
@@ -112,14 +113,14 @@ class ScheduleTimer:
 
     async def _step(self) -> float:
         """Fire what is due; return how long to sleep before looking again."""
-        at, db_now = await next_schedule_at(self._pool)
+        at, db_now = await queries.next_schedule_at(self._pool)
         self.next_run_at = at
         if at is None:
             return self._safety_interval * random.uniform(1.0, 1.1)
         due_in = (at - db_now).total_seconds()
         if due_in > 0:
             return min(due_in + _SLACK, self._safety_interval)
-        slots = await fire_schedule_slots(self._pool)
+        slots = await queries.fire_schedule_slots(self._pool)
         for slot in slots:
             self.fired += 1
             log_event(

@@ -1,10 +1,9 @@
-"""Schedules as Python sees them, and the query functions for ``sql/``'s schedule functions.
+"""Schedules as Python sees them: a ``pgq.schedules`` row, a job a firing created, and a
+schedule declared in code (``Runner.schedule``). The SQL calls are ``pgq.queries.schedules``.
 
-The schedule half of the query layer (``pgq/queries.py`` holds the jobs half): one async
-function per SQL function, each taking anything with asyncpg's ``fetch``/``fetchrow``/
-``fetchval`` and raising pgq's exceptions. ``pgq.schedule`` refuses bad input with PQ400
-and names the argument at fault in the error's column; ``SqlInvalidArgument.field`` carries
-it (``cron``, ``timezone``, ``catch_up``, ...) so the HTTP API can name the field.
+``pgq.schedule`` refuses bad input with PQ400 and names the argument at fault as the
+error's column; ``field_of`` reads it back (``cron``, ``timezone``, ``catch_up``, ...) so
+the HTTP API can name the field.
 """
 
 from __future__ import annotations
@@ -15,7 +14,6 @@ from datetime import datetime
 from typing import Any, Final
 
 from .errors import InvalidArgument, PgqError
-from .queries import Executor, _translated
 
 #: The keyword options of ``pgq.schedule`` besides name, cron, job_type and args.
 SCHEDULE_OPTIONS: Final = (
@@ -127,81 +125,7 @@ class ScheduleSpec:
         """The ``PUT /schedules/{name}`` body (HTTP-mode runners declare through it)."""
         return {"cron": self.cron, "type": self.job_type, "arguments": self.args, **self.options}
 
-    async def upsert(self, db: Executor) -> Schedule:
-        return await schedule(db, self.name, self.cron, self.job_type, self.args, **self.options)
-
 
 def field_of(exc: InvalidArgument) -> str | None:
     """The argument a PQ400 from the schedule functions names (its COLUMN), if any."""
     return getattr(exc.__cause__, "column_name", None)
-
-
-@_translated
-async def schedule(
-    db: Executor,
-    name: str,
-    cron: str,
-    job_type: str,
-    args: dict[str, Any] | None = None,
-    **options: Any,
-) -> Schedule:
-    """``pgq.schedule``: create the schedule or replace its definition."""
-    unknown = sorted(set(options) - set(SCHEDULE_OPTIONS))
-    if unknown:
-        raise InvalidArgument(
-            f"unknown schedule option(s) {', '.join(unknown)}; known: {', '.join(SCHEDULE_OPTIONS)}"
-        )
-    names = list(options)
-    named = "".join(f", {k} => ${i}" for i, k in enumerate(names, start=5))
-    row = await db.fetchrow(
-        f"SELECT * FROM pgq.schedule($1, $2, $3, $4{named})",
-        name,
-        cron,
-        job_type,
-        {} if args is None else args,
-        *(options[k] for k in names),
-    )
-    return Schedule.from_record(row)
-
-
-async def unschedule(db: Executor, name: str) -> Schedule:
-    """``pgq.unschedule``: delete it; ``ScheduleNotFound`` when there is none."""
-    try:
-        return await _unschedule(db, name)
-    except PgqError as exc:
-        if exc.code == "job_not_found":  # PQ404, whose default class speaks of jobs
-            raise ScheduleNotFound(exc.message) from exc
-        raise
-
-
-@_translated
-async def _unschedule(db: Executor, name: str) -> Schedule:
-    return Schedule.from_record(await db.fetchrow("SELECT * FROM pgq.unschedule($1)", name))
-
-
-@_translated
-async def get_schedule(db: Executor, name: str) -> Schedule | None:
-    """The schedule of that name, or None."""
-    row = await db.fetchrow("SELECT * FROM pgq.schedules WHERE name = $1", name)
-    return Schedule.from_record(row) if row is not None else None
-
-
-@_translated
-async def list_schedules(db: Executor) -> list[Schedule]:
-    """Every schedule, by name."""
-    rows = await db.fetch("SELECT * FROM pgq.schedules ORDER BY name")
-    return [Schedule.from_record(r) for r in rows]
-
-
-@_translated
-async def fire_schedule_slots(db: Executor) -> list[FiredSlot]:
-    """``pgq.fire_schedule_slots``: create the jobs of every due slot; one row per job."""
-    rows = await db.fetch("SELECT * FROM pgq.fire_schedule_slots()")
-    return [FiredSlot(*r) for r in rows]
-
-
-@_translated
-async def next_schedule_at(db: Executor) -> tuple[datetime | None, datetime]:
-    """``pgq.next_schedule_at()`` and the database's clock, to sleep by the database's time."""
-    row = await db.fetchrow("SELECT pgq.next_schedule_at() AS at, clock_timestamp() AS now")
-    return row["at"], row["now"]

@@ -4,16 +4,19 @@ the runner's schedule timer firing schedules made anywhere, on time, without pol
 from __future__ import annotations
 
 import asyncio
+import sys
+from asyncio.subprocess import PIPE
 from datetime import timedelta
 
 import asyncpg
+import orjson
 import pytest
 
 import pgq
 from pgq.runner import HttpSource
 
 from .http_runner_support import coordinator, running_http
-from .runner_support import running, wait_until
+from .runner_support import REPO, running, wait_until
 
 
 def make_runner(dsn: str) -> pgq.Runner:
@@ -105,3 +108,36 @@ async def test_an_http_mode_runner_declares_through_the_coordinator(
             lambda: conn.fetchrow("SELECT * FROM pgq.schedules WHERE name = 'http.declared'")
         )
     assert (row["cron"], row["catch_up"]) == ("0 3 * * *", "all")
+
+
+async def run_cli(*args: str) -> str:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "pgq", *args, cwd=REPO, stdout=PIPE, stderr=PIPE
+    )
+    out, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()
+    return out.decode()
+
+
+async def test_pgq_schedules_lists_them(dsn: str, conn: asyncpg.Connection) -> None:
+    await conn.execute(
+        "SELECT pgq.schedule('tmdb.nightly', '0 3 * * *', 'TMDB_SYNC', timezone => 'Europe/Berlin')"
+    )
+    await conn.execute("SELECT pgq.schedule('held', '@hourly', 'X', paused => true)")
+    text = await run_cli("schedules", "--database-url", dsn)
+    lines = text.splitlines()
+    assert lines[0].split()[:4] == ["name", "cron", "timezone", "type"]
+    assert lines[1].split()[0] == "held" and "paused" in lines[1]
+    nxt = await conn.fetchval("SELECT next_run_at FROM pgq.schedules WHERE name = 'tmdb.nightly'")
+    assert lines[2].split()[:7] == [
+        "tmdb.nightly",
+        "0",
+        "3",
+        "*",
+        "*",
+        "*",
+        "Europe/Berlin",
+    ]
+    assert nxt.isoformat(timespec="seconds") in lines[2]
+    as_json = orjson.loads(await run_cli("schedules", "--json", "--database-url", dsn))
+    assert [s["name"] for s in as_json["schedules"]] == ["held", "tmdb.nightly"]

@@ -16,7 +16,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from .. import schedules
+from .. import queries, schedules
 from ..errors import InvalidArgument
 from ..logs import log_event
 from . import validation as v
@@ -53,7 +53,7 @@ def schedule_name(request: web.Request) -> str:
 
 
 def parse_schedule(body: v.Body) -> dict[str, Any]:
-    """The keyword arguments of ``schedules.schedule`` (less the name) for a PUT body."""
+    """The keyword arguments of ``queries.schedule`` (less the name) for a PUT body."""
     cron = body.string("cron", max_length=255)
     if cron is v._MISSING:
         raise body.error("cron", "is required")
@@ -89,14 +89,14 @@ def parse_schedule(body: v.Body) -> dict[str, Any]:
 
 async def list_schedules(request: web.Request) -> web.Response:
     v.no_query(request)
-    found = await schedules.list_schedules(request.app[POOL])
+    found = await queries.list_schedules(request.app[POOL])
     return json_response({"schedules": [s.to_json() for s in found]})
 
 
 async def get_schedule(request: web.Request) -> web.Response:
     name = schedule_name(request)
     v.no_query(request)
-    found = await schedules.get_schedule(request.app[POOL], name)
+    found = await queries.get_schedule(request.app[POOL], name)
     if found is None:
         raise schedules.ScheduleNotFound(f"schedule {name!r} does not exist")
     return json_response(found.to_json())
@@ -109,7 +109,7 @@ async def put_schedule(request: web.Request) -> web.Response:
     assert body is not None
     kwargs = parse_schedule(body)
     try:
-        saved = await schedules.schedule(request.app[POOL], name, **kwargs)
+        saved = await queries.schedule(request.app[POOL], name, **kwargs)
     except InvalidArgument as exc:
         field = schedules.field_of(exc)
         if field is None:
@@ -134,7 +134,7 @@ async def put_schedule(request: web.Request) -> web.Response:
 async def delete_schedule(request: web.Request) -> web.Response:
     name = schedule_name(request)
     v.no_query(request)
-    deleted = await schedules.unschedule(request.app[POOL], name)
+    deleted = await queries.unschedule(request.app[POOL], name)
     log_event(log, "schedule.deleted", schedule=name, request_id=request[REQUEST_ID])
     return json_response(deleted.to_json())
 

@@ -5,7 +5,8 @@ Each function takes ``db``, anything with asyncpg's ``fetch``/``fetchrow``/``fet
 transaction), and raises pgq's exceptions (``pgq.errors``) instead of asyncpg's.
 
 Split by area: :mod:`.enqueue` (creating jobs), :mod:`.transitions` (what happens to them
-afterwards), :mod:`.reads`, :mod:`.doorbell` (idle listeners), :mod:`.bench` (``pgq bench``'s
+afterwards), :mod:`.reads`, :mod:`.doorbell` (idle listeners),
+:mod:`.schedules` (cron schedules), :mod:`.bench` (``pgq bench``'s
 scratch database, used only as ``queries.bench``). Everything but ``bench`` is re-exported
 here, so callers write ``from pgq import queries`` and ``queries.claim(...)``.
 """
@@ -26,6 +27,14 @@ from .reads import (
     queue_depths,
     running_jobs_of,
     stats,
+)
+from .schedules import (
+    fire_schedule_slots,
+    get_schedule,
+    list_schedules,
+    next_schedule_at,
+    schedule,
+    unschedule,
 )
 from .transitions import (
     cancel,
@@ -56,13 +65,17 @@ __all__ = [
     "fail",
     "finished_per_minute",
     "finished_since",
+    "fire_schedule_slots",
     "forget_dead_listeners",
     "get_job",
     "get_jobs",
+    "get_schedule",
     "heartbeat",
     "list_jobs",
+    "list_schedules",
     "listen_idle",
     "next_due",
+    "next_schedule_at",
     "notification_queue_usage",
     "ping",
     "progress",
@@ -72,7 +85,9 @@ __all__ = [
     "retry",
     "retry_where",
     "running_jobs_of",
+    "schedule",
     "stats",
     "unlisten_idle",
+    "unschedule",
     "wait_for_enqueuers",
 ]

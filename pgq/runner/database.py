@@ -132,7 +132,9 @@ class DatabaseSource:
         async with self._pool.acquire() as conn:
             await migrations.check_up_to_date(conn)
         for spec in getattr(hooks, "schedules", ()):
-            saved = await spec.upsert(self._pool)
+            saved = await queries.schedule(
+                self._pool, spec.name, spec.cron, spec.job_type, spec.args, **spec.options
+            )
             log_event(
                 log,
                 "schedule.declared",
