@@ -87,12 +87,22 @@ async def test_pgq_dev_from_nothing_to_a_finished_job(data_dir: Path, tmp_path: 
         async with http.get(f"{url}/jobs/{job['id']}?wait=30") as r:
             assert r.status == 200
             seen["job"] = await r.json()
+        async with http.get(f"{url}/schedules") as r:
+            assert r.status == 200
+            seen["schedules"] = await r.json()
 
     code, out, err = await run_dev_once(data_dir, tmp_path, port, first_run)
     job = seen["job"]
     assert isinstance(job, dict)
     assert job["status"] == "succeeded", job
     assert job["result"]["movieId"] == 123
+    # the example runner declared its nightly schedule
+    [nightly] = seen["schedules"]["schedules"]  # type: ignore[index]
+    assert (nightly["name"], nightly["cron"], nightly["type"]) == (
+        "tmdb_sync.nightly",
+        "0 3 * * *",
+        "TMDB_SYNC",
+    )
     assert code == 0, err[-3000:]
     # it told the user what to try next, with its own port and the seed's body
     assert (

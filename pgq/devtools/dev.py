@@ -229,6 +229,7 @@ pgq dev is running
 Try, from another terminal:
   {create}
   curl{token} '{base}/jobs/1?wait=10'
+  curl{token} '{base}/schedules'     (the example's nightly TMDB_SYNC)
 
 Ctrl-C stops everything.
 """,

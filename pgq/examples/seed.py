@@ -7,6 +7,9 @@ Two job types with simulated work (a short ``asyncio.sleep``), as in the seed pr
 ``BATCH_QUOTE_PROCESS`` ``{"quotes": [...]}`` or ``{"batchId": ...}``
     pretend to process a batch of quotes; returns how many were processed.
 
+``TMDB_SYNC`` also runs nightly at 03:00 UTC (the ``tmdb_sync.nightly`` schedule; see
+``pgq schedules`` or ``GET /schedules``).
+
 ``PGQ_EXAMPLE_FAILURE_RATE`` (0.0-1.0, default 0.0) makes that share of attempts fail with
 an ordinary (retried) error, to watch retries and the dead-letter state. Invalid
 arguments fail permanently (straight to ``dead``). Try it::
@@ -29,6 +32,10 @@ from pgq import settings
 log = logging.getLogger("pgq.examples.seed")
 
 runner = pgq.Runner()
+
+# A nightly re-sync, declared next to its handler: the runner creates (or updates) the
+# schedule when it starts, and whichever pgq process is up at 03:00 UTC creates the job.
+runner.schedule("tmdb_sync.nightly", "0 3 * * *", "TMDB_SYNC", {"movieId": 550})
 
 
 def _failure_rate() -> float:
