@@ -127,7 +127,7 @@ DECLARE
     bounds text[];
 BEGIN
     FOREACH part IN ARRAY string_to_array(lower(field), ',') LOOP
-        m := regexp_match(part, '^(\*|[a-z0-9]+(?:-[a-z0-9]+)?)(?:/([0-9]+))?$');
+        m := regexp_match(part, '^(\*|[a-z0-9]+(?:-[a-z0-9]+)?)(?:/([0-9]{1,6}))?$');
         IF m IS NULL THEN
             RAISE EXCEPTION 'cron % field % is invalid', what, quote_literal(part)
                 USING ERRCODE = 'PQ400', COLUMN = 'cron',

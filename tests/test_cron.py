@@ -263,6 +263,8 @@ async def test_cron_next_is_null_for_a_date_that_never_comes(conn: asyncpg.Conne
         ("* * * * foo", "UTC", "day-of-week field: 'foo' is not a number or a known name"),
         ("5-1 * * * *", "UTC", "range runs backwards"),
         ("*/0 * * * *", "UTC", "step must be at least 1"),
+        ("*/99999999999 * * * *", "UTC", "minute field '*/99999999999' is invalid"),
+        ("9999999999 * * * *", "UTC", "'9999999999' is not a number or a known name"),
         ("* * * *", "UTC", "has 4 fields"),
         ("* * * * * * *", "UTC", "has 7 fields"),
         ("@reboot", "UTC", "has 1 fields"),

@@ -63,7 +63,8 @@ SCHEMAS: dict[str, Any] = {
                         "type": "string",
                         "pattern": "^[a-z][a-z_]*$",
                         "description": "invalid_json, invalid_field, invalid_argument, "
-                        "unauthorized, not_found, job_not_found, method_not_allowed, "
+                        "unauthorized, not_found, job_not_found, schedule_not_found, "
+                        "method_not_allowed, "
                         "transition_not_allowed, payload_too_large, unsupported_media_type, "
                         "database_unavailable, listener_down",
                     },
