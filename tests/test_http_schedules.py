@@ -10,7 +10,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from .http_support import Live, live_app
+from .support import Live, live_app
 from .test_http_api import conforms, is_error
 
 

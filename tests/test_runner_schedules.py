@@ -15,8 +15,7 @@ import pytest
 import pgq
 from pgq.runner import HttpSource
 
-from .http_runner_support import coordinator, running_http
-from .runner_support import REPO, running, wait_until
+from .support import REPO, coordinator, running, running_http, wait_until
 
 
 def make_runner(dsn: str) -> pgq.Runner:

@@ -17,8 +17,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from .http_support import free_port
-from .runner_support import REPO, RunnerProcess, start_runner, wait_listening, wait_until
+from .support import REPO, RunnerProcess, free_port, start_runner, wait_listening, wait_until
 
 
 def start_coordinator(dsn: str, log: Path) -> subprocess.Popen[bytes]:
