@@ -104,8 +104,8 @@ BEGIN
     RETURN v;
 END
 $$;
-COMMENT ON FUNCTION pgq._cron_value(text, text, integer, integer, text[], integer) IS
-    '_cron_value: one number or name of a cron field; PQ400 when unknown or out of range.';
+COMMENT ON FUNCTION pgq._cron_value(text, text, integer, integer, text[], integer) IS $$_cron_value: one number or name of a cron field. Leaves nothing behind. Raises PQ400 for
+an unknown name or a number outside lo..hi.$$;
 
 
 -- _cron_field: one field of a cron expression as the sorted set of values it allows.
@@ -161,8 +161,10 @@ BEGIN
     RETURN ARRAY(SELECT DISTINCT v FROM unnest(vals) AS v ORDER BY v);
 END
 $$;
-COMMENT ON FUNCTION pgq._cron_field(text, text, integer, integer, text[], integer) IS
-    '_cron_field: one cron field as the sorted set of values it allows; PQ400 naming the field when invalid.';
+COMMENT ON FUNCTION pgq._cron_field(text, text, integer, integer, text[], integer) IS $$_cron_field: one field of a cron expression as the sorted set of values it allows.
+Accepts `*`, numbers, names (from `names`, the first meaning `name_base`), ranges `a-b`,
+steps `*/n`, `a-b/n` and `a/n` (= a-hi/n), and comma lists of those. Leaves nothing
+behind. Raises PQ400 naming the field for anything else or a value outside lo..hi.$$;
 
 
 -- _cron_parse: a cron expression as the sets of seconds, minutes, hours, days of month,
@@ -214,8 +216,11 @@ BEGIN
     day_or := cardinality(days) < 31 AND cardinality(weekdays) < 7;
 END
 $$;
-COMMENT ON FUNCTION pgq._cron_parse(text) IS
-    '_cron_parse: a cron expression as the value sets of its six fields and the day-matching rule; PQ400 when invalid.';
+COMMENT ON FUNCTION pgq._cron_parse(text) IS $$_cron_parse: a cron expression as the sets of seconds, minutes, hours, days of month,
+months and days of week it allows (Sunday = 0, 7 accepted for it), and whether a day must
+match either day field (both restricted, Vixie cron's rule) rather than both. Accepts 5
+fields, 6 with a leading second, and @yearly @annually @monthly @weekly @daily @midnight
+@hourly. Leaves nothing behind. Raises PQ400 naming the problem.$$;
 
 
 -- _check_timezone: raises PQ400 unless tz is a time zone PostgreSQL knows. Leaves nothing
@@ -232,8 +237,8 @@ EXCEPTION WHEN invalid_parameter_value THEN
         USING ERRCODE = 'PQ400', COLUMN = 'timezone', HINT = 'use an IANA name such as UTC or Europe/Berlin';
 END
 $$;
-COMMENT ON FUNCTION pgq._check_timezone(text) IS
-    '_check_timezone: PQ400 unless the time zone is one PostgreSQL knows.';
+COMMENT ON FUNCTION pgq._check_timezone(text) IS $$_check_timezone: raises PQ400 unless tz is a time zone PostgreSQL knows. Leaves nothing
+behind.$$;
 
 
 -- cron_next: the first slot of a cron expression strictly after `after`, in `timezone`.
@@ -314,8 +319,12 @@ BEGIN
     RETURN NULL;
 END
 $$;
-COMMENT ON FUNCTION pgq.cron_next(text, timestamptz, text) IS
-    'cron_next: the first slot of the cron expression strictly after `after`, in the time zone; NULL when none within ten years.';
+COMMENT ON FUNCTION pgq.cron_next(text, timestamptz, text) IS $$cron_next: the first slot of a cron expression strictly after `after`, in `timezone`.
+Applies to any expression _cron_parse accepts. Walks local days forward (skipping whole
+months that cannot match), and within a matching day the allowed hours, minutes and
+seconds in order; a local time that does not exist is skipped and one that occurs twice
+stands for its first occurrence. Leaves nothing behind. Returns NULL when nothing
+matches within ten years (e.g. 30 February). Raises PQ400 for a bad expression or zone.$$;
 
 
 -- schedule: create the schedule `name`, or replace its definition. Applies always (PQ400
@@ -385,8 +394,12 @@ BEGIN
     RETURN s;
 END
 $$;
-COMMENT ON FUNCTION pgq.schedule(text, text, text, jsonb, text, text, text, integer, integer, integer, boolean) IS
-    'schedule: create the schedule, or replace its definition (next_run_at from now unless cron, timezone and paused are unchanged); notifies pgq_schedules.';
+COMMENT ON FUNCTION pgq.schedule(text, text, text, jsonb, text, text, text, integer, integer, integer, boolean) IS $$schedule: create the schedule `name`, or replace its definition. Applies always (PQ400
+for a bad name, cron expression, time zone, catch_up or job field, or a cron expression
+that never fires). Leaves the row with next_run_at = the first slot after now, except
+that a replacement which keeps cron, timezone and paused keeps next_run_at (so a runner
+that re-declares its schedules at start does not skip a slot missed while it was down),
+and last_run_at and created_at are kept; sends pgq_schedules with the name.$$;
 
 
 -- unschedule: delete the schedule `name`. Applies when it exists (PQ404 otherwise). Leaves
@@ -406,8 +419,8 @@ BEGIN
     RETURN s;
 END
 $$;
-COMMENT ON FUNCTION pgq.unschedule(text) IS
-    'unschedule: delete the schedule (its jobs stay); PQ404 when unknown; notifies pgq_schedules.';
+COMMENT ON FUNCTION pgq.unschedule(text) IS $$unschedule: delete the schedule `name`. Applies when it exists (PQ404 otherwise). Leaves
+its jobs as they are (they keep `schedule` = name) and sends pgq_schedules.$$;
 
 
 -- _latest_slot: the latest slot of a schedule at or before `upto`, no earlier than `since`
@@ -439,8 +452,10 @@ BEGIN
     RETURN since;
 END
 $$;
-COMMENT ON FUNCTION pgq._latest_slot(text, text, timestamptz, timestamptz) IS
-    '_latest_slot: the latest slot at or before upto and not before since (a due slot).';
+COMMENT ON FUNCTION pgq._latest_slot(text, text, timestamptz, timestamptz) IS $$_latest_slot: the latest slot of a schedule at or before `upto`, no earlier than `since`
+(a slot known to be due), found by looking forward from ever earlier starting points so
+that a dense schedule down for a long time costs a few cron_next calls, not one per slot.
+Leaves nothing behind.$$;
 
 
 -- fire_schedule_slots: create the due jobs of every unpaused schedule whose next_run_at
@@ -450,7 +465,8 @@ COMMENT ON FUNCTION pgq._latest_slot(text, text, timestamptz, timestamptz) IS
 -- than 60 s old. Schedules another caller is firing are skipped (FOR UPDATE SKIP LOCKED),
 -- and a slot that already has its job gets none (unique (schedule, scheduled_for)).
 -- Leaves each fired schedule with next_run_at = its first slot after the ones handled and
--- last_run_at = the latest slot handled; each job has run_at = scheduled_for = its slot.
+-- last_run_at = the latest slot handled (paused if cron_next finds no slot in ten years);
+-- each job has run_at = scheduled_for = its slot.
 CREATE FUNCTION pgq.fire_schedule_slots()
 RETURNS TABLE (schedule text, scheduled_for timestamptz, job_id bigint, job_type text,
                queue text)
@@ -510,24 +526,36 @@ BEGIN
     END LOOP;
 END
 $$;
-COMMENT ON FUNCTION pgq.fire_schedule_slots() IS
-    'fire_schedule_slots: create the jobs of every due schedule slot per catch_up (one per slot, ever); one row per job created.';
+COMMENT ON FUNCTION pgq.fire_schedule_slots() IS $$fire_schedule_slots: create the due jobs of every unpaused schedule whose next_run_at
+has passed, and return one row per job created. Per catch_up, of the slots from
+next_run_at up to now: 'latest' the most recent one; 'all' every one, at most 1,000 per
+call (next_run_at then stays in the past and the next call goes on); 'none' those less
+than 60 s old. Schedules another caller is firing are skipped (FOR UPDATE SKIP LOCKED),
+and a slot that already has its job gets none (unique (schedule, scheduled_for)).
+Leaves each fired schedule with next_run_at = its first slot after the ones handled and
+last_run_at = the latest slot handled (paused if cron_next finds no slot in ten years);
+each job has run_at = scheduled_for = its slot.$$;
 
 
--- fire_schedules: pgq.fire_schedule_slots for psql: returns how many jobs it created.
+-- fire_schedules: pgq.fire_schedule_slots for psql and DESIGN's signature. Applies and
+-- leaves what fire_schedule_slots does (safe to call from many sessions at once); returns
+-- how many jobs it created.
 CREATE FUNCTION pgq.fire_schedules() RETURNS integer
 LANGUAGE sql AS $$
     SELECT count(*)::integer FROM pgq.fire_schedule_slots()
 $$;
-COMMENT ON FUNCTION pgq.fire_schedules() IS
-    'fire_schedules: create the jobs of every due schedule slot per catch_up (one per slot, ever); returns how many.';
+COMMENT ON FUNCTION pgq.fire_schedules() IS $$fire_schedules: pgq.fire_schedule_slots for psql and DESIGN's signature. Applies and
+leaves what fire_schedule_slots does (safe to call from many sessions at once); returns
+how many jobs it created.$$;
 
 
 -- next_schedule_at: the earliest next_run_at of an unpaused schedule (NULL when none), which
--- runners and coordinators sleep until before calling pgq.fire_schedules. Leaves nothing.
+-- runners and coordinators sleep until before calling pgq.fire_schedules. Reads
+-- schedules_due_idx; leaves nothing behind.
 CREATE FUNCTION pgq.next_schedule_at() RETURNS timestamptz
 LANGUAGE sql STABLE AS $$
     SELECT min(next_run_at) FROM pgq.schedules WHERE NOT paused
 $$;
-COMMENT ON FUNCTION pgq.next_schedule_at() IS
-    'next_schedule_at: the earliest next_run_at of an unpaused schedule; what processes sleep until before pgq.fire_schedules.';
+COMMENT ON FUNCTION pgq.next_schedule_at() IS $$next_schedule_at: the earliest next_run_at of an unpaused schedule (NULL when none), which
+runners and coordinators sleep until before calling pgq.fire_schedules. Reads
+schedules_due_idx; leaves nothing behind.$$;
