@@ -1,5 +1,7 @@
-"""HTTP-mode runners (``pgq runner … --coordinator URL``, ``pgq.runner.HttpSource``)
-against a live coordinator on a real port, over this test's database.
+"""What only HTTP-mode runners do (``pgq runner … --coordinator URL``,
+``pgq.runner.HttpSource``), against a live coordinator on a real port, over this test's
+database: coordinator restarts, the long poll's stash, fencing at the source, tokens. The
+runner behaviour common to both sources runs over HTTP too, in ``test_runner.py``.
 
 Runner subprocesses get a database URL where nothing listens, so everything they do goes
 through the coordinator; in-process runners are used where a test needs to hold a handler
@@ -9,7 +11,6 @@ is tested here too.
 
 from __future__ import annotations
 
-import asyncio
 import signal
 import time
 from collections import Counter
@@ -19,7 +20,6 @@ import aiohttp
 import orjson
 import pytest
 
-import pgq
 from pgq import queries
 from pgq.coordinator.keys import WAITERS
 from pgq.runner import HttpSource, Runner
@@ -110,89 +110,7 @@ async def test_an_http_runner_drains_jobs_through_a_live_coordinator_and_survive
     assert {r["result"]["pid"] for r in rows} == {proc.pid}
 
 
-# -- outcomes, fencing, cancellation ------------------------------------------------------------
-
-
-async def test_permanent_errors_retry_later_and_exceptions_are_recorded(dsn, client, conn):
-    runner = make_runner()
-
-    @runner.handler("BAD")
-    async def bad(job):
-        raise pgq.PermanentError("movie 0 does not exist")
-
-    @runner.handler("LATER")
-    async def later(job):
-        raise pgq.RetryLater(45, "rate limited")
-
-    @runner.handler("ERR")
-    async def err(job):
-        raise RuntimeError("boom")
-
-    async with coordinator(dsn) as coord, running_http(runner, HttpSource(coord.url)):
-        dead = await client.enqueue("BAD", max_attempts=10)
-        retried = await client.enqueue("LATER")
-        failed = await client.enqueue("ERR")
-        done = await client.wait(dead.id, timeout=10)
-
-        async def retry_scheduled():
-            rows = await conn.fetch(
-                "SELECT id, status, errors, extract(epoch FROM run_at - updated_at) AS delay "
-                "FROM pgq.jobs WHERE id = any($1::bigint[])",
-                [retried.id, failed.id],
-            )
-            if all(r["status"] == "queued" and len(r["errors"]) == 1 for r in rows):
-                return {r["id"]: r for r in rows}
-            return None
-
-        rows = await wait_until(retry_scheduled, timeout=10)
-    assert (done.status, done.attempt) == ("dead", 1)
-    assert (done.error["kind"], done.error["message"]) == ("permanent", "movie 0 does not exist")
-    # RetryLater(45): run_at 45 s after the failure, not the 4-8 s backoff
-    assert float(rows[retried.id]["delay"]) == pytest.approx(45, abs=0.01)
-    assert rows[retried.id]["errors"][0]["kind"] == "retry_later"
-    # an ordinary exception: no retry_delay_seconds is sent, so the backoff applies
-    assert 4 <= float(rows[failed.id]["delay"]) <= 8
-    assert rows[failed.id]["errors"][0]["message"] == "boom"
-    assert runner.counts == {**runner.counts, "failed": 3, "dead": 1, "retried": 2}
-
-
-async def test_a_stale_attempts_completion_is_refused_and_nothing_more_is_written(
-    dsn, client, conn
-):
-    runner = make_runner(concurrency=1)
-    started = asyncio.Event()
-    release = asyncio.Event()
-
-    @runner.handler("LONG")
-    async def long(job):
-        started.set()
-        await release.wait()
-        return "stale result"
-
-    async with coordinator(dsn) as coord:
-        # No cancellation checks here: the stale attempt must get as far as its completion.
-        source = HttpSource(coord.url, cancel_check_interval=3600)
-        async with running_http(runner, source):
-            job = await client.enqueue("LONG")
-            await asyncio.wait_for(started.wait(), 10)
-            # The runner stalls past its lease; the lease expires and another worker claims
-            # the job again (attempt 2).
-            await conn.execute(
-                "UPDATE pgq.jobs SET lease_expires_at = now() - interval '1 second' WHERE id = $1",
-                job.id,
-            )
-            await conn.fetchval("SELECT pgq.expire_leases()")  # unless the monitor was first
-            await wait_status(conn, job.id, "queued")
-            await conn.execute("UPDATE pgq.jobs SET run_at = now() WHERE id = $1", job.id)
-            [again] = await queries.claim(conn, "intruder", 1)
-            assert (again.id, again.attempt) == (job.id, 2)
-            before = dict(await job_row(conn, job.id))
-            release.set()  # attempt 1 finishes and tries to complete
-            await wait_until(lambda: runner.counts["lost"] == 1)
-    after = dict(await job_row(conn, job.id))
-    assert after == before  # the refused completion changed nothing, and nothing followed
-    assert (after["status"], after["worker_id"], after["result"]) == ("running", "intruder", None)
-    assert runner.counts["succeeded"] == 0 and runner.clean_exit
+# -- fencing -----------------------------------------------------------------------------------
 
 
 async def test_every_write_is_fenced_by_the_attempt_too(dsn, client, conn):
@@ -225,61 +143,6 @@ async def test_every_write_is_fenced_by_the_attempt_too(dsn, client, conn):
             assert await source.heartbeat(current) is True
         finally:
             await source.close()
-
-
-async def test_a_cancelled_job_is_stopped_at_its_next_check(dsn, client, conn):
-    runner = make_runner()
-    started = asyncio.Event()
-    stopped = asyncio.Event()
-
-    @runner.handler("LONG")
-    async def long(job):
-        if job.args.get("quick"):
-            return "quick"
-        started.set()
-        try:
-            await asyncio.sleep(60)
-        except asyncio.CancelledError:
-            stopped.set()
-            raise
-
-    async with coordinator(dsn) as coord:
-        source = HttpSource(coord.url, cancel_check_interval=0.5)
-        async with running_http(runner, source):
-            job = await client.enqueue("LONG")
-            await asyncio.wait_for(started.wait(), 10)
-            t0 = time.monotonic()
-            await client.cancel(job.id)
-            await asyncio.wait_for(stopped.wait(), 5)
-            latency = time.monotonic() - t0
-            other = await client.enqueue("LONG", {"quick": True})
-            assert (await client.wait(other.id, timeout=10)).status == "succeeded"
-    # noticed by a heartbeat (no pgq_events over HTTP): within the check interval plus a tick
-    assert latency < 1.5, latency
-    final = await client.get(job.id)
-    assert (final.status, final.result) == ("cancelled", None)
-    assert runner.counts["cancelled"] == 1 and runner.counts["lost"] == 0
-
-
-async def test_a_job_released_at_shutdown_on_its_last_attempt_runs_again(dsn, client, conn):
-    runner = make_runner(grace=0)
-    started = asyncio.Event()
-
-    @runner.handler("LONG")
-    async def long(job):
-        started.set()
-        await asyncio.sleep(60)
-
-    async with coordinator(dsn) as coord, running_http(runner, HttpSource(coord.url)):
-        job = await client.enqueue("LONG", max_attempts=1)
-        await asyncio.wait_for(started.wait(), 10)
-        # leaving the block stops the runner: no grace, so the handler is cancelled
-    row = await job_row(conn, job.id)
-    # POST /jobs/{id}/release, not a failure: the attempt is given back, so not dead
-    assert (row["status"], row["attempts"], row["max_attempts"]) == ("queued", 1, 2)
-    assert row["last_error"]["kind"] == "released"
-    assert runner.counts["released"] == 1 and runner.counts["failed"] == 0
-    assert runner.clean_exit
 
 
 # -- claims: the long poll, claims in doubt --------------------------------------------------
@@ -342,27 +205,6 @@ async def test_a_stop_during_the_long_poll_releases_what_the_aborted_claim_took(
     assert (row["status"], row["attempts"], row["due"]) == ("queued", 1, True)
     assert row["last_error"]["kind"] == "released"
     assert source.released == 1 and runner.clean_exit
-
-
-async def test_jobs_of_a_claim_whose_reply_was_lost_are_adopted(dsn, client, conn):
-    runner = make_runner(worker_id="adopter")
-    ran: list[tuple[int, int]] = []
-
-    @runner.handler("X")
-    async def x(job):
-        ran.append((job.id, job.attempt))
-
-    job = await client.enqueue("X")
-    # A claim that committed just before its connection broke: running under the runner's
-    # name, never seen by it.
-    await queries.claim(conn, "adopter", 1)
-    async with coordinator(dsn) as coord:
-        source = HttpSource(coord.url)
-        source._in_doubt = True  # as after a claim that raised CoordinatorUnavailable
-        async with running_http(runner, source):
-            done = await client.wait(job.id, timeout=5)
-    assert (done.status, done.attempt) == ("succeeded", 1)
-    assert ran == [(job.id, 1)] and source.adopted == 1
 
 
 # -- the runner process: SIGTERM, tokens ----------------------------------------------------

@@ -1,26 +1,85 @@
-"""pgq.Runner in this test's event loop, against a real database (one per test)."""
+"""The runner's behaviour, run over both of its sources: ``DatabaseSource`` (PostgreSQL
+directly) and ``HttpSource`` (a live coordinator on a real port). Each behaviour test takes
+the ``source`` fixture and runs once per source; what only one source does is tested in
+``test_runner_database.py`` and ``test_http_runner.py``."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
 import pgq
 from pgq import queries
-from pgq.backoff import Backoff
-from pgq.runner import DatabaseSource, Runner, load_runner, run_from_cli
-from pgq.runner import core as runner_core
+from pgq.runner import DatabaseSource, HttpSource, JobSource, Runner, load_runner, run_from_cli
 
-from .support import job_row, running, wait_until
+from .support import coordinator, job_row, wait_until
 
 
 def make_runner(dsn: str, **kwargs) -> Runner:
     kwargs.setdefault("worker_id", "test-runner")
     return Runner(dsn, **kwargs)
+
+
+@dataclass
+class Source:
+    """One of the runner's sources, for the test's database."""
+
+    kind: str  # "database" or "http"
+    dsn: str
+    url: str | None = None  # the coordinator's, in HTTP mode
+
+    def make(self, **http_options: Any) -> JobSource:
+        """A new source; ``http_options`` go to ``HttpSource`` (ignored for the database)."""
+        if self.kind == "database":
+            return DatabaseSource(self.dsn)
+        assert self.url is not None
+        return HttpSource(self.url, **http_options)
+
+    @contextlib.asynccontextmanager
+    async def running(self, runner: Runner, **http_options: Any) -> AsyncIterator[JobSource]:
+        """Run ``runner`` over a new source until the block ends; yields once the source is
+        connected (LISTEN active, or the coordinator answered)."""
+        source = self.make(**http_options)
+        task = asyncio.create_task(runner.run(source=source))
+
+        def connected() -> bool:
+            if task.done():
+                task.result()  # surface a start-up failure
+            health = source.health()
+            return bool(health.get("listener_connected") or health.get("reachable"))
+
+        try:
+            await wait_until(connected, timeout=10, interval=0.005)
+            yield source
+        finally:
+            runner.stop()
+            await asyncio.wait_for(task, 30)
+
+    def put_in_doubt(self, source: JobSource) -> None:
+        """As after a claim that raised (its reply lost): the source must look for jobs
+        claimed under its name before claiming more."""
+        if isinstance(source, DatabaseSource):
+            source._claim_in_doubt = True
+        else:
+            assert isinstance(source, HttpSource)
+            source._in_doubt = True
+
+
+@pytest.fixture(params=["database", "http"])
+async def source(request: pytest.FixtureRequest, dsn: str) -> AsyncIterator[Source]:
+    if request.param == "database":
+        yield Source("database", dsn)
+    else:
+        async with coordinator(dsn) as coord:
+            yield Source("http", dsn, coord.url)
 
 
 # -- API ---------------------------------------------------------------------------------
@@ -107,7 +166,9 @@ def test_load_runner_and_cli_errors() -> None:  # HTTP mode: tests/test_http_run
 # -- outcomes ------------------------------------------------------------------------------
 
 
-async def test_success_stores_the_result_and_logs_the_job(dsn, client, conn, caplog) -> None:
+async def test_success_stores_the_result_and_logs_the_job(
+    source, dsn, client, conn, caplog
+) -> None:
     caplog.set_level(logging.INFO, logger="pgq.runner")
     runner = make_runner(dsn)
     seen: list[pgq.Job] = []
@@ -117,7 +178,7 @@ async def test_success_stores_the_result_and_logs_the_job(dsn, client, conn, cap
         seen.append(job)
         return {"title": "Heat", "movieId": job.args["movieId"]}
 
-    async with running(runner):
+    async with source.running(runner):
         job = await client.enqueue("TMDB_SYNC", {"movieId": 123}, queue="default")
         done = await client.wait(job.id, timeout=10)
 
@@ -147,7 +208,9 @@ async def test_success_stores_the_result_and_logs_the_job(dsn, client, conn, cap
     assert ok.duration_ms >= 0
 
 
-async def test_an_exception_fails_the_attempt_with_backoff(dsn, client, conn, caplog) -> None:
+async def test_an_exception_fails_the_attempt_with_backoff(
+    source, dsn, client, conn, caplog
+) -> None:
     caplog.set_level(logging.INFO, logger="pgq.runner")
     runner = make_runner(dsn)
 
@@ -155,7 +218,7 @@ async def test_an_exception_fails_the_attempt_with_backoff(dsn, client, conn, ca
     async def boom(job):
         raise ValueError("the API said no")
 
-    async with running(runner):
+    async with source.running(runner):
         job = await client.enqueue("BOOM")
         row = await wait_until(
             lambda: conn.fetchrow(
@@ -174,7 +237,7 @@ async def test_an_exception_fails_the_attempt_with_backoff(dsn, client, conn, ca
     assert events == ["job.claimed", "job.failed", "job.retry_scheduled"]
 
 
-async def test_permanent_error_sends_the_job_to_dead_at_once(dsn, client, caplog) -> None:
+async def test_permanent_error_sends_the_job_to_dead_at_once(source, dsn, client, caplog) -> None:
     caplog.set_level(logging.INFO, logger="pgq.runner")
     runner = make_runner(dsn)
 
@@ -182,7 +245,7 @@ async def test_permanent_error_sends_the_job_to_dead_at_once(dsn, client, caplog
     async def bad(job):
         raise pgq.PermanentError("movie 0 does not exist")
 
-    async with running(runner):
+    async with source.running(runner):
         job = await client.enqueue("BAD", max_attempts=10)
         done = await client.wait(job.id, timeout=10)
     assert (done.status, done.attempt) == ("dead", 1)
@@ -192,7 +255,7 @@ async def test_permanent_error_sends_the_job_to_dead_at_once(dsn, client, caplog
     assert events == ["job.claimed", "job.failed", "job.dead"]
 
 
-async def test_retry_later_runs_the_job_again_after_the_chosen_delay(dsn, client) -> None:
+async def test_retry_later_runs_the_job_again_after_the_chosen_delay(source, dsn, client) -> None:
     runner = make_runner(dsn)
     starts: list[float] = []
 
@@ -203,7 +266,7 @@ async def test_retry_later_runs_the_job_again_after_the_chosen_delay(dsn, client
             raise pgq.RetryLater(0.5, "rate limited")
         return "ok"
 
-    async with running(runner):
+    async with source.running(runner):
         job = await client.enqueue("FLAKY")
         done = await client.wait(job.id, timeout=10)
     assert (done.status, done.attempt, done.result) == ("succeeded", 2, "ok")
@@ -212,7 +275,7 @@ async def test_retry_later_runs_the_job_again_after_the_chosen_delay(dsn, client
     assert 0.5 <= gap < 0.75, gap
 
 
-async def test_the_handler_timeout_shortens_the_jobs_and_is_recorded(dsn, client) -> None:
+async def test_the_handler_timeout_shortens_the_jobs_and_is_recorded(source, dsn, client) -> None:
     runner = make_runner(dsn)
     cancelled = asyncio.Event()
 
@@ -224,7 +287,7 @@ async def test_the_handler_timeout_shortens_the_jobs_and_is_recorded(dsn, client
             cancelled.set()
             raise
 
-    async with running(runner):
+    async with source.running(runner):
         t0 = time.monotonic()
         job = await client.enqueue("SLOW", max_attempts=1, timeout_seconds=60)
         done = await client.wait(job.id, timeout=10)
@@ -235,14 +298,14 @@ async def test_the_handler_timeout_shortens_the_jobs_and_is_recorded(dsn, client
     assert 0.3 <= elapsed < 2
 
 
-async def test_the_jobs_timeout_seconds_is_enforced(dsn, client) -> None:
+async def test_the_jobs_timeout_seconds_is_enforced(source, dsn, client) -> None:
     runner = make_runner(dsn)
 
     @runner.handler("SLOW")  # no handler timeout: the job's 1 s applies
     async def slow(job):
         await asyncio.sleep(30)
 
-    async with running(runner):
+    async with source.running(runner):
         t0 = time.monotonic()
         job = await client.enqueue("SLOW", max_attempts=1, timeout_seconds=1)
         done = await client.wait(job.id, timeout=10)
@@ -251,24 +314,57 @@ async def test_the_jobs_timeout_seconds_is_enforced(dsn, client) -> None:
     assert 1 <= elapsed < 3
 
 
-async def test_a_result_that_is_not_json_fails_the_attempt(dsn, client) -> None:
+async def test_a_result_that_is_not_json_fails_the_attempt(source, dsn, client) -> None:
     runner = make_runner(dsn)
 
     @runner.handler("ODD")
     async def odd(job):
         return {"when": object()}
 
-    async with running(runner):
+    async with source.running(runner):
         job = await client.enqueue("ODD", max_attempts=1)
         done = await client.wait(job.id, timeout=10)
     assert done.status == "dead"
     assert "not JSON-serialisable" in done.error["message"]
 
 
+async def test_results_of_every_json_shape_survive_a_shared_batch(source, dsn, client) -> None:
+    runner = make_runner(dsn, concurrency=10)
+    shapes = [[1, {"a": 2}], [], "text", 3.5, {"nested": [[1], [2]]}, None, True]
+
+    @runner.handler("SHAPE")
+    async def shape(job):
+        return shapes[job.args["i"]]
+
+    async with source.running(runner):
+        jobs = await client.enqueue_many(
+            [{"type": "SHAPE", "args": {"i": i}} for i in range(len(shapes))]
+        )
+        done = [await client.wait(j.id, timeout=10) for j in jobs]
+    assert [j.status for j in done] == ["succeeded"] * len(shapes)
+    assert [j.result for j in done] == shapes
+
+
+async def test_only_registered_types_and_queues_are_claimed(source, dsn, client, conn) -> None:
+    runner = make_runner(dsn, queues=("emails",))
+
+    @runner.handler("MINE")
+    async def mine(job):
+        return None
+
+    async with source.running(runner):
+        other_type = await client.enqueue("THEIRS", queue="emails")
+        other_queue = await client.enqueue("MINE", queue="default")
+        mine_job = await client.enqueue("MINE", queue="emails")
+        assert (await client.wait(mine_job.id, timeout=10)).status == "succeeded"
+    assert (await client.get(other_type.id)).status == "queued"
+    assert (await client.get(other_queue.id)).status == "queued"
+
+
 # -- cancellation and leases ---------------------------------------------------------------
 
 
-async def test_cancelling_a_running_job_stops_its_handler(dsn, client, caplog) -> None:
+async def test_cancelling_a_running_job_stops_its_handler(source, dsn, client, caplog) -> None:
     caplog.set_level(logging.INFO, logger="pgq.runner")
     runner = make_runner(dsn)
     started = asyncio.Event()
@@ -285,7 +381,8 @@ async def test_cancelling_a_running_job_stops_its_handler(dsn, client, caplog) -
             stopped.set()
             raise
 
-    async with running(runner):
+    # Over HTTP there are no pgq_events: the source notices at its next check.
+    async with source.running(runner, cancel_check_interval=0.5):
         job = await client.enqueue("LONG")
         await asyncio.wait_for(started.wait(), 10)
         t0 = time.monotonic()
@@ -295,14 +392,15 @@ async def test_cancelling_a_running_job_stops_its_handler(dsn, client, caplog) -
         # the runner carries on with other work
         other = await client.enqueue("LONG", {"quick": True})
         assert (await client.wait(other.id, timeout=10)).status == "succeeded"
-    assert latency < 0.5, latency
+    # at once (a notification), or within the check interval plus a tick
+    assert latency < (0.5 if source.kind == "database" else 1.5), latency
     final = await client.get(job.id)
     assert (final.status, final.result) == ("cancelled", None)
     events = [r.event for r in caplog.records if getattr(r, "job_id", None) == job.id]
     assert events == ["job.claimed", "job.cancelled"]
 
 
-async def test_heartbeats_extend_the_lease_of_a_long_job(dsn, client, conn) -> None:
+async def test_heartbeats_extend_the_lease_of_a_long_job(source, dsn, client, conn) -> None:
     runner = make_runner(dsn)
     started = asyncio.Event()
     release = asyncio.Event()
@@ -313,7 +411,7 @@ async def test_heartbeats_extend_the_lease_of_a_long_job(dsn, client, conn) -> N
         await release.wait()
         return "done"
 
-    async with running(runner):
+    async with source.running(runner):
         # lease 1.25 × 2 s = 2.5 s, heartbeat every 2.5/3 ≈ 0.83 s
         job = await client.enqueue("LONG", timeout_seconds=2)
         await asyncio.wait_for(started.wait(), 10)
@@ -329,7 +427,9 @@ async def test_heartbeats_extend_the_lease_of_a_long_job(dsn, client, conn) -> N
     assert done.status == "succeeded"
 
 
-async def test_a_runner_whose_lease_ran_out_cannot_overwrite_the_job(dsn, client, conn) -> None:
+async def test_a_runner_whose_lease_ran_out_cannot_overwrite_the_job(
+    source, dsn, client, conn
+) -> None:
     runner = make_runner(dsn)
     started = asyncio.Event()
     release = asyncio.Event()
@@ -340,7 +440,8 @@ async def test_a_runner_whose_lease_ran_out_cannot_overwrite_the_job(dsn, client
         await release.wait()
         return "stale result"
 
-    async with running(runner):
+    # No cancellation checks over HTTP: the stale attempt must get as far as its completion.
+    async with source.running(runner, cancel_check_interval=3600):
         job = await client.enqueue("LONG")
         await asyncio.wait_for(started.wait(), 10)
         # The runner stalls past its lease: expire it behind the runner's back, in one
@@ -359,125 +460,47 @@ async def test_a_runner_whose_lease_ran_out_cannot_overwrite_the_job(dsn, client
     assert runner.counts["succeeded"] == 0
 
 
-async def test_an_idle_runner_expires_a_crashed_runners_lease_on_time(dsn, client, conn) -> None:
-    runner = make_runner(dsn)
-
-    @runner.handler("X")
-    async def x(job):
-        return None
-
-    job = await client.enqueue("X", timeout_seconds=1)
-    # A runner that will never come back claims it: lease 1.25 s.
-    [claimed] = await queries.claim(conn, "crashed-runner", 1)
-    async with running(runner):
-        row = await wait_until(
-            lambda: conn.fetchrow(
-                "SELECT * FROM pgq.jobs WHERE id = $1 AND status <> 'running'", job.id
-            ),
-            timeout=5,
-        )
-    assert row["status"] == "queued" and row["last_error"]["kind"] == "lease_expired"
-    # expired by the runner's lease timer, not by a 60 s safety re-check
-    swept_after = (row["updated_at"] - claimed.lease_expires_at).total_seconds()
-    assert 0 <= swept_after < 0.5, swept_after
-
-
-# -- wake-ups ------------------------------------------------------------------------------
-
-
-async def test_a_delayed_job_starts_when_due_without_a_notification(dsn, client, conn) -> None:
-    runner = make_runner(dsn)
-    starts: dict[int, float] = {}
-
-    @runner.handler("LATER")
-    async def later(job):
-        starts[job.id] = time.time()
-
-    # One job known before the runner starts (never notified to it), one enqueued while it
-    # idles (its insert notifies; the moment it becomes due sends nothing).
-    before = await client.enqueue("LATER", delay_seconds=2)
-    async with running(runner):
-        during = await client.enqueue("LATER", delay_seconds=2)
-        await client.wait(during.id, timeout=10)
-        await client.wait(before.id, timeout=10)
-    for job in (before, during):
-        late = starts[job.id] - job.run_at.timestamp()
-        assert 0 <= late < 0.1, (job.id, late)
-
-
-async def test_claims_come_in_batches_sized_to_free_slots(dsn, client, conn) -> None:
-    runner = make_runner(dsn, concurrency=50)
-    source = DatabaseSource(dsn)
-    ran = 0
-
-    @runner.handler("NOOP")
-    async def noop(job):
-        nonlocal ran
-        ran += 1
-
-    await client.enqueue_many([{"type": "NOOP"} for _ in range(2000)])
-    task = asyncio.create_task(runner.run(source=source))
-    try:
-        await wait_until(
-            lambda: conn.fetchval(
-                "SELECT count(*) = 2000 FROM pgq.jobs WHERE status = 'succeeded'"
-            ),
-            timeout=30,
-        )
-    finally:
-        runner.stop()
-        await task
-    assert ran == 2000
-    assert source.claims <= 200, source.claims  # ~40 full batches, not 2000 round trips
-    assert source.batches <= 400, source.batches
-
-
-async def test_only_registered_types_and_queues_are_claimed(dsn, client, conn) -> None:
-    runner = make_runner(dsn, queues=("emails",))
-
-    @runner.handler("MINE")
-    async def mine(job):
-        return None
-
-    async with running(runner):
-        other_type = await client.enqueue("THEIRS", queue="emails")
-        other_queue = await client.enqueue("MINE", queue="default")
-        mine_job = await client.enqueue("MINE", queue="emails")
-        assert (await client.wait(mine_job.id, timeout=10)).status == "succeeded"
-    assert (await client.get(other_type.id)).status == "queued"
-    assert (await client.get(other_queue.id)).status == "queued"
-
-
-async def test_after_losing_its_listen_connection_the_runner_listens_again(
-    dsn, client, conn
+async def test_a_refused_heartbeat_stops_the_handler_of_a_job_taken_over(
+    source, dsn, client, conn
 ) -> None:
     runner = make_runner(dsn)
-    starts: dict[int, float] = {}
+    started = asyncio.Event()
+    stopped = asyncio.Event()
 
-    @runner.handler("X")
-    async def x(job):
-        starts[job.id] = time.monotonic()
+    @runner.handler("LONG")
+    async def long(job):
+        started.set()
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            stopped.set()
+            raise
 
-    async with running(runner):
-        listener = runner._source._listener
-        pid = listener._conn.get_server_pid()
-        assert await conn.fetchval("SELECT pg_terminate_backend($1)", pid)
-        await wait_until(lambda: listener.connects == 2, timeout=15)
-        health = runner.health()["source"]
-        assert health["listener_connected"] and health["listener_connects"] == 2
-        # A job enqueued now is announced on the new connection: picked up at once, not
-        # at the 60 s safety re-check.
-        t0 = time.monotonic()
-        job = await client.enqueue("X")
-        await client.wait(job.id, timeout=5)
-        assert starts[job.id] - t0 < 0.5
-        assert runner.health()["source"]["last_notification_at"] is not None
+    async with source.running(runner):
+        # lease 2.5 s, heartbeat every ~0.83 s
+        job = await client.enqueue("LONG", timeout_seconds=2)
+        await asyncio.wait_for(started.wait(), 10)
+        # Behind the runner's back its lease runs out and another runner takes the job (in
+        # one transaction, so this runner never sees the job queued).
+        async with conn.transaction():
+            await conn.execute(
+                "UPDATE pgq.jobs SET lease_expires_at = now() - interval '1 s' WHERE id = $1",
+                job.id,
+            )
+            await conn.fetchval("SELECT pgq.expire_leases()")
+            await conn.execute("UPDATE pgq.jobs SET run_at = now() WHERE id = $1", job.id)
+            [taken] = await queries.claim(conn, "other-runner", 1)
+        assert taken.id == job.id
+        await asyncio.wait_for(stopped.wait(), 3)  # the next heartbeat is refused
+    row = await job_row(conn, job.id)
+    assert (row["status"], row["worker_id"], row["attempts"]) == ("running", "other-runner", 2)
+    assert runner.counts["lost"] == 1
 
 
 # -- shutdown ------------------------------------------------------------------------------
 
 
-async def test_stop_lets_handlers_finish_then_releases_the_rest(dsn, client, conn) -> None:
+async def test_stop_lets_handlers_finish_then_releases_the_rest(source, dsn, client, conn) -> None:
     runner = make_runner(dsn, grace=0.5)
     started: dict[str, asyncio.Event] = {"quick": asyncio.Event(), "long": asyncio.Event()}
     cancelled = asyncio.Event()
@@ -492,7 +515,7 @@ async def test_stop_lets_handlers_finish_then_releases_the_rest(dsn, client, con
             raise
         return job.args["name"]
 
-    task = asyncio.create_task(runner.run())
+    task = asyncio.create_task(runner.run(source=source.make()))
     quick = await client.enqueue("W", {"name": "quick", "sleep": 0.2})
     # on its last attempt: a release must give the attempt back, not make it dead
     long = await client.enqueue("W", {"name": "long", "sleep": 60}, max_attempts=1)
@@ -520,7 +543,8 @@ async def test_stop_lets_handlers_finish_then_releases_the_rest(dsn, client, con
     assert runner.clean_exit and runner.counts["released"] == 1
 
 
-async def test_stop_now_skips_the_grace_period(dsn, client, conn) -> None:
+async def test_stop_now_skips_the_grace_period(source, dsn, client, conn, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="pgq.runner")
     runner = make_runner(dsn, grace=30)
     started = asyncio.Event()
 
@@ -529,11 +553,16 @@ async def test_stop_now_skips_the_grace_period(dsn, client, conn) -> None:
         started.set()
         await asyncio.sleep(60)
 
-    task = asyncio.create_task(runner.run())
+    task = asyncio.create_task(runner.run(source=source.make()))
     job = await client.enqueue("W")
     await asyncio.wait_for(started.wait(), 10)
     runner.stop()
-    await asyncio.sleep(0.05)  # a drain in progress...
+
+    # a drain in progress...
+    def draining() -> bool:
+        return any(getattr(r, "event", "") == "runner.draining" for r in caplog.records)
+
+    await wait_until(draining)
     t0 = time.monotonic()
     runner.stop_now()  # ...is cut short
     await asyncio.wait_for(task, 5)
@@ -541,23 +570,29 @@ async def test_stop_now_skips_the_grace_period(dsn, client, conn) -> None:
     assert (await client.get(job.id)).status == "queued"
 
 
-async def test_run_can_be_stopped_before_it_connects(dsn) -> None:
-    runner = make_runner("postgresql://postgres@127.0.0.1:1/none")  # nothing listens there
+async def test_cancelling_run_releases_what_it_holds_and_propagates(
+    source, dsn, client, conn
+) -> None:
+    runner = make_runner(dsn, grace=30)
+    started = asyncio.Event()
 
     @runner.handler("W")
     async def work(job):
-        return None
+        started.set()
+        await asyncio.sleep(60)
 
-    task = asyncio.create_task(runner.run())
-    await asyncio.sleep(0.3)  # it keeps retrying the connection meanwhile
-    assert not task.done()
-    runner.stop()
-    await asyncio.wait_for(task, 5)
+    task = asyncio.create_task(runner.run(source=source.make()))
+    job = await client.enqueue("W")
+    await asyncio.wait_for(started.wait(), 10)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 5)
+    row = await job_row(conn, job.id)
+    assert (row["status"], row["last_error"]["kind"]) == ("queued", "released")
 
 
-async def test_jobs_of_a_claim_whose_reply_was_lost_are_adopted(dsn, client, conn) -> None:
+async def test_jobs_of_a_claim_whose_reply_was_lost_are_adopted(source, dsn, client, conn) -> None:
     runner = make_runner(dsn, worker_id="adopter")
-    source = DatabaseSource(dsn)
     ran: list[tuple[int, int]] = []
 
     @runner.handler("X")
@@ -568,8 +603,9 @@ async def test_jobs_of_a_claim_whose_reply_was_lost_are_adopted(dsn, client, con
     # What a claim that committed just before its connection died leaves behind: the job
     # runs under the runner's name, but the runner never saw it.
     await queries.claim(conn, "adopter", 1)
-    source._claim_in_doubt = True  # as after a claim that raised DatabaseUnavailable
-    task = asyncio.create_task(runner.run(source=source))
+    in_doubt = source.make()
+    source.put_in_doubt(in_doubt)
+    task = asyncio.create_task(runner.run(source=in_doubt))
     try:
         done = await client.wait(job.id, timeout=5)
     finally:
@@ -577,117 +613,3 @@ async def test_jobs_of_a_claim_whose_reply_was_lost_are_adopted(dsn, client, con
         await task
     assert (done.status, done.attempt) == ("succeeded", 1)
     assert ran == [(job.id, 1)]
-
-
-class _OutageSource(DatabaseSource):
-    """A real DatabaseSource whose claims fail as if the database were down until
-    ``recover()``, which tells the runner the way a reconnect does."""
-
-    def __init__(self, dsn: str) -> None:
-        super().__init__(dsn)
-        self.down = True
-        self.failed = asyncio.Event()
-
-    async def claim(self, max_jobs: int) -> list[pgq.Job]:
-        if self.down:
-            self.failed.set()
-            raise pgq.DatabaseUnavailable("the database is down (simulated)")
-        return await super().claim(max_jobs)
-
-    def recover(self) -> None:
-        self.down = False
-        assert self._hooks is not None
-        self._hooks.reconnected()
-
-
-async def test_a_reconnect_cuts_the_claim_backoff_short(dsn, client, monkeypatch) -> None:
-    # Back off 5-10 s after a failed claim: far longer than the test waits for the job.
-    monkeypatch.setattr(runner_core, "reconnecting", lambda: Backoff(10.0, 10.0))
-    runner = make_runner(dsn)
-    source = _OutageSource(dsn)
-
-    @runner.handler("R")
-    async def r(job):
-        return "ran"
-
-    task = asyncio.create_task(runner.run(source=source))
-    try:
-        await asyncio.wait_for(source.failed.wait(), 10)  # now backing off
-        job = await client.enqueue("R")
-        source.recover()
-        done = await client.wait(job.id, timeout=3)
-        assert (done.status, done.result) == ("succeeded", "ran")
-    finally:
-        runner.stop()
-        await asyncio.wait_for(task, 10)
-
-
-async def test_results_of_every_json_shape_survive_a_shared_batch(dsn, client) -> None:
-    runner = make_runner(dsn, concurrency=10)
-    shapes = [[1, {"a": 2}], [], "text", 3.5, {"nested": [[1], [2]]}, None, True]
-
-    @runner.handler("SHAPE")
-    async def shape(job):
-        return shapes[job.args["i"]]
-
-    async with running(runner):
-        jobs = await client.enqueue_many(
-            [{"type": "SHAPE", "args": {"i": i}} for i in range(len(shapes))]
-        )
-        done = [await client.wait(j.id, timeout=10) for j in jobs]
-    assert [j.status for j in done] == ["succeeded"] * len(shapes)
-    assert [j.result for j in done] == shapes
-
-
-async def test_a_refused_heartbeat_stops_the_handler_of_a_job_taken_over(dsn, client, conn) -> None:
-    runner = make_runner(dsn)
-    started = asyncio.Event()
-    stopped = asyncio.Event()
-
-    @runner.handler("LONG")
-    async def long(job):
-        started.set()
-        try:
-            await asyncio.sleep(60)
-        except asyncio.CancelledError:
-            stopped.set()
-            raise
-
-    async with running(runner):
-        # lease 2.5 s, heartbeat every ~0.83 s
-        job = await client.enqueue("LONG", timeout_seconds=2)
-        await asyncio.wait_for(started.wait(), 10)
-        # Behind the runner's back its lease runs out and another runner takes the job (in
-        # one transaction, so this runner never sees the job queued).
-        async with conn.transaction():
-            await conn.execute(
-                "UPDATE pgq.jobs SET lease_expires_at = now() - interval '1 s' WHERE id = $1",
-                job.id,
-            )
-            await conn.fetchval("SELECT pgq.expire_leases()")
-            await conn.execute("UPDATE pgq.jobs SET run_at = now() WHERE id = $1", job.id)
-            [taken] = await queries.claim(conn, "other-runner", 1)
-        assert taken.id == job.id
-        await asyncio.wait_for(stopped.wait(), 3)  # the next heartbeat is refused
-    row = await job_row(conn, job.id)
-    assert (row["status"], row["worker_id"], row["attempts"]) == ("running", "other-runner", 2)
-    assert runner.counts["lost"] == 1
-
-
-async def test_cancelling_run_releases_what_it_holds_and_propagates(dsn, client, conn) -> None:
-    runner = make_runner(dsn, grace=30)
-    started = asyncio.Event()
-
-    @runner.handler("W")
-    async def work(job):
-        started.set()
-        await asyncio.sleep(60)
-
-    task = asyncio.create_task(runner.run())
-    job = await client.enqueue("W")
-    await asyncio.wait_for(started.wait(), 10)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await asyncio.wait_for(task, 5)
-    row = await job_row(conn, job.id)
-    assert (row["status"], row["last_error"]["kind"]) == ("queued", "released")

@@ -140,7 +140,7 @@ class Executor:
     async def _run_job(self, active: _Active) -> None:
         job, handler = active.job, active.handler
         loop = asyncio.get_running_loop()
-        fields = {
+        fields: dict[str, Any] = {
             "job_id": job.id,
             "job_type": job.type,
             "queue": job.queue,
