@@ -19,7 +19,6 @@ from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
@@ -36,13 +35,10 @@ import psycopg
 
 from pgq import migrations
 
+from .support import dsn_for
+
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "django_project"
 WORKER_STOP_TIMEOUT = 20.0
-
-
-def _dsn_for(admin_dsn: str, database: str) -> str:
-    parts = urlsplit(admin_dsn)
-    return urlunsplit(parts._replace(path="/" + database))
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +48,7 @@ def django_dsn(pg_server: Any) -> Iterator[str]:
     name = f"pgq_django_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(pg_server.dsn, autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{name}"')
-    dsn = _dsn_for(pg_server.dsn, name)
+    dsn = dsn_for(pg_server.dsn, name)
     os.environ["DATABASE_URL"] = dsn
     os.environ["DJANGO_SETTINGS_MODULE"] = "demo_site.settings"
     if str(EXAMPLE) not in sys.path:
