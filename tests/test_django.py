@@ -418,3 +418,36 @@ def test_sigterm_releases_a_sync_task_past_the_grace_period(
     long.refresh()
     assert long.status == "READY"
     assert "sync task thread(s) still running" in worker.log()
+
+
+def test_misconfiguration_is_reported(project: None, django_dsn: str) -> None:
+    from pgq.contrib.django import PgqBackend
+
+    backend = PgqBackend("q", {"OPTIONS": {"DATABASE": "queue"}})
+    [error] = backend.check()
+    assert error.id == "pgq.E001" and "'queue', which is not in DATABASES" in error.msg
+    assert task_backend_check_ids() == []  # the example's own backend is fine
+
+    env = {**os.environ, "DATABASE_URL": django_dsn}
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    for args, message in (
+        (["--backend", "nope"], "The connection 'nope' doesn't exist"),
+        (["--queues", "Bad"], "queue 'Bad' is invalid"),
+        (["--import", "demo.no_such_module"], "--import demo.no_such_module: No module named"),
+    ):
+        done = subprocess.run(
+            [sys.executable, "manage.py", "pgq_worker", *args],
+            cwd=EXAMPLE,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 1, done
+        assert message in done.stderr, done.stderr
+
+
+def task_backend_check_ids() -> list[str]:
+    from django.tasks import task_backends
+
+    return [message.id for message in task_backends["default"].check()]
