@@ -1,0 +1,1 @@
+"""Integrations of pgq with other frameworks; each needs its own optional extra."""
