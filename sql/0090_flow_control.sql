@@ -433,16 +433,21 @@ BEGIN
             USING ERRCODE = 'PQ400';
     END IF;
 
-    wanted := coalesce(queues, ARRAY(SELECT pgq._queued_queues()));
+    -- The fast path pays one probe of pgq.queues (usually empty), written without a
+    -- parameter: "q.queue = ANY (queues)" made PL/pgSQL plan it afresh at every call
+    -- (a custom plan), which cost a claim(1) several times the probe itself.
     SELECT array_agg(q.queue) INTO ruled
       FROM pgq.queues AS q
-     WHERE q.queue = ANY (wanted)
-       AND (q.paused OR q.concurrency IS NOT NULL OR q.key_concurrency IS NOT NULL
-            OR q.rate IS NOT NULL);
-    IF ruled IS NOT NULL THEN
-        RETURN QUERY SELECT * FROM pgq._claim_limited(claim.worker_id, max_jobs, wanted, ruled,
-                                                      job_types);
-        RETURN;
+     WHERE q.paused OR q.concurrency IS NOT NULL OR q.key_concurrency IS NOT NULL
+        OR q.rate IS NOT NULL;
+    IF ruled IS NOT NULL AND (queues IS NULL OR ruled && queues) THEN
+        wanted := coalesce(queues, ARRAY(SELECT pgq._queued_queues()));
+        ruled := ARRAY(SELECT unnest(ruled) INTERSECT SELECT unnest(wanted));
+        IF cardinality(ruled) > 0 THEN
+            RETURN QUERY SELECT * FROM pgq._claim_limited(claim.worker_id, max_jobs, wanted,
+                                                          ruled, job_types);
+            RETURN;
+        END IF;
     END IF;
 
     RETURN QUERY
@@ -455,12 +460,13 @@ BEGIN
         -- here and the best max_jobs of them claimed; the others are unlocked when the
         -- claiming transaction ends.
         SELECT c.id, c.priority, c.run_at
-          FROM (SELECT DISTINCT unnest(wanted)) AS w(queue)
+          FROM (SELECT DISTINCT unnest(coalesce(queues, ARRAY(SELECT pgq._queued_queues()))))
+               AS wanted(queue)
          CROSS JOIN LATERAL (
                SELECT j.id, j.priority, j.run_at
                  FROM pgq.jobs AS j
                 WHERE j.status = 'queued'
-                  AND j.queue = w.queue
+                  AND j.queue = wanted.queue
                   AND j.run_at <= now()
                   AND (job_types IS NULL OR j.type = ANY (job_types))
                 ORDER BY j.priority, j.run_at, j.id
