@@ -40,6 +40,8 @@ CREATE TABLE pgq.jobs (
     created_at       timestamptz NOT NULL DEFAULT now(),
     updated_at       timestamptz NOT NULL DEFAULT now(),
     finished_at      timestamptz,
+    concurrency_key  text,
+    holds_slot       boolean     NOT NULL DEFAULT false,
 
     -- text with a named CHECK rather than an enum: a value can be dropped later.
     CONSTRAINT jobs_status_known
@@ -63,7 +65,8 @@ CREATE TABLE pgq.jobs (
     CONSTRAINT jobs_finished_iff_terminal
         CHECK ((status IN ('succeeded', 'dead', 'cancelled')) = (finished_at IS NOT NULL)),
     CONSTRAINT jobs_waiting_has_parents CHECK (status <> 'waiting' OR depends_on IS NOT NULL),
-    CONSTRAINT jobs_errors_array CHECK (jsonb_typeof(errors) = 'array')
+    CONSTRAINT jobs_errors_array CHECK (jsonb_typeof(errors) = 'array'),
+    CONSTRAINT jobs_concurrency_key_length CHECK (length(concurrency_key) BETWEEN 1 AND 256)
 )
 -- Autovacuum for a queue table. Every claim and completion leaves a dead tuple version,
 -- and a claimed job's entry stays in jobs_claim_idx, dead, at the head of the index (the
@@ -117,9 +120,53 @@ CREATE INDEX jobs_finished_at_brin ON pgq.jobs USING brin (finished_at)
     WITH (autosummarize = on);
 
 
+COMMENT ON COLUMN pgq.jobs.concurrency_key IS
+    'jobs with one key share the key_concurrency limit of their queue (NULL: not limited by key)';
+COMMENT ON COLUMN pgq.jobs.holds_slot IS
+    'internal: claimed while the queue had a concurrency or key limit; a running job with it '
+    'occupies a slot, and leaving running notifies pgq_<queue>';
+
+-- The running count of a limited queue (and of each key), read by every limited claim.
+-- Partial on holds_slot: claims from unlimited queues add no entry here.
+CREATE INDEX jobs_slots_idx ON pgq.jobs (queue, concurrency_key)
+    WHERE status = 'running' AND holds_slot;
+
+
+-- queues: flow control. One row per queue that has settings (pgq.pause, pgq.resume,
+-- pgq.set_limits); a queue without a row is unpaused and unlimited. pgq.claim honours
+-- them; tokens / tokens_at hold the token bucket of a queue with a rate.
+CREATE TABLE pgq.queues (
+    queue           text        PRIMARY KEY,
+    paused          boolean     NOT NULL DEFAULT false,
+    concurrency     integer,
+    key_concurrency integer,
+    rate            numeric,
+    burst           integer,
+    updated_at      timestamptz NOT NULL DEFAULT now(),
+    tokens          double precision,
+    tokens_at       timestamptz,
+
+    CONSTRAINT queues_queue_name CHECK (queue ~ '^[a-z][a-z0-9_]*$' AND length(queue) <= 48),
+    CONSTRAINT queues_concurrency_positive CHECK (concurrency > 0),
+    CONSTRAINT queues_key_concurrency_positive CHECK (key_concurrency > 0),
+    CONSTRAINT queues_rate_positive CHECK (rate > 0),
+    -- a rate always has its burst and its bucket; nothing else has either
+    CONSTRAINT queues_bucket_iff_rate CHECK (
+        (rate IS NULL) = (burst IS NULL) AND (rate IS NULL) = (tokens IS NULL)
+        AND (rate IS NULL) = (tokens_at IS NULL)),
+    CONSTRAINT queues_burst_positive CHECK (burst > 0)
+);
+
+COMMENT ON TABLE pgq.queues IS
+    'pgq flow control: one row per queue with settings (pause, limits); change it through '
+    'pgq.pause, pgq.resume and pgq.set_limits. A queue without a row is unpaused and unlimited.';
+COMMENT ON COLUMN pgq.queues.tokens IS
+    'token bucket of the rate limit: tokens left at tokens_at (refilled at rate per second up to burst)';
+
+
 -- job_spec: one element of pgq.enqueue_many's input, as a typed record.
 CREATE TYPE pgq.job_spec AS (
     type text, args jsonb, queue text, priority integer, run_at timestamptz,
     max_attempts integer, timeout_seconds integer, idempotency_key text, depends_on bigint[],
-    delay_seconds double precision
+    delay_seconds double precision, concurrency_key text
 );

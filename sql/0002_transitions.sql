@@ -51,6 +51,16 @@ STABLE (format() is stable), so the planner inlines it into the calling query in
 calling it once per job; the name patterns use "+ and length()" rather than bounded
 repetitions, as the table's CHECKs do, for the same cost reason.$$;
 
+-- _invalid_key: why a concurrency_key would be refused (NULL when it is acceptable: NULL,
+-- or 1-256 characters). Shared by enqueue_bulk and enqueue_many, which name the element.
+CREATE FUNCTION pgq._invalid_key(concurrency_key text) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE WHEN length(concurrency_key) NOT BETWEEN 1 AND 256
+                THEN 'concurrency_key must be 1-256 characters' END
+$$;
+COMMENT ON FUNCTION pgq._invalid_key(text) IS $$_invalid_key: why a concurrency_key would be refused (NULL when it is acceptable: NULL,
+or 1-256 characters). Shared by enqueue_bulk and enqueue_many, which name the element.$$;
+
 -- backoff: how long a job waits after failed attempt n before it runs again: a base drawn
 -- uniformly from 4-8 s, doubled per attempt, capped at one hour:
 -- min(3600, uniform(4, 8) * 2^(n-1)) seconds. Used by pgq.fail and pgq.expire_leases.
@@ -231,7 +241,8 @@ _require_fresh_snapshots).$$;
 -- enqueue: → queued (or waiting, or dead when a parent already failed).
 -- Applies always, given valid arguments. Leaves a new job, or for a known idempotency_key
 -- the existing job untouched. With depends_on the job waits until every parent succeeded;
--- when a parent is already dead or cancelled the job is created dead. Returns the job.
+-- when a parent is already dead or cancelled the job is created dead. concurrency_key (NULL,
+-- or 1-256 characters) puts the job under its queue's key_concurrency limit. Returns the job.
 -- Raises PQ400 for an invalid argument or a depends_on naming a job that does not exist,
 -- and 0A000 for depends_on inside a REPEATABLE READ transaction (_require_fresh_snapshots).
 CREATE FUNCTION pgq.enqueue(
@@ -243,7 +254,8 @@ CREATE FUNCTION pgq.enqueue(
     max_attempts integer DEFAULT 10,
     timeout_seconds integer DEFAULT 300,
     idempotency_key text DEFAULT NULL,
-    depends_on bigint[] DEFAULT NULL
+    depends_on bigint[] DEFAULT NULL,
+    concurrency_key text DEFAULT NULL
 ) RETURNS pgq.jobs
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
@@ -263,6 +275,10 @@ BEGIN
     END IF;
     IF idempotency_key IS NOT NULL AND length(idempotency_key) NOT BETWEEN 1 AND 255 THEN
         RAISE EXCEPTION 'cannot enqueue: idempotency_key must be 1-255 characters'
+            USING ERRCODE = 'PQ400';
+    END IF;
+    IF concurrency_key IS NOT NULL AND length(concurrency_key) NOT BETWEEN 1 AND 256 THEN
+        RAISE EXCEPTION 'cannot enqueue: concurrency_key must be 1-256 characters'
             USING ERRCODE = 'PQ400';
     END IF;
 
@@ -303,9 +319,10 @@ BEGIN
     END IF;
 
     INSERT INTO pgq.jobs AS t (type, args, queue, priority, run_at, max_attempts, timeout_seconds,
-                               idempotency_key, depends_on, status, finished_at, last_error, errors)
+                               idempotency_key, depends_on, concurrency_key, status, finished_at,
+                               last_error, errors)
     VALUES (job_type, args, queue, priority, run_at, max_attempts, timeout_seconds,
-            idempotency_key, parents, new_status,
+            idempotency_key, parents, concurrency_key, new_status,
             CASE WHEN new_status = 'dead' THEN now() END,
             failure, CASE WHEN failure IS NULL THEN '[]'::jsonb ELSE jsonb_build_array(failure) END)
     ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
@@ -319,10 +336,11 @@ BEGIN
     RETURN j;
 END
 $$;
-COMMENT ON FUNCTION pgq.enqueue(text, jsonb, text, integer, timestamp with time zone, integer, integer, text, bigint[]) IS $$enqueue: → queued (or waiting, or dead when a parent already failed).
+COMMENT ON FUNCTION pgq.enqueue(text, jsonb, text, integer, timestamp with time zone, integer, integer, text, bigint[], text) IS $$enqueue: → queued (or waiting, or dead when a parent already failed).
 Applies always, given valid arguments. Leaves a new job, or for a known idempotency_key
 the existing job untouched. With depends_on the job waits until every parent succeeded;
-when a parent is already dead or cancelled the job is created dead. Returns the job.
+when a parent is already dead or cancelled the job is created dead. concurrency_key (NULL,
+or 1-256 characters) puts the job under its queue's key_concurrency limit. Returns the job.
 Raises PQ400 for an invalid argument or a depends_on naming a job that does not exist,
 and 0A000 for depends_on inside a REPEATABLE READ transaction (_require_fresh_snapshots).$$;
 
@@ -337,7 +355,7 @@ LANGUAGE sql STABLE AS $$
                coalesce(r.priority, 0),
                coalesce(r.run_at, now() + make_interval(secs => coalesce(r.delay_seconds, 0))),
                coalesce(r.max_attempts, 10), coalesce(r.timeout_seconds, 300),
-               r.idempotency_key, r.depends_on, NULL)::pgq.job_spec
+               r.idempotency_key, r.depends_on, NULL, r.concurrency_key)::pgq.job_spec
       FROM jsonb_populate_record(NULL::pgq.job_spec, job) AS r
 $$;
 COMMENT ON FUNCTION pgq._job_spec(jsonb) IS $$_job_spec: one element of pgq.enqueue_many's input as a job_spec, with the defaults of
@@ -363,14 +381,15 @@ BEGIN
       FROM jsonb_array_elements(jobs) WITH ORDINALITY AS e(value, ord)
      WHERE CASE WHEN jsonb_typeof(e.value) <> 'object' THEN true  -- CASE: keys only of objects
                 ELSE e.value - '{type, args, queue, priority, run_at, delay_seconds, max_attempts,
-                                 timeout_seconds, idempotency_key, depends_on}'::text[] <> '{}'
+                                 timeout_seconds, idempotency_key, depends_on,
+                                 concurrency_key}'::text[] <> '{}'
                      OR (e.value ? 'run_at' AND e.value ? 'delay_seconds')
                      OR CASE WHEN jsonb_typeof(e.value->'delay_seconds') = 'number'  -- else: _job_rows
                              THEN (e.value->>'delay_seconds')::double precision < 0 END
            END
      ORDER BY e.ord LIMIT 1;
     IF FOUND THEN
-        RAISE EXCEPTION 'cannot enqueue jobs[%]: each job must be an object with known keys (type, args, queue, priority, run_at or a non-negative delay_seconds, max_attempts, timeout_seconds, idempotency_key, depends_on)',
+        RAISE EXCEPTION 'cannot enqueue jobs[%]: each job must be an object with known keys (type, args, queue, priority, run_at or a non-negative delay_seconds, max_attempts, timeout_seconds, idempotency_key, depends_on, concurrency_key)',
                         bad_idx USING ERRCODE = 'PQ400';
     END IF;
 END
@@ -391,16 +410,16 @@ naming the first bad element (jobs[i], counting from 0).$$;
 CREATE FUNCTION pgq._job_rows(jobs jsonb)
 RETURNS TABLE (ord bigint, type text, args jsonb, queue text, priority integer,
                run_at timestamptz, max_attempts integer, timeout_seconds integer,
-               idempotency_key text, depends_on bigint[])
+               idempotency_key text, depends_on bigint[], concurrency_key text)
 LANGUAGE sql STABLE AS $$
     SELECT r.ord, r.type, coalesce(r.args, '{}'), coalesce(r.queue, 'default'),
            coalesce(r.priority, 0),
            coalesce(r.run_at, now() + make_interval(secs => coalesce(r.delay_seconds, 0))),
            coalesce(r.max_attempts, 10), coalesce(r.timeout_seconds, 300),
-           r.idempotency_key, r.depends_on
+           r.idempotency_key, r.depends_on, r.concurrency_key
       FROM jsonb_populate_recordset(NULL::pgq.job_spec, jobs) WITH ORDINALITY
            AS r(type, args, queue, priority, run_at, max_attempts, timeout_seconds,
-                idempotency_key, depends_on, delay_seconds, ord)
+                idempotency_key, depends_on, delay_seconds, concurrency_key, ord)
 $$;
 COMMENT ON FUNCTION pgq._job_rows(jsonb) IS $$_job_rows: the elements of a job array as typed rows, in input order (ord counts from 1),
 with the defaults of pgq.enqueue filled in and delay_seconds turned into run_at on the
@@ -463,8 +482,10 @@ BEGIN
                        CASE WHEN r.idempotency_key IS NOT NULL OR r.depends_on IS NOT NULL
                             THEN 'idempotency_key and depends_on are not taken here: '
                                  'use pgq.enqueue_many'
-                            ELSE pgq._invalid_job(r.type, r.args, r.queue, r.priority,
-                                                  r.run_at, r.max_attempts, r.timeout_seconds)
+                            ELSE coalesce(pgq._invalid_job(r.type, r.args, r.queue, r.priority,
+                                                           r.run_at, r.max_attempts,
+                                                           r.timeout_seconds),
+                                          pgq._invalid_key(r.concurrency_key))
                        END AS problem
                   FROM pgq._job_rows(jobs) AS r) AS s
          WHERE s.problem IS NOT NULL
@@ -479,9 +500,9 @@ BEGIN
         RETURN QUERY
         WITH inserted AS (
             INSERT INTO pgq.jobs (type, args, queue, priority, run_at, max_attempts,
-                                  timeout_seconds)
+                                  timeout_seconds, concurrency_key)
             SELECT r.type, r.args, r.queue, r.priority, r.run_at, r.max_attempts,
-                   r.timeout_seconds
+                   r.timeout_seconds, r.concurrency_key
               FROM pgq._job_rows(jobs) AS r
              ORDER BY r.ord
             RETURNING id, run_at
@@ -514,7 +535,8 @@ value of the wrong type and an element with idempotency_key or depends_on.$$;
 -- enqueue_many: enqueue every job described in a JSON array, all or nothing.
 -- Each element is an object with "type" and optionally "args", "queue", "priority",
 -- "run_at" or "delay_seconds" (counted on the database's clock), "max_attempts",
--- "timeout_seconds", "idempotency_key", "depends_on"; a key that is absent or JSON null
+-- "timeout_seconds", "idempotency_key", "depends_on", "concurrency_key"; a key that is
+-- absent or JSON null
 -- takes pgq.enqueue's default. Leaves the jobs as pgq.enqueue would and returns them in
 -- input order. When no job has an idempotency_key or depends_on (the bulk case) they are
 -- inserted by pgq.enqueue_bulk; otherwise every job goes through pgq.enqueue, one by one.
@@ -547,7 +569,7 @@ BEGIN
     BEGIN
         specs := ARRAY(SELECT ROW(r.type, r.args, r.queue, r.priority, r.run_at,
                                   r.max_attempts, r.timeout_seconds, r.idempotency_key,
-                                  r.depends_on, NULL)::pgq.job_spec
+                                  r.depends_on, NULL, r.concurrency_key)::pgq.job_spec
                          FROM pgq._job_rows(jobs) AS r
                         ORDER BY r.ord);
     EXCEPTION WHEN data_exception THEN
@@ -558,8 +580,9 @@ BEGIN
     -- every element is checked before the first is enqueued, so the first invalid one is named
     SELECT s.ord - 1 AS idx, s.problem INTO bad
       FROM (SELECT i.ordinality AS ord,
-                   pgq._invalid_job(i.type, i.args, i.queue, i.priority, i.run_at,
-                                    i.max_attempts, i.timeout_seconds) AS problem
+                   coalesce(pgq._invalid_job(i.type, i.args, i.queue, i.priority, i.run_at,
+                                             i.max_attempts, i.timeout_seconds),
+                            pgq._invalid_key(i.concurrency_key)) AS problem
               FROM unnest(specs) WITH ORDINALITY AS i) AS s
      WHERE s.problem IS NOT NULL
      ORDER BY s.ord LIMIT 1;
@@ -571,7 +594,8 @@ BEGIN
         BEGIN
             RETURN NEXT pgq.enqueue(spec.type, spec.args, spec.queue, spec.priority, spec.run_at,
                                     spec.max_attempts, spec.timeout_seconds,
-                                    spec.idempotency_key, spec.depends_on);
+                                    spec.idempotency_key, spec.depends_on,
+                                    spec.concurrency_key);
         EXCEPTION WHEN SQLSTATE 'PQ400' THEN
             RAISE EXCEPTION 'cannot enqueue jobs[%]: %', idx,
                             regexp_replace(SQLERRM, '^cannot enqueue: ', '')
@@ -584,7 +608,8 @@ $$;
 COMMENT ON FUNCTION pgq.enqueue_many(jsonb) IS $$enqueue_many: enqueue every job described in a JSON array, all or nothing.
 Each element is an object with "type" and optionally "args", "queue", "priority",
 "run_at" or "delay_seconds" (counted on the database's clock), "max_attempts",
-"timeout_seconds", "idempotency_key", "depends_on"; a key that is absent or JSON null
+"timeout_seconds", "idempotency_key", "depends_on", "concurrency_key"; a key that is
+absent or JSON null
 takes pgq.enqueue's default. Leaves the jobs as pgq.enqueue would and returns them in
 input order. When no job has an idempotency_key or depends_on (the bulk case) they are
 inserted by pgq.enqueue_bulk; otherwise every job goes through pgq.enqueue, one by one.
@@ -593,13 +618,19 @@ value of the wrong type, and 0A000 as pgq.enqueue does.$$;
 
 -- claim: queued → running for up to max_jobs jobs whose run_at has passed, in claim order
 -- (priority, then run_at, then id), from the given queues (NULL: every queue) and
--- optionally only of some types. Leaves each claimed job with attempts + 1, worker_id,
--- claimed_at and a lease of 1.25 × timeout_seconds,
--- progress cleared, and, while a session watches events (pgq.watch_events), a pgq_events
--- notification {"id", "status": "running", "queue", "type"} per job. Rows locked by another transaction are
+-- optionally only of some types, within each queue's flow control (pgq.queues): nothing
+-- from a paused queue, never more than concurrency running jobs per queue nor
+-- key_concurrency per concurrency_key (a key's jobs start in claim order), at most
+-- burst + rate × T claims in any T seconds; a limit met means fewer jobs, never an error.
+-- Queues without settings cost one probe of pgq.queues more than before; the others go
+-- through pgq._claim_limited. Leaves each claimed job with attempts + 1, worker_id,
+-- claimed_at and a lease of 1.25 × timeout_seconds, progress cleared, and, while a
+-- session watches events (pgq.watch_events), a pgq_events notification {"id",
+-- "status": "running", "queue", "type"} per job. Rows locked by another transaction are
 -- skipped (FOR UPDATE SKIP LOCKED), never waited on, so concurrent claimers never get the
 -- same job. Returns the claimed jobs in claim order, nothing when nothing is due.
--- Raises PQ400 for an empty worker_id or a max_jobs outside 1..10000.
+-- Raises PQ400 for an empty worker_id or a max_jobs outside 1..10000, and 0A000 for a
+-- queue with limits inside a REPEATABLE READ transaction.
 CREATE FUNCTION pgq.claim(
     worker_id text,
     max_jobs integer DEFAULT 1,
@@ -607,6 +638,9 @@ CREATE FUNCTION pgq.claim(
     job_types text[] DEFAULT NULL
 ) RETURNS SETOF pgq.jobs
 LANGUAGE plpgsql AS $$
+DECLARE
+    wanted text[];
+    ruled text[];
 BEGIN
     IF worker_id IS NULL OR length(worker_id) NOT BETWEEN 1 AND 255 THEN
         RAISE EXCEPTION 'cannot claim: worker_id must be 1-255 characters' USING ERRCODE = 'PQ400';
@@ -614,6 +648,23 @@ BEGIN
     IF max_jobs IS NULL OR max_jobs NOT BETWEEN 1 AND 10000 THEN
         RAISE EXCEPTION 'cannot claim: max_jobs % is out of range 1..10000', max_jobs
             USING ERRCODE = 'PQ400';
+    END IF;
+
+    -- The fast path pays one probe of pgq.queues (usually empty), written without a
+    -- parameter: "q.queue = ANY (queues)" made PL/pgSQL plan it afresh at every call
+    -- (a custom plan), which cost a claim(1) several times the probe itself.
+    SELECT array_agg(q.queue) INTO ruled
+      FROM pgq.queues AS q
+     WHERE q.paused OR q.concurrency IS NOT NULL OR q.key_concurrency IS NOT NULL
+        OR q.rate IS NOT NULL;
+    IF ruled IS NOT NULL AND (queues IS NULL OR ruled && queues) THEN
+        wanted := coalesce(queues, ARRAY(SELECT pgq._queued_queues()));
+        ruled := ARRAY(SELECT unnest(ruled) INTERSECT SELECT unnest(wanted));
+        IF cardinality(ruled) > 0 THEN
+            RETURN QUERY SELECT * FROM pgq._claim_limited(claim.worker_id, max_jobs, wanted,
+                                                          ruled, job_types);
+            RETURN;
+        END IF;
     END IF;
 
     RETURN QUERY
@@ -667,13 +718,19 @@ END
 $$;
 COMMENT ON FUNCTION pgq.claim(text, integer, text[], text[]) IS $$claim: queued → running for up to max_jobs jobs whose run_at has passed, in claim order
 (priority, then run_at, then id), from the given queues (NULL: every queue) and
-optionally only of some types. Leaves each claimed job with attempts + 1, worker_id,
-claimed_at and a lease of 1.25 × timeout_seconds,
-progress cleared, and, while a session watches events (pgq.watch_events), a pgq_events
-notification {"id", "status": "running", "queue", "type"} per job. Rows locked by another transaction are
+optionally only of some types, within each queue's flow control (pgq.queues): nothing
+from a paused queue, never more than concurrency running jobs per queue nor
+key_concurrency per concurrency_key (a key's jobs start in claim order), at most
+burst + rate × T claims in any T seconds; a limit met means fewer jobs, never an error.
+Queues without settings cost one probe of pgq.queues more than before; the others go
+through pgq._claim_limited. Leaves each claimed job with attempts + 1, worker_id,
+claimed_at and a lease of 1.25 × timeout_seconds, progress cleared, and, while a
+session watches events (pgq.watch_events), a pgq_events notification {"id",
+"status": "running", "queue", "type"} per job. Rows locked by another transaction are
 skipped (FOR UPDATE SKIP LOCKED), never waited on, so concurrent claimers never get the
 same job. Returns the claimed jobs in claim order, nothing when nothing is due.
-Raises PQ400 for an empty worker_id or a max_jobs outside 1..10000.$$;
+Raises PQ400 for an empty worker_id or a max_jobs outside 1..10000, and 0A000 for a
+queue with limits inside a REPEATABLE READ transaction.$$;
 
 -- complete: running → succeeded. Applies when the job is running, held by worker_id and,
 -- when attempt is given, on that attempt. Leaves result, finished_at, the lease cleared,

@@ -155,28 +155,59 @@ being the job's status after the call (NULL for a job that does not exist).
 Raises PQ400 when worker_id is empty, job_ids holds a NULL or more than 10000 ids, or
 attempts / results do not have one entry per job.$$;
 
--- next_due: what a runner sleeps until when it has nothing to claim: the earliest run_at
--- of queued jobs it could claim, from the given queues (NULL: every queue) and of the given
--- types (NULL when none), and the earliest lease expiry of any running job (NULL when
--- none), after which pgq.expire_leases has work. Runners call it whenever they go idle, so
--- it reads the first entry of jobs_due_idx per queue, never the whole backlog.
--- Leaves nothing behind; raises nothing.
+-- next_due: what a runner sleeps until when it has nothing to claim: the earliest time a
+-- queued job it could claim is due, from the given queues (NULL: every queue) and of the
+-- given types (NULL when none), and the earliest lease expiry of any running job (NULL when
+-- none), after which pgq.expire_leases has work. Flow control counts: a paused queue, and a
+-- queue whose running jobs fill its concurrency, offer nothing (pgq.resume and a freed slot
+-- notify pgq_<queue>); the jobs of a key whose running jobs fill key_concurrency are
+-- skipped; a queue out of rate tokens offers its jobs from the moment its next token is
+-- due. Runners call it whenever they go idle, so it reads the first entry of jobs_due_idx
+-- per queue, never the whole backlog (in a key-limited queue it steps over the due jobs of
+-- full keys). Leaves nothing behind; raises nothing.
 CREATE FUNCTION pgq.next_due(queues text[] DEFAULT NULL, job_types text[] DEFAULT NULL)
 RETURNS TABLE (next_run_at timestamptz, next_lease_expiry timestamptz)
 LANGUAGE sql STABLE AS $$
-    SELECT (SELECT min(first.run_at)
-              FROM unnest(coalesce(queues, ARRAY(SELECT pgq._queued_queues()))) AS wanted(queue)
+    WITH wanted AS (
+        SELECT w.queue, q.paused, q.concurrency, q.key_concurrency, q.rate, q.tokens, q.tokens_at
+          FROM unnest(coalesce(queues, ARRAY(SELECT pgq._queued_queues()))) AS w(queue)
+          LEFT JOIN pgq.queues AS q ON q.queue = w.queue
+    ), open AS (
+        SELECT w.queue,
+               CASE WHEN w.key_concurrency IS NOT NULL THEN
+                   ARRAY(SELECT r.concurrency_key FROM pgq.jobs AS r
+                          WHERE r.status = 'running' AND r.holds_slot AND r.queue = w.queue
+                            AND r.concurrency_key IS NOT NULL
+                          GROUP BY r.concurrency_key
+                         HAVING count(*) >= w.key_concurrency) END AS blocked,
+               CASE WHEN w.tokens < 1 THEN
+                   w.tokens_at + make_interval(secs => (1 - w.tokens) / w.rate) END AS token_at
+          FROM wanted AS w
+         WHERE w.paused IS NOT TRUE
+           AND (w.concurrency IS NULL
+                OR (SELECT count(*) FROM pgq.jobs AS r
+                     WHERE r.status = 'running' AND r.holds_slot AND r.queue = w.queue)
+                   < w.concurrency)
+    )
+    SELECT (SELECT min(greatest(first.run_at, o.token_at))
+              FROM open AS o
              CROSS JOIN LATERAL (
                    SELECT j.run_at FROM pgq.jobs AS j
-                    WHERE j.status = 'queued' AND j.queue = wanted.queue
+                    WHERE j.status = 'queued' AND j.queue = o.queue
                       AND (job_types IS NULL OR j.type = ANY (job_types))
+                      AND (o.blocked IS NULL OR j.concurrency_key IS NULL
+                           OR NOT (j.concurrency_key = ANY (o.blocked)))
                     ORDER BY j.run_at
                     LIMIT 1) AS first),
            (SELECT min(j.lease_expires_at) FROM pgq.jobs AS j WHERE j.status = 'running')
 $$;
-COMMENT ON FUNCTION pgq.next_due(text[], text[]) IS $$next_due: what a runner sleeps until when it has nothing to claim: the earliest run_at
-of queued jobs it could claim, from the given queues (NULL: every queue) and of the given
-types (NULL when none), and the earliest lease expiry of any running job (NULL when
-none), after which pgq.expire_leases has work. Runners call it whenever they go idle, so
-it reads the first entry of jobs_due_idx per queue, never the whole backlog.
-Leaves nothing behind; raises nothing.$$;
+COMMENT ON FUNCTION pgq.next_due(text[], text[]) IS $$next_due: what a runner sleeps until when it has nothing to claim: the earliest time a
+queued job it could claim is due, from the given queues (NULL: every queue) and of the
+given types (NULL when none), and the earliest lease expiry of any running job (NULL when
+none), after which pgq.expire_leases has work. Flow control counts: a paused queue, and a
+queue whose running jobs fill its concurrency, offer nothing (pgq.resume and a freed slot
+notify pgq_<queue>); the jobs of a key whose running jobs fill key_concurrency are
+skipped; a queue out of rate tokens offers its jobs from the moment its next token is
+due. Runners call it whenever they go idle, so it reads the first entry of jobs_due_idx
+per queue, never the whole backlog (in a key-limited queue it steps over the due jobs of
+full keys). Leaves nothing behind; raises nothing.$$;

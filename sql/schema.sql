@@ -27,7 +27,8 @@ CREATE TYPE pgq.job_spec AS (
 	timeout_seconds integer,
 	idempotency_key text,
 	depends_on bigint[],
-	delay_seconds double precision
+	delay_seconds double precision,
+	concurrency_key text
 );
 
 --
@@ -70,14 +71,15 @@ BEGIN
       FROM jsonb_array_elements(jobs) WITH ORDINALITY AS e(value, ord)
      WHERE CASE WHEN jsonb_typeof(e.value) <> 'object' THEN true  -- CASE: keys only of objects
                 ELSE e.value - '{type, args, queue, priority, run_at, delay_seconds, max_attempts,
-                                 timeout_seconds, idempotency_key, depends_on}'::text[] <> '{}'
+                                 timeout_seconds, idempotency_key, depends_on,
+                                 concurrency_key}'::text[] <> '{}'
                      OR (e.value ? 'run_at' AND e.value ? 'delay_seconds')
                      OR CASE WHEN jsonb_typeof(e.value->'delay_seconds') = 'number'  -- else: _job_rows
                              THEN (e.value->>'delay_seconds')::double precision < 0 END
            END
      ORDER BY e.ord LIMIT 1;
     IF FOUND THEN
-        RAISE EXCEPTION 'cannot enqueue jobs[%]: each job must be an object with known keys (type, args, queue, priority, run_at or a non-negative delay_seconds, max_attempts, timeout_seconds, idempotency_key, depends_on)',
+        RAISE EXCEPTION 'cannot enqueue jobs[%]: each job must be an object with known keys (type, args, queue, priority, run_at or a non-negative delay_seconds, max_attempts, timeout_seconds, idempotency_key, depends_on, concurrency_key)',
                         bad_idx USING ERRCODE = 'PQ400';
     END IF;
 END
@@ -92,6 +94,27 @@ array of objects with known keys, at most one of run_at and delay_seconds, and a
 non-negative delay_seconds. Values of the wrong type are left to the conversion
 (_job_rows), the rules on values to _invalid_job. Leaves nothing behind; raises PQ400
 naming the first bad element (jobs[i], counting from 0).';
+
+--
+-- Name: _check_limit(text, numeric); Type: FUNCTION; Schema: pgq; Owner: -
+--
+
+CREATE FUNCTION pgq._check_limit(name text, value numeric) RETURNS void
+    LANGUAGE plpgsql IMMUTABLE
+    AS $$
+BEGIN
+    IF value IS NOT NULL AND value <= 0 THEN
+        RAISE EXCEPTION 'cannot set limits: % must be positive or NULL (no limit), not %', name, value
+            USING ERRCODE = 'PQ400';
+    END IF;
+END
+$$;
+
+--
+-- Name: FUNCTION _check_limit(name text, value numeric); Type: COMMENT; Schema: pgq; Owner: -
+--
+
+COMMENT ON FUNCTION pgq._check_limit(name text, value numeric) IS '_check_limit: raises PQ400 naming the argument unless value is NULL or positive.';
 
 --
 -- Name: _check_queues(text[]); Type: FUNCTION; Schema: pgq; Owner: -
@@ -151,6 +174,201 @@ $$;
 
 COMMENT ON FUNCTION pgq._check_timezone(tz text) IS '_check_timezone: raises PQ400 unless tz is a time zone PostgreSQL knows. Leaves nothing
 behind.';
+
+--
+-- Name: jobs; Type: TABLE; Schema: pgq; Owner: -
+--
+
+CREATE TABLE pgq.jobs (
+    id bigint NOT NULL,
+    queue text DEFAULT 'default'::text NOT NULL,
+    type text NOT NULL,
+    args jsonb DEFAULT '{}'::jsonb NOT NULL,
+    status text DEFAULT 'queued'::text NOT NULL,
+    priority integer DEFAULT 0 NOT NULL,
+    run_at timestamp with time zone DEFAULT now() NOT NULL,
+    attempts integer DEFAULT 0 NOT NULL,
+    max_attempts integer DEFAULT 10 NOT NULL,
+    timeout_seconds integer DEFAULT 300 NOT NULL,
+    worker_id text,
+    claimed_at timestamp with time zone,
+    lease_expires_at timestamp with time zone,
+    result jsonb,
+    last_error jsonb,
+    errors jsonb DEFAULT '[]'::jsonb NOT NULL,
+    idempotency_key text,
+    depends_on bigint[],
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    finished_at timestamp with time zone,
+    concurrency_key text,
+    holds_slot boolean DEFAULT false NOT NULL,
+    schedule text,
+    scheduled_for timestamp with time zone,
+    progress jsonb,
+    CONSTRAINT jobs_args_object CHECK ((jsonb_typeof(args) = 'object'::text)),
+    CONSTRAINT jobs_attempts_within_max CHECK (((attempts >= 0) AND (attempts <= max_attempts))),
+    CONSTRAINT jobs_concurrency_key_length CHECK (((length(concurrency_key) >= 1) AND (length(concurrency_key) <= 256))),
+    CONSTRAINT jobs_errors_array CHECK ((jsonb_typeof(errors) = 'array'::text)),
+    CONSTRAINT jobs_finished_iff_terminal CHECK (((status = ANY (ARRAY['succeeded'::text, 'dead'::text, 'cancelled'::text])) = (finished_at IS NOT NULL))),
+    CONSTRAINT jobs_lease_iff_running CHECK (((status = 'running'::text) = (lease_expires_at IS NOT NULL))),
+    CONSTRAINT jobs_priority_range CHECK (((priority >= '-32768'::integer) AND (priority <= 32767))),
+    CONSTRAINT jobs_queue_name CHECK (((queue ~ '^[a-z][a-z0-9_]*$'::text) AND (length(queue) <= 48))),
+    CONSTRAINT jobs_queued_has_attempt_left CHECK (((status <> 'queued'::text) OR (attempts < max_attempts))),
+    CONSTRAINT jobs_running_is_held CHECK (((status <> 'running'::text) OR ((worker_id IS NOT NULL) AND (claimed_at IS NOT NULL)))),
+    CONSTRAINT jobs_schedule_has_slot CHECK (((schedule IS NULL) = (scheduled_for IS NULL))),
+    CONSTRAINT jobs_status_known CHECK ((status = ANY (ARRAY['waiting'::text, 'queued'::text, 'running'::text, 'succeeded'::text, 'dead'::text, 'cancelled'::text]))),
+    CONSTRAINT jobs_timeout_range CHECK (((timeout_seconds >= 1) AND (timeout_seconds <= 86400))),
+    CONSTRAINT jobs_type_name CHECK (((type ~ '^[A-Za-z0-9_.:-]+$'::text) AND (length(type) <= 128))),
+    CONSTRAINT jobs_waiting_has_parents CHECK (((status <> 'waiting'::text) OR (depends_on IS NOT NULL)))
+)
+WITH (autovacuum_vacuum_scale_factor='0.01', autovacuum_vacuum_threshold='1000', autovacuum_vacuum_insert_scale_factor='0.01', autovacuum_vacuum_insert_threshold='1000', autovacuum_analyze_scale_factor='0.02', autovacuum_analyze_threshold='1000', autovacuum_vacuum_cost_delay='0');
+
+--
+-- Name: TABLE jobs; Type: COMMENT; Schema: pgq; Owner: -
+--
+
+COMMENT ON TABLE pgq.jobs IS 'pgq job queue: one row per job. Change it through the pgq.* functions, not by hand.';
+
+--
+-- Name: COLUMN jobs.concurrency_key; Type: COMMENT; Schema: pgq; Owner: -
+--
+
+COMMENT ON COLUMN pgq.jobs.concurrency_key IS 'jobs with one key share the key_concurrency limit of their queue (NULL: not limited by key)';
+
+--
+-- Name: COLUMN jobs.holds_slot; Type: COMMENT; Schema: pgq; Owner: -
+--
+
+COMMENT ON COLUMN pgq.jobs.holds_slot IS 'internal: claimed while the queue had a concurrency or key limit; a running job with it occupies a slot, and leaving running notifies pgq_<queue>';
+
+--
+-- Name: COLUMN jobs.schedule; Type: COMMENT; Schema: pgq; Owner: -
+--
+
+COMMENT ON COLUMN pgq.jobs.schedule IS 'the pgq.schedules name that created this job, or NULL';
+
+--
+-- Name: COLUMN jobs.scheduled_for; Type: COMMENT; Schema: pgq; Owner: -
+--
+
+COMMENT ON COLUMN pgq.jobs.scheduled_for IS 'the schedule slot this job was created for, or NULL';
+
+--
+-- Name: _claim_limited(text, integer, text[], text[], text[]); Type: FUNCTION; Schema: pgq; Owner: -
+--
+
+CREATE FUNCTION pgq._claim_limited(worker_id text, max_jobs integer, wanted text[], ruled text[], job_types text[]) RETURNS SETOF pgq.jobs
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    s pgq.queues;
+    clock timestamptz;
+    allow integer;
+    busy integer;
+    picked bigint[] := '{}';
+    slotted text[] := '{}';
+BEGIN
+    PERFORM 1 FROM pgq.queues AS q WHERE q.queue = ANY (ruled) ORDER BY q.queue FOR UPDATE;
+    -- after the locks: the previous claimer of these queues has committed, and its clock
+    -- reading is behind ours
+    clock := clock_timestamp();
+    FOR s IN SELECT * FROM pgq.queues AS q WHERE q.queue = ANY (ruled) ORDER BY q.queue LOOP
+        CONTINUE WHEN s.paused;
+        IF s.concurrency IS NOT NULL OR s.key_concurrency IS NOT NULL OR s.rate IS NOT NULL THEN
+            PERFORM pgq._require_fresh_snapshots(format('claim from queue %s, which has limits', s.queue));
+        END IF;
+        allow := max_jobs;
+        IF s.concurrency IS NOT NULL THEN
+            SELECT count(*) INTO busy FROM pgq.jobs AS j
+             WHERE j.status = 'running' AND j.holds_slot AND j.queue = s.queue;
+            allow := least(allow, s.concurrency - busy);
+        END IF;
+        IF s.rate IS NOT NULL THEN
+            s.tokens := least(s.burst::double precision,
+                              s.tokens + s.rate::double precision
+                                         * greatest(0, extract(epoch FROM clock - s.tokens_at)));
+            UPDATE pgq.queues AS q SET tokens = s.tokens, tokens_at = clock WHERE q.queue = s.queue;
+            allow := least(allow, floor(s.tokens)::integer);
+        END IF;
+        IF s.concurrency IS NOT NULL OR s.key_concurrency IS NOT NULL THEN
+            slotted := slotted || s.queue;
+        END IF;
+        CONTINUE WHEN allow <= 0;
+        IF s.key_concurrency IS NULL THEN
+            picked := picked || ARRAY(
+                SELECT j.id FROM pgq.jobs AS j
+                 WHERE j.status = 'queued' AND j.queue = s.queue AND j.run_at <= now()
+                   AND (job_types IS NULL OR j.type = ANY (job_types))
+                 ORDER BY j.priority, j.run_at, j.id
+                 LIMIT allow
+                   FOR UPDATE SKIP LOCKED);
+        ELSE
+            picked := picked || pgq._pick_by_key(s.queue, s.key_concurrency, allow, job_types);
+        END IF;
+    END LOOP;
+
+    RETURN QUERY
+    WITH candidates AS (
+        SELECT j.id, j.priority, j.run_at FROM pgq.jobs AS j WHERE j.id = ANY (picked)
+        UNION ALL
+        -- queues without settings: as pgq.claim's fast path
+        SELECT c.id, c.priority, c.run_at
+          FROM (SELECT DISTINCT w FROM unnest(wanted) AS w WHERE NOT (w = ANY (ruled)))
+               AS free(queue)
+         CROSS JOIN LATERAL (
+               SELECT j.id, j.priority, j.run_at
+                 FROM pgq.jobs AS j
+                WHERE j.status = 'queued'
+                  AND j.queue = free.queue
+                  AND j.run_at <= now()
+                  AND (job_types IS NULL OR j.type = ANY (job_types))
+                ORDER BY j.priority, j.run_at, j.id
+                LIMIT max_jobs
+                  FOR UPDATE SKIP LOCKED) AS c
+    ), claimed AS (
+        UPDATE pgq.jobs AS j
+           SET status = 'running',
+               attempts = j.attempts + 1,
+               worker_id = _claim_limited.worker_id,
+               claimed_at = clock,
+               lease_expires_at = clock + make_interval(secs => j.timeout_seconds * 1.25),
+               holds_slot = j.queue = ANY (slotted),
+               progress = NULL,
+               updated_at = now()
+         WHERE j.id = ANY (ARRAY(SELECT c.id FROM candidates AS c
+                                  ORDER BY c.priority, c.run_at, c.id LIMIT max_jobs))
+        RETURNING j.*
+    ), announced AS (
+        -- → running, as pgq.claim announces it (only while a session watches events)
+        SELECT count(pg_notify('pgq_events', json_build_object(
+                   'id', a.id, 'status', 'running', 'queue', a.queue, 'type', a.type)::text)) AS n
+          FROM claimed AS a
+         WHERE EXISTS (SELECT 1 FROM pgq.event_watchers)
+    ), spent AS (
+        UPDATE pgq.queues AS q
+           SET tokens = q.tokens - n.claimed
+          FROM (SELECT c.queue, count(*) AS claimed FROM claimed AS c GROUP BY c.queue) AS n
+         WHERE q.queue = n.queue AND q.rate IS NOT NULL
+    )
+    SELECT c.* FROM claimed AS c CROSS JOIN announced ORDER BY c.priority, c.run_at, c.id;
+END
+$$;
+
+--
+-- Name: FUNCTION _claim_limited(worker_id text, max_jobs integer, wanted text[], ruled text[], job_types text[]); Type: COMMENT; Schema: pgq; Owner: -
+--
+
+COMMENT ON FUNCTION pgq._claim_limited(worker_id text, max_jobs integer, wanted text[], ruled text[], job_types text[]) IS '_claim_limited: pgq.claim when some wanted queue has settings (ruled: those queues).
+Applies after pgq.claim validated its arguments. Locks the ruled queues'' rows in name
+order, then per queue: nothing from a paused queue; at most concurrency minus the
+running jobs with a slot; at most the whole tokens of the bucket (refilled on the
+database clock first); per key as _pick_by_key. Queues without settings are claimed as
+by pgq.claim''s fast path. Leaves the claimed jobs running (holds_slot set in queues
+with a concurrency or key limit, claimed_at on the clock the bucket was read at) and
+one token spent per claimed job. Returns them in claim order. Raises 0A000 in a
+REPEATABLE READ transaction for a limited queue: its old snapshot would miss claims
+that committed since, and the count would be wrong.';
 
 --
 -- Name: _cron_field(text, text, integer, integer, text[], integer); Type: FUNCTION; Schema: pgq; Owner: -
@@ -457,20 +675,38 @@ calling it once per job; the name patterns use "+ and length()" rather than boun
 repetitions, as the table''s CHECKs do, for the same cost reason.';
 
 --
+-- Name: _invalid_key(text); Type: FUNCTION; Schema: pgq; Owner: -
+--
+
+CREATE FUNCTION pgq._invalid_key(concurrency_key text) RETURNS text
+    LANGUAGE sql IMMUTABLE
+    AS $$
+    SELECT CASE WHEN length(concurrency_key) NOT BETWEEN 1 AND 256
+                THEN 'concurrency_key must be 1-256 characters' END
+$$;
+
+--
+-- Name: FUNCTION _invalid_key(concurrency_key text); Type: COMMENT; Schema: pgq; Owner: -
+--
+
+COMMENT ON FUNCTION pgq._invalid_key(concurrency_key text) IS '_invalid_key: why a concurrency_key would be refused (NULL when it is acceptable: NULL,
+or 1-256 characters). Shared by enqueue_bulk and enqueue_many, which name the element.';
+
+--
 -- Name: _job_rows(jsonb); Type: FUNCTION; Schema: pgq; Owner: -
 --
 
-CREATE FUNCTION pgq._job_rows(jobs jsonb) RETURNS TABLE(ord bigint, type text, args jsonb, queue text, priority integer, run_at timestamp with time zone, max_attempts integer, timeout_seconds integer, idempotency_key text, depends_on bigint[])
+CREATE FUNCTION pgq._job_rows(jobs jsonb) RETURNS TABLE(ord bigint, type text, args jsonb, queue text, priority integer, run_at timestamp with time zone, max_attempts integer, timeout_seconds integer, idempotency_key text, depends_on bigint[], concurrency_key text)
     LANGUAGE sql STABLE
     AS $$
     SELECT r.ord, r.type, coalesce(r.args, '{}'), coalesce(r.queue, 'default'),
            coalesce(r.priority, 0),
            coalesce(r.run_at, now() + make_interval(secs => coalesce(r.delay_seconds, 0))),
            coalesce(r.max_attempts, 10), coalesce(r.timeout_seconds, 300),
-           r.idempotency_key, r.depends_on
+           r.idempotency_key, r.depends_on, r.concurrency_key
       FROM jsonb_populate_recordset(NULL::pgq.job_spec, jobs) WITH ORDINALITY
            AS r(type, args, queue, priority, run_at, max_attempts, timeout_seconds,
-                idempotency_key, depends_on, delay_seconds, ord)
+                idempotency_key, depends_on, delay_seconds, concurrency_key, ord)
 $$;
 
 --
@@ -496,7 +732,7 @@ CREATE FUNCTION pgq._job_spec(job jsonb) RETURNS pgq.job_spec
                coalesce(r.priority, 0),
                coalesce(r.run_at, now() + make_interval(secs => coalesce(r.delay_seconds, 0))),
                coalesce(r.max_attempts, 10), coalesce(r.timeout_seconds, 300),
-               r.idempotency_key, r.depends_on, NULL)::pgq.job_spec
+               r.idempotency_key, r.depends_on, NULL, r.concurrency_key)::pgq.job_spec
       FROM jsonb_populate_record(NULL::pgq.job_spec, job) AS r
 $$;
 
@@ -607,6 +843,33 @@ notification for each job created already finished (dead because a parent failed
 Wake-ups for inserted queued jobs are the doorbell''s (_ring_doorbell). Raises nothing.';
 
 --
+-- Name: _notify_slot_freed(); Type: FUNCTION; Schema: pgq; Owner: -
+--
+
+CREATE FUNCTION pgq._notify_slot_freed() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pgq.queues AS q
+                WHERE q.queue = OLD.queue AND NOT q.paused
+                  AND (q.concurrency IS NOT NULL
+                       OR (q.key_concurrency IS NOT NULL AND OLD.concurrency_key IS NOT NULL))) THEN
+        PERFORM pg_notify('pgq_' || OLD.queue, '');
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+--
+-- Name: FUNCTION _notify_slot_freed(); Type: COMMENT; Schema: pgq; Owner: -
+--
+
+COMMENT ON FUNCTION pgq._notify_slot_freed() IS '_notify_slot_freed: a job that held a slot left running (completed, failed, cancelled,
+released, expired). Applies when its queue still has a concurrency limit, or a key limit
+and the job a key, and is not paused. Leaves a pgq_<queue> notification, so a runner held
+back by the limit claims at once.';
+
+--
 -- Name: _notify_update(); Type: FUNCTION; Schema: pgq; Owner: -
 --
 
@@ -634,6 +897,90 @@ heartbeats and completions never call it). Leaves a pgq_<queue> notification (pa
 transaction, and for every such row a pgq_events notification {"id", "status", "queue",
 "type"} (a retry, a backoff, a release, a replay: GET /events shows every change). Jobs that succeeded are announced by pgq.complete and
 pgq.complete_many, the only transitions into succeeded. Raises nothing.';
+
+--
+-- Name: _pick_by_key(text, integer, integer, text[]); Type: FUNCTION; Schema: pgq; Owner: -
+--
+
+CREATE FUNCTION pgq._pick_by_key(queue text, key_concurrency integer, allow integer, job_types text[]) RETURNS bigint[]
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    running jsonb;
+    blocked text[];
+    taken bigint[] := '{}';
+    r record;
+    n integer;
+    restart boolean;
+    last_priority integer := -2147483648;
+    last_run_at timestamptz := '-infinity';
+    last_id bigint := 0;
+BEGIN
+    SELECT coalesce(jsonb_object_agg(s.k, s.c), '{}') INTO running
+      FROM (SELECT j.concurrency_key AS k, count(*) AS c
+              FROM pgq.jobs AS j
+             WHERE j.status = 'running' AND j.holds_slot AND j.queue = _pick_by_key.queue
+               AND j.concurrency_key IS NOT NULL
+             GROUP BY j.concurrency_key) AS s;
+    blocked := ARRAY(SELECT e.key FROM jsonb_each_text(running) AS e
+                      WHERE e.value::integer >= key_concurrency);
+    LOOP
+        restart := false;
+        -- Keys that filled up leave the walk through `blocked`: the query restarts after
+        -- the last job seen, instead of stepping over their later jobs one by one.
+        FOR r IN SELECT j.id, j.concurrency_key, j.priority, j.run_at
+                   FROM pgq.jobs AS j
+                  WHERE j.status = 'queued' AND j.queue = _pick_by_key.queue
+                    AND j.run_at <= now()
+                    AND (job_types IS NULL OR j.type = ANY (job_types))
+                    AND (j.concurrency_key IS NULL OR NOT (j.concurrency_key = ANY (blocked)))
+                    AND (j.priority, j.run_at, j.id) > (last_priority, last_run_at, last_id)
+                  ORDER BY j.priority, j.run_at, j.id LOOP
+            last_priority := r.priority;
+            last_run_at := r.run_at;
+            last_id := r.id;
+            PERFORM 1 FROM pgq.jobs AS j WHERE j.id = r.id AND j.status = 'queued'
+                FOR UPDATE SKIP LOCKED;
+            IF NOT FOUND THEN
+                -- taken or changed by another transaction: its key's later jobs must not
+                -- overtake it
+                IF r.concurrency_key IS NOT NULL THEN
+                    blocked := blocked || r.concurrency_key;
+                    restart := true;
+                    EXIT;
+                END IF;
+                CONTINUE;
+            END IF;
+            taken := taken || r.id;
+            EXIT WHEN cardinality(taken) >= allow;
+            IF r.concurrency_key IS NOT NULL THEN
+                n := coalesce((running ->> r.concurrency_key)::integer, 0) + 1;
+                running := jsonb_set(running, ARRAY[r.concurrency_key], to_jsonb(n));
+                IF n >= key_concurrency THEN
+                    blocked := blocked || r.concurrency_key;
+                    restart := true;
+                    EXIT;
+                END IF;
+            END IF;
+        END LOOP;
+        EXIT WHEN NOT restart OR cardinality(taken) >= allow;
+    END LOOP;
+    RETURN taken;
+END
+$$;
+
+--
+-- Name: FUNCTION _pick_by_key(queue text, key_concurrency integer, allow integer, job_types text[]); Type: COMMENT; Schema: pgq; Owner: -
+--
+
+COMMENT ON FUNCTION pgq._pick_by_key(queue text, key_concurrency integer, allow integer, job_types text[]) IS '_pick_by_key: for pgq.claim, up to allow due queued jobs of a queue with a key limit, in
+claim order, such that no key ends up with more than key_concurrency running jobs.
+Applies while the caller holds the queue''s pgq.queues row lock (so no other limited
+claim of the queue runs). Leaves the picked rows locked FOR UPDATE. Jobs of one key are
+picked in claim order: once a key is full, or its next job is locked by another
+transaction (skipped), none of its later jobs is picked. Cost: the walk of
+jobs_claim_idx steps over the queued jobs of full keys, so a long run of one full key''s
+jobs at the head of the queue is read on every claim.';
 
 --
 -- Name: _queued_queues(); Type: FUNCTION; Schema: pgq; Owner: -
@@ -861,70 +1208,6 @@ min(3600, uniform(4, 8) * 2^(n-1)) seconds. Used by pgq.fail and pgq.expire_leas
 Leaves nothing behind; raises nothing.';
 
 --
--- Name: jobs; Type: TABLE; Schema: pgq; Owner: -
---
-
-CREATE TABLE pgq.jobs (
-    id bigint NOT NULL,
-    queue text DEFAULT 'default'::text NOT NULL,
-    type text NOT NULL,
-    args jsonb DEFAULT '{}'::jsonb NOT NULL,
-    status text DEFAULT 'queued'::text NOT NULL,
-    priority integer DEFAULT 0 NOT NULL,
-    run_at timestamp with time zone DEFAULT now() NOT NULL,
-    attempts integer DEFAULT 0 NOT NULL,
-    max_attempts integer DEFAULT 10 NOT NULL,
-    timeout_seconds integer DEFAULT 300 NOT NULL,
-    worker_id text,
-    claimed_at timestamp with time zone,
-    lease_expires_at timestamp with time zone,
-    result jsonb,
-    last_error jsonb,
-    errors jsonb DEFAULT '[]'::jsonb NOT NULL,
-    idempotency_key text,
-    depends_on bigint[],
-    created_at timestamp with time zone DEFAULT now() NOT NULL,
-    updated_at timestamp with time zone DEFAULT now() NOT NULL,
-    finished_at timestamp with time zone,
-    schedule text,
-    scheduled_for timestamp with time zone,
-    progress jsonb,
-    CONSTRAINT jobs_args_object CHECK ((jsonb_typeof(args) = 'object'::text)),
-    CONSTRAINT jobs_attempts_within_max CHECK (((attempts >= 0) AND (attempts <= max_attempts))),
-    CONSTRAINT jobs_errors_array CHECK ((jsonb_typeof(errors) = 'array'::text)),
-    CONSTRAINT jobs_finished_iff_terminal CHECK (((status = ANY (ARRAY['succeeded'::text, 'dead'::text, 'cancelled'::text])) = (finished_at IS NOT NULL))),
-    CONSTRAINT jobs_lease_iff_running CHECK (((status = 'running'::text) = (lease_expires_at IS NOT NULL))),
-    CONSTRAINT jobs_priority_range CHECK (((priority >= '-32768'::integer) AND (priority <= 32767))),
-    CONSTRAINT jobs_queue_name CHECK (((queue ~ '^[a-z][a-z0-9_]*$'::text) AND (length(queue) <= 48))),
-    CONSTRAINT jobs_queued_has_attempt_left CHECK (((status <> 'queued'::text) OR (attempts < max_attempts))),
-    CONSTRAINT jobs_running_is_held CHECK (((status <> 'running'::text) OR ((worker_id IS NOT NULL) AND (claimed_at IS NOT NULL)))),
-    CONSTRAINT jobs_schedule_has_slot CHECK (((schedule IS NULL) = (scheduled_for IS NULL))),
-    CONSTRAINT jobs_status_known CHECK ((status = ANY (ARRAY['waiting'::text, 'queued'::text, 'running'::text, 'succeeded'::text, 'dead'::text, 'cancelled'::text]))),
-    CONSTRAINT jobs_timeout_range CHECK (((timeout_seconds >= 1) AND (timeout_seconds <= 86400))),
-    CONSTRAINT jobs_type_name CHECK (((type ~ '^[A-Za-z0-9_.:-]+$'::text) AND (length(type) <= 128))),
-    CONSTRAINT jobs_waiting_has_parents CHECK (((status <> 'waiting'::text) OR (depends_on IS NOT NULL)))
-)
-WITH (autovacuum_vacuum_scale_factor='0.01', autovacuum_vacuum_threshold='1000', autovacuum_vacuum_insert_scale_factor='0.01', autovacuum_vacuum_insert_threshold='1000', autovacuum_analyze_scale_factor='0.02', autovacuum_analyze_threshold='1000', autovacuum_vacuum_cost_delay='0');
-
---
--- Name: TABLE jobs; Type: COMMENT; Schema: pgq; Owner: -
---
-
-COMMENT ON TABLE pgq.jobs IS 'pgq job queue: one row per job. Change it through the pgq.* functions, not by hand.';
-
---
--- Name: COLUMN jobs.schedule; Type: COMMENT; Schema: pgq; Owner: -
---
-
-COMMENT ON COLUMN pgq.jobs.schedule IS 'the pgq.schedules name that created this job, or NULL';
-
---
--- Name: COLUMN jobs.scheduled_for; Type: COMMENT; Schema: pgq; Owner: -
---
-
-COMMENT ON COLUMN pgq.jobs.scheduled_for IS 'the schedule slot this job was created for, or NULL';
-
---
 -- Name: cancel(bigint); Type: FUNCTION; Schema: pgq; Owner: -
 --
 
@@ -1020,6 +1303,9 @@ empty list; 0A000 inside a REPEATABLE READ transaction when there are dependents
 CREATE FUNCTION pgq.claim(worker_id text, max_jobs integer DEFAULT 1, queues text[] DEFAULT NULL::text[], job_types text[] DEFAULT NULL::text[]) RETURNS SETOF pgq.jobs
     LANGUAGE plpgsql
     AS $$
+DECLARE
+    wanted text[];
+    ruled text[];
 BEGIN
     IF worker_id IS NULL OR length(worker_id) NOT BETWEEN 1 AND 255 THEN
         RAISE EXCEPTION 'cannot claim: worker_id must be 1-255 characters' USING ERRCODE = 'PQ400';
@@ -1027,6 +1313,23 @@ BEGIN
     IF max_jobs IS NULL OR max_jobs NOT BETWEEN 1 AND 10000 THEN
         RAISE EXCEPTION 'cannot claim: max_jobs % is out of range 1..10000', max_jobs
             USING ERRCODE = 'PQ400';
+    END IF;
+
+    -- The fast path pays one probe of pgq.queues (usually empty), written without a
+    -- parameter: "q.queue = ANY (queues)" made PL/pgSQL plan it afresh at every call
+    -- (a custom plan), which cost a claim(1) several times the probe itself.
+    SELECT array_agg(q.queue) INTO ruled
+      FROM pgq.queues AS q
+     WHERE q.paused OR q.concurrency IS NOT NULL OR q.key_concurrency IS NOT NULL
+        OR q.rate IS NOT NULL;
+    IF ruled IS NOT NULL AND (queues IS NULL OR ruled && queues) THEN
+        wanted := coalesce(queues, ARRAY(SELECT pgq._queued_queues()));
+        ruled := ARRAY(SELECT unnest(ruled) INTERSECT SELECT unnest(wanted));
+        IF cardinality(ruled) > 0 THEN
+            RETURN QUERY SELECT * FROM pgq._claim_limited(claim.worker_id, max_jobs, wanted,
+                                                          ruled, job_types);
+            RETURN;
+        END IF;
     END IF;
 
     RETURN QUERY
@@ -1085,13 +1388,19 @@ $$;
 
 COMMENT ON FUNCTION pgq.claim(worker_id text, max_jobs integer, queues text[], job_types text[]) IS 'claim: queued → running for up to max_jobs jobs whose run_at has passed, in claim order
 (priority, then run_at, then id), from the given queues (NULL: every queue) and
-optionally only of some types. Leaves each claimed job with attempts + 1, worker_id,
-claimed_at and a lease of 1.25 × timeout_seconds,
-progress cleared, and, while a session watches events (pgq.watch_events), a pgq_events
-notification {"id", "status": "running", "queue", "type"} per job. Rows locked by another transaction are
+optionally only of some types, within each queue''s flow control (pgq.queues): nothing
+from a paused queue, never more than concurrency running jobs per queue nor
+key_concurrency per concurrency_key (a key''s jobs start in claim order), at most
+burst + rate × T claims in any T seconds; a limit met means fewer jobs, never an error.
+Queues without settings cost one probe of pgq.queues more than before; the others go
+through pgq._claim_limited. Leaves each claimed job with attempts + 1, worker_id,
+claimed_at and a lease of 1.25 × timeout_seconds, progress cleared, and, while a
+session watches events (pgq.watch_events), a pgq_events notification {"id",
+"status": "running", "queue", "type"} per job. Rows locked by another transaction are
 skipped (FOR UPDATE SKIP LOCKED), never waited on, so concurrent claimers never get the
 same job. Returns the claimed jobs in claim order, nothing when nothing is due.
-Raises PQ400 for an empty worker_id or a max_jobs outside 1..10000.';
+Raises PQ400 for an empty worker_id or a max_jobs outside 1..10000, and 0A000 for a
+queue with limits inside a REPEATABLE READ transaction.';
 
 --
 -- Name: complete(bigint, text, jsonb, integer); Type: FUNCTION; Schema: pgq; Owner: -
@@ -1316,10 +1625,10 @@ stands for its first occurrence. Leaves nothing behind. Returns NULL when nothin
 matches within ten years (e.g. 30 February). Raises PQ400 for a bad expression or zone.';
 
 --
--- Name: enqueue(text, jsonb, text, integer, timestamp with time zone, integer, integer, text, bigint[]); Type: FUNCTION; Schema: pgq; Owner: -
+-- Name: enqueue(text, jsonb, text, integer, timestamp with time zone, integer, integer, text, bigint[], text); Type: FUNCTION; Schema: pgq; Owner: -
 --
 
-CREATE FUNCTION pgq.enqueue(job_type text, args jsonb DEFAULT '{}'::jsonb, queue text DEFAULT 'default'::text, priority integer DEFAULT 0, run_at timestamp with time zone DEFAULT now(), max_attempts integer DEFAULT 10, timeout_seconds integer DEFAULT 300, idempotency_key text DEFAULT NULL::text, depends_on bigint[] DEFAULT NULL::bigint[]) RETURNS pgq.jobs
+CREATE FUNCTION pgq.enqueue(job_type text, args jsonb DEFAULT '{}'::jsonb, queue text DEFAULT 'default'::text, priority integer DEFAULT 0, run_at timestamp with time zone DEFAULT now(), max_attempts integer DEFAULT 10, timeout_seconds integer DEFAULT 300, idempotency_key text DEFAULT NULL::text, depends_on bigint[] DEFAULT NULL::bigint[], concurrency_key text DEFAULT NULL::text) RETURNS pgq.jobs
     LANGUAGE plpgsql
     AS $$
 #variable_conflict use_column
@@ -1339,6 +1648,10 @@ BEGIN
     END IF;
     IF idempotency_key IS NOT NULL AND length(idempotency_key) NOT BETWEEN 1 AND 255 THEN
         RAISE EXCEPTION 'cannot enqueue: idempotency_key must be 1-255 characters'
+            USING ERRCODE = 'PQ400';
+    END IF;
+    IF concurrency_key IS NOT NULL AND length(concurrency_key) NOT BETWEEN 1 AND 256 THEN
+        RAISE EXCEPTION 'cannot enqueue: concurrency_key must be 1-256 characters'
             USING ERRCODE = 'PQ400';
     END IF;
 
@@ -1379,9 +1692,10 @@ BEGIN
     END IF;
 
     INSERT INTO pgq.jobs AS t (type, args, queue, priority, run_at, max_attempts, timeout_seconds,
-                               idempotency_key, depends_on, status, finished_at, last_error, errors)
+                               idempotency_key, depends_on, concurrency_key, status, finished_at,
+                               last_error, errors)
     VALUES (job_type, args, queue, priority, run_at, max_attempts, timeout_seconds,
-            idempotency_key, parents, new_status,
+            idempotency_key, parents, concurrency_key, new_status,
             CASE WHEN new_status = 'dead' THEN now() END,
             failure, CASE WHEN failure IS NULL THEN '[]'::jsonb ELSE jsonb_build_array(failure) END)
     ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
@@ -1397,13 +1711,14 @@ END
 $$;
 
 --
--- Name: FUNCTION enqueue(job_type text, args jsonb, queue text, priority integer, run_at timestamp with time zone, max_attempts integer, timeout_seconds integer, idempotency_key text, depends_on bigint[]); Type: COMMENT; Schema: pgq; Owner: -
+-- Name: FUNCTION enqueue(job_type text, args jsonb, queue text, priority integer, run_at timestamp with time zone, max_attempts integer, timeout_seconds integer, idempotency_key text, depends_on bigint[], concurrency_key text); Type: COMMENT; Schema: pgq; Owner: -
 --
 
-COMMENT ON FUNCTION pgq.enqueue(job_type text, args jsonb, queue text, priority integer, run_at timestamp with time zone, max_attempts integer, timeout_seconds integer, idempotency_key text, depends_on bigint[]) IS 'enqueue: → queued (or waiting, or dead when a parent already failed).
+COMMENT ON FUNCTION pgq.enqueue(job_type text, args jsonb, queue text, priority integer, run_at timestamp with time zone, max_attempts integer, timeout_seconds integer, idempotency_key text, depends_on bigint[], concurrency_key text) IS 'enqueue: → queued (or waiting, or dead when a parent already failed).
 Applies always, given valid arguments. Leaves a new job, or for a known idempotency_key
 the existing job untouched. With depends_on the job waits until every parent succeeded;
-when a parent is already dead or cancelled the job is created dead. Returns the job.
+when a parent is already dead or cancelled the job is created dead. concurrency_key (NULL,
+or 1-256 characters) puts the job under its queue''s key_concurrency limit. Returns the job.
 Raises PQ400 for an invalid argument or a depends_on naming a job that does not exist,
 and 0A000 for depends_on inside a REPEATABLE READ transaction (_require_fresh_snapshots).';
 
@@ -1424,8 +1739,10 @@ BEGIN
                        CASE WHEN r.idempotency_key IS NOT NULL OR r.depends_on IS NOT NULL
                             THEN 'idempotency_key and depends_on are not taken here: '
                                  'use pgq.enqueue_many'
-                            ELSE pgq._invalid_job(r.type, r.args, r.queue, r.priority,
-                                                  r.run_at, r.max_attempts, r.timeout_seconds)
+                            ELSE coalesce(pgq._invalid_job(r.type, r.args, r.queue, r.priority,
+                                                           r.run_at, r.max_attempts,
+                                                           r.timeout_seconds),
+                                          pgq._invalid_key(r.concurrency_key))
                        END AS problem
                   FROM pgq._job_rows(jobs) AS r) AS s
          WHERE s.problem IS NOT NULL
@@ -1440,9 +1757,9 @@ BEGIN
         RETURN QUERY
         WITH inserted AS (
             INSERT INTO pgq.jobs (type, args, queue, priority, run_at, max_attempts,
-                                  timeout_seconds)
+                                  timeout_seconds, concurrency_key)
             SELECT r.type, r.args, r.queue, r.priority, r.run_at, r.max_attempts,
-                   r.timeout_seconds
+                   r.timeout_seconds, r.concurrency_key
               FROM pgq._job_rows(jobs) AS r
              ORDER BY r.ord
             RETURNING id, run_at
@@ -1509,7 +1826,7 @@ BEGIN
     BEGIN
         specs := ARRAY(SELECT ROW(r.type, r.args, r.queue, r.priority, r.run_at,
                                   r.max_attempts, r.timeout_seconds, r.idempotency_key,
-                                  r.depends_on, NULL)::pgq.job_spec
+                                  r.depends_on, NULL, r.concurrency_key)::pgq.job_spec
                          FROM pgq._job_rows(jobs) AS r
                         ORDER BY r.ord);
     EXCEPTION WHEN data_exception THEN
@@ -1520,8 +1837,9 @@ BEGIN
     -- every element is checked before the first is enqueued, so the first invalid one is named
     SELECT s.ord - 1 AS idx, s.problem INTO bad
       FROM (SELECT i.ordinality AS ord,
-                   pgq._invalid_job(i.type, i.args, i.queue, i.priority, i.run_at,
-                                    i.max_attempts, i.timeout_seconds) AS problem
+                   coalesce(pgq._invalid_job(i.type, i.args, i.queue, i.priority, i.run_at,
+                                             i.max_attempts, i.timeout_seconds),
+                            pgq._invalid_key(i.concurrency_key)) AS problem
               FROM unnest(specs) WITH ORDINALITY AS i) AS s
      WHERE s.problem IS NOT NULL
      ORDER BY s.ord LIMIT 1;
@@ -1533,7 +1851,8 @@ BEGIN
         BEGIN
             RETURN NEXT pgq.enqueue(spec.type, spec.args, spec.queue, spec.priority, spec.run_at,
                                     spec.max_attempts, spec.timeout_seconds,
-                                    spec.idempotency_key, spec.depends_on);
+                                    spec.idempotency_key, spec.depends_on,
+                                    spec.concurrency_key);
         EXCEPTION WHEN SQLSTATE 'PQ400' THEN
             RAISE EXCEPTION 'cannot enqueue jobs[%]: %', idx,
                             regexp_replace(SQLERRM, '^cannot enqueue: ', '')
@@ -1551,7 +1870,8 @@ $$;
 COMMENT ON FUNCTION pgq.enqueue_many(jobs jsonb) IS 'enqueue_many: enqueue every job described in a JSON array, all or nothing.
 Each element is an object with "type" and optionally "args", "queue", "priority",
 "run_at" or "delay_seconds" (counted on the database''s clock), "max_attempts",
-"timeout_seconds", "idempotency_key", "depends_on"; a key that is absent or JSON null
+"timeout_seconds", "idempotency_key", "depends_on", "concurrency_key"; a key that is
+absent or JSON null
 takes pgq.enqueue''s default. Leaves the jobs as pgq.enqueue would and returns them in
 input order. When no job has an idempotency_key or depends_on (the bulk case) they are
 inserted by pgq.enqueue_bulk; otherwise every job goes through pgq.enqueue, one by one.
@@ -1865,12 +2185,35 @@ pgq.wait_for_enqueuers(queues) after this commits, then look for work, then slee
 CREATE FUNCTION pgq.next_due(queues text[] DEFAULT NULL::text[], job_types text[] DEFAULT NULL::text[]) RETURNS TABLE(next_run_at timestamp with time zone, next_lease_expiry timestamp with time zone)
     LANGUAGE sql STABLE
     AS $$
-    SELECT (SELECT min(first.run_at)
-              FROM unnest(coalesce(queues, ARRAY(SELECT pgq._queued_queues()))) AS wanted(queue)
+    WITH wanted AS (
+        SELECT w.queue, q.paused, q.concurrency, q.key_concurrency, q.rate, q.tokens, q.tokens_at
+          FROM unnest(coalesce(queues, ARRAY(SELECT pgq._queued_queues()))) AS w(queue)
+          LEFT JOIN pgq.queues AS q ON q.queue = w.queue
+    ), open AS (
+        SELECT w.queue,
+               CASE WHEN w.key_concurrency IS NOT NULL THEN
+                   ARRAY(SELECT r.concurrency_key FROM pgq.jobs AS r
+                          WHERE r.status = 'running' AND r.holds_slot AND r.queue = w.queue
+                            AND r.concurrency_key IS NOT NULL
+                          GROUP BY r.concurrency_key
+                         HAVING count(*) >= w.key_concurrency) END AS blocked,
+               CASE WHEN w.tokens < 1 THEN
+                   w.tokens_at + make_interval(secs => (1 - w.tokens) / w.rate) END AS token_at
+          FROM wanted AS w
+         WHERE w.paused IS NOT TRUE
+           AND (w.concurrency IS NULL
+                OR (SELECT count(*) FROM pgq.jobs AS r
+                     WHERE r.status = 'running' AND r.holds_slot AND r.queue = w.queue)
+                   < w.concurrency)
+    )
+    SELECT (SELECT min(greatest(first.run_at, o.token_at))
+              FROM open AS o
              CROSS JOIN LATERAL (
                    SELECT j.run_at FROM pgq.jobs AS j
-                    WHERE j.status = 'queued' AND j.queue = wanted.queue
+                    WHERE j.status = 'queued' AND j.queue = o.queue
                       AND (job_types IS NULL OR j.type = ANY (job_types))
+                      AND (o.blocked IS NULL OR j.concurrency_key IS NULL
+                           OR NOT (j.concurrency_key = ANY (o.blocked)))
                     ORDER BY j.run_at
                     LIMIT 1) AS first),
            (SELECT min(j.lease_expires_at) FROM pgq.jobs AS j WHERE j.status = 'running')
@@ -1880,12 +2223,16 @@ $$;
 -- Name: FUNCTION next_due(queues text[], job_types text[]); Type: COMMENT; Schema: pgq; Owner: -
 --
 
-COMMENT ON FUNCTION pgq.next_due(queues text[], job_types text[]) IS 'next_due: what a runner sleeps until when it has nothing to claim: the earliest run_at
-of queued jobs it could claim, from the given queues (NULL: every queue) and of the given
-types (NULL when none), and the earliest lease expiry of any running job (NULL when
-none), after which pgq.expire_leases has work. Runners call it whenever they go idle, so
-it reads the first entry of jobs_due_idx per queue, never the whole backlog.
-Leaves nothing behind; raises nothing.';
+COMMENT ON FUNCTION pgq.next_due(queues text[], job_types text[]) IS 'next_due: what a runner sleeps until when it has nothing to claim: the earliest time a
+queued job it could claim is due, from the given queues (NULL: every queue) and of the
+given types (NULL when none), and the earliest lease expiry of any running job (NULL when
+none), after which pgq.expire_leases has work. Flow control counts: a paused queue, and a
+queue whose running jobs fill its concurrency, offer nothing (pgq.resume and a freed slot
+notify pgq_<queue>); the jobs of a key whose running jobs fill key_concurrency are
+skipped; a queue out of rate tokens offers its jobs from the moment its next token is
+due. Runners call it whenever they go idle, so it reads the first entry of jobs_due_idx
+per queue, never the whole backlog (in a key-limited queue it steps over the due jobs of
+full keys). Leaves nothing behind; raises nothing.';
 
 --
 -- Name: next_schedule_at(); Type: FUNCTION; Schema: pgq; Owner: -
@@ -1904,6 +2251,68 @@ $$;
 COMMENT ON FUNCTION pgq.next_schedule_at() IS 'next_schedule_at: the earliest next_run_at of an unpaused schedule (NULL when none), which
 runners and coordinators sleep until before calling pgq.fire_schedules. Reads
 schedules_due_idx; leaves nothing behind.';
+
+--
+-- Name: queues; Type: TABLE; Schema: pgq; Owner: -
+--
+
+CREATE TABLE pgq.queues (
+    queue text NOT NULL,
+    paused boolean DEFAULT false NOT NULL,
+    concurrency integer,
+    key_concurrency integer,
+    rate numeric,
+    burst integer,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    tokens double precision,
+    tokens_at timestamp with time zone,
+    CONSTRAINT queues_bucket_iff_rate CHECK ((((rate IS NULL) = (burst IS NULL)) AND ((rate IS NULL) = (tokens IS NULL)) AND ((rate IS NULL) = (tokens_at IS NULL)))),
+    CONSTRAINT queues_burst_positive CHECK ((burst > 0)),
+    CONSTRAINT queues_concurrency_positive CHECK ((concurrency > 0)),
+    CONSTRAINT queues_key_concurrency_positive CHECK ((key_concurrency > 0)),
+    CONSTRAINT queues_queue_name CHECK (((queue ~ '^[a-z][a-z0-9_]*$'::text) AND (length(queue) <= 48))),
+    CONSTRAINT queues_rate_positive CHECK ((rate > (0)::numeric))
+);
+
+--
+-- Name: TABLE queues; Type: COMMENT; Schema: pgq; Owner: -
+--
+
+COMMENT ON TABLE pgq.queues IS 'pgq flow control: one row per queue with settings (pause, limits); change it through pgq.pause, pgq.resume and pgq.set_limits. A queue without a row is unpaused and unlimited.';
+
+--
+-- Name: COLUMN queues.tokens; Type: COMMENT; Schema: pgq; Owner: -
+--
+
+COMMENT ON COLUMN pgq.queues.tokens IS 'token bucket of the rate limit: tokens left at tokens_at (refilled at rate per second up to burst)';
+
+--
+-- Name: pause(text); Type: FUNCTION; Schema: pgq; Owner: -
+--
+
+CREATE FUNCTION pgq.pause(queue text) RETURNS pgq.queues
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    q pgq.queues;
+BEGIN
+    PERFORM pgq._check_queues(ARRAY[pause.queue]);
+    INSERT INTO pgq.queues AS t (queue, paused) VALUES (pause.queue, true)
+        ON CONFLICT ON CONSTRAINT queues_pkey
+        DO UPDATE SET paused = true, updated_at = now()
+    RETURNING * INTO q;
+    RETURN q;
+END
+$$;
+
+--
+-- Name: FUNCTION pause(queue text); Type: COMMENT; Schema: pgq; Owner: -
+--
+
+COMMENT ON FUNCTION pgq.pause(queue text) IS 'pause: a queue stops handing out jobs. Applies to any valid queue name (with or without
+jobs). Leaves the queue''s pgq.queues row with paused = true (created when missing): no
+claim path returns its jobs until pgq.resume; enqueue, complete, fail and cancel go on,
+running jobs finish. Idempotent. Raises PQ400 for an invalid queue name.';
 
 --
 -- Name: progress(bigint, text, jsonb, integer); Type: FUNCTION; Schema: pgq; Owner: -
@@ -2025,6 +2434,37 @@ max_attempts by one: a job released on its last attempt runs again instead of go
 dead. Leaves run_at = now(), the lease cleared, the reason in last_error and appended
 to errors (kind "released"), and a pgq_<queue> wake-up so another runner takes it at once.
 Raises PQ404 (no such job) or PQ409 (not running, another holder, another attempt).';
+
+--
+-- Name: resume(text); Type: FUNCTION; Schema: pgq; Owner: -
+--
+
+CREATE FUNCTION pgq.resume(queue text) RETURNS pgq.queues
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    q pgq.queues;
+BEGIN
+    PERFORM pgq._check_queues(ARRAY[resume.queue]);
+    UPDATE pgq.queues AS t SET paused = false, updated_at = now()
+     WHERE t.queue = resume.queue
+    RETURNING * INTO q;
+    IF NOT FOUND THEN
+        q := ROW(resume.queue, false, NULL, NULL, NULL, NULL, now(), NULL, NULL)::pgq.queues;
+    END IF;
+    PERFORM pg_notify('pgq_' || resume.queue, '');
+    RETURN q;
+END
+$$;
+
+--
+-- Name: FUNCTION resume(queue text); Type: COMMENT; Schema: pgq; Owner: -
+--
+
+COMMENT ON FUNCTION pgq.resume(queue text) IS 'resume: a paused queue hands out jobs again. Applies to any valid queue name. Leaves
+paused = false (a queue without a row stays without one) and a pgq_<queue> notification
+so idle runners claim at once. Returns the queue''s settings. Idempotent. Raises PQ400 for
+an invalid queue name.';
 
 --
 -- Name: retry(bigint, integer); Type: FUNCTION; Schema: pgq; Owner: -
@@ -2259,6 +2699,74 @@ that re-declares its schedules at start does not skip a slot missed while it was
 and last_run_at and created_at are kept; sends pgq_schedules with the name.';
 
 --
+-- Name: set_limits(text, integer, integer, numeric, integer); Type: FUNCTION; Schema: pgq; Owner: -
+--
+
+CREATE FUNCTION pgq.set_limits(queue text, concurrency integer DEFAULT NULL::integer, key_concurrency integer DEFAULT NULL::integer, rate numeric DEFAULT NULL::numeric, burst integer DEFAULT NULL::integer) RETURNS pgq.queues
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    q pgq.queues;
+    new_burst integer;
+BEGIN
+    PERFORM pgq._check_queues(ARRAY[set_limits.queue]);
+    PERFORM pgq._check_limit('concurrency', set_limits.concurrency);
+    PERFORM pgq._check_limit('key_concurrency', set_limits.key_concurrency);
+    PERFORM pgq._check_limit('rate', set_limits.rate);
+    PERFORM pgq._check_limit('burst', set_limits.burst);
+    IF set_limits.rate > 1000000 THEN
+        RAISE EXCEPTION 'cannot set limits: rate % is above 1000000 per second', set_limits.rate
+            USING ERRCODE = 'PQ400';
+    END IF;
+    IF set_limits.burst IS NOT NULL AND set_limits.rate IS NULL THEN
+        RAISE EXCEPTION 'cannot set limits: burst needs a rate'
+            USING ERRCODE = 'PQ400', HINT = 'give rate too, or leave burst NULL';
+    END IF;
+    new_burst := CASE WHEN set_limits.rate IS NOT NULL
+                      THEN coalesce(set_limits.burst, ceil(set_limits.rate)::integer) END;
+
+    INSERT INTO pgq.queues AS t (queue, concurrency, key_concurrency, rate, burst, tokens, tokens_at)
+    VALUES (set_limits.queue, set_limits.concurrency, set_limits.key_concurrency, set_limits.rate,
+            new_burst, CASE WHEN new_burst IS NOT NULL THEN new_burst END,
+            CASE WHEN new_burst IS NOT NULL THEN clock_timestamp() END)
+        ON CONFLICT ON CONSTRAINT queues_pkey DO UPDATE
+       SET concurrency = excluded.concurrency,
+           key_concurrency = excluded.key_concurrency,
+           rate = excluded.rate,
+           burst = excluded.burst,
+           tokens = CASE WHEN excluded.rate IS NULL THEN NULL
+                         WHEN t.rate IS NULL THEN excluded.tokens
+                         ELSE least(t.tokens, excluded.burst) END,
+           tokens_at = CASE WHEN excluded.rate IS NULL THEN NULL
+                            WHEN t.rate IS NULL THEN excluded.tokens_at
+                            ELSE t.tokens_at END,
+           updated_at = now()
+    RETURNING * INTO q;
+
+    IF q.concurrency IS NOT NULL OR q.key_concurrency IS NOT NULL THEN
+        -- jobs claimed before the limit: they run, and count, until they finish
+        UPDATE pgq.jobs AS j SET holds_slot = true
+         WHERE j.queue = set_limits.queue AND j.status = 'running' AND NOT j.holds_slot;
+    END IF;
+    PERFORM pg_notify('pgq_' || set_limits.queue, '');
+    RETURN q;
+END
+$$;
+
+--
+-- Name: FUNCTION set_limits(queue text, concurrency integer, key_concurrency integer, rate numeric, burst integer); Type: COMMENT; Schema: pgq; Owner: -
+--
+
+COMMENT ON FUNCTION pgq.set_limits(queue text, concurrency integer, key_concurrency integer, rate numeric, burst integer) IS 'set_limits: replace all four limits of a queue at once (NULL: no limit). Applies to any
+valid queue name. Leaves the queue''s row (created when missing; pause state kept) with
+the given concurrency, key_concurrency, rate (claims per second) and burst (default
+ceil(rate)); a new rate starts with a full bucket, a changed one keeps the tokens it has
+(at most the new burst). Running jobs of the queue occupy slots from now on, and a
+pgq_<queue> notification wakes runners in case the limits were loosened.
+Raises PQ400 for an invalid queue name, a value <= 0, burst without rate, or a rate
+above 1,000,000 per second.';
+
+--
 -- Name: stats(); Type: FUNCTION; Schema: pgq; Owner: -
 --
 
@@ -2491,6 +2999,13 @@ ALTER TABLE ONLY pgq.migrations
     ADD CONSTRAINT migrations_pkey PRIMARY KEY (name);
 
 --
+-- Name: queues queues_pkey; Type: CONSTRAINT; Schema: pgq; Owner: -
+--
+
+ALTER TABLE ONLY pgq.queues
+    ADD CONSTRAINT queues_pkey PRIMARY KEY (queue);
+
+--
 -- Name: schedules schedules_pkey; Type: CONSTRAINT; Schema: pgq; Owner: -
 --
 
@@ -2552,6 +3067,12 @@ CREATE INDEX jobs_settled_status_idx ON pgq.jobs USING btree (status, id) WHERE 
 CREATE INDEX jobs_settled_type_idx ON pgq.jobs USING btree (type, status, id) WHERE (status = ANY (ARRAY['dead'::text, 'cancelled'::text, 'waiting'::text]));
 
 --
+-- Name: jobs_slots_idx; Type: INDEX; Schema: pgq; Owner: -
+--
+
+CREATE INDEX jobs_slots_idx ON pgq.jobs USING btree (queue, concurrency_key) WHERE ((status = 'running'::text) AND holds_slot);
+
+--
 -- Name: jobs_waiting_parents_idx; Type: INDEX; Schema: pgq; Owner: -
 --
 
@@ -2568,6 +3089,12 @@ CREATE INDEX schedules_due_idx ON pgq.schedules USING btree (next_run_at) WHERE 
 --
 
 CREATE TRIGGER _500_notify_insert AFTER INSERT ON pgq.jobs REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION pgq._notify_insert();
+
+--
+-- Name: jobs _500_notify_slot_freed; Type: TRIGGER; Schema: pgq; Owner: -
+--
+
+CREATE TRIGGER _500_notify_slot_freed AFTER UPDATE ON pgq.jobs FOR EACH ROW WHEN (((old.status = 'running'::text) AND (new.status <> 'running'::text) AND old.holds_slot)) EXECUTE FUNCTION pgq._notify_slot_freed();
 
 --
 -- Name: jobs _500_notify_update; Type: TRIGGER; Schema: pgq; Owner: -
