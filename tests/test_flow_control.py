@@ -200,9 +200,7 @@ async def test_rate_ten_per_second_burst_five(conn: asyncpg.Connection, pool: as
     assert len(times) >= 5 + 10 * (span - 0.5)
 
 
-async def test_pause_gives_nothing_and_resume_notifies(
-    dsn: str, conn: asyncpg.Connection
-) -> None:
+async def test_pause_gives_nothing_and_resume_notifies(dsn: str, conn: asyncpg.Connection) -> None:
     await enqueue(conn, 3, "p")
     paused = await conn.fetchrow("SELECT * FROM pgq.pause('p')")
     assert paused["paused"] is True and paused["concurrency"] is None
@@ -331,7 +329,9 @@ async def test_set_limits_replaces_all_four_and_refuses_bad_values(
 
 async def test_concurrency_key_is_validated_on_every_enqueue_path(conn: asyncpg.Connection) -> None:
     await expect_sqlstate(
-        conn, "SELECT pgq.enqueue('t', concurrency_key => '')", sqlstate="PQ400",
+        conn,
+        "SELECT pgq.enqueue('t', concurrency_key => '')",
+        sqlstate="PQ400",
         match="concurrency_key",
     )
     long_key = "x" * 257
