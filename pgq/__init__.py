@@ -4,6 +4,8 @@ The queue is a table, every state transition is a stored procedure in ``sql/``, 
 triggers wake idle runners, and a thin aiohttp layer serves an HTTP API.
 """
 
+from typing import TYPE_CHECKING
+
 from .client import Client
 from .errors import (
     DatabaseUnavailable,
@@ -16,6 +18,9 @@ from .errors import (
     TransitionNotAllowed,
 )
 from .jobs import Job
+
+if TYPE_CHECKING:
+    from .runner import Runner
 
 __all__ = [
     "Client",

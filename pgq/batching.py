@@ -35,6 +35,7 @@ import asyncpg
 from . import queries
 from .errors import DatabaseUnavailable, PgqError
 from .jobs import Job
+from .logs import log_event
 
 log = logging.getLogger("pgq.batching")
 
@@ -137,7 +138,7 @@ class Batcher(Generic[T, R]):
             # Synchronously, in the step that found the queue empty (see the module doc).
             current = asyncio.current_task()
             if current is not None:
-                self._flushes.discard(current)  # type: ignore[arg-type]
+                self._flushes.discard(current)
 
     async def _send(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
         self.batches += 1
@@ -247,7 +248,11 @@ class EnqueueBatcher:
         except (PgqError, asyncpg.PostgresError) as exc:
             # The server refused the statement, so the transaction rolled back and no job
             # of the batch exists: enqueue each on its own, each gets its own answer.
-            log.info("batch of %d jobs refused (%s); enqueueing them one by one", len(batch), exc)
+            log_event(
+                log,
+                "enqueue.batch_refused",
+                f"batch of {len(batch)} jobs refused ({exc}); enqueueing them one by one",
+            )
             return list(await asyncio.gather(*(self._one(kw) for kw in batch)))
         return [(job, True) for job in jobs]
 

@@ -34,6 +34,7 @@ import asyncpg
 from . import queries
 from .errors import DatabaseUnavailable
 from .listener import Listener
+from .logs import log_event
 
 log = logging.getLogger("pgq.doorbell")
 
@@ -150,14 +151,18 @@ class Doorbell:
             if previous is not None and not previous.done():
                 await asyncio.wait([previous])
             if call is queries.listen_idle:
-                await call(self._pool, queues, pid)  # type: ignore[operator]
+                await call(self._pool, queues, pid)
                 return
             try:
                 await call(self._pool, queues, pid)  # type: ignore[operator]
             except Exception as exc:  # e.g. the pool closing at shutdown
                 # Harmless: a row left behind only means extra notifications, until our
                 # next deregistration or, once this LISTEN session is gone, the janitor.
-                log.info("could not deregister idle listener %s from %s: %s", pid, queues, exc)
+                log_event(
+                    log,
+                    "doorbell.deregister_failed",
+                    f"could not deregister idle listener {pid} from {queues}: {exc}",
+                )
 
         task = asyncio.ensure_future(write())
         self._last_write = task
@@ -170,4 +175,10 @@ class Doorbell:
         if not task.cancelled() and task.exception() is not None:
             exc = task.exception()
             if not isinstance(exc, DatabaseUnavailable):
-                log.error("idle registry write failed", exc_info=exc)
+                log_event(
+                    log,
+                    "doorbell.write_failed",
+                    "idle registry write failed",
+                    level=logging.ERROR,
+                    exc_info=exc,
+                )

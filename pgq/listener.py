@@ -25,6 +25,7 @@ import asyncpg
 
 from . import db
 from .backoff import FULL, Backoff
+from .logs import log_event
 
 log = logging.getLogger("pgq.listener")
 
@@ -126,13 +127,20 @@ class Listener:
 
     # -- internals --------------------------------------------------------------------
 
-    def _dispatch(self, _conn: object, _pid: int, channel: str, payload: str) -> None:
+    def _dispatch(self, _conn: object, _pid: int, channel: str, payload: object) -> None:
         self.last_notification_at = time.time()
         for callback in list(self._subscribers.get(channel, ())):
             try:
-                callback(channel, payload)
+                callback(channel, str(payload))
             except Exception:
-                log.exception("notification callback failed", extra={"channel": channel})
+                log_event(
+                    log,
+                    "listener.callback_failed",
+                    "notification callback failed",
+                    level=logging.ERROR,
+                    exc_info=True,
+                    channel=channel,
+                )
 
     def _terminated(self, _conn: object) -> None:
         self._lost.set()
@@ -149,7 +157,12 @@ class Listener:
             await self._listen(conn, channel)
         except Exception as exc:
             if conn is self._conn:
-                log.warning("LISTEN %s failed (%s); reconnecting", channel, exc)
+                log_event(
+                    log,
+                    "listener.lost",
+                    f"LISTEN {channel} failed ({exc}); reconnecting",
+                    level=logging.WARNING,
+                )
                 self._lost.set()
 
     async def _connect(self) -> None:
@@ -177,7 +190,13 @@ class Listener:
                 if outcome is not None:
                     await outcome
             except Exception:
-                log.exception("on_connect callback failed")
+                log_event(
+                    log,
+                    "listener.callback_failed",
+                    "on_connect callback failed",
+                    level=logging.ERROR,
+                    exc_info=True,
+                )
 
     async def _drop_connection(self) -> None:
         self.connected = False
@@ -204,7 +223,12 @@ class Listener:
                 async with self._conn_lock:
                     await asyncio.wait_for(self._conn.fetchval("SELECT 1"), 5)
             except Exception:
-                log.warning("listener connection stopped answering; reconnecting")
+                log_event(
+                    log,
+                    "listener.lost",
+                    "listener connection stopped answering; reconnecting",
+                    level=logging.WARNING,
+                )
                 return
 
     async def _supervise(self) -> None:
@@ -215,18 +239,18 @@ class Listener:
             except Exception as exc:
                 await self._drop_connection()
                 sleep = backoff.next()
-                log.warning(
-                    "listener cannot connect (%s); retrying in %.2fs",
-                    exc,
-                    sleep,
-                    extra={"event": "listener.reconnecting"},
+                log_event(
+                    log,
+                    "listener.reconnecting",
+                    f"listener cannot connect ({exc}); retrying in {sleep:.2f}s",
+                    level=logging.WARNING,
                 )
                 await asyncio.sleep(sleep)
                 continue
             if self.connects > 1:
-                log.info("listener reconnected", extra={"event": "listener.connected"})
+                log_event(log, "listener.connected", "listener reconnected")
             backoff.reset()
             await self._wait_until_lost()
             if not self._closing:
-                log.warning("listener connection lost", extra={"event": "listener.lost"})
+                log_event(log, "listener.lost", "listener connection lost", level=logging.WARNING)
             await self._drop_connection()

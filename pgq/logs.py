@@ -93,9 +93,11 @@ def log_event(
     message: str = "",
     *,
     level: int = logging.INFO,
+    exc_info: BaseException | bool | None = None,
     **fields: Any,
 ) -> None:
-    """Log ``event`` with structured ``fields`` (None values are left out)."""
+    """Log ``event`` with structured ``fields`` (None values are left out); ``exc_info``
+    as in :mod:`logging` (``True`` inside an ``except`` block: the exception being handled)."""
     if logger.isEnabledFor(level):
         extra = {"event": event, **{k: v for k, v in fields.items() if v is not None}}
-        logger.log(level, message or event, extra=extra)
+        logger.log(level, message or event, extra=extra, exc_info=exc_info)

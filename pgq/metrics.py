@@ -44,6 +44,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from . import queries
+from .logs import log_event
 
 log = logging.getLogger("pgq.metrics")
 
@@ -144,7 +145,12 @@ class Metrics:
         try:
             self._since = (await queries.finished_since(db, None, self._lag))["until"]
         except Exception as exc:  # the first successful scrape will set it instead
-            log.warning("metrics: cannot read the database clock yet: %s", exc)
+            log_event(
+                log,
+                "metrics.unavailable",
+                f"metrics: cannot read the database clock yet: {exc}",
+                level=logging.WARNING,
+            )
 
     async def collect(self, db: queries.Executor, *, listener_up: bool, waiting: int = 0) -> bool:
         """Refresh the database-derived metrics; False when the database did not answer.
@@ -159,7 +165,12 @@ class Metrics:
                 usage = await queries.notification_queue_usage(db)
                 window = await queries.finished_since(db, self._since, self._lag)
             except Exception as exc:
-                log.warning("metrics: database unavailable: %s", exc)
+                log_event(
+                    log,
+                    "metrics.unavailable",
+                    f"metrics: database unavailable: {exc}",
+                    level=logging.WARNING,
+                )
                 self.jobs.clear()
                 self.oldest_queued_age.clear()
                 return False

@@ -22,11 +22,15 @@ from importlib import resources
 from pathlib import Path
 
 import asyncpg
+import asyncpg.pool
 
 from .errors import MigrationError, PreBaselineDatabase
 
 #: pg_advisory_xact_lock key shared by every pgq migrator ("pgq-migrate" as digits).
 _LOCK_KEY = 0x7067712D6D6967
+
+#: A plain connection or a pool's (Client.migrate runs on the latter).
+Conn = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 
 _FILE_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
@@ -90,7 +94,7 @@ def load_migrations(directory: Path | None = None) -> list[Migration]:
     return [Migration(p.stem, p.read_text()) for p in files]
 
 
-async def _check_not_foreign(conn: asyncpg.Connection) -> None:
+async def _check_not_foreign(conn: Conn) -> None:
     """Refuse a ``pgq`` schema that pgq did not create (e.g. Skytools PgQ)."""
     row = await conn.fetchrow(
         """
@@ -102,6 +106,7 @@ async def _check_not_foreign(conn: asyncpg.Connection) -> None:
                  WHERE n.nspname = 'pgq') AS objects
         """
     )
+    assert row is not None  # a SELECT without FROM returns one row
     if row["schema_exists"] and not row["ours"] and row["objects"] > 0:
         raise MigrationError(
             "this database already has a schema named 'pgq' that pgq did not create "
@@ -110,7 +115,7 @@ async def _check_not_foreign(conn: asyncpg.Connection) -> None:
         )
 
 
-async def applied_migrations(conn: asyncpg.Connection) -> dict[str, str]:
+async def applied_migrations(conn: Conn) -> dict[str, str]:
     """name → checksum of every migration recorded in the ledger (empty when none)."""
     if await conn.fetchval("SELECT to_regclass('pgq.migrations')") is None:
         return {}
@@ -146,7 +151,7 @@ def _check_compatible(applied: dict[str, str], known: list[Migration]) -> None:
             )
 
 
-async def pending_migrations(conn: asyncpg.Connection) -> list[Migration]:
+async def pending_migrations(conn: Conn) -> list[Migration]:
     """The migrations not yet applied, after the foreign-schema and version checks."""
     await _check_not_foreign(conn)
     known = load_migrations()
@@ -155,7 +160,7 @@ async def pending_migrations(conn: asyncpg.Connection) -> list[Migration]:
     return [m for m in known if m.name not in applied]
 
 
-async def migrate(conn: asyncpg.Connection) -> list[str]:
+async def migrate(conn: Conn) -> list[str]:
     """Apply every pending migration; returns the names applied by this call (in order)."""
     await _check_not_foreign(conn)
     known = load_migrations()
@@ -180,7 +185,7 @@ async def migrate(conn: asyncpg.Connection) -> list[str]:
     return done
 
 
-async def check_up_to_date(conn: asyncpg.Connection) -> None:
+async def check_up_to_date(conn: Conn) -> None:
     """Raise MigrationError unless the schema is exactly what this pgq expects."""
     pending = await pending_migrations(conn)
     if pending:

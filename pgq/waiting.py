@@ -188,7 +188,12 @@ class JobWaits:
             event = orjson.loads(payload)
             job_id, status = int(event["id"]), event.get("status")
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
-            log.warning("ignoring a malformed pgq_events payload: %.200s", payload)
+            log_event(
+                log,
+                "waiting.bad_payload",
+                f"ignoring a malformed pgq_events payload: {str(payload)[:200]}",
+                level=logging.WARNING,
+            )
             return
         if status in TERMINAL_STATUSES:  # claims, requeues and progress do not end a wait
             wake(self._jobs.get(job_id, ()))

@@ -87,7 +87,7 @@ class MalformedHttpFilter(logging.Filter):
             record.levelno, record.levelname = logging.INFO, "INFO"
             record.msg, record.args = "malformed HTTP request refused: %s", (exc.message,)
             record.exc_info = record.exc_text = None
-            record.event = "http.malformed"  # type: ignore[attr-defined]
+            record.event = "http.malformed"
         return True
 
 

@@ -117,25 +117,27 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
             raise
         return _http_exception_response(exc, request)
     except Exception as raised:
-        exc = translate(raised)
-        if not isinstance(exc, PgqError):
-            log.exception(
-                "unhandled error while answering %s %s",
-                request.method,
-                request.path,
-                extra={"event": "http.error", "request_id": request.get(REQUEST_ID)},
+        error = translate(raised)
+        if not isinstance(error, PgqError):
+            log_event(
+                log,
+                "http.error",
+                f"unhandled error while answering {request.method} {request.path}",
+                level=logging.ERROR,
+                exc_info=True,
+                request_id=request.get(REQUEST_ID),
             )
             return error_response(
                 500, "internal_error", "the coordinator failed to answer; see its logs"
             )
-        headers = {"WWW-Authenticate": "Bearer"} if exc.http_status == 401 else None
-        if exc.http_status >= 500:
+        headers = {"WWW-Authenticate": "Bearer"} if error.http_status == 401 else None
+        if error.http_status >= 500:
             log_event(
                 log,
                 "http.unavailable",
-                exc.message,
+                error.message,
                 level=logging.WARNING,
                 path=request.path,
                 request_id=request.get(REQUEST_ID),
             )
-        return error_response(exc.http_status, exc.code, exc.message, headers)
+        return error_response(error.http_status, error.code, error.message, headers)

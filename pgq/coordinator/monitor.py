@@ -78,7 +78,13 @@ class LeaseMonitor:
                     degraded = True
                 delay = backoff.next()
             except Exception:
-                log.exception("lease monitor step failed", extra={"event": "lease_monitor.error"})
+                log_event(
+                    log,
+                    "lease_monitor.error",
+                    "lease monitor step failed",
+                    level=logging.ERROR,
+                    exc_info=True,
+                )
                 delay = backoff.next()
             await asyncio.sleep(delay)
 

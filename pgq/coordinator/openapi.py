@@ -368,7 +368,7 @@ _JOB_ID = {
     "schema": {"type": "integer", "minimum": 0},
     "description": "The job id.",
 }
-_PROTECTED = [{"bearer": []}, {}]
+_PROTECTED: list[dict[str, list[str]]] = [{"bearer": []}, {}]
 
 
 def _op(

@@ -8,7 +8,7 @@ from .. import schedules
 from .openapi import _JOB_TYPE, _QUEUE, _TIME, _json, _nullable, _op, _ref
 
 _ARGUMENTS = {"type": "object", "description": "The arguments of every job it creates."}
-_TIMING = {
+_TIMING: dict[str, Any] = {
     "cron": {
         "type": "string",
         "minLength": 1,

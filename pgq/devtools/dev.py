@@ -112,11 +112,11 @@ async def _dev(port: int) -> int:
         await asyncio.wait([stopping, runner_task], return_when=asyncio.FIRST_COMPLETED)
         stopping.cancel()
         if runner_task.done() and not stop.is_set():
-            exc = runner_task.exception()
+            error = runner_task.exception()
             log_event(
                 log,
                 "dev.runner_stopped",
-                f"the example runner stopped on its own ({exc!r}); stopping everything",
+                f"the example runner stopped on its own ({error!r}); stopping everything",
                 level=logging.ERROR,
             )
             code = 1

@@ -410,7 +410,13 @@ class Runner:
                 more = True
                 continue
             except Exception:
-                log.exception("claim loop error; retrying", extra={"event": "runner.error"})
+                log_event(
+                    log,
+                    "runner.error",
+                    "claim loop error; retrying",
+                    level=logging.ERROR,
+                    exc_info=True,
+                )
                 await self._until_stopped(asyncio.sleep(errors.next()))
                 more = True
                 continue

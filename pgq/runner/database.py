@@ -231,7 +231,12 @@ class DatabaseSource:
             event = orjson.loads(payload)
             job_id, status = int(event["id"]), event.get("status")
         except (ValueError, KeyError, TypeError):
-            log.warning("unreadable pgq_events payload: %r", payload[:200])
+            log_event(
+                log,
+                "runner.bad_payload",
+                f"unreadable pgq_events payload: {payload[:200]!r}",
+                level=logging.WARNING,
+            )
             return
         hooks.job_gone(job_id, status)  # a dict look-up; ignores jobs it does not run
 

@@ -109,10 +109,13 @@ class Executor:
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self.tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
-            log.error(
+            log_event(
+                log,
+                "runner.error",
                 "job task failed",
+                level=logging.ERROR,
                 exc_info=task.exception(),
-                extra={"event": "runner.error", "worker_id": self.worker_id},
+                worker_id=self.worker_id,
             )
 
     def cancel(self, active: _Active, reason: Outcome) -> None:
@@ -311,9 +314,13 @@ class Executor:
                 raise
             except Exception:
                 self.unwritten += 1
-                log.exception(
+                log_event(
+                    log,
+                    "runner.error",
                     "cannot record the outcome; the job's lease will bring it back",
-                    extra={"event": "runner.error", **fields},
+                    level=logging.ERROR,
+                    exc_info=True,
+                    **fields,
                 )
                 return None
 
@@ -357,7 +364,13 @@ class Executor:
                     worker_id=self.worker_id,
                 )
             else:
-                log.exception("heartbeat error; retrying in 1s", extra={"event": "runner.error"})
+                log_event(
+                    log,
+                    "runner.error",
+                    "heartbeat error; retrying in 1s",
+                    level=logging.ERROR,
+                    exc_info=True,
+                )
             if active.in_handler:
                 loop = asyncio.get_running_loop()
                 active.next_beat = min(active.next_beat, loop.time() + 1.0)

@@ -102,7 +102,9 @@ class LeaseSweeper:
                 )
                 self._lease_at = now + 1.0
             except Exception:
-                log.exception("lease sweep error", extra={"event": "runner.error"})
+                log_event(
+                    log, "runner.error", "lease sweep error", level=logging.ERROR, exc_info=True
+                )
                 self._lease_at = now + 5.0
             if safety:
                 self._on_safety()

@@ -34,7 +34,7 @@ from django.utils.json import normalize_json
 
 from ... import db, migrations
 from ...jobs import Job
-from ...logs import ConsoleFormatter
+from ...logs import ConsoleFormatter, log_event
 from ...runner import Runner
 from .backend import PgqBackend, registered_tasks, result_from_job
 
@@ -260,10 +260,12 @@ def run_worker(runner: Runner, pool: SyncPool) -> int:
     code = asyncio.run(main())
     pool.executor.shutdown(wait=False, cancel_futures=True)
     if pool.busy:
-        log.warning(
-            "%d sync task thread(s) still running after shutdown (their jobs were "
+        log_event(
+            log,
+            "django.threads_left",
+            f"{pool.busy} sync task thread(s) still running after shutdown (their jobs were "
             "released or failed); exiting without waiting for them",
-            pool.busy,
+            level=logging.WARNING,
         )
         logging.shutdown()
         sys.stdout.flush()

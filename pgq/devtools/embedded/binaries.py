@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from ... import settings
+from ...logs import log_event
 from .processes import EmbeddedPostgresError, User, run_as
 
 ENV_BINDIR = "PGQ_PG_BINDIR"
@@ -100,7 +101,11 @@ def _copy_install(bindir: Path, user: User) -> Path:
                     raise
         finally:
             shutil.rmtree(tmp, ignore_errors=True)  # gone already after a successful rename
-        _log.info("copied %s to %s in %.2fs", root, dest, time.monotonic() - started)
+        log_event(
+            _log,
+            "embedded.binaries_copied",
+            f"copied {root} to {dest} in {time.monotonic() - started:.2f}s",
+        )
     if not _runnable_by(dest / rel_bin, user):
         raise EmbeddedPostgresError(
             f"'nobody' can run neither {bindir} nor its copy in {dest / rel_bin}"

@@ -47,9 +47,6 @@ def run_as(
     """Run a command as ``user``, with stdout and stderr merged into ``.stdout``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
     env["LC_ALL"] = "C"  # untranslated messages, which we match and quote
-    kwargs: dict[str, object] = {}
-    if user is not None:
-        kwargs = {"user": user.uid, "group": user.gid, "extra_groups": []}
     # A temp file rather than a pipe: if a server child ever inherited the pipe,
     # reading it would block until that server exits.
     with tempfile.TemporaryFile("w+") as out:
@@ -62,11 +59,12 @@ def run_as(
             env=env,
             timeout=timeout,
             check=False,
-            **kwargs,  # type: ignore[arg-type]
+            user=None if user is None else user.uid,
+            group=None if user is None else user.gid,
+            extra_groups=None if user is None else [],
         )
         out.seek(0)
-        res.stdout = out.read()
-    return res
+        return subprocess.CompletedProcess(res.args, res.returncode, out.read())
 
 
 def _proc_stat(pid: int) -> tuple[str, str] | None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from types import TracebackType
 
 from ... import settings
+from ...logs import log_event
 from .binaries import ENV_BINDIR, bindir_for, wheel_bindir
 from .processes import (
     EmbeddedPostgresError,
@@ -211,7 +212,12 @@ class EmbeddedPostgres:
                 [pg_ctl, "-D", pgdata, "-m", "fast", "-w", "-t", "30", "-s", "stop"], cwd=base
             )
             if res.returncode != 0:
-                _log.warning("pg_ctl stop failed (%s); killing pid %d", res.stdout.strip(), pid)
+                log_event(
+                    _log,
+                    "embedded.stop_failed",
+                    f"pg_ctl stop failed ({res.stdout.strip()}); killing pid {pid}",
+                    level=logging.WARNING,
+                )
             # pg_ctl returns once postmaster.pid is gone, a moment before the process is.
             end_postmaster(pid, pgdata, grace=10 if res.returncode == 0 else 0)
         (base / _OWNER).unlink(missing_ok=True)
@@ -314,7 +320,11 @@ class EmbeddedPostgres:
                 f"process {owner[0]}; stop that one first"
             )
         # Its owner was killed without stop(): restart it, so our settings and port apply.
-        _log.info("stopping PostgreSQL pid %d left on %s by a dead owner", pid, pgdata)
+        log_event(
+            _log,
+            "embedded.orphan_stopped",
+            f"stopping PostgreSQL pid {pid} left on {pgdata} by a dead owner",
+        )
         self._run(
             [self._resolve_bindir() / "pg_ctl", "-D", pgdata, "-m", "fast", "-w", "-s", "stop"],
             cwd=base,
@@ -419,6 +429,10 @@ def _reap_orphans(user: User | None) -> None:
         pgdata = base / _PGDATA
         pid = postmaster_pid(pgdata)
         if pid is not None and serves(pid, pgdata):
-            _log.info("reaping PostgreSQL pid %d of dead owner in %s", pid, base)
+            log_event(
+                _log,
+                "embedded.orphan_reaped",
+                f"reaping PostgreSQL pid {pid} of dead owner in {base}",
+            )
             end_postmaster(pid, pgdata, grace=0)
         shutil.rmtree(base, ignore_errors=True)  # another reaper may be removing it too
