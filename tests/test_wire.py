@@ -225,3 +225,14 @@ def test_the_generated_schema_and_the_decoder_agree(name: str, body: object) -> 
     except InvalidField:
         by_decoder = False
     assert by_schema == by_decoder
+
+
+def test_the_runner_states_the_same_name_rules() -> None:
+    from pgq import Runner
+
+    with pytest.raises(ValueError, match=f"queue 'Default' is invalid: {wire.QUEUE_RULE}"):
+        Runner(queues=["Default"])
+    with pytest.raises(ValueError, match=f"job type 'a b' is invalid: {wire.TYPE_RULE}"):
+        Runner().handler("a b")
+    with pytest.raises(ValueError, match="worker_id must be 1-255 characters"):
+        Runner(worker_id="w" * 256)
