@@ -208,6 +208,9 @@ SAMPLES: list[tuple[str, object]] = [
     ("Complete", {"worker_id": "w", "success": False, "retry_delay_seconds": 86_401}),
     ("Heartbeat", {"worker_id": "w", "attempt": 1}),
     ("Heartbeat", {"worker_id": "w", "attempt": 0}),
+    ("Release", {"worker_id": "w", "attempt": 2, "reason": "shutdown"}),
+    ("Release", {"worker_id": "w", "reason": "shutdown"}),
+    ("Release", {"worker_id": "w", "attempt": 1, "reason": ""}),
     ("Retry", {}),
     ("Retry", {"extra_attempts": 1001}),
 ]

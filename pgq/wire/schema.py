@@ -38,10 +38,8 @@ def schemas() -> dict[str, Any]:
 
 def query_parameters(type_: type[msgspec.Struct]) -> list[dict[str, Any]]:
     """OpenAPI ``parameters`` (``in: query``) for the fields of a query-string Struct."""
-    (schema,), _ = msgspec.json.schema_components([type_], ref_template=_REF)
-    if "$ref" in schema:
-        _, components = msgspec.json.schema_components([type_], ref_template=_REF)
-        schema = components[type_.__name__]
+    _, components = msgspec.json.schema_components([type_], ref_template=_REF)
+    schema = components[type_.__name__]
     out = []
     for name, prop in schema["properties"].items():
         param: dict[str, Any] = {"name": name, "in": "query", "schema": dict(prop)}
