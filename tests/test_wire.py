@@ -123,6 +123,16 @@ def refusal(type_: type[msgspec.Struct], body: object) -> str:
             {"worker_id": "w", "success": True, "result": {"k\u0000": 1}},
             "result: has a key with a NUL character (\\u0000)",
         ),
+        (
+            wire.Release,
+            b'{"worker_id": "w", "attempt": 1, "reason": {"n": [-2142912074015264052042023]}}',
+            "reason.n[0]: is an integer beyond 64 bits: send it as a string",
+        ),
+        (
+            wire.Complete,
+            b'{"worker_id": "w", "success": true, "result": 18446744073709551616}',
+            "result: is an integer beyond 64 bits: send it as a string",
+        ),
         # Stricter than the hand-written parser it replaced, which took 3.0 for 3.
         (
             wire.NewJob,

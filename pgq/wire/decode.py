@@ -23,6 +23,9 @@ from .limits import MAX_JSON_DEPTH
 
 T = TypeVar("T", bound=msgspec.Struct)
 
+#: 19 digits in a row: maybe an integer beyond what orjson (hence the jsonb codec) encodes.
+_LONG_NUMBER = re.compile(rb"[0-9]{19}")
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
 _DIGITS = re.compile(r"^[0-9]{1,20}$", re.ASCII)
 _NUMBER = re.compile(r"^[0-9]{1,20}(?:\.[0-9]{1,20})?(?:[eE][+-]?[0-9]{1,3})?$", re.ASCII)
 
@@ -44,9 +47,13 @@ def request_body(raw: bytes, type_: type[T]) -> T:
         raise InvalidJson(f"the request body is not valid JSON: {exc}") from None
     except RecursionError:
         raise InvalidJson("the request body is not valid JSON: it nests too deeply") from None
-    # Walking every JSON value costs time; a body with no "\u0000" escape and fewer
-    # brackets than the depth limit cannot break either rule, so skip the walk.
-    if b"\\u0000" in raw or raw.count(b"{") + raw.count(b"[") > MAX_JSON_DEPTH:
+    # Walking every JSON value costs time; a body with no "\u0000" escape, fewer brackets
+    # than the depth limit and no 19-digit run cannot break a rule, so skip the walk.
+    if (
+        b"\\u0000" in raw
+        or raw.count(b"{") + raw.count(b"[") > MAX_JSON_DEPTH
+        or _LONG_NUMBER.search(raw)
+    ):
         for path, value in _json_values(body, []):
             check_json(value, path)
     return body
@@ -84,12 +91,16 @@ def query(params: Iterable[tuple[str, str]], type_: type[T], *, prefix: str = ""
 
 
 def check_json(value: Any, path: Path) -> None:
-    """Refuse NUL characters (in strings and keys) and nesting deeper than MAX_JSON_DEPTH."""
+    """Refuse NUL characters (in strings and keys), nesting deeper than MAX_JSON_DEPTH and
+    integers beyond 64 bits (msgspec keeps them exact; orjson, which stores JSON, cannot)."""
     field = field_name(path)
     stack: list[tuple[Any, int, str]] = [(value, 1, field)]
     while stack:
         item, depth, where = stack.pop()
-        if isinstance(item, str):
+        if type(item) is int:
+            if not _INT_MIN <= item <= _INT_MAX:
+                raise InvalidField(where, "is an integer beyond 64 bits: send it as a string")
+        elif isinstance(item, str):
             if "\x00" in item:
                 raise InvalidField(where, "must not contain a NUL character (\\u0000)")
         elif isinstance(item, dict):
@@ -98,13 +109,13 @@ def check_json(value: Any, path: Path) -> None:
             for k, v in item.items():
                 if "\x00" in k:
                     raise InvalidField(where, "has a key with a NUL character (\\u0000)")
-                if isinstance(v, dict | list | str):
+                if isinstance(v, dict | list | str | int):
                     stack.append((v, depth + 1, f"{where}.{k}"))
         elif isinstance(item, list):
             if depth > MAX_JSON_DEPTH:
                 raise InvalidField(field, f"nests deeper than {MAX_JSON_DEPTH} levels")
             for i, v in enumerate(item):
-                if isinstance(v, dict | list | str):
+                if isinstance(v, dict | list | str | int):
                     stack.append((v, depth + 1, f"{where}[{i}]"))
 
 
