@@ -319,6 +319,20 @@ class Job(Struct, forbid_unknown_fields=True):
         ),
     ]
     depends_on: list[int] | None
+    progress: Annotated[
+        dict[str, Any] | None,
+        Meta(
+            description="The last progress a handler reported for the current attempt (any "
+            "object up to 8 KiB), null before the first report."
+        ),
+    ]
+    schedule: Annotated[
+        str | None,
+        Meta(description="The schedule that created the job (see /schedules), or null."),
+    ]
+    scheduled_for: Annotated[
+        Time | None, Meta(description="The schedule slot the job was created for, or null.")
+    ]
 
 
 class Jobs(Struct, forbid_unknown_fields=True):
