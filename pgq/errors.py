@@ -36,6 +36,22 @@ class InvalidArgument(PgqError):
     code = "invalid_argument"
 
 
+class InvalidJson(InvalidArgument):
+    """The request body is not valid JSON."""
+
+    code = "invalid_json"
+
+
+class InvalidField(InvalidArgument):
+    """A field of the request is invalid; the message names it."""
+
+    code = "invalid_field"
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+
+
 class JobNotFound(PgqError):
     """No such job."""
 

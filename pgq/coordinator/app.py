@@ -49,7 +49,7 @@ def create_app(dsn: str, settings: Settings | None = None) -> web.Application:
             # without tokens there is nothing to check: no middleware layer at all
             *([make_auth_middleware(settings.api_tokens)] if settings.api_tokens else []),
         ],
-        # Bodies are read by validation.read_body, which enforces the per-route limits.
+        # Bodies are read by params.read_raw, which enforces the per-route limits.
         client_max_size=max(settings.max_body_bytes, settings.max_batch_body_bytes) + 1,
     )
     app[SETTINGS] = settings

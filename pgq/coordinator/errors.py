@@ -19,27 +19,13 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from ..errors import InvalidArgument, PgqError, translate
+from ..errors import InvalidField, InvalidJson, PgqError, translate
 from ..logs import log_event
 from .keys import REQUEST_ID
 
 log = logging.getLogger("pgq.coordinator")
 
-
-class InvalidJson(InvalidArgument):
-    """The request body is not valid JSON."""
-
-    code = "invalid_json"
-
-
-class InvalidField(InvalidArgument):
-    """A field of the request is invalid; the message names it."""
-
-    code = "invalid_field"
-
-    def __init__(self, field: str, problem: str) -> None:
-        super().__init__(f"{field}: {problem}")
-        self.field = field
+__all__ = ["InvalidField", "InvalidJson", "PayloadTooLarge", "Unauthorized", "UnsupportedMediaType"]
 
 
 class Unauthorized(PgqError):

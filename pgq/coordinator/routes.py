@@ -1,4 +1,4 @@
-"""The HTTP API's handlers: parse (``validation``), call the query layer, answer with orjson.
+"""The HTTP API's handlers: parse (``params``, ``pgq.wire``), call the query layer, answer.
 
 No SQL here: every handler calls the same ``pgq.queries`` functions the client and the
 runner use, and refusals travel as exceptions to the one error middleware.
@@ -11,10 +11,10 @@ import logging
 
 from aiohttp import web
 
-from .. import queries
+from .. import queries, wire
 from ..errors import DatabaseUnavailable, JobNotFound
 from ..logs import log_event
-from . import validation as v
+from . import params as p
 from .errors import error_response, json_response
 from .keys import BATCHER, LISTENER, METRICS, POOL, REQUEST_ID, SETTINGS, WAITERS
 from .openapi import document
@@ -26,10 +26,8 @@ _HEALTH_TIMEOUT = 3.0
 
 
 async def create_job(request: web.Request) -> web.Response:
-    v.no_query(request)
-    body = await v.read_body(request, request.app[SETTINGS].max_body_bytes)
-    assert body is not None
-    kwargs = v.parse_new_job(body)
+    new = await p.body(request, request.app[SETTINGS].max_body_bytes, wire.NewJob)
+    kwargs = p.enqueue_kwargs(new)
     job, created = await request.app[BATCHER].enqueue(kwargs)
     if created:
         log_event(
@@ -46,10 +44,8 @@ async def create_job(request: web.Request) -> web.Response:
 
 
 async def create_batch(request: web.Request) -> web.Response:
-    v.no_query(request)
-    body = await v.read_body(request, request.app[SETTINGS].max_batch_body_bytes)
-    assert body is not None
-    specs = v.parse_batch(body)
+    batch = await p.body(request, request.app[SETTINGS].max_batch_body_bytes, wire.Batch)
+    specs = p.batch_specs(batch)
     jobs = await queries.enqueue_many(request.app[POOL], specs)
     log_event(
         log,
@@ -62,9 +58,16 @@ async def create_batch(request: web.Request) -> web.Response:
 
 
 async def list_jobs(request: web.Request) -> web.Response:
-    params = v.parse_list_query(request)
-    limit = params.pop("limit")
-    jobs = await queries.list_jobs(request.app[POOL], limit=limit + 1, **params)
+    q = p.list_query(request)
+    limit = q.limit
+    jobs = await queries.list_jobs(
+        request.app[POOL],
+        status=p.unset_none(q.status),
+        queue=p.unset_none(q.queue),
+        job_type=p.unset_none(q.type),
+        limit=limit + 1,
+        after=p.unset_none(q.after),
+    )
     more = len(jobs) > limit
     jobs = jobs[:limit]
     return json_response(
@@ -73,8 +76,8 @@ async def list_jobs(request: web.Request) -> web.Response:
 
 
 async def get_job(request: web.Request) -> web.Response:
-    job_id = v.job_id(request)
-    wait = v.parse_wait_query(request)
+    job_id = p.job_id(request)
+    wait = p.wait_query(request)
     if wait > 0:
         job = await request.app[WAITERS].wait_for_job(job_id, wait)
     else:
@@ -86,8 +89,8 @@ async def get_job(request: web.Request) -> web.Response:
 
 
 async def cancel_job(request: web.Request) -> web.Response:
-    job_id = v.job_id(request)
-    v.no_query(request)
+    job_id = p.job_id(request)
+    p.no_query(request)
     job = await queries.cancel(request.app[POOL], job_id)
     log_event(
         log,
@@ -101,74 +104,61 @@ async def cancel_job(request: web.Request) -> web.Response:
 
 
 async def retry_job(request: web.Request) -> web.Response:
-    job_id = v.job_id(request)
-    v.no_query(request)
-    body = await v.read_body(request, request.app[SETTINGS].max_body_bytes, optional=True)
-    extra = v.parse_retry(body)
-    job = await queries.retry(request.app[POOL], job_id, extra)
+    job_id = p.job_id(request)
+    retry = await p.optional_body(request, request.app[SETTINGS].max_body_bytes, wire.Retry)
+    job = await queries.retry(request.app[POOL], job_id, retry.extra_attempts)
     return json_response(job.to_json())
 
 
 async def claim_jobs(request: web.Request) -> web.Response:
-    v.no_query(request)
-    body = await v.read_body(request, request.app[SETTINGS].max_body_bytes)
-    assert body is not None
-    params = v.parse_claim(body)
+    claim = await p.body(request, request.app[SETTINGS].max_body_bytes, wire.Claim)
 
     def gone() -> bool:
         transport = request.transport
         return transport is None or transport.is_closing()
 
-    jobs = await request.app[WAITERS].claim(**params, gone=gone)
+    jobs = await request.app[WAITERS].claim(**p.claim_kwargs(claim), gone=gone)
     return json_response({"jobs": [j.to_json() for j in jobs]})
 
 
 async def complete_job(request: web.Request) -> web.Response:
-    job_id = v.job_id(request)
-    v.no_query(request)
-    body = await v.read_body(request, request.app[SETTINGS].max_body_bytes)
-    assert body is not None
-    p = v.parse_complete(body)
+    job_id = p.job_id(request)
+    c = await p.body(request, request.app[SETTINGS].max_body_bytes, wire.Complete)
     pool = request.app[POOL]
-    if p["success"]:
-        job = await queries.complete(pool, job_id, p["worker_id"], p["result"], p["attempt"])
+    attempt = p.unset_none(c.attempt)
+    if c.success:
+        job = await queries.complete(pool, job_id, c.worker_id, p.unset_none(c.result), attempt)
     else:
         job = await queries.fail(
             pool,
             job_id,
-            p["worker_id"],
-            p["error"],
-            retryable=p["retryable"],
-            attempt=p["attempt"],
-            retry_delay=p["retry_delay"],
+            c.worker_id,
+            "failed" if c.error is wire.UNSET else c.error,
+            retryable=c.retryable is not False,
+            attempt=attempt,
+            retry_delay=p.unset_none(c.retry_delay_seconds),
         )
     return json_response(job.to_json())
 
 
 async def heartbeat_job(request: web.Request) -> web.Response:
-    job_id = v.job_id(request)
-    v.no_query(request)
-    body = await v.read_body(request, request.app[SETTINGS].max_body_bytes)
-    assert body is not None
-    p = v.parse_heartbeat(body)
-    job = await queries.heartbeat(request.app[POOL], job_id, p["worker_id"], p["attempt"])
+    job_id = p.job_id(request)
+    hb = await p.body(request, request.app[SETTINGS].max_body_bytes, wire.Heartbeat)
+    job = await queries.heartbeat(request.app[POOL], job_id, hb.worker_id, p.unset_none(hb.attempt))
     return json_response(job.to_json())
 
 
 async def release_job(request: web.Request) -> web.Response:
-    job_id = v.job_id(request)
-    v.no_query(request)
-    body = await v.read_body(request, request.app[SETTINGS].max_body_bytes)
-    assert body is not None
-    p = v.parse_release(body)
+    job_id = p.job_id(request)
+    r = await p.body(request, request.app[SETTINGS].max_body_bytes, wire.Release)
     job = await queries.release(
-        request.app[POOL], job_id, p["worker_id"], p["reason"], attempt=p["attempt"]
+        request.app[POOL], job_id, r.worker_id, p.unset_none(r.reason), attempt=r.attempt
     )
     return json_response(job.to_json())
 
 
 async def health(request: web.Request) -> web.Response:
-    v.no_query(request)
+    p.no_query(request)
     try:
         await asyncio.wait_for(queries.ping(request.app[POOL]), _HEALTH_TIMEOUT)
     except (DatabaseUnavailable, TimeoutError, OSError) as exc:
@@ -180,7 +170,7 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    v.no_query(request)
+    p.no_query(request)
     m = request.app[METRICS]
     await m.collect(
         request.app[POOL],
@@ -193,7 +183,7 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def openapi(request: web.Request) -> web.Response:
-    v.no_query(request)
+    p.no_query(request)
     return json_response(document())
 
 

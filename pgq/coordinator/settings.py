@@ -6,6 +6,7 @@ import dataclasses
 
 from .. import settings
 from ..config import ConfigError
+from ..wire import MAX_WAIT_SECONDS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,8 +45,8 @@ class Settings:
     def __post_init__(self) -> None:
         if self.max_body_bytes < 1 or self.max_batch_body_bytes < 1:
             raise ConfigError("body limits must be positive numbers of bytes")
-        if not 0 <= self.max_wait_seconds <= 60:
-            raise ConfigError("PGQ_MAX_WAIT_SECONDS must be between 0 and 60")
+        if not 0 <= self.max_wait_seconds <= MAX_WAIT_SECONDS:
+            raise ConfigError(f"PGQ_MAX_WAIT_SECONDS must be between 0 and {MAX_WAIT_SECONDS}")
         if self.pool_max_size < 1:
             raise ConfigError("PGQ_POOL_SIZE must be at least 1")
         if not 1 <= self.enqueue_batch_max <= 10_000:

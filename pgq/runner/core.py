@@ -57,13 +57,13 @@ import contextlib
 import inspect
 import logging
 import os
-import re
 import secrets
 import socket
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
+from .. import wire
 from ..backoff import Backoff, reconnecting
 from ..config import database_url
 from ..errors import DatabaseUnavailable, PgqError
@@ -79,9 +79,6 @@ __all__ = ["Runner"]
 log = logging.getLogger("pgq.runner")
 
 F = TypeVar("F", bound=HandlerFn)
-
-_TYPE_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
-_QUEUE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
 
 #: An unexpected error in the claim loop (a bug) is retried after 0.5-1 s, not in a spin.
 ERROR_RETRY = 1.0
@@ -125,8 +122,10 @@ class Runner:
         self._worker_id = worker_id or (
             f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
         )
-        if not 1 <= len(self._worker_id) <= 255:
-            raise ValueError("worker_id must be 1-255 characters")
+        if not 1 <= len(self._worker_id) <= wire.MAX_WORKER_ID_LENGTH or "\x00" in self._worker_id:
+            raise ValueError(
+                f"worker_id must be 1-{wire.MAX_WORKER_ID_LENGTH} characters without NUL"
+            )
 
         self._source: JobSource | None = None
         self._stop_event = asyncio.Event()
@@ -155,11 +154,8 @@ class Runner:
             if not names:
                 raise ValueError("a runner needs at least one queue")
             for name in names:
-                if not isinstance(name, str) or not _QUEUE_NAME.match(name):
-                    raise ValueError(
-                        f"queue {name!r} is invalid: use a lowercase letter then up to 47 "
-                        "of a-z 0-9 _"
-                    )
+                if not isinstance(name, str) or not wire.QUEUE_RE.match(name):
+                    raise ValueError(f"queue {name!r} is invalid: {wire.QUEUE_RULE}")
             self._queues = tuple(dict.fromkeys(names))
         if concurrency is not None:
             if isinstance(concurrency, bool) or not 1 <= int(concurrency) <= 10000:
@@ -203,10 +199,8 @@ class Runner:
     def handler(self, job_type: str, *, timeout: float | None = None) -> Callable[[F], F]:
         """Register ``async def fn(job)`` for ``job_type``; ``timeout`` (seconds) can only
         shorten the job's own ``timeout_seconds``."""
-        if not isinstance(job_type, str) or not _TYPE_NAME.match(job_type):
-            raise ValueError(
-                f"job type {job_type!r} is invalid: use 1-128 characters of A-Z a-z 0-9 _ . : -"
-            )
+        if not isinstance(job_type, str) or not wire.TYPE_RE.match(job_type):
+            raise ValueError(f"job type {job_type!r} is invalid: {wire.TYPE_RULE}")
         if timeout is not None and (isinstance(timeout, bool) or not timeout > 0):
             raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
 

@@ -76,6 +76,10 @@ import random
 from typing import Any
 from urllib.parse import urlsplit
 
+import msgspec
+import orjson
+
+from .. import wire
 from ..backoff import reconnecting
 from ..errors import JobNotFound, PgqError, TransitionNotAllowed
 from ..jobs import Job
@@ -87,7 +91,8 @@ __all__ = ["CoordinatorUnauthorized", "CoordinatorUnavailable", "HttpSource"]
 
 log = logging.getLogger("pgq.runner.http")
 
-#: How long one long poll waits for work (the coordinator holds it at most 60 s).
+#: How long one long poll waits for work (the coordinator holds it at most
+#: ``wire.MAX_WAIT_SECONDS``).
 WAIT_SECONDS = 30.0
 #: Heartbeat a held job the coordinator has not been asked about for this long, so that
 #: a cancellation is noticed within seconds (see the module docstring).
@@ -96,17 +101,14 @@ CANCEL_CHECK_INTERVAL = 5.0
 REQUEST_TIMEOUT = 30.0
 #: How long ``close()`` may spend releasing jobs the runner never started.
 RELEASE_TIMEOUT = 5.0
-#: The coordinator's bounds: ``retry_delay_seconds`` ≤ a day; ≤ 100 queues and types.
-MAX_RETRY_DELAY = 86_400.0
-MAX_FILTER_ITEMS = 100
-_PAGE = 1000
 
 
 class HttpSource:
     """``JobSource`` over the coordinator's HTTP API (see the module docstring).
 
     ``coordinator``: its base URL, e.g. ``http://127.0.0.1:3001``. ``token``: sent as
-    ``Authorization: Bearer <token>``. ``wait_seconds``: the long poll (0 < s ≤ 60).
+    ``Authorization: Bearer <token>``. ``wait_seconds``: the long poll
+    (0 < s ≤ ``wire.MAX_WAIT_SECONDS``).
     ``cancel_check_interval``: heartbeat held jobs at least this often to notice
     cancellations. ``request_timeout``: the longest wait for one answer.
     """
@@ -128,8 +130,10 @@ class HttpSource:
             )
         if token is not None and (not token.strip() or not token.isprintable() or " " in token):
             raise PgqError("the coordinator token must be printable, without spaces")
-        if not 0 < wait_seconds <= 60:
-            raise ValueError(f"wait_seconds must be in (0, 60], not {wait_seconds!r}")
+        if not 0 < wait_seconds <= wire.MAX_WAIT_SECONDS:
+            raise ValueError(
+                f"wait_seconds must be in (0, {wire.MAX_WAIT_SECONDS}], not {wait_seconds!r}"
+            )
         if not cancel_check_interval > 0 or not request_timeout > 0:
             raise ValueError("cancel_check_interval and request_timeout must be positive")
         self.url = coordinator.rstrip("/")
@@ -168,9 +172,9 @@ class HttpSource:
         """Check that the coordinator answers and takes our token (``GET /jobs?limit=1``,
         the cheapest authenticated request), retrying while it is unreachable."""
         for name, items in (("queues", hooks.queues), ("job types", hooks.job_types)):
-            if len(items) > MAX_FILTER_ITEMS:
+            if len(items) > wire.MAX_FILTER_ITEMS:
                 raise PgqError(
-                    f"a runner in HTTP mode can claim at most {MAX_FILTER_ITEMS} {name}, "
+                    f"a runner in HTTP mode can claim at most {wire.MAX_FILTER_ITEMS} {name}, "
                     f"not {len(items)}"
                 )
         self._hooks = hooks
@@ -299,13 +303,13 @@ class HttpSource:
 
     async def _claim(self, max_jobs: int, wait: float) -> list[Job]:
         hooks = self.hooks
-        body = {
-            "worker_id": hooks.worker_id,
-            "max_jobs": max_jobs,
-            "queues": list(hooks.queues),
-            "types": list(hooks.job_types),
-            "wait_seconds": wait,
-        }
+        body = wire.Claim(
+            worker_id=hooks.worker_id,
+            max_jobs=max_jobs,
+            queues=list(hooks.queues),
+            types=list(hooks.job_types),
+            wait_seconds=wait,
+        )
         self.claims += 1
         try:
             data = await self._api.call(
@@ -350,7 +354,9 @@ class HttpSource:
         found: list[Job] = []
         after = 0
         while True:
-            page = await self._api.call("GET", f"/jobs?status=running&limit={_PAGE}&after={after}")
+            page = await self._api.call(
+                "GET", f"/jobs?status=running&limit={wire.MAX_LIST_LIMIT}&after={after}"
+            )
             found += [Job.from_json(j) for j in page["jobs"] if j.get("worker_id") == worker_id]
             if page["next"] is None:
                 return found
@@ -359,12 +365,12 @@ class HttpSource:
     # -- outcomes -------------------------------------------------------------------------
 
     async def complete(self, job: Job, result: Any) -> tuple[bool, str | None]:
-        body = {
-            "worker_id": self.hooks.worker_id,
-            "attempt": job.attempt,
-            "success": True,
-            "result": result,
-        }
+        body = wire.Complete(
+            worker_id=self.hooks.worker_id,
+            attempt=job.attempt,
+            success=True,
+            result=_json(result),
+        )
         try:
             after = await self._api.call("POST", f"/jobs/{job.id}/complete", body)
         except (JobNotFound, TransitionNotAllowed):
@@ -376,16 +382,17 @@ class HttpSource:
     async def fail(
         self, job: Job, error: dict[str, Any], *, retryable: bool, retry_delay: float | None
     ) -> Job | None:
-        body: dict[str, Any] = {
-            "worker_id": self.hooks.worker_id,
-            "attempt": job.attempt,
-            "success": False,
-            "error": error,
-            "retryable": retryable,
-        }
-        if retry_delay is not None:
+        body = wire.Complete(
+            worker_id=self.hooks.worker_id,
+            attempt=job.attempt,
+            success=False,
+            error=_json(error),
+            retryable=retryable,
             # The coordinator takes at most a day; longer waits are a day.
-            body["retry_delay_seconds"] = min(max(0.0, float(retry_delay)), MAX_RETRY_DELAY)
+            retry_delay_seconds=wire.UNSET
+            if retry_delay is None
+            else min(max(0.0, float(retry_delay)), wire.MAX_RETRY_DELAY_SECONDS),
+        )
         try:
             after = await self._api.call("POST", f"/jobs/{job.id}/complete", body)
         except (JobNotFound, TransitionNotAllowed):
@@ -393,7 +400,9 @@ class HttpSource:
         return Job.from_json(after)
 
     async def release(self, job: Job, reason: dict[str, Any]) -> Job | None:
-        body = {"worker_id": self.hooks.worker_id, "attempt": job.attempt, "reason": reason}
+        body = wire.Release(
+            worker_id=self.hooks.worker_id, attempt=job.attempt, reason=_json(reason)
+        )
         try:
             after = await self._api.call("POST", f"/jobs/{job.id}/release", body)
         except (JobNotFound, TransitionNotAllowed):
@@ -406,7 +415,7 @@ class HttpSource:
     async def _beat(self, job_id: int, attempt: int) -> bool:
         """Heartbeat; on a refusal, tell the runner the job is gone (with its new status)
         if it still holds that attempt, and return False."""
-        body = {"worker_id": self.hooks.worker_id, "attempt": attempt}
+        body = wire.Heartbeat(worker_id=self.hooks.worker_id, attempt=attempt)
         try:
             await self._api.call("POST", f"/jobs/{job_id}/heartbeat", body)
         except (JobNotFound, TransitionNotAllowed):
@@ -478,3 +487,9 @@ class HttpSource:
             self._fatal = exc
             log_event(log, "runner.unauthorized", str(exc), level=logging.ERROR)
             self.hooks.stop()
+
+
+def _json(value: Any) -> Any:
+    """A handler's result or error, encoded by orjson as in database mode (the
+    executor checked it with orjson), so both modes store the same JSON."""
+    return msgspec.Raw(orjson.dumps(value))

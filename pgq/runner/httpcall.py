@@ -6,10 +6,11 @@ token, and the mapping of answers to pgq's exceptions (5xx and broken connection
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
+import msgspec
 import orjson
 
 from .. import __version__
@@ -91,7 +92,7 @@ class CoordinatorApi:
         self,
         method: str,
         path: str,
-        body: Mapping[str, Any] | None = None,
+        body: msgspec.Struct | None = None,
         *,
         timeout: float | None = None,
     ) -> Any:
@@ -103,7 +104,7 @@ class CoordinatorApi:
             async with http.request(
                 method,
                 self.url + path,
-                data=None if body is None else orjson.dumps(body),
+                data=None if body is None else msgspec.json.encode(body),
                 timeout=aiohttp.ClientTimeout(
                     total=timeout or self._request_timeout, sock_connect=CONNECT_TIMEOUT
                 ),

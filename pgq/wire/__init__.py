@@ -1,0 +1,115 @@
+"""The wire format of the HTTP API, declared once.
+
+``limits`` holds the name rules and numeric ranges; ``types`` the request and response
+bodies as msgspec Structs; ``request_body``/``query`` decode and validate them into pgq's
+400 style (``explain`` words msgspec's errors); ``schemas`` generates the OpenAPI
+components. The coordinator validates with it, the HTTP runner encodes its requests with
+it, and every name rule or range in Python comes from here.
+"""
+
+from __future__ import annotations
+
+from msgspec import UNSET, UnsetType
+
+from .decode import check_json, query, request_body
+from .limits import (
+    BIGINT_MAX,
+    DEFAULT_LIST_LIMIT,
+    INT32_MAX,
+    MAX_ATTEMPTS,
+    MAX_BATCH_JOBS,
+    MAX_CLAIM_JOBS,
+    MAX_DELAY_SECONDS,
+    MAX_DEPENDS_ON,
+    MAX_ERROR_MESSAGE_LENGTH,
+    MAX_EXTRA_ATTEMPTS,
+    MAX_FILTER_ITEMS,
+    MAX_IDEMPOTENCY_KEY_LENGTH,
+    MAX_JSON_DEPTH,
+    MAX_LIST_LIMIT,
+    MAX_RETRY_DELAY_SECONDS,
+    MAX_TIMEOUT_SECONDS,
+    MAX_WAIT_SECONDS,
+    MAX_WORKER_ID_LENGTH,
+    NO_NUL_PATTERN,
+    NO_NUL_RULE,
+    PRIORITY_MAX,
+    PRIORITY_MIN,
+    QUEUE_PATTERN,
+    QUEUE_RE,
+    QUEUE_RULE,
+    RUN_AT_MAX,
+    RUN_AT_MIN,
+    TYPE_PATTERN,
+    TYPE_RE,
+    TYPE_RULE,
+)
+from .schema import query_parameters, schemas
+from .types import (
+    Batch,
+    Claim,
+    Complete,
+    Error,
+    Heartbeat,
+    Job,
+    JobPage,
+    Jobs,
+    ListQuery,
+    NewJob,
+    Release,
+    Retry,
+    WaitQuery,
+)
+
+__all__ = [
+    "BIGINT_MAX",
+    "DEFAULT_LIST_LIMIT",
+    "INT32_MAX",
+    "MAX_ATTEMPTS",
+    "MAX_BATCH_JOBS",
+    "MAX_CLAIM_JOBS",
+    "MAX_DELAY_SECONDS",
+    "MAX_DEPENDS_ON",
+    "MAX_ERROR_MESSAGE_LENGTH",
+    "MAX_EXTRA_ATTEMPTS",
+    "MAX_FILTER_ITEMS",
+    "MAX_IDEMPOTENCY_KEY_LENGTH",
+    "MAX_JSON_DEPTH",
+    "MAX_LIST_LIMIT",
+    "MAX_RETRY_DELAY_SECONDS",
+    "MAX_TIMEOUT_SECONDS",
+    "MAX_WAIT_SECONDS",
+    "MAX_WORKER_ID_LENGTH",
+    "NO_NUL_PATTERN",
+    "NO_NUL_RULE",
+    "PRIORITY_MAX",
+    "PRIORITY_MIN",
+    "QUEUE_PATTERN",
+    "QUEUE_RE",
+    "QUEUE_RULE",
+    "RUN_AT_MAX",
+    "RUN_AT_MIN",
+    "TYPE_PATTERN",
+    "TYPE_RE",
+    "TYPE_RULE",
+    "UNSET",
+    "Batch",
+    "Claim",
+    "Complete",
+    "Error",
+    "Heartbeat",
+    "Job",
+    "JobPage",
+    "Jobs",
+    "ListQuery",
+    "NewJob",
+    "Release",
+    "Retry",
+    "UnsetType",
+    "WaitQuery",
+    "check_json",
+    "query",
+    "query_parameters",
+    "request_body",
+    "schemas",
+]

@@ -1,0 +1,400 @@
+"""The HTTP API's request and response bodies as msgspec Structs.
+
+Each Struct is at once the validator (``pgq.wire.request_body``), the source of its OpenAPI
+component schema (``pgq.wire.schemas``) and what an HTTP runner encodes. ``UNSET`` marks a
+field the sender left out: ``null`` is never a stand-in for an absent field, so no request
+field is typed ``... | None``. The few rules that span fields live in ``__post_init__``
+(and, for the OpenAPI document, in ``CROSS_FIELD_SCHEMAS``); their errors start with the
+field they name so ``explain`` can point at it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, ClassVar, Literal
+
+from msgspec import UNSET, Meta, Struct, UnsetType
+
+from . import limits as L
+
+# -- field types --------------------------------------------------------------------------
+# ``extra`` is not part of the JSON Schema: ``rule`` is the wording of a pattern's refusal
+# (``'X y' is invalid: <rule>``), ``problem`` replaces the whole refusal.
+
+QueueName = Annotated[
+    str, Meta(pattern=L.QUEUE_PATTERN, description=L.QUEUE_RULE, extra={"rule": L.QUEUE_RULE})
+]
+TypeName = Annotated[
+    str, Meta(pattern=L.TYPE_PATTERN, description=L.TYPE_RULE, extra={"rule": L.TYPE_RULE})
+]
+WorkerId = Annotated[
+    str,
+    Meta(
+        min_length=1,
+        max_length=L.MAX_WORKER_ID_LENGTH,
+        pattern=L.NO_NUL_PATTERN,
+        description="Who holds the job (any stable name of the runner process).",
+        extra={"problem": L.NO_NUL_RULE},
+    ),
+]
+Attempt = Annotated[
+    int,
+    Meta(
+        ge=1,
+        le=L.INT32_MAX,
+        description="The attempt being reported (the claimed job's `attempts`): fences off a "
+        "runner whose lease expired and whose job was claimed again.",
+    ),
+]
+JobId = Annotated[int, Meta(ge=1, le=L.BIGINT_MAX)]
+Priority = Annotated[
+    int, Meta(ge=L.PRIORITY_MIN, le=L.PRIORITY_MAX, description="Smaller runs first.")
+]
+Status = Literal["waiting", "queued", "running", "succeeded", "dead", "cancelled"]
+RunAt = Annotated[
+    datetime,
+    Meta(
+        tz=True,
+        description="RFC 3339 with an offset, 1970 to 9999.",
+        extra_json_schema={"pattern": "^(19[7-9][0-9]|[2-9][0-9]{3})-"},
+    ),
+]
+Time = datetime
+
+_JSON_NOTE = (
+    "Any JSON; strings and keys must not contain U+0000 (jsonb cannot store it) and values "
+    f"nest at most {L.MAX_JSON_DEPTH} levels."
+)
+JsonObject = Annotated[dict[str, Any], Meta(description=_JSON_NOTE)]
+JsonValue = Annotated[Any, Meta(description=_JSON_NOTE)]
+ErrorMessage = Annotated[
+    str,
+    Meta(
+        min_length=1,
+        max_length=L.MAX_ERROR_MESSAGE_LENGTH,
+        pattern=L.NO_NUL_PATTERN,
+        extra={"problem": L.NO_NUL_RULE},
+    ),
+]
+
+
+class _Body(Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """A request body: unknown fields refused; left-out defaults are not sent when encoded."""
+
+    #: Fields holding arbitrary JSON, checked for NUL characters and depth after decoding.
+    json_fields: ClassVar[tuple[str, ...]] = ()
+
+
+# -- requests -----------------------------------------------------------------------------
+
+
+class NewJob(_Body):
+    """Give `run_at` or `delay_seconds`, not both; without either the job is due now.
+    `null` is never accepted: leave a field out for its default."""
+
+    json_fields: ClassVar[tuple[str, ...]] = ("arguments",)
+
+    type: TypeName
+    arguments: JsonObject | UnsetType = UNSET
+    queue: QueueName = "default"
+    priority: Priority = 0
+    run_at: RunAt | UnsetType = UNSET
+    delay_seconds: Annotated[float, Meta(ge=0, le=L.MAX_DELAY_SECONDS)] | UnsetType = UNSET
+    max_attempts: Annotated[int, Meta(ge=1, le=L.MAX_ATTEMPTS)] = 10
+    timeout_seconds: Annotated[
+        int,
+        Meta(
+            ge=1,
+            le=L.MAX_TIMEOUT_SECONDS,
+            description="The lease is 1.25 × this, renewed by heartbeats.",
+        ),
+    ] = 300
+    idempotency_key: (
+        Annotated[
+            str,
+            Meta(
+                min_length=1,
+                max_length=L.MAX_IDEMPOTENCY_KEY_LENGTH,
+                pattern=L.NO_NUL_PATTERN,
+                description="A second create with the same key answers 200 with the first job.",
+                extra={"problem": L.NO_NUL_RULE},
+            ),
+        ]
+        | UnsetType
+    ) = UNSET
+    depends_on: (
+        Annotated[
+            list[JobId],
+            Meta(
+                max_length=L.MAX_DEPENDS_ON,
+                description="The job waits until all of these succeeded.",
+            ),
+        ]
+        | UnsetType
+    ) = UNSET
+
+    def __post_init__(self) -> None:
+        if self.run_at is not UNSET:
+            if self.delay_seconds is not UNSET:
+                raise ValueError("delay_seconds: give run_at or delay_seconds, not both")
+            if not L.RUN_AT_MIN <= self.run_at <= L.RUN_AT_MAX:
+                raise ValueError(
+                    "run_at: must be between 1970-01-01T00:00:00Z and 9999-12-31T00:00:00Z"
+                )
+
+
+class Batch(_Body):
+    """Up to 10,000 jobs created at once, all or nothing."""
+
+    jobs: Annotated[list[NewJob], Meta(min_length=1, max_length=L.MAX_BATCH_JOBS)]
+
+
+class Claim(_Body):
+    """Claim due jobs for a worker."""
+
+    worker_id: WorkerId
+    max_jobs: Annotated[int, Meta(ge=1, le=L.MAX_CLAIM_JOBS)] = 1
+    queues: (
+        Annotated[
+            list[QueueName],
+            Meta(
+                min_length=1,
+                max_length=L.MAX_FILTER_ITEMS,
+                extra_json_schema={"default": ["default"]},
+            ),
+        ]
+        | UnsetType
+    ) = UNSET
+    types: (
+        Annotated[
+            list[TypeName],
+            Meta(
+                min_length=1,
+                max_length=L.MAX_FILTER_ITEMS,
+                description="Only these job types (default: any).",
+            ),
+        ]
+        | UnsetType
+    ) = UNSET
+    wait_seconds: Annotated[
+        float,
+        Meta(
+            ge=0,
+            le=L.MAX_WAIT_SECONDS,
+            description="Hold the request until work arrives (woken by NOTIFY) or this many "
+            "seconds pass; then answer with an empty list.",
+        ),
+    ] = 0.0
+
+
+class Complete(_Body):
+    """`success: true` may carry `result`; `success: false` may carry `error` (a string is
+    stored as {"message": …}), `retryable` (default true: retried after a backoff while
+    attempts remain; false: dead at once) and `retry_delay_seconds` (retry after this many
+    seconds instead of the backoff)."""
+
+    json_fields: ClassVar[tuple[str, ...]] = ("result", "error")
+
+    worker_id: WorkerId
+    success: bool
+    attempt: Attempt | UnsetType = UNSET
+    result: JsonValue = UNSET
+    error: ErrorMessage | dict[str, Any] | UnsetType = UNSET
+    retryable: Annotated[bool, Meta(extra_json_schema={"default": True})] | UnsetType = UNSET
+    retry_delay_seconds: (
+        Annotated[
+            float,
+            Meta(
+                ge=0,
+                le=L.MAX_RETRY_DELAY_SECONDS,
+                description="Seconds until the retry, instead of the backoff (0: at once).",
+            ),
+        ]
+        | UnsetType
+    ) = UNSET
+
+    def __post_init__(self) -> None:
+        if self.success:
+            for name in ("error", "retryable", "retry_delay_seconds"):
+                if getattr(self, name) is not UNSET:
+                    raise ValueError(f"{name}: is only allowed with success: false")
+        elif self.result is not UNSET:
+            raise ValueError("result: is only allowed with success: true")
+
+
+class Heartbeat(_Body):
+    """Extend the lease of a claimed job."""
+
+    worker_id: WorkerId
+    attempt: Attempt | UnsetType = UNSET
+
+
+class Release(_Body):
+    """Hand a claimed job back (runner shutdown). `reason` is stored like a failure's
+    `error` (kind `released`); without it the job records "released by its runner"."""
+
+    json_fields: ClassVar[tuple[str, ...]] = ("reason",)
+
+    worker_id: WorkerId
+    attempt: Attempt
+    reason: ErrorMessage | dict[str, Any] | UnsetType = UNSET
+
+
+class Retry(_Body):
+    """Replay a dead or cancelled job with extra attempts (the body is optional)."""
+
+    extra_attempts: Annotated[int, Meta(ge=1, le=L.MAX_EXTRA_ATTEMPTS)] = 1
+
+
+# -- query strings ------------------------------------------------------------------------
+
+
+class ListQuery(_Body):
+    """``GET /jobs``: filters and one page."""
+
+    status: Status | UnsetType = UNSET
+    queue: QueueName | UnsetType = UNSET
+    type: TypeName | UnsetType = UNSET
+    limit: Annotated[int, Meta(ge=1, le=L.MAX_LIST_LIMIT)] = L.DEFAULT_LIST_LIMIT
+    after: (
+        Annotated[
+            int,
+            Meta(
+                ge=0,
+                le=L.BIGINT_MAX,
+                description="Only jobs with a larger id (the previous page's `next`).",
+            ),
+        ]
+        | UnsetType
+    ) = UNSET
+
+
+class WaitQuery(_Body):
+    """``GET /jobs/{id}``: how long to wait for the job to finish."""
+
+    wait: Annotated[
+        float,
+        Meta(
+            ge=0,
+            le=L.MAX_WAIT_SECONDS,
+            description="Seconds to wait for the job to be succeeded, dead or cancelled "
+            "(event-driven).",
+        ),
+    ] = 0.0
+
+
+# -- responses ----------------------------------------------------------------------------
+
+
+class Job(Struct, forbid_unknown_fields=True):
+    """A job as the API shows it (``pgq.Job.to_json``)."""
+
+    id: Annotated[int, Meta(ge=1)]
+    type: TypeName
+    queue: QueueName
+    status: Status
+    arguments: dict[str, Any]
+    priority: int
+    attempts: Annotated[
+        int, Meta(ge=0, description="Claims so far: 0 before the first run, 1 during it.")
+    ]
+    max_attempts: Annotated[int, Meta(ge=1)]
+    timeout_seconds: Annotated[int, Meta(ge=1)]
+    run_at: Time
+    created_at: Time
+    updated_at: Time
+    finished_at: Time | None
+    worker_id: str | None
+    lease_expires_at: Time | None
+    idempotency_key: str | None
+    result: Annotated[
+        Any, Meta(description="What the handler returned (any JSON), null until then.")
+    ]
+    error: Annotated[
+        dict[str, Any] | None,
+        Meta(
+            description="The last error: `message`, `attempt`, `at`, and whatever else the "
+            "runner reported (`kind` is `lease_expired` or `dependency` for failures pgq "
+            "itself recorded)."
+        ),
+    ]
+    depends_on: list[int] | None
+    progress: Annotated[
+        dict[str, Any] | None,
+        Meta(
+            description="The last progress a handler reported for the current attempt (any "
+            "object up to 8 KiB), null before the first report."
+        ),
+    ]
+    schedule: Annotated[
+        str | None,
+        Meta(description="The schedule that created the job (see /schedules), or null."),
+    ]
+    scheduled_for: Annotated[
+        Time | None, Meta(description="The schedule slot the job was created for, or null.")
+    ]
+
+
+class Jobs(Struct, forbid_unknown_fields=True):
+    """Jobs, in request order (batch create) or as claimed."""
+
+    jobs: list[Job]
+
+
+class JobPage(Struct, forbid_unknown_fields=True):
+    """A page of ``GET /jobs``."""
+
+    jobs: list[Job]
+    next: Annotated[
+        int | None,
+        Meta(description="Pass as `after` for the next page; null on the last page."),
+    ]
+
+
+ERROR_CODES: tuple[str, ...] = (
+    "invalid_json",
+    "invalid_field",
+    "invalid_argument",
+    "unauthorized",
+    "not_found",
+    "job_not_found",
+    "method_not_allowed",
+    "transition_not_allowed",
+    "payload_too_large",
+    "unsupported_media_type",
+    "database_unavailable",
+    "listener_down",
+)
+
+
+class ErrorDetail(Struct, forbid_unknown_fields=True):
+    code: Annotated[str, Meta(pattern="^[a-z][a-z_]*$", description=", ".join(ERROR_CODES))]
+    message: Annotated[str, Meta(description="A sentence naming the field.")]
+
+
+class Error(Struct, forbid_unknown_fields=True):
+    """Every refusal: ``{"error": {"code", "message"}}``."""
+
+    error: ErrorDetail
+
+
+#: Rules across fields, stated in JSON Schema for the OpenAPI document (msgspec states
+#: each field alone); the ``__post_init__`` methods above enforce them.
+CROSS_FIELD_SCHEMAS: dict[str, dict[str, Any]] = {
+    "NewJob": {"not": {"required": ["run_at", "delay_seconds"]}},
+    "Complete": {
+        "oneOf": [
+            {
+                "properties": {"success": {"const": True}},
+                "not": {
+                    "anyOf": [
+                        {"required": ["error"]},
+                        {"required": ["retryable"]},
+                        {"required": ["retry_delay_seconds"]},
+                    ]
+                },
+            },
+            {"properties": {"success": {"const": False}}, "not": {"required": ["result"]}},
+        ]
+    },
+}
