@@ -275,7 +275,8 @@ jobs at the head of the queue is read on every claim.$$;
 -- running jobs with a slot; at most the whole tokens of the bucket (refilled on the
 -- database clock first); per key as _pick_by_key. Queues without settings are claimed as
 -- by pgq.claim's fast path. Leaves the claimed jobs running (holds_slot set in queues
--- with a concurrency or key limit, claimed_at on the clock the bucket was read at) and
+-- with a concurrency or key limit; claimed_at on the clock the bucket was read at in a
+-- rated queue, else read after the slots were counted) and
 -- one token spent per claimed job. Returns them in claim order. Raises 0A000 in a
 -- REPEATABLE READ transaction for a limited queue: its old snapshot would miss claims
 -- that committed since, and the count would be wrong.
@@ -290,6 +291,7 @@ DECLARE
     busy integer;
     picked bigint[] := '{}';
     slotted text[] := '{}';
+    rated text[] := '{}';
 BEGIN
     PERFORM 1 FROM pgq.queues AS q WHERE q.queue = ANY (ruled) ORDER BY q.queue FOR UPDATE;
     -- after the locks: the previous claimer of these queues has committed, and its clock
@@ -312,6 +314,7 @@ BEGIN
                                          * greatest(0, extract(epoch FROM clock - s.tokens_at)));
             UPDATE pgq.queues AS q SET tokens = s.tokens, tokens_at = clock WHERE q.queue = s.queue;
             allow := least(allow, floor(s.tokens)::integer);
+            rated := rated || s.queue;
         END IF;
         IF s.concurrency IS NOT NULL OR s.key_concurrency IS NOT NULL THEN
             slotted := slotted || s.queue;
@@ -353,7 +356,10 @@ BEGIN
            SET status = 'running',
                attempts = j.attempts + 1,
                worker_id = _claim_limited.worker_id,
-               claimed_at = clock,
+               -- a rated queue's claims are stamped with the bucket's clock; the others
+               -- are read now, after the slot counts, so a slot freed by a completion
+               -- this claim saw ends before the job that takes it starts
+               claimed_at = CASE WHEN j.queue = ANY (rated) THEN clock ELSE clock_timestamp() END,
                lease_expires_at = clock + make_interval(secs => j.timeout_seconds * 1.25),
                holds_slot = j.queue = ANY (slotted),
                progress = NULL,
@@ -382,7 +388,8 @@ order, then per queue: nothing from a paused queue; at most concurrency minus th
 running jobs with a slot; at most the whole tokens of the bucket (refilled on the
 database clock first); per key as _pick_by_key. Queues without settings are claimed as
 by pgq.claim's fast path. Leaves the claimed jobs running (holds_slot set in queues
-with a concurrency or key limit, claimed_at on the clock the bucket was read at) and
+with a concurrency or key limit; claimed_at on the clock the bucket was read at in a
+rated queue, else read after the slots were counted) and
 one token spent per claimed job. Returns them in claim order. Raises 0A000 in a
 REPEATABLE READ transaction for a limited queue: its old snapshot would miss claims
 that committed since, and the count would be wrong.$$;
