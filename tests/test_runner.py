@@ -88,11 +88,12 @@ async def source(request: pytest.FixtureRequest, dsn: str) -> AsyncIterator[Sour
 def test_handler_registration_is_checked() -> None:
     runner = Runner("postgresql://unused")
 
-    with pytest.raises(TypeError, match="async def"):
+    with pytest.raises(TypeError, match="must be a function"):
+        runner.handler("NOT_CALLABLE")(42)
 
-        @runner.handler("SYNC")
-        def sync(job):  # not a coroutine function
-            return None
+    @runner.handler("SYNC")
+    def sync(job):  # a plain def: runs on the thread pool
+        return None
 
     @runner.handler("A", timeout=5)
     async def a(job):
@@ -108,8 +109,9 @@ def test_handler_registration_is_checked() -> None:
         runner.handler("no spaces allowed")
     with pytest.raises(ValueError, match="timeout"):
         runner.handler("B", timeout=0)
-    assert runner.job_types == ("A",)
+    assert runner.job_types == ("SYNC", "A")
     assert runner.handlers["A"].timeout == 5
+    assert (runner.handlers["SYNC"].sync, runner.handlers["A"].sync) == (True, False)
 
     with pytest.raises(ValueError, match="queue"):
         Runner(queues=("Bad-Queue",))
