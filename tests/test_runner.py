@@ -144,7 +144,12 @@ async def test_run_refuses_without_handlers_or_database(monkeypatch) -> None:
 
 
 def test_load_runner_and_cli_errors() -> None:  # HTTP mode: tests/test_http_runner.py
-    assert load_runner("tests.runner_handlers:runner").job_types == ("TEST", "NOOP", "STAMP")
+    assert load_runner("tests.runner_handlers:runner").job_types == (
+        "TEST",
+        "SYNC_TEST",
+        "NOOP",
+        "STAMP",
+    )
     with pytest.raises(pgq.PgqError, match="MODULE:ATTR"):
         load_runner("tests.runner_handlers")
     with pytest.raises(pgq.PgqError, match="cannot import"):
