@@ -23,7 +23,9 @@ from ..jobs import Job
 
 __all__ = ["ThreadPool", "is_sync"]
 
-_Item = tuple[asyncio.AbstractEventLoop, asyncio.Future[Any], contextvars.Context, Callable, Job]
+_Item = tuple[
+    asyncio.AbstractEventLoop, asyncio.Future[Any], contextvars.Context, Callable[[Job], Any], Job
+]
 
 
 def is_sync(fn: Callable[..., Any]) -> bool:
