@@ -6,6 +6,8 @@
     {"sleep_first": s}    on attempt 1 sleep s seconds instead of "sleep"
     {"fail": "error"}     raise an ordinary error (retried); "permanent": PermanentError
 
+``SYNC_TEST`` jobs are a plain ``def`` that blocks in ``time.sleep(args["sleep"])``.
+
 Every handler start and finish is appended as one line to ``$PGQ_TEST_RUN_LOG/<pid>.log``
 (one ``os.write`` on an ``O_APPEND`` file, so lines never interleave and a ``kill -9``
 loses nothing already written)::
@@ -52,6 +54,15 @@ async def test_job(job: pgq.Job) -> dict[str, int]:
         raise pgq.PermanentError("asked to fail permanently")
     if failure == "error":
         raise RuntimeError("asked to fail")
+    record("end", job)
+    return {"pid": os.getpid()}
+
+
+@runner.handler("SYNC_TEST")
+def sync_test(job: pgq.Job) -> dict[str, int]:
+    """A plain ``def``: runs on the runner's thread pool; ``{"sleep": s}`` blocks s seconds."""
+    record("start", job)
+    time.sleep(job.args.get("sleep", 0))
     record("end", job)
     return {"pid": os.getpid()}
 

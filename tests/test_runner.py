@@ -88,11 +88,12 @@ async def source(request: pytest.FixtureRequest, dsn: str) -> AsyncIterator[Sour
 def test_handler_registration_is_checked() -> None:
     runner = Runner("postgresql://unused")
 
-    with pytest.raises(TypeError, match="async def"):
+    with pytest.raises(TypeError, match="must be a function"):
+        runner.handler("NOT_CALLABLE")(42)
 
-        @runner.handler("SYNC")
-        def sync(job):  # not a coroutine function
-            return None
+    @runner.handler("SYNC")
+    def sync(job):  # a plain def: runs on the thread pool
+        return None
 
     @runner.handler("A", timeout=5)
     async def a(job):
@@ -108,8 +109,9 @@ def test_handler_registration_is_checked() -> None:
         runner.handler("no spaces allowed")
     with pytest.raises(ValueError, match="timeout"):
         runner.handler("B", timeout=0)
-    assert runner.job_types == ("A",)
+    assert runner.job_types == ("SYNC", "A")
     assert runner.handlers["A"].timeout == 5
+    assert (runner.handlers["SYNC"].sync, runner.handlers["A"].sync) == (True, False)
 
     with pytest.raises(ValueError, match="queue"):
         Runner(queues=("Bad-Queue",))
@@ -142,7 +144,12 @@ async def test_run_refuses_without_handlers_or_database(monkeypatch) -> None:
 
 
 def test_load_runner_and_cli_errors() -> None:  # HTTP mode: tests/test_http_runner.py
-    assert load_runner("tests.runner_handlers:runner").job_types == ("TEST", "NOOP", "STAMP")
+    assert load_runner("tests.runner_handlers:runner").job_types == (
+        "TEST",
+        "SYNC_TEST",
+        "NOOP",
+        "STAMP",
+    )
     with pytest.raises(pgq.PgqError, match="MODULE:ATTR"):
         load_runner("tests.runner_handlers")
     with pytest.raises(pgq.PgqError, match="cannot import"):

@@ -287,3 +287,32 @@ async def test_the_runner_survives_a_postgres_restart(tmp_path, procs):
             assert '"event":"listener.lost"' in log
     finally:
         await asyncio.to_thread(server.stop)
+
+
+async def test_sync_handlers_overlap_on_threads_while_async_jobs_run(
+    dsn, client, conn, tmp_path, procs
+) -> None:
+    # three slots: two for the blocking sync handlers, one for the async job meanwhile
+    proc = runner(procs, dsn, tmp_path, "--concurrency", "3", name="sync")
+    await wait_listening(proc)
+    sync_jobs = await client.enqueue_many(
+        [{"type": "SYNC_TEST", "args": {"sleep": 1}} for _ in range(2)]
+    )
+    for job in sync_jobs:
+        await handler_started(tmp_path, job.id)
+    quick = await client.enqueue("TEST", {"sleep": 0.05})
+    await all_succeeded(conn, 3, timeout=15)
+    proc.signal(signal.SIGTERM)
+    assert await proc.wait(10) == 0, proc.log()[-2000:]
+
+    runs = {(r.what, r.job_id): r for r in read_runs(tmp_path)}
+    a, b = (j.id for j in sync_jobs)
+    # the two blocking handlers overlap: each started before the other ended
+    assert runs["start", a].mono < runs["end", b].mono
+    assert runs["start", b].mono < runs["end", a].mono
+    span = max(runs["end", a].mono, runs["end", b].mono) - min(
+        runs["start", a].mono, runs["start", b].mono
+    )
+    assert span < 1.8, span  # together, not one after the other (2 s)
+    # the async job ran on the event loop while both threads were blocked
+    assert runs["end", quick.id].mono < min(runs["end", a].mono, runs["end", b].mono)

@@ -54,7 +54,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import logging
 import os
 import secrets
@@ -73,6 +72,7 @@ from .database import DatabaseSource
 from .executor import Executor, Handler, HandlerFn
 from .outcome import Outcome
 from .source import JobSource
+from .threads import ThreadPool, is_sync
 
 __all__ = ["Runner"]
 
@@ -90,7 +90,8 @@ HARD_RELEASE_TIMEOUT = 2.0
 
 
 class Runner:
-    """Runs ``async def`` handlers for jobs claimed from pgq (see the module docstring).
+    """Runs handlers (``async def``, or plain ``def`` on threads) for jobs claimed from pgq
+    (see the module docstring).
 
     ``dsn`` falls back to ``PGQ_DATABASE_URL`` / ``DATABASE_URL`` when ``run()`` starts.
     ``queues``: the queues to claim from. ``concurrency``: handlers at once. ``grace``:
@@ -197,20 +198,20 @@ class Runner:
         return dict(self._handlers)
 
     def handler(self, job_type: str, *, timeout: float | None = None) -> Callable[[F], F]:
-        """Register ``async def fn(job)`` for ``job_type``; ``timeout`` (seconds) can only
-        shorten the job's own ``timeout_seconds``."""
+        """Register ``fn(job)`` for ``job_type``; ``timeout`` (seconds) can only shorten the
+        job's own ``timeout_seconds``. An ``async def`` runs on the event loop; a plain
+        ``def`` runs on a thread pool bounded by ``concurrency`` (see ``threads.py``)."""
         if not isinstance(job_type, str) or not wire.TYPE_RE.match(job_type):
             raise ValueError(f"job type {job_type!r} is invalid: {wire.TYPE_RULE}")
         if timeout is not None and (isinstance(timeout, bool) or not timeout > 0):
             raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
 
         def register(fn: F) -> F:
-            call = type(fn).__call__ if not inspect.isfunction(fn) else None
-            if not (inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(call)):
-                raise TypeError(f"the handler for {job_type} must be an `async def` function")
+            if not callable(fn):
+                raise TypeError(f"the handler for {job_type} must be a function")
             if job_type in self._handlers:
                 raise ValueError(f"a handler for {job_type} is already registered")
-            self._handlers[job_type] = Handler(job_type, fn, timeout)
+            self._handlers[job_type] = Handler(job_type, fn, timeout, sync=is_sync(fn))
             return fn
 
         return register
@@ -306,6 +307,8 @@ class Runner:
         self._running = True
         self._jobs.unwritten = 0
         self._source = self._jobs.source = source
+        if any(h.sync for h in self._handlers.values()):
+            self._jobs.threads = ThreadPool(self._concurrency)
         cancelled = False
         try:
             opened = await self._until_stopped(source.open(self))
@@ -337,6 +340,9 @@ class Runner:
             finally:
                 self._running = False
                 self._source = self._jobs.source = None
+                if self._jobs.threads is not None:
+                    self._jobs.threads.close()
+                    self._jobs.threads = None
                 self._stop_event.clear()
                 self._hard_event.clear()
                 self._stop_requested_at = None

@@ -25,12 +25,14 @@ from ..jobs import Job
 from ..logs import log_event
 from .outcome import Outcome, Written, failure_of
 from .source import JobSource
+from .threads import ThreadPool
 
 __all__ = ["Executor", "Handler", "HandlerFn"]
 
 log = logging.getLogger("pgq.runner")
 
-HandlerFn = Callable[[Job], Awaitable[Any]]
+#: ``async def fn(job)``, or a plain ``def fn(job)`` (run on the thread pool)
+HandlerFn = Callable[[Job], Any]
 T = TypeVar("T")
 
 #: Outcome writes are retried while the source is unreachable, backing off this way.
@@ -40,11 +42,13 @@ WRITE_RETRY_CAP = 2.0
 
 @dataclass(frozen=True, slots=True)
 class Handler:
-    """A registered handler: the coroutine function and its own (shorter) timeout."""
+    """A registered handler: the function, its own (shorter) timeout, and whether it is a
+    plain ``def`` that runs on the runner's thread pool."""
 
     job_type: str
     fn: HandlerFn
     timeout: float | None = None
+    sync: bool = False
 
 
 @dataclass(eq=False, slots=True)
@@ -75,6 +79,7 @@ class Executor:
         self.worker_id = worker_id
         self._on_slot_freed = on_slot_freed
         self.source: JobSource | None = None  # set by Runner.run() for the run's duration
+        self.threads: ThreadPool | None = None  # for sync handlers, set by Runner.run()
         self.active: dict[int, _Active] = {}  # job id → held job whose handler runs
         self.held: dict[int, int] = {}  # job id → attempt, from claim until written
         self.tasks: set[asyncio.Task[None]] = set()  # every job task, writes included
@@ -165,7 +170,11 @@ class Executor:
         detail: Any = None
         try:
             try:
-                result = await handler.fn(job)
+                if handler.sync:
+                    assert self.threads is not None
+                    result = await self.threads.run(handler.fn, job)
+                else:
+                    result = await handler.fn(job)
             finally:
                 self._leave_handler(active)
         except asyncio.CancelledError:
