@@ -99,6 +99,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print them as JSON (as GET /schedules)")
     _add_database_url(p)
 
+    p = sub.add_parser("queues", help="queues: paused, limits, jobs per status")
+    _add_database_url(p)
+    for name, what in (("pause", "stop handing out a queue's jobs"), ("resume", "resume a queue")):
+        p = sub.add_parser(name, help=what)
+        p.add_argument("queue", metavar="QUEUE")
+        _add_database_url(p)
+
     p = sub.add_parser("jobs", help="list jobs")
     p.add_argument("--status")
     p.add_argument("--queue")
@@ -175,6 +182,39 @@ async def _stats(url: str) -> int:
     for r in rows:
         oldest = r["oldest_run_at"].isoformat(timespec="seconds") if r["oldest_run_at"] else ""
         print(f"{r['queue']:<24} {r['status']:<10} {r['count']:>9}  {oldest}")
+    return 0
+
+
+def _limit(value: object) -> str:
+    return "-" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+
+
+async def _queues(url: str, command: str, queue: str | None) -> int:
+    conn = await db.connect(url)
+    try:
+        if command == "pause":
+            await queries.pause(conn, queue or "")
+        elif command == "resume":
+            await queries.resume(conn, queue or "")
+        if command == "queues":
+            rows = await queries.list_queues(conn)
+        else:
+            rows = [await queries.get_queue(conn, queue or "")]
+    finally:
+        await conn.close()
+    print(
+        f"{'queue':<24} {'state':<7} {'conc':>5} {'per key':>7} {'rate/s':>7} {'burst':>5}"
+        f" {'queued':>8} {'running':>8}  oldest queued"
+    )
+    for r in rows:
+        oldest = r["oldest_queued_at"]
+        print(
+            f"{r['queue']:<24} {'paused' if r['paused'] else 'active':<7}"
+            f" {_limit(r['concurrency']):>5} {_limit(r['key_concurrency']):>7}"
+            f" {_limit(r['rate']):>7} {_limit(r['burst']):>5}"
+            f" {r['counts']['queued']:>8} {r['counts']['running']:>8}"
+            f"  {oldest.isoformat(timespec='seconds') if oldest else ''}"
+        )
     return 0
 
 
@@ -269,6 +309,8 @@ def run(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(_jobs(url, args))
     if cmd == "schedules":
         return asyncio.run(_schedules(url, args.json))
+    if cmd in ("queues", "pause", "resume"):
+        return asyncio.run(_queues(url, cmd, getattr(args, "queue", None)))
     if cmd == "bench":
         from .devtools import bench
 

@@ -100,6 +100,7 @@ class Client:
         timeout_seconds: int = 300,
         idempotency_key: str | None = None,
         depends_on: Sequence[int] | None = None,
+        concurrency_key: str | None = None,
         connection: asyncpg.Connection | None = None,
     ) -> Job:
         """Create a job (``pgq.enqueue``); for a known ``idempotency_key``, the existing job."""
@@ -115,6 +116,7 @@ class Client:
             timeout_seconds=timeout_seconds,
             idempotency_key=idempotency_key,
             depends_on=depends_on,
+            concurrency_key=concurrency_key,
         )
         return job
 
@@ -125,7 +127,7 @@ class Client:
 
         Each dict has ``type`` and any of ``args``, ``queue``, ``priority``, ``run_at`` or
         ``delay_seconds``, ``max_attempts``, ``timeout_seconds``, ``idempotency_key``,
-        ``depends_on``.
+        ``depends_on``, ``concurrency_key``.
         """
         return await queries.enqueue_many(connection or self.pool, jobs)
 
@@ -140,6 +142,37 @@ class Client:
     async def retry(self, job_id: int, extra_attempts: int = 1) -> Job:
         """Replay a dead or cancelled job now, with ``extra_attempts`` more attempts."""
         return await queries.retry(self.pool, job_id, extra_attempts)
+
+    async def pause(self, queue: str) -> dict[str, Any]:
+        """Pause a queue (``pgq.pause``): no claim hands out its jobs until ``resume``."""
+        return await queries.pause(self.pool, queue)
+
+    async def resume(self, queue: str) -> dict[str, Any]:
+        """Resume a paused queue (``pgq.resume``); idle runners are woken at once."""
+        return await queries.resume(self.pool, queue)
+
+    async def set_limits(
+        self,
+        queue: str,
+        *,
+        concurrency: int | None = None,
+        key_concurrency: int | None = None,
+        rate: float | None = None,
+        burst: int | None = None,
+    ) -> dict[str, Any]:
+        """Replace all four limits of a queue (``pgq.set_limits``; None = no limit)."""
+        return await queries.set_limits(
+            self.pool,
+            queue,
+            concurrency=concurrency,
+            key_concurrency=key_concurrency,
+            rate=rate,
+            burst=burst,
+        )
+
+    async def queues(self) -> list[dict[str, Any]]:
+        """Every queue with jobs or settings, as ``GET /queues`` shows it."""
+        return await queries.list_queues(self.pool)
 
     async def stats(self) -> list[dict[str, Any]]:
         """Per queue and status: ``count`` and ``oldest_run_at``."""

@@ -47,6 +47,7 @@ class Job:
     #: the pgq.schedules name and slot that created the job (None for other jobs)
     schedule: str | None = None
     scheduled_for: datetime | None = None
+    concurrency_key: str | None = None
 
     @property
     def finished(self) -> bool:
@@ -81,6 +82,7 @@ class Job:
             progress=row.get("progress"),
             schedule=row.get("schedule"),
             scheduled_for=row.get("scheduled_for"),
+            concurrency_key=row.get("concurrency_key"),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -108,6 +110,7 @@ class Job:
             "progress": self.progress,
             "schedule": self.schedule,
             "scheduled_for": self.scheduled_for,
+            "concurrency_key": self.concurrency_key,
         }
 
     @classmethod
@@ -140,4 +143,5 @@ class Job:
             progress=data.get("progress"),
             schedule=data.get("schedule"),
             scheduled_for=ts(data.get("scheduled_for")),
+            concurrency_key=data.get("concurrency_key"),
         )

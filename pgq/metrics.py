@@ -13,6 +13,9 @@ Names (promised to the deploy manifests; do not rename):
   pgq_listener_up                             gauge: 1 while the LISTEN connection is up
   pgq_notification_queue_usage                gauge: ``pg_notification_queue_usage()``, 0..1
   pgq_long_polls_waiting                      gauge: requests parked in a long-poll now
+  pgq_queue_paused{queue}                     gauge: 1 while paused (queues with settings)
+  pgq_queue_limit{queue,limit}                gauge: concurrency, key_concurrency, rate, burst
+  pgq_queue_held_jobs{queue}                  gauge: due jobs a pause or full limit holds back
 
 Runners do not serve HTTP, so the job metrics come from the database, read at scrape time
 (``Metrics.collect``). What is approximate, honestly:
@@ -110,6 +113,22 @@ class Metrics:
             buckets=_BATCH_BUCKETS,
             registry=r,
         )
+        self.queue_paused = Gauge(
+            "pgq_queue_paused", "1 while the queue is paused (pgq.pause).", ["queue"], registry=r
+        )
+        self.queue_limit = Gauge(
+            "pgq_queue_limit",
+            "A queue's flow-control limits (limit: concurrency, key_concurrency, rate, burst); "
+            "absent when not set.",
+            ["queue", "limit"],
+            registry=r,
+        )
+        self.queue_held = Gauge(
+            "pgq_queue_held_jobs",
+            "Due queued jobs a pause or a full concurrency limit keeps from starting.",
+            ["queue"],
+            registry=r,
+        )
         self.listener_up = Gauge(
             "pgq_listener_up", "1 while the LISTEN connection is up, else 0.", registry=r
         )
@@ -164,6 +183,7 @@ class Metrics:
                 depths = await queries.queue_depths(db)
                 usage = await queries.notification_queue_usage(db)
                 window = await queries.finished_since(db, self._since, self._lag)
+                flow = await queries.held_back(db)
             except Exception as exc:
                 log_event(
                     log,
@@ -175,6 +195,7 @@ class Metrics:
                 self.oldest_queued_age.clear()
                 return False
             self._refresh_depths(depths)
+            self._refresh_flow(flow)
             self.notification_queue_usage.set(usage or 0.0)
             self._count(window)
             self._since = window["until"]
@@ -190,6 +211,16 @@ class Metrics:
             age = row.get("oldest_due_age_seconds")
             if age is not None:
                 self.oldest_queued_age.labels(row["queue"]).set(float(age))
+
+    def _refresh_flow(self, flow: list[dict[str, Any]]) -> None:
+        for gauge in (self.queue_paused, self.queue_limit, self.queue_held):
+            gauge.clear()
+        for row in flow:
+            self.queue_paused.labels(row["queue"]).set(1 if row["paused"] else 0)
+            self.queue_held.labels(row["queue"]).set(row["held"])
+            for limit in ("concurrency", "key_concurrency", "rate", "burst"):
+                if row[limit] is not None:
+                    self.queue_limit.labels(row["queue"], limit).set(row[limit])
 
     def _count(self, window: dict[str, Any]) -> None:
         for row in window["finished"]:

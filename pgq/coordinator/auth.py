@@ -1,6 +1,6 @@
-"""Bearer-token authentication of the ``/jobs…`` and ``/schedules…`` endpoints.
+"""Bearer-token authentication of the ``/jobs…``, ``/queues…`` and ``/schedules…`` endpoints.
 
-With tokens configured (``PGQ_API_TOKENS``), every path under ``/jobs`` and
+With tokens configured (``PGQ_API_TOKENS``), every path under ``/jobs``, ``/queues`` and
 ``/schedules`` needs
 ``Authorization: Bearer <token>``, checked before routing so an unauthenticated client
 learns nothing about which job routes exist. ``/health``, ``/metrics`` and
@@ -19,8 +19,12 @@ from aiohttp import web
 from .errors import Unauthorized
 
 
+_ROOTS = ("/jobs", "/queues", "/schedules")
+_PREFIXES = tuple(root + "/" for root in _ROOTS)
+
+
 def protected(path: str) -> bool:
-    return path in ("/jobs", "/schedules") or path.startswith(("/jobs/", "/schedules/"))
+    return path in _ROOTS or path.startswith(_PREFIXES)
 
 
 def token_ok(header: str | None, tokens: Sequence[bytes]) -> bool:

@@ -65,6 +65,13 @@ _JOB_ID = {
     "schema": {"type": "integer", "minimum": 0},
     "description": "The job id.",
 }
+_QUEUE_NAME = {
+    "name": "queue",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": wire.QUEUE_PATTERN},
+    "description": "The queue name.",
+}
 _PROTECTED: list[dict[str, list[str]]] = [{"bearer": []}, {}]
 
 
@@ -91,6 +98,7 @@ def _op(
 
 
 _JOB_OK = _json(_ref("Job"), "The job.")
+_QUEUE_OK = _json(_ref("Queue"), "The queue.")
 _BODY_ERRORS = ("400", "413", "415", "503")
 
 
@@ -195,6 +203,51 @@ def document() -> dict[str, Any]:
                 parameters=[_JOB_ID],
             )
         },
+        "/queues": {
+            "get": _op(
+                "listQueues",
+                "Every queue with jobs or settings",
+                {"200": _json(_ref("Queues"), "The queues.")},
+                ("400", "503"),
+            )
+        },
+        "/queues/{queue}": {
+            "get": _op(
+                "getQueue",
+                "One queue (zeros for a valid name without jobs or settings)",
+                {"200": _QUEUE_OK},
+                ("400", "503"),
+                parameters=[_QUEUE_NAME],
+            )
+        },
+        "/queues/{queue}/pause": {
+            "post": _op(
+                "pauseQueue",
+                "Pause: no claim hands out its jobs until it is resumed",
+                {"200": _QUEUE_OK},
+                ("400", "503"),
+                parameters=[_QUEUE_NAME],
+            )
+        },
+        "/queues/{queue}/resume": {
+            "post": _op(
+                "resumeQueue",
+                "Resume a paused queue (idle runners are woken)",
+                {"200": _QUEUE_OK},
+                ("400", "503"),
+                parameters=[_QUEUE_NAME],
+            )
+        },
+        "/queues/{queue}/limits": {
+            "put": _op(
+                "setQueueLimits",
+                "Set concurrency, key_concurrency, rate and burst at once",
+                {"200": _QUEUE_OK},
+                _BODY_ERRORS,
+                body=_body("Limits", required=False),
+                parameters=[_QUEUE_NAME],
+            )
+        },
         "/health": {
             "get": {
                 "operationId": "health",
@@ -259,7 +312,8 @@ def document() -> dict[str, Any]:
                 "bearer": {
                     "type": "http",
                     "scheme": "bearer",
-                    "description": "Required on /jobs… and /schedules… when PGQ_API_TOKENS is set.",
+                    "description": "Required on /jobs…, /queues… and /schedules… when PGQ_API_TOKENS "
+                    "is set.",
                 }
             },
         },

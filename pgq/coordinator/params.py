@@ -118,6 +118,8 @@ def enqueue_kwargs(job: wire.NewJob) -> dict[str, Any]:
         out["idempotency_key"] = job.idempotency_key
     if job.depends_on is not UNSET:
         out["depends_on"] = job.depends_on
+    if job.concurrency_key is not UNSET:
+        out["concurrency_key"] = job.concurrency_key
     return out
 
 

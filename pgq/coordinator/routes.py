@@ -19,6 +19,7 @@ from .errors import error_response, json_response
 from .keys import BATCHER, LISTENER, METRICS, POOL, REQUEST_ID, SETTINGS, WAITERS
 from .openapi import document
 from .schedule_api import setup_schedule_routes
+from .queues import setup_queue_routes
 
 log = logging.getLogger("pgq.coordinator")
 
@@ -205,3 +206,4 @@ def setup_routes(app: web.Application) -> None:
     r.add_get("/health", health, allow_head=False)
     r.add_get("/metrics", metrics, allow_head=False)
     r.add_get("/openapi.json", openapi, allow_head=False)
+    setup_queue_routes(app)

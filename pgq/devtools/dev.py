@@ -94,6 +94,8 @@ async def _dev(port: int) -> int:
         if applied:
             log_event(log, "dev.migrated", f"applied {', '.join(applied)}")
 
+        await _apply_example_limits(dsn)
+
         settings = Settings.from_env()
         app = create_app(dsn, settings)
         try:
@@ -183,6 +185,24 @@ async def _migrate(dsn: str, data_dir: Path | None) -> list[str]:
         await conn.close()
 
 
+async def _apply_example_limits(dsn: str) -> None:
+    """The example's flow control: a rate limit on the ``tmdb`` queue (pgq.set_limits)."""
+    from .. import db
+    from ..examples import seed
+
+    conn = await db.connect(dsn)
+    try:
+        if await seed.apply_limits(conn):
+            log_event(
+                log,
+                "queue.limits_changed",
+                f"queue {seed.TMDB_QUEUE}: rate {seed.TMDB_RATE:g}/s, burst {seed.TMDB_BURST}",
+                queue=seed.TMDB_QUEUE,
+            )
+    finally:
+        await conn.close()
+
+
 def _load_runner(dsn: str) -> Runner:
     from ..runner.cli import load_runner
 
@@ -229,7 +249,8 @@ pgq dev is running
 Try, from another terminal:
   {create}
   curl{token} '{base}/jobs/1?wait=10'
-  curl{token} '{base}/schedules'     (the example's nightly TMDB_SYNC)
+  curl{token} '{base}/schedules'    (the example's nightly TMDB_SYNC)
+  curl{token} '{base}/queues'       (queue tmdb: TMDB_SYNC rate-limited to 5/s)
 
 Ctrl-C stops everything.
 """,

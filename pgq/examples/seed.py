@@ -15,7 +15,7 @@ an ordinary (retried) error, to watch retries and the dead-letter state. Invalid
 arguments fail permanently (straight to ``dead``). Try it::
 
     pgq runner pgq.examples.seed:runner &
-    pgq enqueue TMDB_SYNC '{"movieId": 1}'
+    pgq enqueue TMDB_SYNC '{"movieId": 1}' --queue tmdb     # rate-limited under pgq dev
     psql "$PGQ_DATABASE_URL" -c "SELECT pgq.enqueue('TMDB_SYNC', '{\\"movieId\\": 2}')"
 """
 
@@ -31,11 +31,33 @@ from pgq import settings
 
 log = logging.getLogger("pgq.examples.seed")
 
-runner = pgq.Runner()
+#: TMDB's API has a rate limit, so under ``pgq dev`` the ``tmdb`` queue has one too:
+#: enqueue TMDB_SYNC there (``"queue": "tmdb"``) and every runner together stays under it.
+TMDB_QUEUE = "tmdb"
+TMDB_RATE = 5.0  # claims per second, bursts of up to TMDB_BURST
+TMDB_BURST = 10
+
+runner = pgq.Runner(queues=("default", TMDB_QUEUE))
+
+
+async def apply_limits(db: Any) -> bool:
+    """Give the ``tmdb`` queue its rate limit unless it has settings already (so limits
+    changed through the API or psql survive a restart). True when it set them."""
+    from pgq import queries
+
+    current = await queries.get_queue(db, TMDB_QUEUE)
+    if current["paused"] or any(
+        current[k] is not None for k in ("concurrency", "key_concurrency", "rate", "burst")
+    ):
+        return False
+    await queries.set_limits(db, TMDB_QUEUE, rate=TMDB_RATE, burst=TMDB_BURST)
+    return True
 
 # A nightly re-sync, declared next to its handler: the runner creates (or updates) the
 # schedule when it starts, and whichever pgq process is up at 03:00 UTC creates the job.
-runner.schedule("tmdb_sync.nightly", "0 3 * * *", "TMDB_SYNC", {"movieId": 550})
+runner.schedule(
+    "tmdb_sync.nightly", "0 3 * * *", "TMDB_SYNC", {"movieId": 550}, queue=TMDB_QUEUE
+)
 
 
 def _failure_rate() -> float:

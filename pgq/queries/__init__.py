@@ -4,11 +4,11 @@ Each function takes ``db``, anything with asyncpg's ``fetch``/``fetchrow``/``fet
 (a pool, a pool connection, a plain connection, possibly inside the caller's
 transaction), and raises pgq's exceptions (``pgq.errors``) instead of asyncpg's.
 
-Split by area: :mod:`.enqueue` (creating jobs), :mod:`.transitions` (what happens to them
-afterwards), :mod:`.reads`, :mod:`.doorbell` (idle listeners),
-:mod:`.schedules` (cron schedules), :mod:`.bench` (``pgq bench``'s
-scratch database, used only as ``queries.bench``). Everything but ``bench`` is re-exported
-here, so callers write ``from pgq import queries`` and ``queries.claim(...)``.
+Split by area: :mod:`.enqueue` (creating jobs), :mod:`.queues` (flow control),
+:mod:`.transitions` (what happens to jobs afterwards), :mod:`.reads`, :mod:`.doorbell` (idle
+listeners), :mod:`.schedules` (cron schedules), :mod:`.bench` (``pgq bench``'s scratch
+database, used only as ``queries.bench``). Everything but ``bench`` is re-exported here, so
+callers write ``from pgq import queries`` and ``queries.claim(...)``.
 """
 
 from . import bench
@@ -16,6 +16,7 @@ from .base import Executor
 from .doorbell import forget_dead_listeners, listen_idle, unlisten_idle, wait_for_enqueuers
 from .enqueue import enqueue, enqueue_many
 from .progress import cancel_where, finished_per_minute, progress, retry_where
+from .queues import get_queue, held_back, list_queues, pause, resume, set_limits
 from .reads import (
     finished_since,
     get_job,
@@ -70,22 +71,28 @@ __all__ = [
     "get_job",
     "get_jobs",
     "get_schedule",
+    "get_queue",
     "heartbeat",
+    "held_back",
     "list_jobs",
     "list_schedules",
+    "list_queues",
     "listen_idle",
     "next_due",
     "next_schedule_at",
     "notification_queue_usage",
+    "pause",
     "ping",
     "progress",
     "prune",
     "queue_depths",
     "release",
+    "resume",
     "retry",
     "retry_where",
     "running_jobs_of",
     "schedule",
+    "set_limits",
     "stats",
     "unlisten_idle",
     "unschedule",

@@ -28,6 +28,7 @@ async def enqueue(
     timeout_seconds: int = 300,
     idempotency_key: str | None = None,
     depends_on: Sequence[int] | None = None,
+    concurrency_key: str | None = None,
 ) -> tuple[Job, bool]:
     """``pgq.enqueue``. Returns the job and whether this call created it (False when an
     existing job was returned for its idempotency key). ``delay_seconds`` is counted on
@@ -47,7 +48,7 @@ async def enqueue(
         SELECT j.*, j.id = currval('pgq.jobs_id_seq') AS created_now
           FROM pgq.enqueue($1, $2, $3, $4,
                            coalesce($5, now() + make_interval(secs => coalesce($6::float8, 0))),
-                           $7, $8, $9, $10) AS j
+                           $7, $8, $9, $10, $11) AS j
         """,
         job_type,
         {} if args is None else args,
@@ -59,6 +60,7 @@ async def enqueue(
         timeout_seconds,
         idempotency_key,
         list(depends_on) if depends_on is not None else None,
+        concurrency_key,
     )
     return Job.from_record(row), row["created_now"]
 
@@ -113,10 +115,10 @@ async def enqueue_many(db: Executor, jobs: Sequence[dict[str, Any]]) -> list[Job
 def _bulk_fields(specs: Any) -> list[tuple[str, dict[str, Any], str, int, int, int]] | None:
     """Per job (type, args, queue, priority, max_attempts, timeout_seconds) as the database
     will store them, for ``pgq.enqueue_bulk``; None when the jobs must go through
-    ``pgq.enqueue_many``: one has an idempotency key or dependencies, or a value of a JSON
-    type the database would convert (a number as a string, a type name as a number), which
-    only the stored row shows. Anything the database refuses is not looked at here: the
-    call fails before these values are used."""
+    ``pgq.enqueue_many``: one has an idempotency key, dependencies or a concurrency key,
+    or a value of a JSON type the database would convert (a number as a string, a type
+    name as a number), which only the stored row shows. Anything the database refuses is
+    not looked at here: the call fails before these values are used."""
     if type(specs) is not list:
         return None
     fields = []
@@ -124,7 +126,11 @@ def _bulk_fields(specs: Any) -> list[tuple[str, dict[str, Any], str, int, int, i
         if type(spec) is not dict:
             return None
         get = spec.get
-        if get("idempotency_key") is not None or get("depends_on") is not None:
+        if (
+            get("idempotency_key") is not None
+            or get("depends_on") is not None
+            or get("concurrency_key") is not None
+        ):
             return None
         job_type = get("type")
         queue = get("queue") or "default"

@@ -56,4 +56,10 @@ MAX_FILTER_ITEMS: Final = 100
 #: The longest long poll (``wait_seconds`` of a claim, ``?wait=`` of a job read).
 MAX_WAIT_SECONDS: Final = 60
 MAX_LIST_LIMIT: Final = 1_000
+MAX_CONCURRENCY_KEY_LENGTH: Final = 256
+#: The largest queue limit (concurrency, key_concurrency, burst; rate in claims per second).
+MAX_QUEUE_LIMIT: Final = 1_000_000
+#: The slowest rate, in claims per second: a slower bucket's next token would lie further
+#: ahead than ``pgq.next_due`` can count.
+MIN_RATE: Final = 0.001
 DEFAULT_LIST_LIMIT: Final = 100

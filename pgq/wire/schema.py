@@ -18,9 +18,12 @@ BODIES: tuple[type[msgspec.Struct], ...] = (
     t.Heartbeat,
     t.Release,
     t.Retry,
+    t.Limits,
     t.Job,
     t.Jobs,
     t.JobPage,
+    t.Queue,
+    t.Queues,
     t.Error,
 )
 

@@ -132,6 +132,19 @@ class NewJob(_Body):
         ]
         | UnsetType
     ) = UNSET
+    concurrency_key: (
+        Annotated[
+            str,
+            Meta(
+                min_length=1,
+                max_length=L.MAX_CONCURRENCY_KEY_LENGTH,
+                pattern=L.NO_NUL_PATTERN,
+                description="Jobs with one key share their queue's key_concurrency limit.",
+                extra={"problem": L.NO_NUL_RULE},
+            ),
+        ]
+        | UnsetType
+    ) = UNSET
 
     def __post_init__(self) -> None:
         if self.run_at is not UNSET:
@@ -246,6 +259,34 @@ class Retry(_Body):
     extra_attempts: Annotated[int, Meta(ge=1, le=L.MAX_EXTRA_ATTEMPTS)] = 1
 
 
+QueueLimit = Annotated[int, Meta(ge=1, le=L.MAX_QUEUE_LIMIT)]
+
+
+class Limits(_Body):
+    """Every limit of a queue at once; a field left out means no limit. `burst` (the token
+    bucket's size, default ceil(rate)) needs `rate`."""
+
+    concurrency: (
+        Annotated[QueueLimit, Meta(description="Running jobs at most.")] | UnsetType
+    ) = UNSET
+    key_concurrency: (
+        Annotated[QueueLimit, Meta(description="Running jobs per concurrency_key at most.")]
+        | UnsetType
+    ) = UNSET
+    rate: (
+        Annotated[
+            float,
+            Meta(ge=L.MIN_RATE, le=L.MAX_QUEUE_LIMIT, description="Claims per second at most."),
+        ]
+        | UnsetType
+    ) = UNSET
+    burst: QueueLimit | UnsetType = UNSET
+
+    def __post_init__(self) -> None:
+        if self.burst is not UNSET and self.rate is UNSET:
+            raise ValueError("burst: needs a rate")
+
+
 # -- query strings ------------------------------------------------------------------------
 
 
@@ -326,6 +367,10 @@ class Job(Struct, forbid_unknown_fields=True):
             "object up to 8 KiB), null before the first report."
         ),
     ]
+    concurrency_key: Annotated[
+        str | None,
+        Meta(description="The key whose key_concurrency limit the job counts against, or null."),
+    ]
     schedule: Annotated[
         str | None,
         Meta(description="The schedule that created the job (see /schedules), or null."),
@@ -349,6 +394,39 @@ class JobPage(Struct, forbid_unknown_fields=True):
         int | None,
         Meta(description="Pass as `after` for the next page; null on the last page."),
     ]
+
+
+class QueueCounts(Struct, forbid_unknown_fields=True):
+    """Jobs of a queue per status."""
+
+    waiting: Annotated[int, Meta(ge=0)]
+    queued: Annotated[int, Meta(ge=0)]
+    running: Annotated[int, Meta(ge=0)]
+    succeeded: Annotated[int, Meta(ge=0)]
+    dead: Annotated[int, Meta(ge=0)]
+    cancelled: Annotated[int, Meta(ge=0)]
+
+
+class Queue(Struct, forbid_unknown_fields=True):
+    """A queue's flow control and job counts (``GET /queues/{queue}``); a limit of null
+    means none."""
+
+    queue: QueueName
+    paused: bool
+    concurrency: Annotated[int, Meta(ge=1)] | None
+    key_concurrency: Annotated[int, Meta(ge=1)] | None
+    rate: Annotated[float, Meta(description="Claims per second.")] | None
+    burst: Annotated[int, Meta(ge=1, description="Token bucket size.")] | None
+    counts: QueueCounts
+    oldest_queued_at: Annotated[
+        Time | None, Meta(description="The earliest run_at of its queued jobs, or null.")
+    ]
+
+
+class Queues(Struct, forbid_unknown_fields=True):
+    """Every queue with jobs or settings, in name order."""
+
+    queues: list[Queue]
 
 
 ERROR_CODES: tuple[str, ...] = (
@@ -382,6 +460,7 @@ class Error(Struct, forbid_unknown_fields=True):
 #: each field alone); the ``__post_init__`` methods above enforce them.
 CROSS_FIELD_SCHEMAS: dict[str, dict[str, Any]] = {
     "NewJob": {"not": {"required": ["run_at", "delay_seconds"]}},
+    "Limits": {"dependentRequired": {"burst": ["rate"]}},
     "Complete": {
         "oneOf": [
             {
