@@ -189,7 +189,7 @@ def _limit(value: object) -> str:
     return "-" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
 
 
-async def _queues(url: str, command: str, queue: str | None) -> int:
+async def _queue_command(url: str, command: str, queue: str | None) -> int:
     conn = await db.connect(url)
     try:
         if command == "pause":
@@ -310,7 +310,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     if cmd == "schedules":
         return asyncio.run(_schedules(url, args.json))
     if cmd in ("queues", "pause", "resume"):
-        return asyncio.run(_queues(url, cmd, getattr(args, "queue", None)))
+        return asyncio.run(_queue_command(url, cmd, getattr(args, "queue", None)))
     if cmd == "bench":
         from .devtools import bench
 
