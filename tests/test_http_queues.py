@@ -3,6 +3,7 @@ metrics and the CLI's queues / pause / resume (issue #11)."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -147,3 +148,23 @@ def test_cli_queues_pause_resume(dsn: str) -> None:
     assert out.returncode == 0 and "active" in out.stdout
     out = pgq_cli("pause", "Not Valid")
     assert out.returncode == 2 and "invalid" in out.stderr
+
+
+async def test_a_long_poll_waits_out_a_pause_and_is_woken_by_resume(live: Live, conn) -> None:
+    await conn.execute("SELECT pgq.enqueue('t', '{}', 'mail')")
+    await conn.execute("SELECT pgq.pause('mail')")
+    claim = asyncio.create_task(
+        live.request(
+            "POST",
+            "/jobs/claim",
+            json={"worker_id": "w", "queues": ["mail"], "wait_seconds": 20},
+        )
+    )
+    await asyncio.sleep(1.0)
+    assert not claim.done()  # paused: the long poll holds, it gets nothing
+    resumed_at = asyncio.get_running_loop().time()
+    await conn.execute("SELECT pgq.resume('mail')")
+    status, body, _ = await asyncio.wait_for(claim, 10)
+    woke = asyncio.get_running_loop().time() - resumed_at
+    assert status == 200 and len(body["jobs"]) == 1
+    assert woke < 2.0, woke  # the resume notification, not the end of the wait
