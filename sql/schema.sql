@@ -2720,8 +2720,9 @@ BEGIN
     PERFORM pgq._check_limit('key_concurrency', set_limits.key_concurrency);
     PERFORM pgq._check_limit('rate', set_limits.rate);
     PERFORM pgq._check_limit('burst', set_limits.burst);
-    IF set_limits.rate > 1000000 THEN
-        RAISE EXCEPTION 'cannot set limits: rate % is above 1000000 per second', set_limits.rate
+    IF set_limits.rate NOT BETWEEN 0.001 AND 1000000 THEN
+        RAISE EXCEPTION 'cannot set limits: rate % is outside 0.001..1000000 per second',
+                        set_limits.rate
             USING ERRCODE = 'PQ400';
     END IF;
     IF set_limits.burst IS NOT NULL AND set_limits.rate IS NULL THEN
@@ -2770,7 +2771,7 @@ ceil(rate)); a new rate starts with a full bucket, a changed one keeps the token
 (at most the new burst). Running jobs of the queue occupy slots from now on, and a
 pgq_<queue> notification wakes runners in case the limits were loosened.
 Raises PQ400 for an invalid queue name, a value <= 0, burst without rate, or a rate
-above 1,000,000 per second.';
+outside 0.001..1,000,000 per second.';
 
 --
 -- Name: stats(); Type: FUNCTION; Schema: pgq; Owner: -

@@ -278,6 +278,18 @@ async def test_next_due_waits_for_the_next_token(conn: asyncpg.Connection) -> No
     assert len(await conn.fetch("SELECT * FROM pgq.claim('w', 10, '{rated}')")) == 1
 
 
+async def test_next_due_at_the_slowest_rate(conn: asyncpg.Connection) -> None:
+    # 0.001/s is the slowest rate set_limits takes: its next token is 1,000 s ahead and
+    # next_due says so. (A slower one, which set_limits refuses, overflowed next_due.)
+    await enqueue(conn, 2, "slow")
+    await conn.execute("SELECT pgq.set_limits('slow', rate => 0.001)")  # burst 1
+    assert len(await conn.fetch("SELECT * FROM pgq.claim('w', 10, '{slow}')")) == 1
+    wait = await conn.fetchval(
+        "SELECT d.next_run_at - clock_timestamp() FROM pgq.next_due('{slow}') AS d"
+    )
+    assert timedelta(seconds=990) < wait <= timedelta(seconds=1000)
+
+
 async def test_key_limited_next_due_skips_full_keys(conn: asyncpg.Connection) -> None:
     await conn.execute("SELECT pgq.set_limits('keyed', key_concurrency => 1)")
     await conn.execute("SELECT pgq.enqueue('t', '{}', 'keyed', concurrency_key => 'a')")
@@ -321,6 +333,8 @@ async def test_set_limits_replaces_all_four_and_refuses_bad_values(
         ("pgq.set_limits('s', rate => 1, burst => 0)", "burst"),
         ("pgq.set_limits('s', burst => 3)", "burst needs a rate"),
         ("pgq.set_limits('s', rate => 1e9)", "rate"),
+        ("pgq.set_limits('s', rate => 0.0009)", "rate"),
+        ("pgq.set_limits('s', rate => 1e-300)", "rate"),
         ("pgq.set_limits('Bad Name')", "queue"),
         ("pgq.pause(NULL)", "queue"),
     ]:

@@ -70,6 +70,8 @@ async def test_pause_resume_and_limits_over_http(live: Live, conn) -> None:
         ({"concurrency": None}, "concurrency"),
         ({"key_concurrency": 1.5}, "key_concurrency"),
         ({"rate": 0}, "rate"),
+        ({"rate": 0.0009}, "rate"),
+        ({"rate": 1e-300}, "rate"),
         ({"rate": True}, "rate"),
         ({"burst": 5}, "burst"),
         ({"bogus": 1}, "bogus"),
