@@ -18,7 +18,6 @@ from aiohttp import web
 
 from .errors import Unauthorized
 
-
 _ROOTS = ("/jobs", "/queues", "/schedules")
 _PREFIXES = tuple(root + "/" for root in _ROOTS)
 

@@ -312,8 +312,8 @@ def document() -> dict[str, Any]:
                 "bearer": {
                     "type": "http",
                     "scheme": "bearer",
-                    "description": "Required on /jobs…, /queues… and /schedules… when PGQ_API_TOKENS "
-                    "is set.",
+                    "description": "Required on /jobs…, /queues… and /schedules… when "
+                    "PGQ_API_TOKENS is set.",
                 }
             },
         },

@@ -18,8 +18,8 @@ from . import params as p
 from .errors import error_response, json_response
 from .keys import BATCHER, LISTENER, METRICS, POOL, REQUEST_ID, SETTINGS, WAITERS
 from .openapi import document
-from .schedule_api import setup_schedule_routes
 from .queues import setup_queue_routes
+from .schedule_api import setup_schedule_routes
 
 log = logging.getLogger("pgq.coordinator")
 

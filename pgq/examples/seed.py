@@ -53,11 +53,10 @@ async def apply_limits(db: Any) -> bool:
     await queries.set_limits(db, TMDB_QUEUE, rate=TMDB_RATE, burst=TMDB_BURST)
     return True
 
+
 # A nightly re-sync, declared next to its handler: the runner creates (or updates) the
 # schedule when it starts, and whichever pgq process is up at 03:00 UTC creates the job.
-runner.schedule(
-    "tmdb_sync.nightly", "0 3 * * *", "TMDB_SYNC", {"movieId": 550}, queue=TMDB_QUEUE
-)
+runner.schedule("tmdb_sync.nightly", "0 3 * * *", "TMDB_SYNC", {"movieId": 550}, queue=TMDB_QUEUE)
 
 
 def _failure_rate() -> float:

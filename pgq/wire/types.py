@@ -266,9 +266,9 @@ class Limits(_Body):
     """Every limit of a queue at once; a field left out means no limit. `burst` (the token
     bucket's size, default ceil(rate)) needs `rate`."""
 
-    concurrency: (
-        Annotated[QueueLimit, Meta(description="Running jobs at most.")] | UnsetType
-    ) = UNSET
+    concurrency: Annotated[QueueLimit, Meta(description="Running jobs at most.")] | UnsetType = (
+        UNSET
+    )
     key_concurrency: (
         Annotated[QueueLimit, Meta(description="Running jobs per concurrency_key at most.")]
         | UnsetType
