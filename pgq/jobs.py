@@ -47,6 +47,9 @@ class Job:
     #: the pgq.schedules name and slot that created the job (None for other jobs)
     schedule: str | None = None
     scheduled_for: datetime | None = None
+    #: in a ``transactional=True`` handler: the asyncpg connection whose open transaction
+    #: also records the job's success (None elsewhere, and once the handler returned)
+    connection: Any = dataclasses.field(default=None, repr=False, compare=False)
 
     @property
     def finished(self) -> bool:
