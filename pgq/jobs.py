@@ -48,6 +48,9 @@ class Job:
     schedule: str | None = None
     scheduled_for: datetime | None = None
     concurrency_key: str | None = None
+    #: in a ``transactional=True`` handler: the asyncpg connection whose open transaction
+    #: also records the job's success (None elsewhere, and once the handler returned)
+    connection: Any = dataclasses.field(default=None, repr=False, compare=False)
 
     @property
     def finished(self) -> bool:

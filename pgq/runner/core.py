@@ -197,10 +197,22 @@ class Runner:
     def handlers(self) -> Mapping[str, Handler]:
         return dict(self._handlers)
 
-    def handler(self, job_type: str, *, timeout: float | None = None) -> Callable[[F], F]:
+    @property
+    def transactional(self) -> bool:
+        """Whether some handler is ``transactional=True``."""
+        return any(h.transactional for h in self._handlers.values())
+
+    def handler(
+        self, job_type: str, *, timeout: float | None = None, transactional: bool = False
+    ) -> Callable[[F], F]:
         """Register ``fn(job)`` for ``job_type``; ``timeout`` (seconds) can only shorten the
         job's own ``timeout_seconds``. An ``async def`` runs on the event loop; a plain
-        ``def`` runs on a thread pool bounded by ``concurrency`` (see ``threads.py``)."""
+        ``def`` runs on a thread pool bounded by ``concurrency`` (see ``threads.py``).
+
+        ``transactional=True`` (an ``async def``, database mode only): ``job.connection``
+        is an asyncpg connection in an open transaction that also records the job's
+        success, so the handler's writes through it commit with ``succeeded`` or not at
+        all (see ``transaction.py``)."""
         if not isinstance(job_type, str) or not wire.TYPE_RE.match(job_type):
             raise ValueError(f"job type {job_type!r} is invalid: {wire.TYPE_RULE}")
         if timeout is not None and (isinstance(timeout, bool) or not timeout > 0):
@@ -211,7 +223,15 @@ class Runner:
                 raise TypeError(f"the handler for {job_type} must be a function")
             if job_type in self._handlers:
                 raise ValueError(f"a handler for {job_type} is already registered")
-            self._handlers[job_type] = Handler(job_type, fn, timeout, sync=is_sync(fn))
+            sync = is_sync(fn)
+            if transactional and sync:
+                raise TypeError(
+                    f"the transactional handler for {job_type} must be an `async def`: "
+                    "job.connection is an asyncpg connection"
+                )
+            self._handlers[job_type] = Handler(
+                job_type, fn, timeout, sync=sync, transactional=bool(transactional)
+            )
             return fn
 
         return register
@@ -304,6 +324,14 @@ class Runner:
             raise PgqError("the runner has no handlers: register some with @runner.handler")
         if source is None:
             source = DatabaseSource(database_url(self._dsn), safety_interval=self.safety_interval)
+        if self.transactional and not callable(getattr(source, "begin", None)):
+            names = ", ".join(h.job_type for h in self._handlers.values() if h.transactional)
+            raise PgqError(
+                f"transactional handlers ({names}) need the database: their writes commit "
+                f"with the job's completion in one transaction, which a runner working "
+                f"through {type(source).__name__} (pgq runner --coordinator) cannot do; run "
+                "it on the database (PGQ_DATABASE_URL, without --coordinator)"
+            )
         self._running = True
         self._jobs.unwritten = 0
         self._source = self._jobs.source = source

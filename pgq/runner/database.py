@@ -29,6 +29,7 @@ from ..schedule_timer import ScheduleTimer
 from ..waiting import EVENTS_CHANNEL, IdleWait
 from .source import RunnerHooks
 from .sweep import LeaseSweeper
+from .transaction import DatabaseTransaction
 
 __all__ = ["DatabaseSource"]
 
@@ -73,6 +74,8 @@ class DatabaseSource:
         self._max_batch = max_batch
         self._hooks: RunnerHooks | None = None
         self._pool: asyncpg.Pool | None = None
+        #: transactional handlers' connections, one each while they run (see transaction.py)
+        self._tx_pool: asyncpg.Pool | None = None
         self._listener: Listener | None = None
         self._doorbell: Doorbell | None = None
         self._wake = asyncio.Event()
@@ -131,6 +134,13 @@ class DatabaseSource:
                 await asyncio.sleep(sleep)
         async with self._pool.acquire() as conn:
             await migrations.check_up_to_date(conn)
+        if getattr(hooks, "transactional", False):
+            # Apart from the pool above, so that heartbeats, claims and failures never wait
+            # behind handlers' transactions; no statement timeout (the handler's own timeout
+            # bounds it), and asyncpg's reset on release (a handler may leave session state).
+            self._tx_pool = await db.create_pool(
+                self._dsn, min_size=0, max_size=hooks.concurrency, reset=None
+            )
         for spec in getattr(hooks, "schedules", ()):
             saved = await queries.schedule(
                 self._pool, spec.name, spec.cron, spec.job_type, spec.args, **spec.options
@@ -195,12 +205,13 @@ class DatabaseSource:
         if self._listener is not None:
             await self._listener.close()
             self._listener = None
-        if self._pool is not None:
-            try:
-                await asyncio.wait_for(self._pool.close(), 5)
-            except (TimeoutError, Exception):
-                self._pool.terminate()
-            self._pool = None
+        for pool in (self._tx_pool, self._pool):
+            if pool is not None:
+                try:
+                    await asyncio.wait_for(pool.close(), 5)
+                except (TimeoutError, Exception):
+                    pool.terminate()
+        self._pool = self._tx_pool = None
 
     def health(self) -> dict[str, Any]:
         listener = self._listener
@@ -354,6 +365,11 @@ class DatabaseSource:
             [result for _, result in batch],
         )
         return [(completed, status) for _, completed, status in rows]
+
+    async def begin(self, job: Job) -> DatabaseTransaction:
+        """A transaction for a ``transactional=True`` handler's attempt (``transaction.py``)."""
+        assert self._tx_pool is not None and self._hooks is not None
+        return await DatabaseTransaction.begin(self._tx_pool, job, self._hooks.worker_id)
 
     async def fail(
         self, job: Job, error: dict[str, Any], *, retryable: bool, retry_delay: float | None

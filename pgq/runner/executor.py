@@ -5,7 +5,9 @@ through the ``JobSource``: it starts the handler as its own task, heartbeats thr
 per lease, cancels the handler at its timeout, on a cancellation or a lost lease, or at
 the end of the shutdown grace period, and writes what happened (``complete``, ``fail``,
 ``release``) fenced by worker and attempt. The write runs outside the handler's
-cancellation scope and is retried while the source is unreachable.
+cancellation scope and is retried while the source is unreachable. A ``transactional``
+handler runs in a transaction of the source's (``begin``; see ``transaction.py``) that
+its success commits with, and that any other outcome rolls back before it is written.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import orjson
 
@@ -24,7 +26,7 @@ from ..errors import DatabaseUnavailable, PermanentError, RetryLater
 from ..jobs import Job
 from ..logs import log_event
 from .outcome import Outcome, Written, failure_of
-from .source import JobSource
+from .source import HandlerTransaction, JobSource, TransactionalSource
 from .threads import ThreadPool
 
 __all__ = ["Executor", "Handler", "HandlerFn"]
@@ -42,13 +44,15 @@ WRITE_RETRY_CAP = 2.0
 
 @dataclass(frozen=True, slots=True)
 class Handler:
-    """A registered handler: the function, its own (shorter) timeout, and whether it is a
-    plain ``def`` that runs on the runner's thread pool."""
+    """A registered handler: the function, its own (shorter) timeout, whether it is a
+    plain ``def`` that runs on the runner's thread pool, and whether it runs in a
+    transaction that its job's success commits with (``job.connection``)."""
 
     job_type: str
     fn: HandlerFn
     timeout: float | None = None
     sync: bool = False
+    transactional: bool = False
 
 
 @dataclass(eq=False, slots=True)
@@ -69,6 +73,8 @@ class _Active:
     #: one timer per job, at min(deadline, next_beat): the heartbeat and the timeout
     timer: asyncio.TimerHandle | None = None
     heartbeats: set[asyncio.Task[None]] = field(default_factory=set)
+    #: a transactional handler's transaction, open from its start until the outcome
+    tx: HandlerTransaction | None = None
 
 
 class Executor:
@@ -170,7 +176,9 @@ class Executor:
         detail: Any = None
         try:
             try:
-                if handler.sync:
+                if handler.transactional:
+                    result = await self._in_transaction(active)
+                elif handler.sync:
                     assert self.threads is not None
                     result = await self.threads.run(handler.fn, job)
                 else:
@@ -211,11 +219,27 @@ class Executor:
         fields["duration_ms"] = duration_ms
         await self._finish(active, outcome, detail, fields)
 
+    async def _in_transaction(self, active: _Active) -> Any:
+        """Open the attempt's transaction (``job.connection``), then run the handler."""
+        source = cast(TransactionalSource, self.source)  # Runner.run() checked it has begin
+        active.tx = await source.begin(active.job)
+        active.job.connection = active.tx.connection
+        return await active.handler.fn(active.job)
+
     async def _finish(
         self, active: _Active, outcome: Outcome, detail: Any, fields: dict[str, Any]
     ) -> None:
         job, source = active.job, self.source
         assert source is not None
+        tx, active.tx, job.connection = active.tx, None, None
+        if tx is not None:
+            if outcome is not Outcome.SUCCESS:
+                await asyncio.shield(tx.rollback())
+            else:
+                error = await self._commit(tx, detail, fields)
+                if error is None:
+                    return
+                outcome, detail = Outcome.ERROR, error  # rolled back: the attempt fails
         if outcome is Outcome.CANCELLED:
             self.counts["cancelled"] += 1
             log_event(log, "job.cancelled", "handler stopped: the job was cancelled", **fields)
@@ -280,6 +304,40 @@ class Executor:
                 f"retry at {after.run_at.isoformat() if after.run_at else '?'}",
                 **fields,
             )
+
+    async def _commit(
+        self, tx: HandlerTransaction, result: Any, fields: dict[str, Any]
+    ) -> Exception | None:
+        """Complete the job in the handler's transaction and commit. None when that is done
+        (or the job turned out not to be ours any more: all rolled back); the error when the
+        transaction failed for the handler's reasons (a write it made broke a deferred
+        constraint at COMMIT, it left the transaction aborted): rolled back, the attempt
+        fails with it. Never retried: a lost connection may have committed or not, so the
+        outcome is left to the job's lease."""
+        try:
+            completed, status = await asyncio.shield(tx.complete(result))
+        except asyncio.CancelledError:
+            self.unwritten += 1
+            raise
+        except DatabaseUnavailable as exc:
+            self.unwritten += 1
+            log_event(
+                log,
+                "runner.error",
+                f"the transaction's commit did not answer ({exc}); if it did not commit, "
+                "the job's lease brings the job back",
+                level=logging.ERROR,
+                **fields,
+            )
+            return None
+        except Exception as exc:
+            return exc
+        if completed:
+            self.counts["succeeded"] += 1
+            log_event(log, "job.succeeded", **fields)
+        else:
+            self._note_lost(fields, status)
+        return None
 
     def _note_lost(self, fields: dict[str, Any], status: str | None) -> None:
         self.counts["lost"] += 1

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 from ..jobs import Job
 from ..schedules import ScheduleSpec
 
-__all__ = ["JobSource", "RunnerHooks"]
+__all__ = ["HandlerTransaction", "JobSource", "RunnerHooks", "TransactionalSource"]
 
 
 class RunnerHooks(Protocol):
@@ -27,6 +27,11 @@ class RunnerHooks(Protocol):
     def job_types(self) -> tuple[str, ...]: ...
     @property
     def concurrency(self) -> int: ...
+    @property
+    def transactional(self) -> bool:
+        """Whether some handler is ``transactional=True`` (needs ``begin``)."""
+        ...
+
     @property
     def schedules(self) -> tuple[ScheduleSpec, ...]:
         """Schedules declared in code; the source upserts them when it opens."""
@@ -103,3 +108,32 @@ class JobSource(Protocol):
         ...
 
     def health(self) -> dict[str, Any]: ...
+
+
+class HandlerTransaction(Protocol):
+    """The open transaction of one attempt of a ``transactional=True`` handler (made by a
+    source's ``begin(job)``; only ``DatabaseSource`` has one). Exactly one of ``complete``
+    and ``rollback`` ends it, and either gives its connection back."""
+
+    @property
+    def connection(self) -> Any:
+        """The asyncpg connection the handler writes through (``job.connection``)."""
+        ...
+
+    async def complete(self, result: Any) -> tuple[bool, str | None]:
+        """Record success in the transaction and commit it: (True, "succeeded"), or
+        (False, None) when the job is no longer held by this worker at this attempt (then
+        everything is rolled back). Any other error rolls back and is raised."""
+        ...
+
+    async def rollback(self) -> None:
+        """Roll back the handler's writes; never raises (a broken connection is closed)."""
+        ...
+
+
+class TransactionalSource(JobSource, Protocol):
+    """A source that can run ``transactional=True`` handlers (the database source)."""
+
+    async def begin(self, job: Job) -> HandlerTransaction:
+        """Open the transaction of the job's attempt; its connection is ``job.connection``."""
+        ...
