@@ -170,6 +170,8 @@ class Executor:
         detail: Any = None
         try:
             try:
+                assert self.source is not None
+                job.reporter = self.source.progress
                 if handler.sync:
                     assert self.threads is not None
                     result = await self.threads.run(handler.fn, job)
