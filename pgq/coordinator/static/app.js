@@ -3,6 +3,8 @@
 "use strict";
 
 const STATUSES = ["waiting", "queued", "running", "succeeded", "dead", "cancelled"];
+// columns a phone leaves out of the overview (the jobs view still filters by them)
+const RARE = new Set(["waiting", "cancelled"]);
 const state = { session: null, view: null, stream: null, refresh: new Map() };
 
 // -- tiny DOM helpers --------------------------------------------------------------------
@@ -20,6 +22,10 @@ function h(tag, attrs, ...children) {
     el.append(c instanceof Node ? c : document.createTextNode(String(c)));
   }
   return el;
+}
+// replaceChildren would show null as the text "null": skip empties as h() does
+function fill(el, ...children) {
+  el.replaceChildren(...children.flat().filter((c) => c !== null && c !== undefined && c !== false && c !== ""));
 }
 const pill = (s) => h("span", { class: `pill ${s}` }, s);
 const main = () => document.getElementById("main");
@@ -221,7 +227,7 @@ function overviewView() {
       if (!perQueue.has(q.queue)) perQueue.set(q.queue, { counts: {}, oldest: null });
     }
     const head = h("tr", {}, h("th", { scope: "col" }, "Queue"),
-      STATUSES.map((s) => h("th", { scope: "col", class: "num" }, pill(s))),
+      STATUSES.map((s) => h("th", { scope: "col", class: `num${RARE.has(s) ? " rare" : ""}` }, pill(s))),
       h("th", { scope: "col", class: "hide-narrow" }, "Oldest queued"),
       flow ? h("th", { scope: "col" }, "Flow") : null);
     const rows = [...perQueue.keys()].sort().map((name) => {
@@ -233,15 +239,15 @@ function overviewView() {
           const n = q.counts[s] || 0;
           const link = h("a", { href: `#/jobs?status=${s}&queue=${encodeURIComponent(name)}`,
             "aria-label": `${n} ${s} jobs in ${name}` }, n.toLocaleString());
-          return h("td", { class: `num${s === "dead" && n ? " count-dead" : ""}`, "data-status": s }, link);
+          return h("td", { class: `num${s === "dead" && n ? " count-dead" : ""}${RARE.has(s) ? " rare" : ""}`, "data-status": s }, link);
         }),
         h("td", { class: "hide-narrow" }, q.oldest ? when(q.oldest) : "—"),
         flow ? h("td", {}, queueControls(name, set)) : null);
     });
     const total = h("tr", { "data-queue": "*" }, h("th", { scope: "row" }, "all"),
-      STATUSES.map((s) => h("td", { class: "num", "data-status": s }, h("strong", {}, (totals[s] || 0).toLocaleString()))),
+      STATUSES.map((s) => h("td", { class: `num${RARE.has(s) ? " rare" : ""}`, "data-status": s }, h("strong", {}, (totals[s] || 0).toLocaleString()))),
       h("td", { class: "hide-narrow" }), flow ? h("td", {}) : null);
-    box.replaceChildren(
+    fill(box, 
       h("h2", {}, "Queues"),
       h("div", { class: "card scroll" }, h("table", { "aria-label": "Jobs per queue and status" },
         h("thead", {}, head), h("tbody", {}, rows, total))),
@@ -250,7 +256,7 @@ function overviewView() {
         chart("Throughput, last hour (succeeded per minute)", ov.finished_per_minute, ["succeeded"], "var(--succeeded)"),
         chart("Failures, last hour (dead or cancelled per minute)", ov.finished_per_minute, ["dead", "cancelled"], "var(--dead)")));
   };
-  view.render = (el) => { el.append(box); view.reload().catch((e) => box.replaceChildren(h("p", { class: "error" }, e.message))); };
+  view.render = (el) => { el.append(box); view.reload().catch((e) => fill(box, h("p", { class: "error" }, e.message))); };
   view.onEvent = () => later("overview", () => view.reload().catch(() => {}));
   return view;
 }
@@ -459,9 +465,10 @@ function jobView(id) {
     // with no job instead of a 404 that the browser logs as a console error
     const found = await api(`/jobs?after=${id - 1}&limit=1`);
     const r = found.jobs.length && found.jobs[0].id === id ? { status: 200, data: found.jobs[0] } : { status: 404 };
-    if (r.status === 404) { box.replaceChildren(h("h2", {}, `Job ${id}`), h("p", {}, "No such job (it may have been pruned).")); return; }
+    if (r.status === 404) { fill(box, h("h2", {}, `Job ${id}`), h("p", {}, "No such job (it may have been pruned).")); return; }
     const j = r.data;
     const errors = await api(`/ui/api/jobs/${id}/errors`).catch(() => ({ errors: j.error ? [j.error] : [] }));
+    const errorsCard = errorsSection(errors.errors);
     const actions = h("div", { class: "actions" });
     if (can("retry") && ["dead", "cancelled"].includes(j.status)) {
       actions.append(h("button", { type: "button", class: "primary", onclick: () => act(`Job ${id} replayed`, () => api(`/jobs/${id}/retry`, { method: "POST" })).then(view.reload) }, "Retry"));
@@ -472,9 +479,10 @@ function jobView(id) {
     const timeline = [["created", j.created_at], ["due", j.run_at],
       ...errors.errors.map((e) => [`attempt ${e.attempt ?? "?"} failed${e.kind ? ` (${e.kind})` : ""}`, e.at]),
       ["finished", j.finished_at]].filter(([, t]) => t).sort((a, b) => Date.parse(a[1]) - Date.parse(b[1]));
-    box.replaceChildren(
+    fill(box, 
       h("h2", {}, `Job ${id} `, pill(j.status)),
       actions,
+      j.status === "dead" ? errorsCard : null,
       h("div", { class: "grid" },
         h("section", { class: "card" }, h("h3", {}, "Facts"), h("dl", { class: "facts" },
           ...[["Type", j.type], ["Queue", j.queue], ["Attempts", `${j.attempts} of ${j.max_attempts}`], ["Priority", j.priority],
@@ -483,17 +491,21 @@ function jobView(id) {
             .map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]))),
         h("section", { class: "card" }, h("h3", {}, "Progress"), j.progress ? progressBar(j.progress) : h("p", { class: "muted" }, j.status === "running" ? "No progress reported yet." : "—"),
           h("h3", {}, "Timeline"), h("ol", { class: "timeline" }, timeline.map(([k, t]) => h("li", {}, `${k} `, when(t)))))),
-      j.status === "dead" || errors.errors.length ? h("section", { class: "card" }, h("h3", {}, `Errors (${errors.errors.length})`),
-        errors.errors.length ? h("ol", {}, [...errors.errors].reverse().map((e) => h("li", {},
-          h("div", { class: "errmsg" }, errorText(e)), h("span", { class: "muted" }, `attempt ${e.attempt ?? "?"}, `, when(e.at)),
-          Object.keys(e).some((k) => !["message", "attempt", "at"].includes(k)) ? h("pre", {}, JSON.stringify(e, null, 2)) : null)))
-          : h("p", { class: "muted" }, "No error recorded.")) : null,
+      j.status !== "dead" && errors.errors.length ? errorsCard : null,
       h("section", { class: "card" }, h("h3", {}, "Arguments"), h("pre", {}, JSON.stringify(j.arguments, null, 2))),
       h("section", { class: "card" }, h("h3", {}, "Result"), h("pre", {}, j.result === null ? "null" : JSON.stringify(j.result, null, 2))));
   };
-  view.render = (el) => { el.append(box); view.reload().catch((e) => box.replaceChildren(h("p", { class: "error" }, e.message))); };
+  view.render = (el) => { el.append(box); view.reload().catch((e) => fill(box, h("p", { class: "error" }, e.message))); };
   view.onEvent = (name, ev) => { if (ev.id === id) later(`job${id}`, () => view.reload().catch(() => {})); };
   return view;
+}
+
+function errorsSection(errors) {
+  return h("section", { class: "card" }, h("h3", {}, `Errors (${errors.length})`),
+        errors.length ? h("ol", {}, [...errors].reverse().map((e) => h("li", {},
+          h("div", { class: "errmsg" }, errorText(e)), h("span", { class: "muted" }, `attempt ${e.attempt ?? "?"}, `, when(e.at)),
+          Object.keys(e).some((k) => !["message", "attempt", "at"].includes(k)) ? h("pre", {}, JSON.stringify(e, null, 2)) : null)))
+          : h("p", { class: "muted" }, "No error recorded."));
 }
 
 // Schedules: shown when this coordinator serves /schedules.
@@ -503,16 +515,16 @@ function schedulesView() {
   view.reload = async () => {
     const r = has("schedules") ? await api("/schedules", { allow: [404] }) : { status: 404 };
     if (r.status === 404 || !r.data || !Array.isArray(r.data.schedules)) {
-      box.replaceChildren(h("h2", {}, "Schedules"), h("p", { class: "muted" }, "This coordinator does not serve /schedules yet."));
+      fill(box, h("h2", {}, "Schedules"), h("p", { class: "muted" }, "This coordinator does not serve /schedules yet."));
       return;
     }
-    box.replaceChildren(h("h2", {}, "Schedules"), h("div", { class: "card scroll" }, h("table", { "aria-label": "Schedules" },
+    fill(box, h("h2", {}, "Schedules"), h("div", { class: "card scroll" }, h("table", { "aria-label": "Schedules" },
       h("thead", {}, h("tr", {}, ["Name", "Cron", "Type", "Queue", "Next run", "Last run", "State"].map((c) => h("th", { scope: "col" }, c)))),
       h("tbody", {}, r.data.schedules.map((s) => h("tr", {}, h("td", {}, s.name), h("td", {}, h("code", {}, s.cron), s.timezone && s.timezone !== "UTC" ? ` (${s.timezone})` : ""),
         h("td", {}, s.type), h("td", {}, s.queue), h("td", {}, when(s.next_run_at)), h("td", {}, when(s.last_run_at)),
         h("td", {}, s.paused ? pill("waiting") : "active")))))));
   };
-  view.render = (el) => { el.append(box); view.reload().catch((e) => box.replaceChildren(h("p", { class: "error" }, e.message))); };
+  view.render = (el) => { el.append(box); view.reload().catch((e) => fill(box, h("p", { class: "error" }, e.message))); };
   return view;
 }
 
