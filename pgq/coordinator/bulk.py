@@ -47,25 +47,24 @@ async def retry_jobs(request: web.Request) -> web.Response:
         **filters,
         spread_seconds=0.0 if body.spread_seconds is wire.UNSET else body.spread_seconds,
     )
-    log_event(
-        log,
-        "jobs.retried",
-        f"{count} jobs replayed",
-        request_id=request[REQUEST_ID],
-        queue=filters["queue"],
-        job_type=filters["job_type"],
-    )
-    return json_response({"count": count})
+    return _answer(request, "jobs.retried", f"{count} jobs replayed", count, filters)
 
 
 async def cancel_jobs(request: web.Request) -> web.Response:
     body = await p.optional_body(request, request.app[SETTINGS].max_body_bytes, wire.BulkCancel)
     filters = _filters(body)
     count = await queries.cancel_where(request.app[POOL], **filters)
+    return _answer(request, "jobs.cancelled", f"{count} jobs cancelled", count, filters)
+
+
+def _answer(
+    request: web.Request, event: str, message: str, count: int, filters: dict[str, Any]
+) -> web.Response:
+    """Log the bulk action and answer ``{"count": n}``."""
     log_event(
         log,
-        "jobs.cancelled",
-        f"{count} jobs cancelled",
+        event,
+        message,
         request_id=request[REQUEST_ID],
         queue=filters["queue"],
         job_type=filters["job_type"],
