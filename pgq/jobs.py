@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
@@ -51,6 +52,20 @@ class Job:
     #: in a ``transactional=True`` handler: the asyncpg connection whose open transaction
     #: also records the job's success (None elsewhere, and once the handler returned)
     connection: Any = dataclasses.field(default=None, repr=False, compare=False)
+    #: set by the runner for its handler: how report_progress reaches the database or
+    #: the coordinator (pgq.runner), None elsewhere
+    reporter: Callable[[Job, dict[str, Any]], Awaitable[bool]] | None = dataclasses.field(
+        default=None, repr=False, compare=False
+    )
+
+    async def report_progress(self, progress: dict[str, Any]) -> bool:
+        """From a handler: store ``progress`` (a JSON object of at most 8 KiB, e.g.
+        ``{"done": 3, "total": 10}``, ``{"percent": 30, "message": "…"}``) on the job, where
+        the dashboard shows it as a bar, and extend the lease. The same call in both runner
+        modes. Returns False when the job is no longer this runner's (cancelled, expired)."""
+        if self.reporter is None:
+            raise RuntimeError("report_progress works inside a pgq runner's handler only")
+        return await self.reporter(self, progress)
 
     @property
     def finished(self) -> bool:

@@ -25,9 +25,11 @@ from ..batching import EnqueueBatcher
 from ..listener import Listener
 from ..metrics import Metrics
 from ..schedule_timer import ScheduleTimer
+from . import dashboard
 from .access import make_access_middleware
 from .auth import make_auth_middleware
 from .errors import error_middleware
+from .events import EVENT_HUB, EventHub
 from .keys import BATCHER, DSN, LISTENER, METRICS, MONITOR, POOL, SCHEDULE_TIMER, SETTINGS, WAITERS
 from .monitor import LeaseMonitor
 from .routes import setup_routes
@@ -62,6 +64,7 @@ def create_app(dsn: str, settings: Settings | None = None) -> web.Application:
     app.cleanup_ctx.append(_schedule_timer_ctx)
     app.on_shutdown.append(_release_waiters)
     setup_routes(app)
+    dashboard.setup(app)
     return app
 
 
@@ -94,6 +97,7 @@ async def _listener_ctx(app: web.Application) -> AsyncIterator[None]:
     listener = Listener(app[DSN])
     app[LISTENER] = listener
     app[WAITERS] = Waiters(app[POOL], listener, app[SETTINGS].max_wait_seconds)
+    app[EVENT_HUB] = EventHub(app[POOL], listener)
     # A lost LISTEN connection usually means the pool's idle connections died with it (a
     # restart, a failover, terminated backends): replace them rather than let each one
     # fail a request first.
@@ -101,6 +105,7 @@ async def _listener_ctx(app: web.Application) -> AsyncIterator[None]:
     await listener.start(wait=False)
     yield
     app[WAITERS].close()
+    await app[EVENT_HUB].close()
     await listener.close()
 
 
@@ -123,3 +128,5 @@ async def _schedule_timer_ctx(app: web.Application) -> AsyncIterator[None]:
 async def _release_waiters(app: web.Application) -> None:
     if WAITERS in app:
         app[WAITERS].close()
+    if EVENT_HUB in app:
+        await app[EVENT_HUB].close()  # event streams end; they would hold shutdown up

@@ -1,9 +1,9 @@
-"""Bearer-token authentication of the ``/jobs…``, ``/queues…`` and ``/schedules…`` endpoints.
+"""Bearer-token authentication of the HTTP API and the dashboard's data.
 
-With tokens configured (``PGQ_API_TOKENS``), every path under ``/jobs``, ``/queues`` and
-``/schedules`` needs
-``Authorization: Bearer <token>``, checked before routing so an unauthenticated client
-learns nothing about which job routes exist. ``/health``, ``/metrics`` and
+With tokens configured (``PGQ_API_TOKENS``), every path under ``/jobs``, ``/queues``,
+``/schedules``, ``/events`` and ``/ui/api`` needs ``Authorization: Bearer <token>``,
+checked before routing so an unauthenticated client learns nothing about which routes
+exist. ``/health``, ``/metrics`` and
 ``/openapi.json`` stay open. Each configured token is compared with
 ``hmac.compare_digest`` (all of them, always), so timing reveals nothing.
 """
@@ -18,8 +18,10 @@ from aiohttp import web
 
 from .errors import Unauthorized
 
-_ROOTS = ("/jobs", "/queues", "/schedules")
-_PREFIXES = tuple(root + "/" for root in _ROOTS)
+_ROOTS = ("/jobs", "/queues", "/schedules", "/events")
+# /ui itself is a page without data (a browser cannot send a bearer token when it
+# navigates); its reads under /ui/api/ are protected like /jobs.
+_PREFIXES = (*(root + "/" for root in _ROOTS), "/ui/api/")
 
 
 def protected(path: str) -> bool:

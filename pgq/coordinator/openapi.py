@@ -98,6 +98,24 @@ def _op(
 
 
 _JOB_OK = _json(_ref("Job"), "The job.")
+_COUNT = _json(_ref("Count"), "How many jobs changed.")
+_SSE = {
+    "description": "text/event-stream: `event: job` (a status change), `event: progress`, "
+    "`event: resync` (events were lost: re-read), a comment line every 15 s.",
+    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+}
+
+
+def _page(op_id: str, summary: str, content: str) -> dict[str, Any]:
+    """A dashboard page or asset: HTML, JavaScript or CSS, open without a token."""
+    return {
+        "operationId": op_id,
+        "summary": summary,
+        "security": [],
+        "responses": {"200": {"description": content}, "302": {"description": "To /ui/."}},
+    }
+
+
 _QUEUE_OK = _json(_ref("Queue"), "The queue.")
 _BODY_ERRORS = ("400", "413", "415", "503")
 
@@ -193,6 +211,53 @@ def document() -> dict[str, Any]:
                 parameters=[_JOB_ID],
             )
         },
+        "/jobs/{id}/progress": {
+            "post": _op(
+                "reportProgress",
+                "Store a running job's progress (and extend its lease), fenced like heartbeat",
+                {"200": _JOB_OK},
+                ("404", "409", *_BODY_ERRORS),
+                body=_body("Progress"),
+                parameters=[_JOB_ID],
+            )
+        },
+        "/jobs/{id}/events": {
+            "get": _op(
+                "jobEvents",
+                "Follow one job: its state, then each progress report and status change, "
+                "closed after a terminal status",
+                {"200": _SSE},
+                ("400", "404", "503"),
+                parameters=[_JOB_ID],
+            )
+        },
+        "/jobs/retry": {
+            "post": _op(
+                "retryJobs",
+                "Replay every dead (or cancelled) job matching the filters",
+                {"200": _COUNT},
+                _BODY_ERRORS,
+                body=_body("BulkRetry", required=False),
+            )
+        },
+        "/jobs/cancel": {
+            "post": _op(
+                "cancelJobs",
+                "Cancel every queued and waiting (or running) job matching the filters",
+                {"200": _COUNT},
+                _BODY_ERRORS,
+                body=_body("BulkCancel", required=False),
+            )
+        },
+        "/events": {
+            "get": _op(
+                "events",
+                "Every job status change as it happens (server-sent events)",
+                {"200": _SSE},
+                ("400",),
+                parameters=wire.query_parameters(wire.EventsQuery),
+            )
+        },
         "/jobs/{id}/release": {
             "post": _op(
                 "releaseJob",
@@ -246,6 +311,41 @@ def document() -> dict[str, Any]:
                 _BODY_ERRORS,
                 body=_body("Limits", required=False),
                 parameters=[_QUEUE_NAME],
+            )
+        },
+        "/ui": {"get": _page("dashboardRedirect", "The dashboard (redirects to /ui/)", "-")},
+        "/ui/": {"get": _page("dashboard", "The web dashboard (HTML; asks for a token)", "HTML")},
+        "/ui/static/{name}": {
+            "get": {
+                **_page("dashboardAsset", "The dashboard's script and style sheet", "The file"),
+                "parameters": [
+                    {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+                ],
+            }
+        },
+        "/ui/api/session": {
+            "get": _op(
+                "dashboardSession",
+                "Whether tokens are in use and what this token may do",
+                {"200": _json(_ref("Session"), "The session.")},
+                ("400",),
+            )
+        },
+        "/ui/api/overview": {
+            "get": _op(
+                "dashboardOverview",
+                "pgq.stats() and jobs finished per minute over the last hour",
+                {"200": _json(_ref("Overview"), "The overview.")},
+                ("400", "503"),
+            )
+        },
+        "/ui/api/jobs/{id}/errors": {
+            "get": _op(
+                "jobErrors",
+                "Every attempt's error of a job (job JSON has the last one)",
+                {"200": _json(_ref("JobErrors"), "The errors, oldest first.")},
+                ("400", "404", "503"),
+                parameters=[_JOB_ID],
             )
         },
         "/health": {
@@ -312,8 +412,8 @@ def document() -> dict[str, Any]:
                 "bearer": {
                     "type": "http",
                     "scheme": "bearer",
-                    "description": "Required on /jobs…, /queues… and /schedules… when "
-                    "PGQ_API_TOKENS is set.",
+                    "description": "Required on /jobs…, /queues…, /schedules…, /events and "
+                    "/ui/api/… when PGQ_API_TOKENS is set.",
                 }
             },
         },

@@ -14,6 +14,7 @@ from aiohttp import web
 from .. import queries, wire
 from ..errors import DatabaseUnavailable, JobNotFound
 from ..logs import log_event
+from . import bulk, events
 from . import params as p
 from .errors import error_response, json_response
 from .keys import BATCHER, LISTENER, METRICS, POOL, REQUEST_ID, SETTINGS, WAITERS
@@ -203,6 +204,11 @@ def setup_routes(app: web.Application) -> None:
     r.add_post(job + "/heartbeat", heartbeat_job)
     r.add_post(job + "/release", release_job)
     setup_schedule_routes(app)
+    r.add_post(job + "/progress", bulk.report_progress)
+    r.add_get(job + "/events", events.job_events, allow_head=False)
+    r.add_post("/jobs/retry", bulk.retry_jobs)
+    r.add_post("/jobs/cancel", bulk.cancel_jobs)
+    r.add_get("/events", events.all_events, allow_head=False)
     r.add_get("/health", health, allow_head=False)
     r.add_get("/metrics", metrics, allow_head=False)
     r.add_get("/openapi.json", openapi, allow_head=False)

@@ -242,6 +242,7 @@ def _print_banner(port: int, where: str, job_types: tuple[str, ...], auth: bool)
     print(
         f"""
 pgq dev is running
+  dashboard    http://127.0.0.1:{port}/ui/
   coordinator  http://127.0.0.1:{port}   (/openapi.json, /health, /metrics)
   database     {where}
   runner       {RUNNER_TARGET}   ({", ".join(job_types)})

@@ -90,6 +90,12 @@ async def batch_quote_process(job: pgq.Job) -> dict[str, Any]:
     if quotes is not None and not isinstance(quotes, list):
         raise pgq.PermanentError(f'"quotes" must be a list, got {type(quotes).__name__}')
     count = len(quotes) if quotes is not None else random.randint(1, 50)
+    # in steps, reporting each, so the dashboard shows a bar move (job.report_progress)
+    steps = 5
+    for step in range(steps):
+        await job.report_progress({"done": step * count // steps, "total": count})
+        await asyncio.sleep(random.uniform(0.2, 0.6))
+    await job.report_progress({"done": count, "total": count})
     await _simulate_work(0.05, min(0.3, 0.05 + 0.005 * count))
     result: dict[str, Any] = {"processed": count}
     if batch_id is not None:

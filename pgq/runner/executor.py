@@ -176,6 +176,8 @@ class Executor:
         detail: Any = None
         try:
             try:
+                assert self.source is not None
+                job.reporter = self.source.progress
                 if handler.transactional:
                     result = await self._in_transaction(active)
                 elif handler.sync:

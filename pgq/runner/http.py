@@ -81,7 +81,7 @@ import orjson
 
 from .. import wire
 from ..backoff import reconnecting
-from ..errors import JobNotFound, PgqError, TransitionNotAllowed
+from ..errors import InvalidArgument, JobNotFound, PgqError, TransitionNotAllowed
 from ..jobs import Job
 from ..logs import log_event
 from .httpcall import CoordinatorApi, CoordinatorUnauthorized, CoordinatorUnavailable
@@ -411,6 +411,19 @@ class HttpSource:
 
     async def heartbeat(self, job: Job) -> bool:
         return await self._beat(job.id, job.attempt)
+
+    async def progress(self, job: Job, progress: dict[str, Any]) -> bool:
+        try:
+            body = wire.Progress(
+                worker_id=self.hooks.worker_id, attempt=job.attempt, progress=progress
+            )
+        except ValueError as exc:  # too big: the coordinator would refuse it the same way
+            raise InvalidArgument(str(exc)) from None
+        try:
+            await self._api.call("POST", f"/jobs/{job.id}/progress", body)
+        except (JobNotFound, TransitionNotAllowed):
+            return False
+        return True
 
     async def _beat(self, job_id: int, attempt: int) -> bool:
         """Heartbeat; on a refusal, tell the runner the job is gone (with its new status)

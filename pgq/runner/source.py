@@ -107,6 +107,11 @@ class JobSource(Protocol):
         """Extend the lease; False when the job is no longer held (at this attempt)."""
         ...
 
+    async def progress(self, job: Job, progress: dict[str, Any]) -> bool:
+        """Store the handler's progress report (and extend the lease); False when the job
+        is no longer held (at this attempt)."""
+        ...
+
     def health(self) -> dict[str, Any]: ...
 
 

@@ -57,6 +57,10 @@ MAX_FILTER_ITEMS: Final = 100
 MAX_WAIT_SECONDS: Final = 60
 MAX_LIST_LIMIT: Final = 1_000
 MAX_CONCURRENCY_KEY_LENGTH: Final = 256
+#: A progress report is stored only up to this many bytes of JSON (pgq.progress checks it).
+MAX_PROGRESS_BYTES: Final = 8192
+#: The longest ``spread_seconds`` of a bulk replay: a week.
+MAX_SPREAD_SECONDS: Final = 7 * 86_400
 #: The largest queue limit (concurrency, key_concurrency, burst; rate in claims per second).
 MAX_QUEUE_LIMIT: Final = 1_000_000
 #: The slowest rate, in claims per second: a slower bucket's next token would lie further

@@ -13,6 +13,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, ClassVar, Literal
 
+import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
 
 from . import limits as L
@@ -259,6 +260,68 @@ class Retry(_Body):
     extra_attempts: Annotated[int, Meta(ge=1, le=L.MAX_EXTRA_ATTEMPTS)] = 1
 
 
+class Progress(_Body):
+    """A handler's progress on a claimed job, fenced like a heartbeat (and extending the
+    lease)."""
+
+    json_fields: ClassVar[tuple[str, ...]] = ("progress",)
+
+    worker_id: WorkerId
+    progress: Annotated[
+        dict[str, Any],
+        Meta(
+            description=f"Any object of at most {L.MAX_PROGRESS_BYTES} bytes of JSON; the "
+            'dashboard draws a bar for {"percent"} or {"done", "total"} and shows "message".'
+        ),
+    ]
+    attempt: Attempt | UnsetType = UNSET
+
+    def __post_init__(self) -> None:
+        if len(msgspec.json.encode(self.progress)) > L.MAX_PROGRESS_BYTES:
+            raise ValueError(f"progress: must be at most {L.MAX_PROGRESS_BYTES} bytes of JSON")
+
+
+class _BulkFilter(_Body):
+    queue: QueueName | UnsetType = UNSET
+    type: TypeName | UnsetType = UNSET
+
+
+class BulkRetry(_BulkFilter):
+    """Replay every job in `statuses` (default dead) matching the filters."""
+
+    statuses: (
+        Annotated[
+            list[Literal["dead", "cancelled"]],
+            Meta(min_length=1, max_length=2, extra_json_schema={"default": ["dead"]}),
+        ]
+        | UnsetType
+    ) = UNSET
+    spread_seconds: (
+        Annotated[
+            float,
+            Meta(
+                ge=0,
+                le=L.MAX_SPREAD_SECONDS,
+                description="Spread the replays' run_at evenly over this many seconds from "
+                "now (default 0: all at once).",
+            ),
+        ]
+        | UnsetType
+    ) = UNSET
+
+
+class BulkCancel(_BulkFilter):
+    """Cancel every job in `statuses` (default queued and waiting) matching the filters."""
+
+    statuses: (
+        Annotated[
+            list[Literal["waiting", "queued", "running"]],
+            Meta(min_length=1, max_length=3, extra_json_schema={"default": ["queued", "waiting"]}),
+        ]
+        | UnsetType
+    ) = UNSET
+
+
 QueueLimit = Annotated[int, Meta(ge=1, le=L.MAX_QUEUE_LIMIT)]
 
 
@@ -308,6 +371,13 @@ class ListQuery(_Body):
         ]
         | UnsetType
     ) = UNSET
+
+
+class EventsQuery(_Body):
+    """``GET /events``: only status changes of this queue and job type."""
+
+    queue: QueueName | UnsetType = UNSET
+    type: TypeName | UnsetType = UNSET
 
 
 class WaitQuery(_Body):
@@ -427,6 +497,53 @@ class Queues(Struct, forbid_unknown_fields=True):
     """Every queue with jobs or settings, in name order."""
 
     queues: list[Queue]
+
+
+class Count(Struct, forbid_unknown_fields=True):
+    """How many jobs a bulk action changed."""
+
+    count: Annotated[int, Meta(ge=0)]
+
+
+class Session(Struct, forbid_unknown_fields=True):
+    """``GET /ui/api/session``: what the dashboard may show and do with this token."""
+
+    tokens: Annotated[bool, Meta(description="Whether the coordinator requires tokens.")]
+    scope: Annotated[str, Meta(description="This token's scope.")]
+    can: Annotated[list[str], Meta(description="The dashboard's actions this scope may take.")]
+    features: Annotated[
+        dict[str, bool], Meta(description="Views whose API this coordinator serves.")
+    ]
+
+
+class StatsRow(Struct, forbid_unknown_fields=True):
+    """One row of ``pgq.stats()``."""
+
+    queue: QueueName
+    status: Status
+    count: Annotated[int, Meta(ge=0)]
+    oldest_run_at: Time | None
+
+
+class MinuteCount(Struct, forbid_unknown_fields=True):
+    """Jobs that finished in one minute with one final status."""
+
+    minute: Time
+    status: Status
+    count: Annotated[int, Meta(ge=0)]
+
+
+class Overview(Struct, forbid_unknown_fields=True):
+    """``GET /ui/api/overview``: ``pgq.stats()`` and the last hour's finished jobs per minute."""
+
+    stats: list[StatsRow]
+    finished_per_minute: list[MinuteCount]
+
+
+class JobErrors(Struct, forbid_unknown_fields=True):
+    """Every failed attempt's error of a job, oldest first (job JSON has the last one)."""
+
+    errors: list[dict[str, Any]]
 
 
 ERROR_CODES: tuple[str, ...] = (
