@@ -337,6 +337,15 @@ def check_security_contexts() -> Problems:
     return problems
 
 
+#: probe → the paths it may use: liveness without the database, readiness with it.
+_COORDINATOR_PROBES = {
+    "startupProbe": ("/livez", "/health", "/readyz"),
+    "readinessProbe": ("/health", "/readyz"),
+    "livenessProbe": ("/livez",),
+}
+_RUNNER_PROBES = {"readinessProbe": ("/readyz", "/health"), "livenessProbe": ("/livez",)}
+
+
 def check_coordinator_wiring() -> Problems:
     """Port, probe paths, Service, scrape settings and token agree, in every overlay."""
     problems = []
@@ -356,10 +365,12 @@ def check_coordinator_wiring() -> Problems:
         env = {e["name"]: e for e in c.get("env", [])}
         if "secretKeyRef" not in env.get("PGQ_API_TOKENS", {}).get("valueFrom", {}):
             problems.append(f"{k}: coordinator binds 0.0.0.0 without PGQ_API_TOKENS from a Secret")
-        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        # Liveness must not depend on the database (an outage would restart every pod);
+        # readiness must (traffic goes only where the database answers).
+        for probe, paths in _COORDINATOR_PROBES.items():
             get = c.get(probe, {}).get("httpGet", {})
-            if get.get("path") != "/health" or get.get("port") not in ("http", PORT):
-                problems.append(f"{k}: coordinator {probe} is not GET /health on http")
+            if get.get("path") not in paths or get.get("port") not in ("http", PORT):
+                problems.append(f"{k}: coordinator {probe} is not GET {' or '.join(paths)} on http")
         ann = pod["metadata"].get("annotations", {})
         scrape = (ann.get("prometheus.io/port"), ann.get("prometheus.io/path"))
         if scrape != (str(PORT), "/metrics"):
@@ -386,6 +397,25 @@ def check_coordinator_wiring() -> Problems:
     return problems
 
 
+def _runner_probes(k: str, c: dict[str, Any]) -> Problems:
+    """A runner's HTTP probes go to the port its ``--health-port`` argument serves."""
+    problems = []
+    args = c.get("args", [])
+    port = int(args[args.index("--health-port") + 1]) if "--health-port" in args else None
+    named = {p["name"]: p["containerPort"] for p in c.get("ports", [])}
+    for probe, paths in _RUNNER_PROBES.items():
+        get = c.get(probe, {}).get("httpGet")
+        if get is None:
+            problems.append(f"{k}: runner has no {probe} (run it with --health-port)")
+            continue
+        target = named.get(get.get("port"), get.get("port"))
+        if port is None or target != port:
+            problems.append(f"{k}: runner {probe} port {get.get('port')} is not --health-port")
+        if get.get("path") not in paths:
+            problems.append(f"{k}: runner {probe} is not GET {' or '.join(paths)}")
+    return problems
+
+
 def check_runner_shutdown() -> Problems:
     """The kubelet (and Docker) must wait longer than the runner drains."""
     problems = []
@@ -407,9 +437,7 @@ def check_runner_shutdown() -> Problems:
                 f"{k}: runner terminationGracePeriodSeconds {budget} < preStop {pre} + "
                 f"PGQ_GRACE_SECONDS {grace} + 5"
             )
-        for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
-            if "httpGet" in c.get(probe, {}):
-                problems.append(f"{k}: runner has an HTTP {probe}, but runners serve no HTTP")
+        problems += _runner_probes(k, c)
         if pod.get("initContainers", [{}])[0].get("args") != ["migrate"]:
             problems.append(f"{k}: runner's first initContainer is not `pgq migrate`")
         hpas = find(docs, "HorizontalPodAutoscaler", "pgq-runner")

@@ -1,13 +1,16 @@
 #!/usr/bin/env python3
 """Docker HEALTHCHECK for the pgq image: exit 0 when healthy, 1 when not.
 
-One image runs three roles, and only one of them serves HTTP:
+One image runs three roles:
 
 - ``pgq coordinator`` (and ``pgq dev``): healthy when ``GET /health`` on
-  ``127.0.0.1:$PGQ_PORT`` answers 200. pgq answers 503 when the database is
-  unreachable, which counts as unhealthy.
-- ``pgq runner`` and ``pgq migrate`` serve no HTTP. Docker only runs this check
-  while the container's main process is alive, and an alive process is all
+  ``127.0.0.1:$PGQ_PORT`` answers 200. pgq answers 503 when the database or its
+  LISTEN connection is down, which counts as unhealthy.
+- ``pgq runner`` with ``--health-port`` or ``PGQ_HEALTH_PORT``: healthy when ``GET /readyz``
+  on ``127.0.0.1`` at that port answers 200 (the runner runs and reaches its database
+  or coordinator).
+- ``pgq runner`` without it, and ``pgq migrate``, serve no HTTP. Docker only runs this
+  check while the container's main process is alive, and an alive process is all
   that can be checked from outside, so they are reported healthy.
 
 The role is read from PID 1's command line (the ENTRYPOINT is ``pgq``; under
@@ -41,6 +44,16 @@ def pgq_command(cmdline: list[str]) -> str | None:
     return None
 
 
+def flag_value(cmdline: list[str], flag: str) -> str | None:
+    """The value of ``flag`` (``--flag V`` or ``--flag=V``) in a command line, if given."""
+    for i, arg in enumerate(cmdline):
+        if arg == flag and i + 1 < len(cmdline):
+            return cmdline[i + 1]
+        if arg.startswith(flag + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
 def load_settings() -> ModuleType:
     """``pgq/settings.py`` of the installed pgq, without running ``pgq/__init__.py``."""
     spec = importlib.util.find_spec("pgq")  # a top-level package is found, not imported
@@ -62,12 +75,18 @@ def main() -> int:
     except OSError:
         cmdline = []
     command = pgq_command(cmdline)
-    if command is not None and command not in HTTP_COMMANDS:
+    if command is not None and command not in HTTP_COMMANDS and command != "runner":
         return 0
 
     settings = load_settings()
     try:
-        host, port = settings.read("PGQ_HOST"), settings.read("PGQ_PORT")
+        if command == "runner":
+            port = flag_value(cmdline, "--health-port") or settings.read("PGQ_HEALTH_PORT")
+            host, path = "127.0.0.1", "/readyz"
+            if port is None:
+                return 0  # no probe port: nothing to ask
+        else:
+            host, port, path = settings.read("PGQ_HOST"), settings.read("PGQ_PORT"), "/health"
     except ValueError as exc:
         print(f"pgq-healthcheck: {exc}", file=sys.stderr)
         return 1
@@ -75,7 +94,7 @@ def main() -> int:
         host = "127.0.0.1"
     if ":" in host:
         host = f"[{host}]"
-    url = f"http://{host}:{port}/health"
+    url = f"http://{host}:{port}{path}"
     try:
         with urllib.request.urlopen(url, timeout=2) as response:
             return 0 if response.status == 200 else 1

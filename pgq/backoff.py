@@ -28,9 +28,12 @@ FULL = 1.0
 #: ``jitter=EQUAL``: each delay in ``[d/2, d]``.
 EQUAL = 0.5
 
-#: Reaching the database or the coordinator again: from 0.1 s, doubling up to 5 s.
+#: Reaching the database or the coordinator again: from 0.1 s, doubling up to 1 s. The cap
+#: is what a process adds to an outage: with it, listeners, claims and start-up are back
+#: within about a second of the database answering again. A refused connection costs the
+#: server next to nothing, so retrying once a second (jittered) during an outage is cheap.
 RECONNECT_BASE = 0.1
-RECONNECT_CAP = 5.0
+RECONNECT_CAP = 1.0
 
 
 class Backoff:
@@ -80,5 +83,6 @@ class Backoff:
 
 def reconnecting() -> Backoff:
     """The backoff of every loop that waits for the database or the coordinator to come
-    back (runner start and claims, coordinator start)."""
+    back (runner start and claims, coordinator start; the ``Listener`` uses the same cap
+    with full jitter)."""
     return Backoff(RECONNECT_BASE, RECONNECT_CAP)

@@ -81,6 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="work through a coordinator's HTTP API instead of the database ($PGQ_COORDINATOR_URL)",
     )
     p.add_argument("--token", help="bearer token for --coordinator (default: $PGQ_API_TOKEN)")
+    p.add_argument(
+        "--health-port",
+        type=int,
+        metavar="PORT",
+        help="serve /livez and /readyz on this port ($PGQ_HEALTH_PORT; default: none)",
+    )
 
     p = sub.add_parser("enqueue", help="create a job")
     p.add_argument("type", metavar="TYPE")
@@ -291,6 +297,8 @@ def run(argv: Sequence[str] | None = None) -> int:
             grace=args.grace if args.grace is not None else settings.read("PGQ_GRACE_SECONDS"),
             coordinator=coordinator,
             token=args.token or settings.read("PGQ_API_TOKEN"),
+            health_port=args.health_port or settings.read("PGQ_HEALTH_PORT"),
+            health_host=settings.read("PGQ_HEALTH_HOST"),
         )
     if (
         cmd == "migrate"

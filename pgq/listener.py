@@ -10,7 +10,8 @@ Modes of the supervising task:
                 re-check the database (runners claim, waiters re-read their jobs).
   connected     wait until the connection terminates (``add_termination_listener`` tells us
                 at once) or a periodic ping fails (a silent network loss).
-  backing off   after a failure, sleep with exponential backoff and full jitter, capped.
+  backing off   after a failure, sleep with exponential backoff and full jitter, capped at
+                1 s (``pgq.backoff.RECONNECT_CAP``): back within a second of the database.
 """
 
 from __future__ import annotations
@@ -24,10 +25,13 @@ from collections.abc import Awaitable, Callable
 import asyncpg
 
 from . import db
-from .backoff import FULL, Backoff
+from .backoff import FULL, RECONNECT_BASE, RECONNECT_CAP, Backoff
 from .logs import log_event
 
 log = logging.getLogger("pgq.listener")
+
+#: While reconnecting fails, a log line this often (and on the first failure).
+_RECONNECT_LOG_EVERY = 30.0
 
 NotificationCallback = Callable[[str, str], None]  # (channel, payload)
 ConnectCallback = Callable[[], Awaitable[None] | None]
@@ -41,8 +45,8 @@ class Listener:
         dsn: str,
         *,
         ping_interval: float = 15.0,
-        backoff_initial: float = 0.1,
-        backoff_max: float = 10.0,
+        backoff_initial: float = RECONNECT_BASE,
+        backoff_max: float = RECONNECT_CAP,
     ) -> None:
         self._dsn = dsn
         self._ping_interval = ping_interval
@@ -233,18 +237,25 @@ class Listener:
 
     async def _supervise(self) -> None:
         backoff = Backoff(self._backoff_initial, self._backoff_max, jitter=FULL)
+        logged_at = 0.0
         while not self._closing:
             try:
                 await self._connect()
             except Exception as exc:
                 await self._drop_connection()
                 sleep = backoff.next()
-                log_event(
-                    log,
-                    "listener.reconnecting",
-                    f"listener cannot connect ({exc}); retrying in {sleep:.2f}s",
-                    level=logging.WARNING,
-                )
+                # Retries come about once a second: say so on the first, then every 30 s.
+                now = time.monotonic()
+                if backoff.failures == 1 or now - logged_at >= _RECONNECT_LOG_EVERY:
+                    logged_at = now
+                    log_event(
+                        log,
+                        "listener.reconnecting",
+                        f"listener cannot connect ({exc}); "
+                        f"retrying up to {self._backoff_max:g}s apart",
+                        level=logging.WARNING,
+                        failures=backoff.failures,
+                    )
                 await asyncio.sleep(sleep)
                 continue
             if self.connects > 1:

@@ -160,6 +160,22 @@ SETTINGS: tuple[Setting, ...] = (
         flag="--token",
     ),
     Setting(
+        "PGQ_HEALTH_PORT",
+        int,
+        None,
+        "serve `/livez` and `/readyz` on this port (Kubernetes probes)",
+        "runner",
+        shown="none",
+        flag="--health-port",
+    ),
+    Setting(
+        "PGQ_HEALTH_HOST",
+        str,
+        "0.0.0.0",
+        "address of the probe port (the answers carry no data)",
+        "runner",
+    ),
+    Setting(
         "PGQ_DEV_DATA_DIR",
         str,
         None,

@@ -197,3 +197,25 @@ def test_is_pgq_image(image: str, expected: bool) -> None:
 )
 def test_healthcheck_reads_the_role(cmdline: list[str], command: str | None) -> None:
     assert healthcheck.pgq_command(cmdline) == command
+
+
+@pytest.mark.parametrize(
+    ("cmdline", "port"),
+    [
+        (["pgq", "runner", "m:r", "--health-port", "8080"], "8080"),
+        (["pgq", "runner", "m:r", "--health-port=9000"], "9000"),
+        (["pgq", "runner", "m:r"], None),
+    ],
+)
+def test_healthcheck_finds_the_runner_probe_port(cmdline: list[str], port: str | None) -> None:
+    assert healthcheck.flag_value(cmdline, "--health-port") == port
+
+
+def test_probe_check_catches_a_liveness_probe_on_the_database(rendered: dict) -> None:
+    """Liveness on /health would restart every coordinator during a database outage."""
+    for docs in rendered.values():
+        dep = _get(docs, "Deployment", "pgq-coordinator")
+        (c,) = dep["spec"]["template"]["spec"]["containers"]
+        c["livenessProbe"]["httpGet"]["path"] = "/health"
+    problems = checks.check_coordinator_wiring()
+    assert any("livenessProbe is not GET /livez" in p for p in problems), problems

@@ -6,7 +6,7 @@ flight before the pool closes), the one LISTEN connection (``Listener``) with th
 long-poll ``Waiters`` it feeds, the lease monitor, the schedule timer (fires due
 schedules, ``pgq/schedule_timer.py``), the metrics' first counting window.
 The app starts even when the database is down (``/health`` answers 503 and everything
-reconnects); ``serve`` checks the database and the schema before it binds.
+reconnects); ``serve`` binds first, then waits for the database and checks the schema.
 
 Shutdown (``AppRunner.cleanup``): the site stops accepting, ``on_shutdown`` releases every
 parked long-poll (claims answer ``{"jobs": []}``, job waits the job as it stands),

@@ -117,6 +117,22 @@ def _page(op_id: str, summary: str, content: str) -> dict[str, Any]:
 
 
 _QUEUE_OK = _json(_ref("Queue"), "The queue.")
+
+
+def _probe(op_id: str, summary: str) -> dict[str, Any]:
+    """A probe: open without a token, ``{"status": "ok"}`` or (readiness only) 503."""
+    ok = {
+        "type": "object",
+        "required": ["status"],
+        "additionalProperties": False,
+        "properties": {"status": {"const": "ok"}},
+    }
+    responses: dict[str, Any] = {"200": _json(ok, "Serving.")}
+    if op_id != "livez":
+        responses["503"] = _error("503")
+    return {"operationId": op_id, "summary": summary, "security": [], "responses": responses}
+
+
 _BODY_ERRORS = ("400", "413", "415", "503")
 
 
@@ -348,25 +364,13 @@ def document() -> dict[str, Any]:
                 parameters=[_JOB_ID],
             )
         },
+        "/livez": {"get": _probe("livez", "Liveness: the process serves (asks no database)")},
         "/health": {
-            "get": {
-                "operationId": "health",
-                "summary": "Database and LISTEN connection check",
-                "security": [],
-                "responses": {
-                    "200": _json(
-                        {
-                            "type": "object",
-                            "required": ["status"],
-                            "additionalProperties": False,
-                            "properties": {"status": {"const": "ok"}},
-                        },
-                        "Healthy.",
-                    ),
-                    "503": _error("503"),
-                },
-            }
+            "get": _probe(
+                "health", "Readiness: the database answers and the LISTEN connection is up"
+            )
         },
+        "/readyz": {"get": _probe("readyz", "Readiness, as /health")},
         "/metrics": {
             "get": {
                 "operationId": "metrics",

@@ -25,6 +25,7 @@ from .schedule_api import setup_schedule_routes
 log = logging.getLogger("pgq.coordinator")
 
 _HEALTH_TIMEOUT = 3.0
+_RETRY_LATER = {"Retry-After": "1"}
 
 
 async def create_job(request: web.Request) -> web.Response:
@@ -159,15 +160,28 @@ async def release_job(request: web.Request) -> web.Response:
     return json_response(job.to_json())
 
 
+async def livez(request: web.Request) -> web.Response:
+    """Liveness: the process serves HTTP. Asks nothing of the database, so an outage does
+    not get a coordinator restarted (restarting would not bring the database back)."""
+    p.no_query(request)
+    return json_response({"status": "ok"})
+
+
 async def health(request: web.Request) -> web.Response:
+    """Readiness (``/health`` and ``/readyz``): the database answers and the LISTEN
+    connection is up. The answer names no address and no driver error (those are in the
+    listener's log lines); probes and load balancers only need the status."""
     p.no_query(request)
     try:
         await asyncio.wait_for(queries.ping(request.app[POOL]), _HEALTH_TIMEOUT)
-    except (DatabaseUnavailable, TimeoutError, OSError) as exc:
-        message = str(exc) or f"no answer within {_HEALTH_TIMEOUT:g}s"
-        return error_response(503, "database_unavailable", f"database: {message}")
+    except (DatabaseUnavailable, TimeoutError, OSError):
+        return error_response(
+            503, "database_unavailable", "the database does not answer", _RETRY_LATER
+        )
     if not request.app[LISTENER].connected:
-        return error_response(503, "listener_down", "the LISTEN connection is down (reconnecting)")
+        return error_response(
+            503, "listener_down", "the LISTEN connection is down (reconnecting)", _RETRY_LATER
+        )
     return json_response({"status": "ok"})
 
 
@@ -209,7 +223,9 @@ def setup_routes(app: web.Application) -> None:
     r.add_post("/jobs/retry", bulk.retry_jobs)
     r.add_post("/jobs/cancel", bulk.cancel_jobs)
     r.add_get("/events", events.all_events, allow_head=False)
+    r.add_get("/livez", livez, allow_head=False)
     r.add_get("/health", health, allow_head=False)
+    r.add_get("/readyz", health, allow_head=False)
     r.add_get("/metrics", metrics, allow_head=False)
     r.add_get("/openapi.json", openapi, allow_head=False)
     setup_queue_routes(app)

@@ -2,8 +2,12 @@
 
 Runs on uvloop when it is installed (the ``bench`` extra), else on asyncio's own loop.
 Refuses (exit status 2, one line on stderr): a non-loopback address without
-``PGQ_API_TOKENS``; a database that stays unreachable for ``startup_timeout`` seconds; a
-schema that is not migrated to this pgq's version; a port it cannot bind.
+``PGQ_API_TOKENS``; a port it cannot bind; a database that refuses it (unknown database,
+login refused) or whose schema is not migrated to this pgq's version.
+
+A database that does not answer is not a refusal: the coordinator binds at once, answers
+``/livez`` 200 and ``/health`` 503, and waits for the database as long as it takes (an
+outage at start-up must not become a crash loop that outlasts it).
 """
 
 from __future__ import annotations
@@ -32,7 +36,8 @@ from .settings import Settings
 
 log = logging.getLogger("pgq.coordinator")
 
-STARTUP_TIMEOUT = 30.0
+#: While the database does not answer at start-up, say so in the log this often.
+_WAITING_LOG_EVERY = 30.0
 
 
 def is_loopback(host: str) -> bool:
@@ -54,8 +59,6 @@ def serve(
     port: int,
     dsn: str,
     settings: Settings | None = None,
-    *,
-    startup_timeout: float = STARTUP_TIMEOUT,
 ) -> int:
     """Serve the HTTP API on ``host:port`` for the database at ``dsn``; the exit status."""
     try:
@@ -67,7 +70,7 @@ def serve(
             f"refusing to listen on {host!r} without authentication: set PGQ_API_TOKENS "
             "(comma-separated bearer tokens), or bind a loopback address such as 127.0.0.1"
         )
-    return _run(_serve(host, port, dsn, settings, startup_timeout))
+    return _run(_serve(host, port, dsn, settings))
 
 
 def _run(main: Coroutine[Any, Any, int]) -> int:
@@ -80,30 +83,35 @@ def _run(main: Coroutine[Any, Any, int]) -> int:
     return uvloop.run(main)
 
 
-async def check_database(dsn: str, timeout: float) -> None:
-    """Wait up to ``timeout`` s for the database, then require an up-to-date schema.
+async def check_database(dsn: str, timeout: float | None = None) -> None:
+    """Wait for the database (up to ``timeout`` s; None: as long as it takes), then require
+    an up-to-date schema.
 
-    Raises DatabaseUnavailable or MigrationError.
+    Raises DatabaseUnavailable (only with a ``timeout``), MigrationError, or the driver's
+    error for a database that refuses us (unknown database, refused login).
     """
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+    deadline = None if timeout is None else loop.time() + timeout
     backoff = reconnecting()
+    logged_at: float | None = None
     while True:
         try:
-            conn = await db.connect(dsn, timeout=min(5.0, max(timeout, 0.1)))
+            conn = await db.connect(dsn, timeout=5.0 if timeout is None else min(5.0, timeout))
         except Exception as exc:
             translated = translate(exc)
             if not isinstance(translated, DatabaseUnavailable):
                 raise
             delay = backoff.next()
-            if loop.time() + delay > deadline:
+            if deadline is not None and loop.time() + delay > deadline:
                 raise translated from exc
-            log_event(
-                log,
-                "coordinator.waiting_for_database",
-                f"{translated}; retrying in {delay:.1f}s",
-                level=logging.WARNING,
-            )
+            if logged_at is None or loop.time() - logged_at >= _WAITING_LOG_EVERY:
+                logged_at = loop.time()
+                log_event(
+                    log,
+                    "coordinator.waiting_for_database",
+                    f"{translated}; serving /livez, /health answers 503 until it does",
+                    level=logging.WARNING,
+                )
             await asyncio.sleep(delay)
             continue
         try:
@@ -148,33 +156,17 @@ async def start_site(
     return runner, site
 
 
-async def _serve(host: str, port: int, dsn: str, settings: Settings, startup_timeout: float) -> int:
+async def _serve(host: str, port: int, dsn: str, settings: Settings) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
-        checking = asyncio.ensure_future(check_database(dsn, startup_timeout))
-        stopping = asyncio.ensure_future(stop.wait())
-        await asyncio.wait([checking, stopping], return_when=asyncio.FIRST_COMPLETED)
-        if not checking.done():
-            checking.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await checking
-            return 0
-        stopping.cancel()
-        try:
-            checking.result()
-        except (DatabaseUnavailable, MigrationError) as exc:
-            return _fail(str(exc))
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, ValueError) as exc:
-            # a refused login, an unknown database, a malformed URL: say so, no traceback
-            return _fail(f"cannot use the database: {exc}")
-
         quiet_malformed_http_errors()
         app = create_app(dsn, settings)
         try:
-            runner, _site = await start_site(app, host, port, settings)
+            # No wait for the LISTEN connection: /health says when it is up.
+            runner, _site = await start_site(app, host, port, settings, ready_timeout=0)
         except OSError as exc:
             return _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
         log_event(
@@ -183,16 +175,43 @@ async def _serve(host: str, port: int, dsn: str, settings: Settings, startup_tim
             f"pgq coordinator listening on http://{host}:{port}"
             + (" (bearer tokens required)" if settings.api_tokens else ""),
         )
-        await stop.wait()
-        log_event(
-            log,
-            "coordinator.stopping",
-            f"stopping: releasing {app[WAITERS].waiting} waiting request(s), "
-            "finishing in-flight requests",
-        )
-        await runner.cleanup()
+        try:
+            refusal = await _check_unless_stopped(dsn, stop)
+            if refusal is not None:
+                return _fail(refusal)
+            await stop.wait()
+            log_event(
+                log,
+                "coordinator.stopping",
+                f"stopping: releasing {app[WAITERS].waiting} waiting request(s), "
+                "finishing in-flight requests",
+            )
+        finally:
+            await runner.cleanup()
         log_event(log, "coordinator.stopped", "pgq coordinator stopped")
         return 0
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
+
+
+async def _check_unless_stopped(dsn: str, stop: asyncio.Event) -> str | None:
+    """``check_database`` until it passes (None) or refuses (the reason), or until a stop
+    request (None: stopping while the database is away is a clean exit)."""
+    checking = asyncio.ensure_future(check_database(dsn))
+    stopping = asyncio.ensure_future(stop.wait())
+    await asyncio.wait([checking, stopping], return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    if not checking.done():
+        checking.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await checking
+        return None
+    try:
+        checking.result()
+    except MigrationError as exc:
+        return str(exc)
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, ValueError) as exc:
+        # a refused login, an unknown database, a malformed URL: say so, no traceback
+        return f"cannot use the database: {exc}"
+    return None

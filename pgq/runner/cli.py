@@ -16,6 +16,7 @@ from ..errors import PgqError
 from ..logs import log_event
 from .core import Runner
 from .http import HttpSource
+from .probes import start_probes
 
 __all__ = ["load_runner", "run_from_cli"]
 
@@ -57,12 +58,17 @@ def run_from_cli(
     grace: float,
     coordinator: str | None,
     token: str | None,
+    health_port: int | None = None,
+    health_host: str = "0.0.0.0",
 ) -> int:
     """``pgq runner``: load the runner, apply the flags, run it until SIGTERM/SIGINT.
 
     The first signal drains (grace period), a second one stops at once. Returns 0 when
     every job this runner held was completed, failed or released, 1 when some outcome could
     not be written (those jobs come back when their leases run out).
+
+    With ``health_port``, ``/livez`` and ``/readyz`` answer on ``health_host:health_port``
+    (``probes.py``) from before the runner connects until it has stopped.
     """
     runner = load_runner(target)
     try:
@@ -99,6 +105,14 @@ def run_from_cli(
                 )
                 runner.stop_now()
 
+        probes = None
+        if health_port is not None:
+            try:
+                probes = await start_probes(runner, health_host, health_port)
+            except OSError as exc:
+                raise PgqError(
+                    f"cannot serve probes on {health_host}:{health_port}: {exc.strerror or exc}"
+                ) from None
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, on_signal, sig.name)
         try:
@@ -106,6 +120,8 @@ def run_from_cli(
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
+            if probes is not None:
+                await probes.cleanup()
         return 0 if runner.clean_exit else 1
 
     try:
