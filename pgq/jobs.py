@@ -47,6 +47,9 @@ class Job:
     #: the pgq.schedules name and slot that created the job (None for other jobs)
     schedule: str | None = None
     scheduled_for: datetime | None = None
+    #: the W3C trace context of its enqueue (``{"traceparent": …}``), which the runner's
+    #: span continues (``pgq.tracing``); not part of the job's JSON
+    trace_context: dict[str, str] | None = None
     #: in a ``transactional=True`` handler: the asyncpg connection whose open transaction
     #: also records the job's success (None elsewhere, and once the handler returned)
     connection: Any = dataclasses.field(default=None, repr=False, compare=False)
@@ -84,6 +87,7 @@ class Job:
             progress=row.get("progress"),
             schedule=row.get("schedule"),
             scheduled_for=row.get("scheduled_for"),
+            trace_context=row.get("trace_context"),
         )
 
     def to_json(self) -> dict[str, Any]:
