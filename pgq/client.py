@@ -10,7 +10,7 @@ from typing import Any
 
 import asyncpg
 
-from . import db, migrations, queries
+from . import db, migrations, queries, tracing
 from .config import database_url
 from .errors import translating
 from .jobs import Job
@@ -29,7 +29,8 @@ class Client:
 
     ``dsn`` defaults to ``PGQ_DATABASE_URL`` (then ``DATABASE_URL``). Pass ``connection=``
     to ``enqueue``/``enqueue_many`` to enqueue inside your own transaction: the job exists
-    (and runners are woken) only if that transaction commits.
+    (and runners are woken) only if that transaction commits. With OpenTelemetry
+    installed, each job keeps the trace context current at the call (``pgq.tracing``).
     """
 
     def __init__(
@@ -117,6 +118,7 @@ class Client:
             idempotency_key=idempotency_key,
             depends_on=depends_on,
             concurrency_key=concurrency_key,
+            trace_context=tracing.current(),
         )
         return job
 
@@ -129,6 +131,9 @@ class Client:
         ``delay_seconds``, ``max_attempts``, ``timeout_seconds``, ``idempotency_key``,
         ``depends_on``, ``concurrency_key``.
         """
+        trace_context = tracing.current()
+        if trace_context is not None:
+            jobs = [{"trace_context": trace_context, **spec} for spec in jobs]
         return await queries.enqueue_many(connection or self.pool, jobs)
 
     async def get(self, job_id: int) -> Job | None:

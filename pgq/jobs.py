@@ -49,6 +49,9 @@ class Job:
     schedule: str | None = None
     scheduled_for: datetime | None = None
     concurrency_key: str | None = None
+    #: the W3C trace context of its enqueue (``{"traceparent": …}``), which the runner's
+    #: span continues (``pgq.tracing``); not part of the job's JSON
+    trace_context: dict[str, str] | None = None
     #: in a ``transactional=True`` handler: the asyncpg connection whose open transaction
     #: also records the job's success (None elsewhere, and once the handler returned)
     connection: Any = dataclasses.field(default=None, repr=False, compare=False)
@@ -101,6 +104,7 @@ class Job:
             schedule=row.get("schedule"),
             scheduled_for=row.get("scheduled_for"),
             concurrency_key=row.get("concurrency_key"),
+            trace_context=row.get("trace_context"),
         )
 
     def to_json(self) -> dict[str, Any]:

@@ -42,6 +42,7 @@ CREATE TABLE pgq.jobs (
     finished_at      timestamptz,
     concurrency_key  text,
     holds_slot       boolean     NOT NULL DEFAULT false,
+    trace_context    jsonb,
 
     -- text with a named CHECK rather than an enum: a value can be dropped later.
     CONSTRAINT jobs_status_known
@@ -122,6 +123,9 @@ CREATE INDEX jobs_finished_at_brin ON pgq.jobs USING brin (finished_at)
 
 COMMENT ON COLUMN pgq.jobs.concurrency_key IS
     'jobs with one key share the key_concurrency limit of their queue (NULL: not limited by key)';
+COMMENT ON COLUMN pgq.jobs.trace_context IS
+    'the W3C trace context of the enqueue (e.g. {"traceparent": ..., "tracestate": ...}); '
+    'runners run the job''s attempts in spans of that trace. NULL: none';
 COMMENT ON COLUMN pgq.jobs.holds_slot IS
     'internal: claimed while the queue had a concurrency or key limit; a running job with it '
     'occupies a slot, and leaving running notifies pgq_<queue>';
@@ -168,5 +172,5 @@ COMMENT ON COLUMN pgq.queues.tokens IS
 CREATE TYPE pgq.job_spec AS (
     type text, args jsonb, queue text, priority integer, run_at timestamptz,
     max_attempts integer, timeout_seconds integer, idempotency_key text, depends_on bigint[],
-    delay_seconds double precision, concurrency_key text
+    delay_seconds double precision, concurrency_key text, trace_context jsonb
 );

@@ -61,6 +61,20 @@ $$;
 COMMENT ON FUNCTION pgq._invalid_key(text) IS $$_invalid_key: why a concurrency_key would be refused (NULL when it is acceptable: NULL,
 or 1-256 characters). Shared by enqueue_bulk and enqueue_many, which name the element.$$;
 
+-- _invalid_trace_context: why a trace_context would be refused (NULL when it is acceptable:
+-- NULL, or a JSON object of at most 4096 bytes, such as {"traceparent": "00-…"}). Shared by
+-- enqueue and enqueue_bulk.
+CREATE FUNCTION pgq._invalid_trace_context(trace_context jsonb) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE WHEN jsonb_typeof(trace_context) <> 'object'
+                THEN 'trace_context must be a JSON object'
+                WHEN octet_length(trace_context::text) > 4096
+                THEN 'trace_context must be at most 4096 bytes' END
+$$;
+COMMENT ON FUNCTION pgq._invalid_trace_context(jsonb) IS $$_invalid_trace_context: why a trace_context would be refused (NULL when it is acceptable:
+NULL, or a JSON object of at most 4096 bytes, such as {"traceparent": "00-…"}). Shared by
+enqueue and enqueue_bulk.$$;
+
 -- backoff: how long a job waits after failed attempt n before it runs again: a base drawn
 -- uniformly from 4-8 s, doubled per attempt, capped at one hour:
 -- min(3600, uniform(4, 8) * 2^(n-1)) seconds. Used by pgq.fail and pgq.expire_leases.
@@ -242,7 +256,9 @@ _require_fresh_snapshots).$$;
 -- Applies always, given valid arguments. Leaves a new job, or for a known idempotency_key
 -- the existing job untouched. With depends_on the job waits until every parent succeeded;
 -- when a parent is already dead or cancelled the job is created dead. concurrency_key (NULL,
--- or 1-256 characters) puts the job under its queue's key_concurrency limit. Returns the job.
+-- or 1-256 characters) puts the job under its queue's key_concurrency limit. trace_context
+-- (NULL, or a JSON object such as {"traceparent": …}) is the W3C trace context that the
+-- job's runners continue. Returns the job.
 -- Raises PQ400 for an invalid argument or a depends_on naming a job that does not exist,
 -- and 0A000 for depends_on inside a REPEATABLE READ transaction (_require_fresh_snapshots).
 CREATE FUNCTION pgq.enqueue(
@@ -255,7 +271,8 @@ CREATE FUNCTION pgq.enqueue(
     timeout_seconds integer DEFAULT 300,
     idempotency_key text DEFAULT NULL,
     depends_on bigint[] DEFAULT NULL,
-    concurrency_key text DEFAULT NULL
+    concurrency_key text DEFAULT NULL,
+    trace_context jsonb DEFAULT NULL
 ) RETURNS pgq.jobs
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
@@ -280,6 +297,12 @@ BEGIN
     IF concurrency_key IS NOT NULL AND length(concurrency_key) NOT BETWEEN 1 AND 256 THEN
         RAISE EXCEPTION 'cannot enqueue: concurrency_key must be 1-256 characters'
             USING ERRCODE = 'PQ400';
+    END IF;
+    IF trace_context IS NOT NULL THEN
+        problem := pgq._invalid_trace_context(trace_context);
+        IF problem IS NOT NULL THEN
+            RAISE EXCEPTION 'cannot enqueue: %', problem USING ERRCODE = 'PQ400';
+        END IF;
     END IF;
 
     IF depends_on IS NOT NULL AND cardinality(depends_on) > 0 THEN
@@ -319,10 +342,10 @@ BEGIN
     END IF;
 
     INSERT INTO pgq.jobs AS t (type, args, queue, priority, run_at, max_attempts, timeout_seconds,
-                               idempotency_key, depends_on, concurrency_key, status, finished_at,
-                               last_error, errors)
+                               idempotency_key, depends_on, concurrency_key, trace_context,
+                               status, finished_at, last_error, errors)
     VALUES (job_type, args, queue, priority, run_at, max_attempts, timeout_seconds,
-            idempotency_key, parents, concurrency_key, new_status,
+            idempotency_key, parents, concurrency_key, trace_context, new_status,
             CASE WHEN new_status = 'dead' THEN now() END,
             failure, CASE WHEN failure IS NULL THEN '[]'::jsonb ELSE jsonb_build_array(failure) END)
     ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
@@ -336,11 +359,13 @@ BEGIN
     RETURN j;
 END
 $$;
-COMMENT ON FUNCTION pgq.enqueue(text, jsonb, text, integer, timestamp with time zone, integer, integer, text, bigint[], text) IS $$enqueue: → queued (or waiting, or dead when a parent already failed).
+COMMENT ON FUNCTION pgq.enqueue(text, jsonb, text, integer, timestamp with time zone, integer, integer, text, bigint[], text, jsonb) IS $$enqueue: → queued (or waiting, or dead when a parent already failed).
 Applies always, given valid arguments. Leaves a new job, or for a known idempotency_key
 the existing job untouched. With depends_on the job waits until every parent succeeded;
 when a parent is already dead or cancelled the job is created dead. concurrency_key (NULL,
-or 1-256 characters) puts the job under its queue's key_concurrency limit. Returns the job.
+or 1-256 characters) puts the job under its queue's key_concurrency limit. trace_context
+(NULL, or a JSON object such as {"traceparent": …}) is the W3C trace context that the
+job's runners continue. Returns the job.
 Raises PQ400 for an invalid argument or a depends_on naming a job that does not exist,
 and 0A000 for depends_on inside a REPEATABLE READ transaction (_require_fresh_snapshots).$$;
 
@@ -355,7 +380,8 @@ LANGUAGE sql STABLE AS $$
                coalesce(r.priority, 0),
                coalesce(r.run_at, now() + make_interval(secs => coalesce(r.delay_seconds, 0))),
                coalesce(r.max_attempts, 10), coalesce(r.timeout_seconds, 300),
-               r.idempotency_key, r.depends_on, NULL, r.concurrency_key)::pgq.job_spec
+               r.idempotency_key, r.depends_on, NULL, r.concurrency_key,
+               r.trace_context)::pgq.job_spec
       FROM jsonb_populate_record(NULL::pgq.job_spec, job) AS r
 $$;
 COMMENT ON FUNCTION pgq._job_spec(jsonb) IS $$_job_spec: one element of pgq.enqueue_many's input as a job_spec, with the defaults of
@@ -382,14 +408,14 @@ BEGIN
      WHERE CASE WHEN jsonb_typeof(e.value) <> 'object' THEN true  -- CASE: keys only of objects
                 ELSE e.value - '{type, args, queue, priority, run_at, delay_seconds, max_attempts,
                                  timeout_seconds, idempotency_key, depends_on,
-                                 concurrency_key}'::text[] <> '{}'
+                                 concurrency_key, trace_context}'::text[] <> '{}'
                      OR (e.value ? 'run_at' AND e.value ? 'delay_seconds')
                      OR CASE WHEN jsonb_typeof(e.value->'delay_seconds') = 'number'  -- else: _job_rows
                              THEN (e.value->>'delay_seconds')::double precision < 0 END
            END
      ORDER BY e.ord LIMIT 1;
     IF FOUND THEN
-        RAISE EXCEPTION 'cannot enqueue jobs[%]: each job must be an object with known keys (type, args, queue, priority, run_at or a non-negative delay_seconds, max_attempts, timeout_seconds, idempotency_key, depends_on, concurrency_key)',
+        RAISE EXCEPTION 'cannot enqueue jobs[%]: each job must be an object with known keys (type, args, queue, priority, run_at or a non-negative delay_seconds, max_attempts, timeout_seconds, idempotency_key, depends_on, concurrency_key, trace_context)',
                         bad_idx USING ERRCODE = 'PQ400';
     END IF;
 END
@@ -410,16 +436,18 @@ naming the first bad element (jobs[i], counting from 0).$$;
 CREATE FUNCTION pgq._job_rows(jobs jsonb)
 RETURNS TABLE (ord bigint, type text, args jsonb, queue text, priority integer,
                run_at timestamptz, max_attempts integer, timeout_seconds integer,
-               idempotency_key text, depends_on bigint[], concurrency_key text)
+               idempotency_key text, depends_on bigint[], concurrency_key text,
+               trace_context jsonb)
 LANGUAGE sql STABLE AS $$
     SELECT r.ord, r.type, coalesce(r.args, '{}'), coalesce(r.queue, 'default'),
            coalesce(r.priority, 0),
            coalesce(r.run_at, now() + make_interval(secs => coalesce(r.delay_seconds, 0))),
            coalesce(r.max_attempts, 10), coalesce(r.timeout_seconds, 300),
-           r.idempotency_key, r.depends_on, r.concurrency_key
+           r.idempotency_key, r.depends_on, r.concurrency_key, r.trace_context
       FROM jsonb_populate_recordset(NULL::pgq.job_spec, jobs) WITH ORDINALITY
            AS r(type, args, queue, priority, run_at, max_attempts, timeout_seconds,
-                idempotency_key, depends_on, delay_seconds, concurrency_key, ord)
+                idempotency_key, depends_on, delay_seconds, concurrency_key, trace_context,
+                ord)
 $$;
 COMMENT ON FUNCTION pgq._job_rows(jsonb) IS $$_job_rows: the elements of a job array as typed rows, in input order (ord counts from 1),
 with the defaults of pgq.enqueue filled in and delay_seconds turned into run_at on the
@@ -485,7 +513,8 @@ BEGIN
                             ELSE coalesce(pgq._invalid_job(r.type, r.args, r.queue, r.priority,
                                                            r.run_at, r.max_attempts,
                                                            r.timeout_seconds),
-                                          pgq._invalid_key(r.concurrency_key))
+                                          pgq._invalid_key(r.concurrency_key),
+                                          pgq._invalid_trace_context(r.trace_context))
                        END AS problem
                   FROM pgq._job_rows(jobs) AS r) AS s
          WHERE s.problem IS NOT NULL
@@ -500,9 +529,9 @@ BEGIN
         RETURN QUERY
         WITH inserted AS (
             INSERT INTO pgq.jobs (type, args, queue, priority, run_at, max_attempts,
-                                  timeout_seconds, concurrency_key)
+                                  timeout_seconds, concurrency_key, trace_context)
             SELECT r.type, r.args, r.queue, r.priority, r.run_at, r.max_attempts,
-                   r.timeout_seconds, r.concurrency_key
+                   r.timeout_seconds, r.concurrency_key, r.trace_context
               FROM pgq._job_rows(jobs) AS r
              ORDER BY r.ord
             RETURNING id, run_at
@@ -535,9 +564,8 @@ value of the wrong type and an element with idempotency_key or depends_on.$$;
 -- enqueue_many: enqueue every job described in a JSON array, all or nothing.
 -- Each element is an object with "type" and optionally "args", "queue", "priority",
 -- "run_at" or "delay_seconds" (counted on the database's clock), "max_attempts",
--- "timeout_seconds", "idempotency_key", "depends_on", "concurrency_key"; a key that is
--- absent or JSON null
--- takes pgq.enqueue's default. Leaves the jobs as pgq.enqueue would and returns them in
+-- "timeout_seconds", "idempotency_key", "depends_on", "concurrency_key", "trace_context";
+-- a key that is absent or JSON null takes pgq.enqueue's default. Leaves the jobs as pgq.enqueue would and returns them in
 -- input order. When no job has an idempotency_key or depends_on (the bulk case) they are
 -- inserted by pgq.enqueue_bulk; otherwise every job goes through pgq.enqueue, one by one.
 -- Raises PQ400 naming the first invalid element (jobs[i], counting from 0), including a
@@ -569,7 +597,8 @@ BEGIN
     BEGIN
         specs := ARRAY(SELECT ROW(r.type, r.args, r.queue, r.priority, r.run_at,
                                   r.max_attempts, r.timeout_seconds, r.idempotency_key,
-                                  r.depends_on, NULL, r.concurrency_key)::pgq.job_spec
+                                  r.depends_on, NULL, r.concurrency_key,
+                                  r.trace_context)::pgq.job_spec
                          FROM pgq._job_rows(jobs) AS r
                         ORDER BY r.ord);
     EXCEPTION WHEN data_exception THEN
@@ -595,7 +624,7 @@ BEGIN
             RETURN NEXT pgq.enqueue(spec.type, spec.args, spec.queue, spec.priority, spec.run_at,
                                     spec.max_attempts, spec.timeout_seconds,
                                     spec.idempotency_key, spec.depends_on,
-                                    spec.concurrency_key);
+                                    spec.concurrency_key, spec.trace_context);
         EXCEPTION WHEN SQLSTATE 'PQ400' THEN
             RAISE EXCEPTION 'cannot enqueue jobs[%]: %', idx,
                             regexp_replace(SQLERRM, '^cannot enqueue: ', '')
@@ -608,9 +637,8 @@ $$;
 COMMENT ON FUNCTION pgq.enqueue_many(jsonb) IS $$enqueue_many: enqueue every job described in a JSON array, all or nothing.
 Each element is an object with "type" and optionally "args", "queue", "priority",
 "run_at" or "delay_seconds" (counted on the database's clock), "max_attempts",
-"timeout_seconds", "idempotency_key", "depends_on", "concurrency_key"; a key that is
-absent or JSON null
-takes pgq.enqueue's default. Leaves the jobs as pgq.enqueue would and returns them in
+"timeout_seconds", "idempotency_key", "depends_on", "concurrency_key", "trace_context";
+a key that is absent or JSON null takes pgq.enqueue's default. Leaves the jobs as pgq.enqueue would and returns them in
 input order. When no job has an idempotency_key or depends_on (the bulk case) they are
 inserted by pgq.enqueue_bulk; otherwise every job goes through pgq.enqueue, one by one.
 Raises PQ400 naming the first invalid element (jobs[i], counting from 0), including a

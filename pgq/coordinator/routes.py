@@ -11,7 +11,7 @@ import logging
 
 from aiohttp import web
 
-from .. import queries, wire
+from .. import queries, tracing, wire
 from ..errors import DatabaseUnavailable, JobNotFound
 from ..logs import log_event
 from . import bulk, events
@@ -31,6 +31,9 @@ _RETRY_LATER = {"Retry-After": "1"}
 async def create_job(request: web.Request) -> web.Response:
     new = await p.body(request, request.app[SETTINGS].max_body_bytes, wire.NewJob)
     kwargs = p.enqueue_kwargs(new)
+    trace_context = tracing.from_headers(request.headers)
+    if trace_context is not None:
+        kwargs["trace_context"] = trace_context
     job, created = await request.app[BATCHER].enqueue(kwargs)
     if created:
         log_event(
@@ -49,6 +52,10 @@ async def create_job(request: web.Request) -> web.Response:
 async def create_batch(request: web.Request) -> web.Response:
     batch = await p.body(request, request.app[SETTINGS].max_batch_body_bytes, wire.Batch)
     specs = p.batch_specs(batch)
+    trace_context = tracing.from_headers(request.headers)
+    if trace_context is not None:
+        for spec in specs:
+            spec["trace_context"] = trace_context
     jobs = await queries.enqueue_many(request.app[POOL], specs)
     log_event(
         log,

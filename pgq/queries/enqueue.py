@@ -29,6 +29,7 @@ async def enqueue(
     idempotency_key: str | None = None,
     depends_on: Sequence[int] | None = None,
     concurrency_key: str | None = None,
+    trace_context: dict[str, str] | None = None,
 ) -> tuple[Job, bool]:
     """``pgq.enqueue``. Returns the job and whether this call created it (False when an
     existing job was returned for its idempotency key). ``delay_seconds`` is counted on
@@ -48,7 +49,7 @@ async def enqueue(
         SELECT j.*, j.id = currval('pgq.jobs_id_seq') AS created_now
           FROM pgq.enqueue($1, $2, $3, $4,
                            coalesce($5, now() + make_interval(secs => coalesce($6::float8, 0))),
-                           $7, $8, $9, $10, $11) AS j
+                           $7, $8, $9, $10, $11, trace_context => $12) AS j
         """,
         job_type,
         {} if args is None else args,
@@ -61,6 +62,7 @@ async def enqueue(
         idempotency_key,
         list(depends_on) if depends_on is not None else None,
         concurrency_key,
+        trace_context,
     )
     return Job.from_record(row), row["created_now"]
 

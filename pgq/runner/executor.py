@@ -21,6 +21,7 @@ from typing import Any, TypeVar, cast
 
 import orjson
 
+from .. import tracing
 from ..backoff import Backoff
 from ..errors import DatabaseUnavailable, PermanentError, RetryLater
 from ..jobs import Job
@@ -75,6 +76,8 @@ class _Active:
     heartbeats: set[asyncio.Task[None]] = field(default_factory=set)
     #: a transactional handler's transaction, open from its start until the outcome
     tx: HandlerTransaction | None = None
+    #: the attempt's span, when OpenTelemetry is installed (``pgq.tracing``)
+    trace: tracing.Attempt | None = None
 
 
 class Executor:
@@ -145,9 +148,13 @@ class Executor:
         self._on_slot_freed()
 
     async def _execute(self, active: _Active) -> None:
+        if tracing.ENABLED:
+            active.trace = tracing.Attempt(active.job, self.worker_id)
         try:
             await self._run_job(active)
         finally:
+            if active.trace is not None:
+                active.trace.end()
             if self.held.get(active.job.id) == active.job.attempt:
                 del self.held[active.job.id]
 
@@ -217,6 +224,8 @@ class Executor:
                         detail = TypeError(f"the handler's result is not JSON-serialisable: {exc}")
         if outcome is Outcome.TIMEOUT:
             detail = active.timeout
+        if active.trace is not None:
+            active.trace.outcome(outcome, detail)
         duration_ms = round((time.perf_counter() - active.started) * 1000, 3)
         fields["duration_ms"] = duration_ms
         await self._finish(active, outcome, detail, fields)
@@ -242,6 +251,8 @@ class Executor:
                 if error is None:
                     return
                 outcome, detail = Outcome.ERROR, error  # rolled back: the attempt fails
+                if active.trace is not None:
+                    active.trace.outcome(outcome, detail)
         if outcome is Outcome.CANCELLED:
             self.counts["cancelled"] += 1
             log_event(log, "job.cancelled", "handler stopped: the job was cancelled", **fields)
