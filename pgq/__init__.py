@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from .client import Client
 from .errors import (
+    DatabaseBusy,
     DatabaseUnavailable,
     InvalidArgument,
     JobNotFound,
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Client",
+    "DatabaseBusy",
     "DatabaseUnavailable",
     "InvalidArgument",
     "Job",

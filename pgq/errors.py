@@ -73,6 +73,12 @@ class DatabaseUnavailable(PgqError):
     code = "database_unavailable"
 
 
+class DatabaseBusy(DatabaseUnavailable):
+    """The database did not finish in time (statement or lock timeout): try again later."""
+
+    code = "database_busy"
+
+
 class MigrationError(PgqError):
     """The database schema cannot be brought to this version of pgq."""
 
@@ -110,6 +116,8 @@ SQLSTATE_ERRORS: dict[str, type[PgqError]] = {
     "22008": InvalidArgument,  # datetime_field_overflow
     "22023": InvalidArgument,  # invalid_parameter_value
     "54001": InvalidArgument,  # statement_too_complex: JSON nested too deep
+    "57014": DatabaseBusy,  # query_canceled: statement_timeout (or a cancel request)
+    "55P03": DatabaseBusy,  # lock_not_available: lock_timeout
 }
 
 

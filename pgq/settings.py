@@ -109,6 +109,27 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("PGQ_POOL_SIZE", int, 20, "database connections per coordinator", "coordinator"),
     Setting(
+        "PGQ_STATEMENT_TIMEOUT_SECONDS",
+        float,
+        30.0,
+        "`statement_timeout` of the coordinator's pool connections (0: none); past it, 503",
+        "coordinator",
+    ),
+    Setting(
+        "PGQ_LOCK_TIMEOUT_SECONDS",
+        float,
+        5.0,
+        "`lock_timeout` of the coordinator's pool connections (0: none); past it, 503",
+        "coordinator",
+    ),
+    Setting(
+        "PGQ_ACQUIRE_TIMEOUT_SECONDS",
+        float,
+        5.0,
+        "how long a request waits for a free pool connection before a 503 with `Retry-After`",
+        "coordinator",
+    ),
+    Setting(
         "PGQ_ENQUEUE_BATCH_MAX",
         int,
         256,

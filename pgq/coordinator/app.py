@@ -71,8 +71,17 @@ def create_app(dsn: str, settings: Settings | None = None) -> web.Application:
 async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
     # min_size=0: creating the pool needs no connection, so the app starts (and /health
     # can say 503) while the database is down.
+    settings = app[SETTINGS]
     pool = await db.create_pool(
-        app[DSN], min_size=0, max_size=app[SETTINGS].pool_max_size, timeout=_CONNECT_TIMEOUT
+        app[DSN],
+        min_size=0,
+        max_size=settings.pool_max_size,
+        timeout=_CONNECT_TIMEOUT,
+        timeouts=db.Timeouts(
+            acquire=settings.acquire_timeout,
+            statement=settings.statement_timeout,
+            lock=settings.lock_timeout,
+        ),
     )
     app[POOL] = pool
     await app[METRICS].start(pool)

@@ -49,6 +49,10 @@ class UnsupportedMediaType(PgqError):
     code = "unsupported_media_type"
 
 
+#: Seconds a client should wait after a 503 (the database is away or busy): pgq itself
+#: looks for the database again about once a second.
+RETRY_AFTER = "1"
+
 #: aiohttp's own HTTP errors (router, server) → our error code.
 _HTTP_CODES = {
     400: "bad_request",
@@ -117,6 +121,7 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
                 500, "internal_error", "the coordinator failed to answer; see its logs"
             )
         headers = {"WWW-Authenticate": "Bearer"} if error.http_status == 401 else None
+        message = error.message
         if error.http_status >= 500:
             log_event(
                 log,
@@ -126,4 +131,8 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
                 path=request.path,
                 request_id=request.get(REQUEST_ID),
             )
-        return error_response(error.http_status, error.code, error.message, headers)
+            # The detail (a driver error naming the database's address) stays in the log;
+            # the client learns what happened and when to come back.
+            message = " ".join((type(error).__doc__ or "").split()) or "try again later"
+            headers = {"Retry-After": RETRY_AFTER}
+        return error_response(error.http_status, error.code, message, headers)

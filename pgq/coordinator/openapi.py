@@ -35,7 +35,8 @@ _ERRORS = {
     "409": "The job's status does not allow this, or another worker or attempt holds it.",
     "413": "The body is over the limit (1 MiB; 32 MiB for /jobs/batch by default).",
     "415": "The body is not application/json (UTF-8).",
-    "503": "The database cannot be reached.",
+    "503": "The database cannot be reached (database_unavailable) or did not answer in time "
+    "(database_busy: a statement, lock or connection timeout); Retry-After says when to retry.",
 }
 
 

@@ -16,7 +16,7 @@ from ..errors import DatabaseUnavailable, JobNotFound
 from ..logs import log_event
 from . import bulk, events
 from . import params as p
-from .errors import error_response, json_response
+from .errors import RETRY_AFTER, error_response, json_response
 from .keys import BATCHER, LISTENER, METRICS, POOL, REQUEST_ID, SETTINGS, WAITERS
 from .openapi import document
 from .queues import setup_queue_routes
@@ -25,7 +25,7 @@ from .schedule_api import setup_schedule_routes
 log = logging.getLogger("pgq.coordinator")
 
 _HEALTH_TIMEOUT = 3.0
-_RETRY_LATER = {"Retry-After": "1"}
+_RETRY_LATER = {"Retry-After": RETRY_AFTER}
 
 
 async def create_job(request: web.Request) -> web.Response:

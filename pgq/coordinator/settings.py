@@ -23,6 +23,12 @@ class Settings:
     ``lease_recheck_seconds``: the lease monitor re-reads the earliest lease at least this often.
     ``shutdown_timeout``: how long in-flight requests may take to finish after SIGTERM.
     ``pool_max_size``: database connections per coordinator (``PGQ_POOL_SIZE``, 20).
+    ``statement_timeout`` / ``lock_timeout``: PostgreSQL's, on every pool connection
+    (``PGQ_STATEMENT_TIMEOUT_SECONDS``, 30; ``PGQ_LOCK_TIMEOUT_SECONDS``, 5; 0: none).
+    ``acquire_timeout``: how long a request waits for a free pool connection
+    (``PGQ_ACQUIRE_TIMEOUT_SECONDS``, 5). Past any of them the request answers 503 with
+    ``Retry-After``. Long polls hold no connection while they wait, so none of these cuts
+    them short.
     ``enqueue_batch_max``: how many ``POST /jobs`` requests may share one transaction
     (``PGQ_ENQUEUE_BATCH_MAX``, 256; 1 gives every request its own, see ``batcher``).
     ``enqueue_flushes``: how many of those shared transactions may be in flight at once
@@ -38,6 +44,9 @@ class Settings:
     lease_recheck_seconds: float = 5.0
     shutdown_timeout: float = 30.0
     pool_max_size: int = settings.BY_NAME["PGQ_POOL_SIZE"].default
+    statement_timeout: float = settings.BY_NAME["PGQ_STATEMENT_TIMEOUT_SECONDS"].default
+    lock_timeout: float = settings.BY_NAME["PGQ_LOCK_TIMEOUT_SECONDS"].default
+    acquire_timeout: float = settings.BY_NAME["PGQ_ACQUIRE_TIMEOUT_SECONDS"].default
     enqueue_batch_max: int = settings.BY_NAME["PGQ_ENQUEUE_BATCH_MAX"].default
     enqueue_flushes: int = 1
     metrics_lag_seconds: float = 2.0
@@ -49,6 +58,10 @@ class Settings:
             raise ConfigError(f"PGQ_MAX_WAIT_SECONDS must be between 0 and {MAX_WAIT_SECONDS}")
         if self.pool_max_size < 1:
             raise ConfigError("PGQ_POOL_SIZE must be at least 1")
+        if self.statement_timeout < 0 or self.lock_timeout < 0:
+            raise ConfigError("statement and lock timeouts must be 0 (none) or more seconds")
+        if self.acquire_timeout <= 0:
+            raise ConfigError("PGQ_ACQUIRE_TIMEOUT_SECONDS must be positive")
         if not 1 <= self.enqueue_batch_max <= 10_000:
             raise ConfigError("PGQ_ENQUEUE_BATCH_MAX must be between 1 and 10000")
         if self.enqueue_flushes < 1:
@@ -64,5 +77,8 @@ class Settings:
             max_batch_body_bytes=settings.read("PGQ_MAX_BATCH_BODY_BYTES"),
             max_wait_seconds=settings.read("PGQ_MAX_WAIT_SECONDS"),
             pool_max_size=settings.read("PGQ_POOL_SIZE"),
+            statement_timeout=settings.read("PGQ_STATEMENT_TIMEOUT_SECONDS"),
+            lock_timeout=settings.read("PGQ_LOCK_TIMEOUT_SECONDS"),
+            acquire_timeout=settings.read("PGQ_ACQUIRE_TIMEOUT_SECONDS"),
             enqueue_batch_max=settings.read("PGQ_ENQUEUE_BATCH_MAX"),
         )

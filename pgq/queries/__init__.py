@@ -6,9 +6,10 @@ transaction), and raises pgq's exceptions (``pgq.errors``) instead of asyncpg's.
 
 Split by area: :mod:`.enqueue` (creating jobs), :mod:`.queues` (flow control),
 :mod:`.transitions` (what happens to jobs afterwards), :mod:`.reads`, :mod:`.doorbell` (idle
-listeners), :mod:`.schedules` (cron schedules), :mod:`.bench` (``pgq bench``'s scratch
-database, used only as ``queries.bench``). Everything but ``bench`` is re-exported here, so
-callers write ``from pgq import queries`` and ``queries.claim(...)``.
+listeners), :mod:`.schedules` (cron schedules), :mod:`.session` (a connection's timeouts),
+:mod:`.bench` (``pgq bench``'s scratch database, used only as ``queries.bench``). Everything
+but ``bench`` is re-exported here, so callers write ``from pgq import queries`` and
+``queries.claim(...)``.
 """
 
 from . import bench
@@ -37,6 +38,7 @@ from .schedules import (
     schedule,
     unschedule,
 )
+from .session import set_timeouts
 from .transitions import (
     cancel,
     claim,
@@ -93,6 +95,7 @@ __all__ = [
     "running_jobs_of",
     "schedule",
     "set_limits",
+    "set_timeouts",
     "stats",
     "unlisten_idle",
     "unschedule",

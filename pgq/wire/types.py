@@ -558,6 +558,7 @@ ERROR_CODES: tuple[str, ...] = (
     "payload_too_large",
     "unsupported_media_type",
     "database_unavailable",
+    "database_busy",
     "listener_down",
 )
 
