@@ -89,7 +89,12 @@ async def load(mode: str, url: str, connections: int, seconds: float) -> dict:
                     empty_claims += 1
                     continue
                 job = jobs[0]
-                body = {"worker_id": worker, "success": True, "attempt": job.get("attempts")}
+                body = {
+                    "worker_id": worker,
+                    "success": True,
+                    "attempt": job.get("attempts"),
+                    "lease_token": job.get("lease_token"),
+                }
                 await request(f"/jobs/{job['id']}/complete", body)
                 completed += 1
 

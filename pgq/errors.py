@@ -1,9 +1,9 @@
 """pgq's exceptions, and the one table that maps PostgreSQL SQLSTATEs onto them.
 
 The SQL functions in ``sql/`` refuse a transition with a custom SQLSTATE (``PQ400``,
-``PQ404``, ``PQ409``). asyncpg delivers those as ``UnknownPostgresError``; map them by
-``sqlstate``, never by class or message, so psql users, runners and the HTTP API all see
-the same refusal.
+``PQ404``, ``PQ409``, and ``PQ419`` for a lease token that does not match). asyncpg
+delivers those as ``UnknownPostgresError``; map them by ``sqlstate``, never by class or
+message, so psql users, runners and the HTTP API all see the same refusal.
 """
 
 from __future__ import annotations
@@ -66,6 +66,13 @@ class TransitionNotAllowed(PgqError):
     code = "transition_not_allowed"
 
 
+class LeaseMismatch(TransitionNotAllowed):
+    """The lease is not held: the lease token is wrong, or stale (the lease expired, or the
+    job was finished, cancelled or claimed again)."""
+
+    code = "lease_mismatch"
+
+
 class DatabaseUnavailable(PgqError):
     """The database cannot be reached."""
 
@@ -108,6 +115,7 @@ SQLSTATE_ERRORS: dict[str, type[PgqError]] = {
     "PQ400": InvalidArgument,
     "PQ404": JobNotFound,
     "PQ409": TransitionNotAllowed,
+    "PQ419": LeaseMismatch,  # a PQ409 whose lease token did not match
     "22P02": InvalidArgument,  # invalid_text_representation: a value of the wrong type
     "22P05": InvalidArgument,  # untranslatable_character: \u0000 in jsonb
     "22021": InvalidArgument,  # character_not_in_repertoire: NUL byte in text

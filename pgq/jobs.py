@@ -69,6 +69,17 @@ class Job:
         if self.reporter is None:
             raise RuntimeError("report_progress works inside a pgq runner's handler only")
         return await self.reporter(self, progress)
+    #: the secret of this claim (``pgq.claim`` mints one per job), which complete, fail,
+    #: heartbeat, release and progress present; None when the job was not claimed by us.
+    #: Never part of ``to_json`` nor of ``repr``.
+    #: (Kept as the driver read it, a ``uuid.UUID`` from the database: no conversion on the
+    #: claim path.)
+    _lease_token: Any = dataclasses.field(default=None, repr=False, compare=False)
+
+    @property
+    def lease_token(self) -> str | None:
+        """The lease token of the claim that handed this job out (None otherwise)."""
+        return None if self._lease_token is None else str(self._lease_token)
 
     @property
     def finished(self) -> bool:
@@ -105,6 +116,7 @@ class Job:
             scheduled_for=row.get("scheduled_for"),
             concurrency_key=row.get("concurrency_key"),
             trace_context=row.get("trace_context"),
+            _lease_token=row.get("lease_token"),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -166,4 +178,5 @@ class Job:
             schedule=data.get("schedule"),
             scheduled_for=ts(data.get("scheduled_for")),
             concurrency_key=data.get("concurrency_key"),
+            _lease_token=data.get("lease_token"),
         )

@@ -43,6 +43,7 @@ CREATE TABLE pgq.jobs (
     concurrency_key  text,
     holds_slot       boolean     NOT NULL DEFAULT false,
     trace_context    jsonb,
+    lease_token      uuid,
 
     -- text with a named CHECK rather than an enum: a value can be dropped later.
     CONSTRAINT jobs_status_known
@@ -63,6 +64,8 @@ CREATE TABLE pgq.jobs (
     CONSTRAINT jobs_running_is_held
         CHECK (status <> 'running' OR (worker_id IS NOT NULL AND claimed_at IS NOT NULL)),
     CONSTRAINT jobs_lease_iff_running CHECK ((status = 'running') = (lease_expires_at IS NOT NULL)),
+    -- the lease token is a secret of one claim: it never outlives the lease
+    CONSTRAINT jobs_lease_token_only_running CHECK (lease_token IS NULL OR status = 'running'),
     CONSTRAINT jobs_finished_iff_terminal
         CHECK ((status IN ('succeeded', 'dead', 'cancelled')) = (finished_at IS NOT NULL)),
     CONSTRAINT jobs_waiting_has_parents CHECK (status <> 'waiting' OR depends_on IS NOT NULL),
@@ -126,6 +129,10 @@ COMMENT ON COLUMN pgq.jobs.concurrency_key IS
 COMMENT ON COLUMN pgq.jobs.trace_context IS
     'the W3C trace context of the enqueue (e.g. {"traceparent": ..., "tracestate": ...}); '
     'runners run the job''s attempts in spans of that trace. NULL: none';
+COMMENT ON COLUMN pgq.jobs.lease_token IS
+    'secret of the current claim, minted fresh by every claim and cleared when the job leaves '
+    'running; pgq.complete, fail, heartbeat, release and progress refuse a token that does not '
+    'match';
 COMMENT ON COLUMN pgq.jobs.holds_slot IS
     'internal: claimed while the queue had a concurrency or key limit; a running job with it '
     'occupies a slot, and leaving running notifies pgq_<queue>';

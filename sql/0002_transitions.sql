@@ -126,9 +126,12 @@ An object is kept as given, anything else becomes {"message": ...}; attempt and 
 added. Leaves nothing behind; raises nothing.$$;
 
 -- _refuse: raise the right exception for a fenced transition (complete, fail, heartbeat,
--- release) whose UPDATE matched nothing. Always raises: PQ404 when the job does not exist,
--- PQ409 when it is not running, held by another worker or on another attempt.
-CREATE FUNCTION pgq._refuse(job_id bigint, worker_id text, attempt integer, action text)
+-- release, progress) whose UPDATE matched nothing. Always raises: PQ404 when the job does
+-- not exist; PQ419 (a kind of PQ409: the lease is not held) when a lease_token was given
+-- and is not the job's current one; else PQ409 when it is not running, not held by
+-- worker_id or on another attempt. Messages never name the holder nor show a token.
+CREATE FUNCTION pgq._refuse(job_id bigint, worker_id text, attempt integer, action text,
+                            lease_token uuid DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -138,12 +141,17 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'job % does not exist', job_id
             USING ERRCODE = 'PQ404', HINT = 'It may never have existed or been pruned.';
+    ELSIF _refuse.lease_token IS NOT NULL AND j.lease_token IS DISTINCT FROM _refuse.lease_token THEN
+        RAISE EXCEPTION 'cannot %: the lease of job % is not held (status %)', action, job_id, j.status
+            USING ERRCODE = 'PQ419',
+                  HINT = 'The lease token is wrong, or stale: the lease expired, or the job '
+                         'was finished, cancelled or claimed again.';
     ELSIF j.status <> 'running' THEN
         RAISE EXCEPTION 'cannot %: job % is not running (status %)', action, job_id, j.status
             USING ERRCODE = 'PQ409';
     ELSIF j.worker_id IS DISTINCT FROM _refuse.worker_id THEN
-        RAISE EXCEPTION 'cannot %: job % is held by worker %, not %',
-                        action, job_id, quote_literal(j.worker_id), quote_literal(_refuse.worker_id)
+        RAISE EXCEPTION 'cannot %: job % is not held by worker %',
+                        action, job_id, quote_literal(_refuse.worker_id)
             USING ERRCODE = 'PQ409',
                   HINT = 'The lease may have expired and the job been claimed again.';
     ELSE
@@ -154,9 +162,11 @@ BEGIN
     END IF;
 END
 $$;
-COMMENT ON FUNCTION pgq._refuse(bigint, text, integer, text) IS $$_refuse: raise the right exception for a fenced transition (complete, fail, heartbeat,
-release) whose UPDATE matched nothing. Always raises: PQ404 when the job does not exist,
-PQ409 when it is not running, held by another worker or on another attempt.$$;
+COMMENT ON FUNCTION pgq._refuse(bigint, text, integer, text, uuid) IS $$_refuse: raise the right exception for a fenced transition (complete, fail, heartbeat,
+release, progress) whose UPDATE matched nothing. Always raises: PQ404 when the job does
+not exist; PQ419 (a kind of PQ409: the lease is not held) when a lease_token was given
+and is not the job's current one; else PQ409 when it is not running, not held by
+worker_id or on another attempt. Messages never name the holder nor show a token.$$;
 
 -- _require_fresh_snapshots: refuse dependency bookkeeping in a REPEATABLE READ transaction.
 -- Ending a job and enqueueing its dependent, or two parents ending, race; each side waits
@@ -652,7 +662,8 @@ value of the wrong type, and 0A000 as pgq.enqueue does.$$;
 -- burst + rate × T claims in any T seconds; a limit met means fewer jobs, never an error.
 -- Queues without settings cost one probe of pgq.queues more than before; the others go
 -- through pgq._claim_limited. Leaves each claimed job with attempts + 1, worker_id,
--- claimed_at and a lease of 1.25 × timeout_seconds, progress cleared, and, while a
+-- claimed_at, a lease of 1.25 × timeout_seconds and a fresh secret lease_token, progress
+-- cleared, and, while a
 -- session watches events (pgq.watch_events), a pgq_events notification {"id",
 -- "status": "running", "queue", "type"} per job. Rows locked by another transaction are
 -- skipped (FOR UPDATE SKIP LOCKED), never waited on, so concurrent claimers never get the
@@ -727,6 +738,7 @@ BEGIN
                worker_id = claim.worker_id,
                claimed_at = now(),
                lease_expires_at = now() + make_interval(secs => j.timeout_seconds * 1.25),
+               lease_token = gen_random_uuid(),
                progress = NULL,
                updated_at = now()
          WHERE j.id = ANY (ARRAY(SELECT c.id FROM candidates AS c
@@ -752,7 +764,8 @@ key_concurrency per concurrency_key (a key's jobs start in claim order), at most
 burst + rate × T claims in any T seconds; a limit met means fewer jobs, never an error.
 Queues without settings cost one probe of pgq.queues more than before; the others go
 through pgq._claim_limited. Leaves each claimed job with attempts + 1, worker_id,
-claimed_at and a lease of 1.25 × timeout_seconds, progress cleared, and, while a
+claimed_at, a lease of 1.25 × timeout_seconds and a fresh secret lease_token, progress
+cleared, and, while a
 session watches events (pgq.watch_events), a pgq_events notification {"id",
 "status": "running", "queue", "type"} per job. Rows locked by another transaction are
 skipped (FOR UPDATE SKIP LOCKED), never waited on, so concurrent claimers never get the
@@ -761,16 +774,20 @@ Raises PQ400 for an empty worker_id or a max_jobs outside 1..10000, and 0A000 fo
 queue with limits inside a REPEATABLE READ transaction.$$;
 
 -- complete: running → succeeded. Applies when the job is running, held by worker_id and,
--- when attempt is given, on that attempt. Leaves result, finished_at, the lease cleared,
+-- when attempt is given, on that attempt, and when lease_token is given, under that lease
+-- (SQL callers may omit it; the HTTP API requires it). Leaves result, finished_at, the lease
+-- and its token cleared,
 -- waiting dependents released, a pgq_events notification (sent here by
 -- pgq._announce_succeeded, not by the UPDATE trigger).
--- Raises PQ404 (no such job) or PQ409 (not running, another holder, another attempt), and
--- 0A000 inside a REPEATABLE READ transaction (see _require_fresh_snapshots).
+-- Raises PQ404 (no such job), PQ419 (lease_token not the current one) or PQ409 (not
+-- running, another holder, another attempt), and 0A000 inside a REPEATABLE READ transaction
+-- (see _require_fresh_snapshots).
 CREATE FUNCTION pgq.complete(
     job_id bigint,
     worker_id text,
     result jsonb DEFAULT NULL,
-    attempt integer DEFAULT NULL
+    attempt integer DEFAULT NULL,
+    lease_token uuid DEFAULT NULL
 ) RETURNS pgq.jobs
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -778,40 +795,46 @@ DECLARE
 BEGIN
     UPDATE pgq.jobs AS t
        SET status = 'succeeded', result = complete.result, finished_at = now(),
-           lease_expires_at = NULL, updated_at = now()
+           lease_expires_at = NULL, lease_token = NULL, updated_at = now()
      WHERE t.id = job_id AND t.status = 'running' AND t.worker_id = complete.worker_id
        AND (attempt IS NULL OR t.attempts = attempt)
+       AND (complete.lease_token IS NULL OR t.lease_token = complete.lease_token)
     RETURNING * INTO j;
     IF NOT FOUND THEN
-        PERFORM pgq._refuse(job_id, worker_id, attempt, 'complete');
+        PERFORM pgq._refuse(job_id, worker_id, attempt, 'complete', complete.lease_token);
     END IF;
     PERFORM pgq._announce_succeeded(ARRAY[j.id], ARRAY[j.queue], ARRAY[j.type]);
     PERFORM pgq._release_dependents(j.id);
     RETURN j;
 END
 $$;
-COMMENT ON FUNCTION pgq.complete(bigint, text, jsonb, integer) IS $$complete: running → succeeded. Applies when the job is running, held by worker_id and,
-when attempt is given, on that attempt. Leaves result, finished_at, the lease cleared,
+COMMENT ON FUNCTION pgq.complete(bigint, text, jsonb, integer, uuid) IS $$complete: running → succeeded. Applies when the job is running, held by worker_id and,
+when attempt is given, on that attempt, and when lease_token is given, under that lease
+(SQL callers may omit it; the HTTP API requires it). Leaves result, finished_at, the lease
+and its token cleared,
 waiting dependents released, a pgq_events notification (sent here by
 pgq._announce_succeeded, not by the UPDATE trigger).
-Raises PQ404 (no such job) or PQ409 (not running, another holder, another attempt), and
-0A000 inside a REPEATABLE READ transaction (see _require_fresh_snapshots).$$;
+Raises PQ404 (no such job), PQ419 (lease_token not the current one) or PQ409 (not
+running, another holder, another attempt), and 0A000 inside a REPEATABLE READ transaction
+(see _require_fresh_snapshots).$$;
 
 -- fail: running → queued with backoff, or → dead. Applies when the job is running, held by
--- worker_id and, when attempt is given, on that attempt. The job is retried when retryable
+-- worker_id and, when attempt is given, on that attempt, and when lease_token is given, under
+-- that lease. The job is retried when retryable
 -- and attempts < max_attempts: run_at = now() + retry_delay (when given) or the backoff.
 -- Otherwise it is dead. Leaves the error in last_error and appended to errors, the lease
--- cleared; when dead, finished_at, a pgq_events notification and its waiting dependents dead.
--- Raises PQ400 for a negative retry_delay, PQ404 (no such job) or PQ409 (not running,
--- another holder, another attempt), and 0A000 when the job ends dead inside a REPEATABLE
--- READ transaction.
+-- and its token cleared; when dead, finished_at, a pgq_events notification and its waiting dependents dead.
+-- Raises PQ400 for a negative retry_delay, PQ404 (no such job), PQ419 (lease_token not the
+-- current one) or PQ409 (not running, another holder, another attempt), and 0A000 when the
+-- job ends dead inside a REPEATABLE READ transaction.
 CREATE FUNCTION pgq.fail(
     job_id bigint,
     worker_id text,
     error jsonb,
     retryable boolean DEFAULT true,
     attempt integer DEFAULT NULL,
-    retry_delay interval DEFAULT NULL
+    retry_delay interval DEFAULT NULL,
+    lease_token uuid DEFAULT NULL
 ) RETURNS pgq.jobs
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -831,12 +854,14 @@ BEGIN
            last_error = pgq._error_entry(error, t.attempts),
            errors = t.errors || jsonb_build_array(pgq._error_entry(error, t.attempts)),
            lease_expires_at = NULL,
+           lease_token = NULL,
            updated_at = now()
      WHERE t.id = job_id AND t.status = 'running' AND t.worker_id = fail.worker_id
        AND (attempt IS NULL OR t.attempts = attempt)
+       AND (fail.lease_token IS NULL OR t.lease_token = fail.lease_token)
     RETURNING * INTO j;
     IF NOT FOUND THEN
-        PERFORM pgq._refuse(job_id, worker_id, attempt, 'fail');
+        PERFORM pgq._refuse(job_id, worker_id, attempt, 'fail', fail.lease_token);
     END IF;
     IF j.status = 'dead' THEN
         PERFORM pgq._doom_dependents(ARRAY[j.id]);
@@ -844,20 +869,23 @@ BEGIN
     RETURN j;
 END
 $$;
-COMMENT ON FUNCTION pgq.fail(bigint, text, jsonb, boolean, integer, interval) IS $$fail: running → queued with backoff, or → dead. Applies when the job is running, held by
-worker_id and, when attempt is given, on that attempt. The job is retried when retryable
+COMMENT ON FUNCTION pgq.fail(bigint, text, jsonb, boolean, integer, interval, uuid) IS $$fail: running → queued with backoff, or → dead. Applies when the job is running, held by
+worker_id and, when attempt is given, on that attempt, and when lease_token is given, under
+that lease. The job is retried when retryable
 and attempts < max_attempts: run_at = now() + retry_delay (when given) or the backoff.
 Otherwise it is dead. Leaves the error in last_error and appended to errors, the lease
-cleared; when dead, finished_at, a pgq_events notification and its waiting dependents dead.
-Raises PQ400 for a negative retry_delay, PQ404 (no such job) or PQ409 (not running,
-another holder, another attempt), and 0A000 when the job ends dead inside a REPEATABLE
-READ transaction.$$;
+and its token cleared; when dead, finished_at, a pgq_events notification and its waiting dependents dead.
+Raises PQ400 for a negative retry_delay, PQ404 (no such job), PQ419 (lease_token not the
+current one) or PQ409 (not running, another holder, another attempt), and 0A000 when the
+job ends dead inside a REPEATABLE READ transaction.$$;
 
 -- heartbeat: running → running with a fresh lease of 1.25 × timeout_seconds from now.
--- Applies when the job is running, held by worker_id and, when attempt is given, on it.
--- Leaves everything else as it was.
--- Raises PQ404 (no such job) or PQ409 (not running, another holder, another attempt).
-CREATE FUNCTION pgq.heartbeat(job_id bigint, worker_id text, attempt integer DEFAULT NULL)
+-- Applies when the job is running, held by worker_id and, when attempt is given, on it, and
+-- when lease_token is given, under that lease. Leaves everything else as it was.
+-- Raises PQ404 (no such job), PQ419 (lease_token not the current one) or PQ409 (not
+-- running, another holder, another attempt).
+CREATE FUNCTION pgq.heartbeat(job_id bigint, worker_id text, attempt integer DEFAULT NULL,
+                              lease_token uuid DEFAULT NULL)
 RETURNS pgq.jobs
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -868,31 +896,36 @@ BEGIN
            updated_at = now()
      WHERE t.id = job_id AND t.status = 'running' AND t.worker_id = heartbeat.worker_id
        AND (attempt IS NULL OR t.attempts = attempt)
+       AND (heartbeat.lease_token IS NULL OR t.lease_token = heartbeat.lease_token)
     RETURNING * INTO j;
     IF NOT FOUND THEN
-        PERFORM pgq._refuse(job_id, worker_id, attempt, 'heartbeat');
+        PERFORM pgq._refuse(job_id, worker_id, attempt, 'heartbeat', heartbeat.lease_token);
     END IF;
     RETURN j;
 END
 $$;
-COMMENT ON FUNCTION pgq.heartbeat(bigint, text, integer) IS $$heartbeat: running → running with a fresh lease of 1.25 × timeout_seconds from now.
-Applies when the job is running, held by worker_id and, when attempt is given, on it.
-Leaves everything else as it was.
-Raises PQ404 (no such job) or PQ409 (not running, another holder, another attempt).$$;
+COMMENT ON FUNCTION pgq.heartbeat(bigint, text, integer, uuid) IS $$heartbeat: running → running with a fresh lease of 1.25 × timeout_seconds from now.
+Applies when the job is running, held by worker_id and, when attempt is given, on it, and
+when lease_token is given, under that lease. Leaves everything else as it was.
+Raises PQ404 (no such job), PQ419 (lease_token not the current one) or PQ409 (not
+running, another holder, another attempt).$$;
 
 -- release: running → queued now, for a job its runner gave up on for reasons of its own
 -- (shutdown after the grace period), not because the job failed. Applies when the job is
--- running, held by worker_id and, when attempt is given, on that attempt. attempts never
+-- running, held by worker_id and, when attempt is given, on that attempt, and when
+-- lease_token is given, under that lease. attempts never
 -- goes down (fencing relies on it), so the interrupted attempt is given back by raising
 -- max_attempts by one: a job released on its last attempt runs again instead of going
--- dead. Leaves run_at = now(), the lease cleared, the reason in last_error and appended
--- to errors (kind "released"), and a pgq_<queue> wake-up so another runner takes it at once.
--- Raises PQ404 (no such job) or PQ409 (not running, another holder, another attempt).
+-- dead. Leaves run_at = now(), the lease and its token cleared, the reason in last_error
+-- and appended to errors (kind "released"), and a pgq_<queue> wake-up so another runner
+-- takes it at once. Raises PQ404 (no such job), PQ419 (lease_token not the current one) or
+-- PQ409 (not running, another holder, another attempt).
 CREATE FUNCTION pgq.release(
     job_id bigint,
     worker_id text,
     reason jsonb DEFAULT NULL,
-    attempt integer DEFAULT NULL
+    attempt integer DEFAULT NULL,
+    lease_token uuid DEFAULT NULL
 ) RETURNS pgq.jobs
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -908,24 +941,28 @@ BEGIN
                pgq._error_entry(coalesce(reason, '"released by its runner"'), t.attempts)
                || '{"kind": "released"}'),
            lease_expires_at = NULL,
+           lease_token = NULL,
            updated_at = now()
      WHERE t.id = job_id AND t.status = 'running' AND t.worker_id = release.worker_id
        AND (attempt IS NULL OR t.attempts = attempt)
+       AND (release.lease_token IS NULL OR t.lease_token = release.lease_token)
     RETURNING * INTO j;
     IF NOT FOUND THEN
-        PERFORM pgq._refuse(job_id, worker_id, attempt, 'release');
+        PERFORM pgq._refuse(job_id, worker_id, attempt, 'release', release.lease_token);
     END IF;
     RETURN j;
 END
 $$;
-COMMENT ON FUNCTION pgq.release(bigint, text, jsonb, integer) IS $$release: running → queued now, for a job its runner gave up on for reasons of its own
+COMMENT ON FUNCTION pgq.release(bigint, text, jsonb, integer, uuid) IS $$release: running → queued now, for a job its runner gave up on for reasons of its own
 (shutdown after the grace period), not because the job failed. Applies when the job is
-running, held by worker_id and, when attempt is given, on that attempt. attempts never
+running, held by worker_id and, when attempt is given, on that attempt, and when
+lease_token is given, under that lease. attempts never
 goes down (fencing relies on it), so the interrupted attempt is given back by raising
 max_attempts by one: a job released on its last attempt runs again instead of going
-dead. Leaves run_at = now(), the lease cleared, the reason in last_error and appended
-to errors (kind "released"), and a pgq_<queue> wake-up so another runner takes it at once.
-Raises PQ404 (no such job) or PQ409 (not running, another holder, another attempt).$$;
+dead. Leaves run_at = now(), the lease and its token cleared, the reason in last_error
+and appended to errors (kind "released"), and a pgq_<queue> wake-up so another runner
+takes it at once. Raises PQ404 (no such job), PQ419 (lease_token not the current one) or
+PQ409 (not running, another holder, another attempt).$$;
 
 -- cancel: waiting / queued / running → cancelled. Leaves finished_at, the lease cleared,
 -- a pgq_events notification (which tells the runner holding a running job to stop its
@@ -939,7 +976,8 @@ DECLARE
     current_status text;
 BEGIN
     UPDATE pgq.jobs AS t
-       SET status = 'cancelled', finished_at = now(), lease_expires_at = NULL, updated_at = now()
+       SET status = 'cancelled', finished_at = now(), lease_expires_at = NULL, lease_token = NULL,
+           updated_at = now()
      WHERE t.id = job_id AND t.status IN ('waiting', 'queued', 'running')
     RETURNING * INTO j;
     IF NOT FOUND THEN
@@ -1043,6 +1081,7 @@ BEGIN
                last_error = expired.entry,
                errors = t.errors || jsonb_build_array(expired.entry),
                lease_expires_at = NULL,
+               lease_token = NULL,
                updated_at = now()
           FROM expired
          WHERE t.id = expired.id

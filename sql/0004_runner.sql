@@ -49,10 +49,11 @@ waiting job depends on any of the parents (the usual case) it stops after one in
 probe, without the UPDATE. Raises nothing.$$;
 
 -- complete_many: running → succeeded for a batch of jobs held by one worker.
--- Applies to each job that is running, held by worker_id and on the given attempt (a NULL
--- attempt skips that check, as in pgq.complete); the others are left untouched and do not
+-- Applies to each job that is running, held by worker_id, on the given attempt (a NULL
+-- attempt skips that check, as in pgq.complete) and, when lease_tokens are given, under the
+-- job's lease token (a NULL entry skips that check); the others are left untouched and do not
 -- fail the batch: a job cancelled, expired or claimed again since is simply not completed.
--- Leaves each completed job with its result, finished_at, the lease cleared, its waiting
+-- Leaves each completed job with its result, finished_at, the lease and token cleared, its waiting
 -- dependents released and a pgq_events notification (sent here, in id order). results is
 -- one JSON array holding each job's result in the order of job_ids (a JSON null, or no
 -- results at all, stores NULL, as pgq.complete does); one jsonb value rather than a
@@ -61,12 +62,13 @@ probe, without the UPDATE. Raises nothing.$$;
 -- Returns one row per input job, in input order: (job_id, completed, status), status
 -- being the job's status after the call (NULL for a job that does not exist).
 -- Raises PQ400 when worker_id is empty, job_ids holds a NULL or more than 10000 ids, or
--- attempts / results do not have one entry per job.
+-- attempts / results / lease_tokens do not have one entry per job.
 CREATE FUNCTION pgq.complete_many(
     worker_id text,
     job_ids bigint[],
     attempts integer[],
-    results jsonb DEFAULT NULL
+    results jsonb DEFAULT NULL,
+    lease_tokens uuid[] DEFAULT NULL
 ) RETURNS TABLE (job_id bigint, completed boolean, status text)
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
@@ -88,6 +90,11 @@ BEGIN
                         cardinality(job_ids), coalesce(cardinality(attempts)::text, 'NULL')
             USING ERRCODE = 'PQ400';
     END IF;
+    IF lease_tokens IS NOT NULL AND cardinality(lease_tokens) <> cardinality(job_ids) THEN
+        RAISE EXCEPTION 'cannot complete: lease_tokens must have one entry per job (% ids, % tokens)',
+                        cardinality(job_ids), cardinality(lease_tokens)
+            USING ERRCODE = 'PQ400';
+    END IF;
     IF results IS NOT NULL AND (jsonb_typeof(results) <> 'array'
                                 OR jsonb_array_length(results) <> cardinality(job_ids)) THEN
         RAISE EXCEPTION 'cannot complete: results must be a JSON array with one entry per job (% ids)',
@@ -99,20 +106,21 @@ BEGIN
     END IF;
 
     WITH input AS (
-        SELECT u.id, u.attempt,
+        SELECT u.id, u.attempt, u.lease_token,
                nullif(complete_many.results -> (u.ord - 1)::integer, 'null'::jsonb) AS result
-          FROM unnest(complete_many.job_ids, complete_many.attempts) WITH ORDINALITY
-               AS u(id, attempt, ord)
+          FROM unnest(complete_many.job_ids, complete_many.attempts, complete_many.lease_tokens)
+               WITH ORDINALITY AS u(id, attempt, lease_token, ord)
     ), updated AS (
         -- The fence of pgq.complete, per row: a row that fails it is skipped, not refused.
         UPDATE pgq.jobs AS t
            SET status = 'succeeded', result = i.result, finished_at = now(),
-               lease_expires_at = NULL, updated_at = now()
+               lease_expires_at = NULL, lease_token = NULL, updated_at = now()
           FROM input AS i
          WHERE t.id = i.id
            AND t.status = 'running'
            AND t.worker_id = complete_many.worker_id
            AND (i.attempt IS NULL OR t.attempts = i.attempt)
+           AND (i.lease_token IS NULL OR t.lease_token = i.lease_token)
         RETURNING t.id, t.queue, t.type
     )
     SELECT coalesce(array_agg(u.id), '{}'), array_agg(u.queue), array_agg(u.type)
@@ -140,11 +148,12 @@ BEGIN
     END IF;
 END
 $$;
-COMMENT ON FUNCTION pgq.complete_many(text, bigint[], integer[], jsonb) IS $$complete_many: running → succeeded for a batch of jobs held by one worker.
-Applies to each job that is running, held by worker_id and on the given attempt (a NULL
-attempt skips that check, as in pgq.complete); the others are left untouched and do not
+COMMENT ON FUNCTION pgq.complete_many(text, bigint[], integer[], jsonb, uuid[]) IS $$complete_many: running → succeeded for a batch of jobs held by one worker.
+Applies to each job that is running, held by worker_id, on the given attempt (a NULL
+attempt skips that check, as in pgq.complete) and, when lease_tokens are given, under the
+job's lease token (a NULL entry skips that check); the others are left untouched and do not
 fail the batch: a job cancelled, expired or claimed again since is simply not completed.
-Leaves each completed job with its result, finished_at, the lease cleared, its waiting
+Leaves each completed job with its result, finished_at, the lease and token cleared, its waiting
 dependents released and a pgq_events notification (sent here, in id order). results is
 one JSON array holding each job's result in the order of job_ids (a JSON null, or no
 results at all, stores NULL, as pgq.complete does); one jsonb value rather than a
@@ -153,7 +162,7 @@ dimensions by a driver.
 Returns one row per input job, in input order: (job_id, completed, status), status
 being the job's status after the call (NULL for a job that does not exist).
 Raises PQ400 when worker_id is empty, job_ids holds a NULL or more than 10000 ids, or
-attempts / results do not have one entry per job.$$;
+attempts / results / lease_tokens do not have one entry per job.$$;
 
 -- next_due: what a runner sleeps until when it has nothing to claim: the earliest time a
 -- queued job it could claim is due, from the given queues (NULL: every queue) and of the

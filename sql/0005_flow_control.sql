@@ -277,7 +277,7 @@ jobs at the head of the queue is read on every claim.$$;
 -- database clock first); per key as _pick_by_key. Queues without settings are claimed as
 -- by pgq.claim's fast path. Leaves the claimed jobs running (holds_slot set in queues
 -- with a concurrency or key limit; claimed_at on the clock the bucket was read at in a
--- rated queue, else read after the slots were counted) and
+-- rated queue, else read after the slots were counted; a fresh lease_token each) and
 -- one token spent per claimed job. Returns them in claim order. Raises 0A000 in a
 -- REPEATABLE READ transaction for a limited queue: its old snapshot would miss claims
 -- that committed since, and the count would be wrong.
@@ -362,6 +362,7 @@ BEGIN
                -- this claim saw ends before the job that takes it starts
                claimed_at = CASE WHEN j.queue = ANY (rated) THEN clock ELSE clock_timestamp() END,
                lease_expires_at = clock + make_interval(secs => j.timeout_seconds * 1.25),
+               lease_token = gen_random_uuid(),
                holds_slot = j.queue = ANY (slotted),
                progress = NULL,
                updated_at = now()
@@ -390,7 +391,7 @@ running jobs with a slot; at most the whole tokens of the bucket (refilled on th
 database clock first); per key as _pick_by_key. Queues without settings are claimed as
 by pgq.claim's fast path. Leaves the claimed jobs running (holds_slot set in queues
 with a concurrency or key limit; claimed_at on the clock the bucket was read at in a
-rated queue, else read after the slots were counted) and
+rated queue, else read after the slots were counted; a fresh lease_token each) and
 one token spent per claimed job. Returns them in claim order. Raises 0A000 in a
 REPEATABLE READ transaction for a limited queue: its old snapshot would miss claims
 that committed since, and the count would be wrong.$$;

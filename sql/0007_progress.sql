@@ -67,13 +67,15 @@ Raises nothing.$$;
 
 -- progress: running → running with progress stored and a fresh lease of
 -- 1.25 × timeout_seconds from now (a report is also a heartbeat). Applies when the job is
--- running, held by worker_id and, when attempt is given, on that attempt. Leaves progress
+-- running, held by worker_id and, when attempt is given, on that attempt, and when
+-- lease_token is given, under that lease. Leaves progress
 -- (a JSON object of at most 8 KiB) on the job and a pgq_events notification
 -- {"id", "status": "running", "queue", "type", "event": "progress"}.
 -- Raises PQ400 for a progress that is not an object or is over 8 KiB, PQ404 (no such
--- job) or PQ409 (not running, another holder, another attempt).
+-- job), PQ419 (lease_token not the current one) or PQ409 (not running, another holder,
+-- another attempt).
 CREATE FUNCTION pgq.progress(job_id bigint, worker_id text, progress jsonb,
-                             attempt integer DEFAULT NULL)
+                             attempt integer DEFAULT NULL, lease_token uuid DEFAULT NULL)
 RETURNS pgq.jobs
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -94,9 +96,10 @@ BEGIN
            updated_at = now()
      WHERE t.id = job_id AND t.status = 'running' AND t.worker_id = progress.worker_id
        AND (attempt IS NULL OR t.attempts = attempt)
+       AND (progress.lease_token IS NULL OR t.lease_token = progress.lease_token)
     RETURNING * INTO j;
     IF NOT FOUND THEN
-        PERFORM pgq._refuse(job_id, worker_id, attempt, 'report progress');
+        PERFORM pgq._refuse(job_id, worker_id, attempt, 'report progress', progress.lease_token);
     END IF;
     PERFORM pg_notify('pgq_events', json_build_object(
                 'id', j.id, 'status', 'running', 'queue', j.queue, 'type', j.type,
@@ -104,13 +107,15 @@ BEGIN
     RETURN j;
 END
 $$;
-COMMENT ON FUNCTION pgq.progress(bigint, text, jsonb, integer) IS $$progress: running → running with progress stored and a fresh lease of
+COMMENT ON FUNCTION pgq.progress(bigint, text, jsonb, integer, uuid) IS $$progress: running → running with progress stored and a fresh lease of
 1.25 × timeout_seconds from now (a report is also a heartbeat). Applies when the job is
-running, held by worker_id and, when attempt is given, on that attempt. Leaves progress
+running, held by worker_id and, when attempt is given, on that attempt, and when
+lease_token is given, under that lease. Leaves progress
 (a JSON object of at most 8 KiB) on the job and a pgq_events notification
 {"id", "status": "running", "queue", "type", "event": "progress"}.
 Raises PQ400 for a progress that is not an object or is over 8 KiB, PQ404 (no such
-job) or PQ409 (not running, another holder, another attempt).$$;
+job), PQ419 (lease_token not the current one) or PQ409 (not running, another holder,
+another attempt).$$;
 
 -- retry_where: dead / cancelled → queued (bulk dead-letter replay) for every job in one of
 -- statuses (default dead), of queue and of job_type when given (NULL: any). Applies to
@@ -216,7 +221,7 @@ BEGIN
            FOR UPDATE SKIP LOCKED
     ), cancelled AS (
         UPDATE pgq.jobs AS t
-           SET status = 'cancelled', finished_at = now(), lease_expires_at = NULL,
+           SET status = 'cancelled', finished_at = now(), lease_expires_at = NULL, lease_token = NULL,
                updated_at = now()
           FROM picked
          WHERE t.id = picked.id

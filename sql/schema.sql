@@ -205,6 +205,7 @@ CREATE TABLE pgq.jobs (
     concurrency_key text,
     holds_slot boolean DEFAULT false NOT NULL,
     trace_context jsonb,
+    lease_token uuid,
     schedule text,
     scheduled_for timestamp with time zone,
     progress jsonb,
@@ -214,6 +215,7 @@ CREATE TABLE pgq.jobs (
     CONSTRAINT jobs_errors_array CHECK ((jsonb_typeof(errors) = 'array'::text)),
     CONSTRAINT jobs_finished_iff_terminal CHECK (((status = ANY (ARRAY['succeeded'::text, 'dead'::text, 'cancelled'::text])) = (finished_at IS NOT NULL))),
     CONSTRAINT jobs_lease_iff_running CHECK (((status = 'running'::text) = (lease_expires_at IS NOT NULL))),
+    CONSTRAINT jobs_lease_token_only_running CHECK (((lease_token IS NULL) OR (status = 'running'::text))),
     CONSTRAINT jobs_priority_range CHECK (((priority >= '-32768'::integer) AND (priority <= 32767))),
     CONSTRAINT jobs_queue_name CHECK (((queue ~ '^[a-z][a-z0-9_]*$'::text) AND (length(queue) <= 48))),
     CONSTRAINT jobs_queued_has_attempt_left CHECK (((status <> 'queued'::text) OR (attempts < max_attempts))),
@@ -249,6 +251,12 @@ COMMENT ON COLUMN pgq.jobs.holds_slot IS 'internal: claimed while the queue had 
 --
 
 COMMENT ON COLUMN pgq.jobs.trace_context IS 'the W3C trace context of the enqueue (e.g. {"traceparent": ..., "tracestate": ...}); runners run the job''s attempts in spans of that trace. NULL: none';
+
+--
+-- Name: COLUMN jobs.lease_token; Type: COMMENT; Schema: pgq; Owner: -
+--
+
+COMMENT ON COLUMN pgq.jobs.lease_token IS 'secret of the current claim, minted fresh by every claim and cleared when the job leaves running; pgq.complete, fail, heartbeat, release and progress refuse a token that does not match';
 
 --
 -- Name: COLUMN jobs.schedule; Type: COMMENT; Schema: pgq; Owner: -
@@ -346,6 +354,7 @@ BEGIN
                -- this claim saw ends before the job that takes it starts
                claimed_at = CASE WHEN j.queue = ANY (rated) THEN clock ELSE clock_timestamp() END,
                lease_expires_at = clock + make_interval(secs => j.timeout_seconds * 1.25),
+               lease_token = gen_random_uuid(),
                holds_slot = j.queue = ANY (slotted),
                progress = NULL,
                updated_at = now()
@@ -379,7 +388,7 @@ running jobs with a slot; at most the whole tokens of the bucket (refilled on th
 database clock first); per key as _pick_by_key. Queues without settings are claimed as
 by pgq.claim''s fast path. Leaves the claimed jobs running (holds_slot set in queues
 with a concurrency or key limit; claimed_at on the clock the bucket was read at in a
-rated queue, else read after the slots were counted) and
+rated queue, else read after the slots were counted; a fresh lease_token each) and
 one token spent per claimed job. Returns them in claim order. Raises 0A000 in a
 REPEATABLE READ transaction for a limited queue: its old snapshot would miss claims
 that committed since, and the count would be wrong.';
@@ -1047,10 +1056,10 @@ scan whose cost grows with the number of queues, not with the number of jobs.
 Leaves nothing behind; raises nothing.';
 
 --
--- Name: _refuse(bigint, text, integer, text); Type: FUNCTION; Schema: pgq; Owner: -
+-- Name: _refuse(bigint, text, integer, text, uuid); Type: FUNCTION; Schema: pgq; Owner: -
 --
 
-CREATE FUNCTION pgq._refuse(job_id bigint, worker_id text, attempt integer, action text) RETURNS void
+CREATE FUNCTION pgq._refuse(job_id bigint, worker_id text, attempt integer, action text, lease_token uuid DEFAULT NULL::uuid) RETURNS void
     LANGUAGE plpgsql
     AS $$
 DECLARE
@@ -1060,12 +1069,17 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'job % does not exist', job_id
             USING ERRCODE = 'PQ404', HINT = 'It may never have existed or been pruned.';
+    ELSIF _refuse.lease_token IS NOT NULL AND j.lease_token IS DISTINCT FROM _refuse.lease_token THEN
+        RAISE EXCEPTION 'cannot %: the lease of job % is not held (status %)', action, job_id, j.status
+            USING ERRCODE = 'PQ419',
+                  HINT = 'The lease token is wrong, or stale: the lease expired, or the job '
+                         'was finished, cancelled or claimed again.';
     ELSIF j.status <> 'running' THEN
         RAISE EXCEPTION 'cannot %: job % is not running (status %)', action, job_id, j.status
             USING ERRCODE = 'PQ409';
     ELSIF j.worker_id IS DISTINCT FROM _refuse.worker_id THEN
-        RAISE EXCEPTION 'cannot %: job % is held by worker %, not %',
-                        action, job_id, quote_literal(j.worker_id), quote_literal(_refuse.worker_id)
+        RAISE EXCEPTION 'cannot %: job % is not held by worker %',
+                        action, job_id, quote_literal(_refuse.worker_id)
             USING ERRCODE = 'PQ409',
                   HINT = 'The lease may have expired and the job been claimed again.';
     ELSE
@@ -1078,12 +1092,14 @@ END
 $$;
 
 --
--- Name: FUNCTION _refuse(job_id bigint, worker_id text, attempt integer, action text); Type: COMMENT; Schema: pgq; Owner: -
+-- Name: FUNCTION _refuse(job_id bigint, worker_id text, attempt integer, action text, lease_token uuid); Type: COMMENT; Schema: pgq; Owner: -
 --
 
-COMMENT ON FUNCTION pgq._refuse(job_id bigint, worker_id text, attempt integer, action text) IS '_refuse: raise the right exception for a fenced transition (complete, fail, heartbeat,
-release) whose UPDATE matched nothing. Always raises: PQ404 when the job does not exist,
-PQ409 when it is not running, held by another worker or on another attempt.';
+COMMENT ON FUNCTION pgq._refuse(job_id bigint, worker_id text, attempt integer, action text, lease_token uuid) IS '_refuse: raise the right exception for a fenced transition (complete, fail, heartbeat,
+release, progress) whose UPDATE matched nothing. Always raises: PQ404 when the job does
+not exist; PQ419 (a kind of PQ409: the lease is not held) when a lease_token was given
+and is not the job''s current one; else PQ409 when it is not running, not held by
+worker_id or on another attempt. Messages never name the holder nor show a token.';
 
 --
 -- Name: _release_dependents(bigint); Type: FUNCTION; Schema: pgq; Owner: -
@@ -1256,7 +1272,8 @@ DECLARE
     current_status text;
 BEGIN
     UPDATE pgq.jobs AS t
-       SET status = 'cancelled', finished_at = now(), lease_expires_at = NULL, updated_at = now()
+       SET status = 'cancelled', finished_at = now(), lease_expires_at = NULL, lease_token = NULL,
+           updated_at = now()
      WHERE t.id = job_id AND t.status IN ('waiting', 'queued', 'running')
     RETURNING * INTO j;
     IF NOT FOUND THEN
@@ -1307,7 +1324,7 @@ BEGIN
            FOR UPDATE SKIP LOCKED
     ), cancelled AS (
         UPDATE pgq.jobs AS t
-           SET status = 'cancelled', finished_at = now(), lease_expires_at = NULL,
+           SET status = 'cancelled', finished_at = now(), lease_expires_at = NULL, lease_token = NULL,
                updated_at = now()
           FROM picked
          WHERE t.id = picked.id
@@ -1401,6 +1418,7 @@ BEGIN
                worker_id = claim.worker_id,
                claimed_at = now(),
                lease_expires_at = now() + make_interval(secs => j.timeout_seconds * 1.25),
+               lease_token = gen_random_uuid(),
                progress = NULL,
                updated_at = now()
          WHERE j.id = ANY (ARRAY(SELECT c.id FROM candidates AS c
@@ -1431,7 +1449,8 @@ key_concurrency per concurrency_key (a key''s jobs start in claim order), at mos
 burst + rate × T claims in any T seconds; a limit met means fewer jobs, never an error.
 Queues without settings cost one probe of pgq.queues more than before; the others go
 through pgq._claim_limited. Leaves each claimed job with attempts + 1, worker_id,
-claimed_at and a lease of 1.25 × timeout_seconds, progress cleared, and, while a
+claimed_at, a lease of 1.25 × timeout_seconds and a fresh secret lease_token, progress
+cleared, and, while a
 session watches events (pgq.watch_events), a pgq_events notification {"id",
 "status": "running", "queue", "type"} per job. Rows locked by another transaction are
 skipped (FOR UPDATE SKIP LOCKED), never waited on, so concurrent claimers never get the
@@ -1440,10 +1459,10 @@ Raises PQ400 for an empty worker_id or a max_jobs outside 1..10000, and 0A000 fo
 queue with limits inside a REPEATABLE READ transaction.';
 
 --
--- Name: complete(bigint, text, jsonb, integer); Type: FUNCTION; Schema: pgq; Owner: -
+-- Name: complete(bigint, text, jsonb, integer, uuid); Type: FUNCTION; Schema: pgq; Owner: -
 --
 
-CREATE FUNCTION pgq.complete(job_id bigint, worker_id text, result jsonb DEFAULT NULL::jsonb, attempt integer DEFAULT NULL::integer) RETURNS pgq.jobs
+CREATE FUNCTION pgq.complete(job_id bigint, worker_id text, result jsonb DEFAULT NULL::jsonb, attempt integer DEFAULT NULL::integer, lease_token uuid DEFAULT NULL::uuid) RETURNS pgq.jobs
     LANGUAGE plpgsql
     AS $$
 DECLARE
@@ -1451,12 +1470,13 @@ DECLARE
 BEGIN
     UPDATE pgq.jobs AS t
        SET status = 'succeeded', result = complete.result, finished_at = now(),
-           lease_expires_at = NULL, updated_at = now()
+           lease_expires_at = NULL, lease_token = NULL, updated_at = now()
      WHERE t.id = job_id AND t.status = 'running' AND t.worker_id = complete.worker_id
        AND (attempt IS NULL OR t.attempts = attempt)
+       AND (complete.lease_token IS NULL OR t.lease_token = complete.lease_token)
     RETURNING * INTO j;
     IF NOT FOUND THEN
-        PERFORM pgq._refuse(job_id, worker_id, attempt, 'complete');
+        PERFORM pgq._refuse(job_id, worker_id, attempt, 'complete', complete.lease_token);
     END IF;
     PERFORM pgq._announce_succeeded(ARRAY[j.id], ARRAY[j.queue], ARRAY[j.type]);
     PERFORM pgq._release_dependents(j.id);
@@ -1465,21 +1485,24 @@ END
 $$;
 
 --
--- Name: FUNCTION complete(job_id bigint, worker_id text, result jsonb, attempt integer); Type: COMMENT; Schema: pgq; Owner: -
+-- Name: FUNCTION complete(job_id bigint, worker_id text, result jsonb, attempt integer, lease_token uuid); Type: COMMENT; Schema: pgq; Owner: -
 --
 
-COMMENT ON FUNCTION pgq.complete(job_id bigint, worker_id text, result jsonb, attempt integer) IS 'complete: running → succeeded. Applies when the job is running, held by worker_id and,
-when attempt is given, on that attempt. Leaves result, finished_at, the lease cleared,
+COMMENT ON FUNCTION pgq.complete(job_id bigint, worker_id text, result jsonb, attempt integer, lease_token uuid) IS 'complete: running → succeeded. Applies when the job is running, held by worker_id and,
+when attempt is given, on that attempt, and when lease_token is given, under that lease
+(SQL callers may omit it; the HTTP API requires it). Leaves result, finished_at, the lease
+and its token cleared,
 waiting dependents released, a pgq_events notification (sent here by
 pgq._announce_succeeded, not by the UPDATE trigger).
-Raises PQ404 (no such job) or PQ409 (not running, another holder, another attempt), and
-0A000 inside a REPEATABLE READ transaction (see _require_fresh_snapshots).';
+Raises PQ404 (no such job), PQ419 (lease_token not the current one) or PQ409 (not
+running, another holder, another attempt), and 0A000 inside a REPEATABLE READ transaction
+(see _require_fresh_snapshots).';
 
 --
--- Name: complete_many(text, bigint[], integer[], jsonb); Type: FUNCTION; Schema: pgq; Owner: -
+-- Name: complete_many(text, bigint[], integer[], jsonb, uuid[]); Type: FUNCTION; Schema: pgq; Owner: -
 --
 
-CREATE FUNCTION pgq.complete_many(worker_id text, job_ids bigint[], attempts integer[], results jsonb DEFAULT NULL::jsonb) RETURNS TABLE(job_id bigint, completed boolean, status text)
+CREATE FUNCTION pgq.complete_many(worker_id text, job_ids bigint[], attempts integer[], results jsonb DEFAULT NULL::jsonb, lease_tokens uuid[] DEFAULT NULL::uuid[]) RETURNS TABLE(job_id bigint, completed boolean, status text)
     LANGUAGE plpgsql
     AS $$
 #variable_conflict use_column
@@ -1501,6 +1524,11 @@ BEGIN
                         cardinality(job_ids), coalesce(cardinality(attempts)::text, 'NULL')
             USING ERRCODE = 'PQ400';
     END IF;
+    IF lease_tokens IS NOT NULL AND cardinality(lease_tokens) <> cardinality(job_ids) THEN
+        RAISE EXCEPTION 'cannot complete: lease_tokens must have one entry per job (% ids, % tokens)',
+                        cardinality(job_ids), cardinality(lease_tokens)
+            USING ERRCODE = 'PQ400';
+    END IF;
     IF results IS NOT NULL AND (jsonb_typeof(results) <> 'array'
                                 OR jsonb_array_length(results) <> cardinality(job_ids)) THEN
         RAISE EXCEPTION 'cannot complete: results must be a JSON array with one entry per job (% ids)',
@@ -1512,20 +1540,21 @@ BEGIN
     END IF;
 
     WITH input AS (
-        SELECT u.id, u.attempt,
+        SELECT u.id, u.attempt, u.lease_token,
                nullif(complete_many.results -> (u.ord - 1)::integer, 'null'::jsonb) AS result
-          FROM unnest(complete_many.job_ids, complete_many.attempts) WITH ORDINALITY
-               AS u(id, attempt, ord)
+          FROM unnest(complete_many.job_ids, complete_many.attempts, complete_many.lease_tokens)
+               WITH ORDINALITY AS u(id, attempt, lease_token, ord)
     ), updated AS (
         -- The fence of pgq.complete, per row: a row that fails it is skipped, not refused.
         UPDATE pgq.jobs AS t
            SET status = 'succeeded', result = i.result, finished_at = now(),
-               lease_expires_at = NULL, updated_at = now()
+               lease_expires_at = NULL, lease_token = NULL, updated_at = now()
           FROM input AS i
          WHERE t.id = i.id
            AND t.status = 'running'
            AND t.worker_id = complete_many.worker_id
            AND (i.attempt IS NULL OR t.attempts = i.attempt)
+           AND (i.lease_token IS NULL OR t.lease_token = i.lease_token)
         RETURNING t.id, t.queue, t.type
     )
     SELECT coalesce(array_agg(u.id), '{}'), array_agg(u.queue), array_agg(u.type)
@@ -1555,14 +1584,15 @@ END
 $$;
 
 --
--- Name: FUNCTION complete_many(worker_id text, job_ids bigint[], attempts integer[], results jsonb); Type: COMMENT; Schema: pgq; Owner: -
+-- Name: FUNCTION complete_many(worker_id text, job_ids bigint[], attempts integer[], results jsonb, lease_tokens uuid[]); Type: COMMENT; Schema: pgq; Owner: -
 --
 
-COMMENT ON FUNCTION pgq.complete_many(worker_id text, job_ids bigint[], attempts integer[], results jsonb) IS 'complete_many: running → succeeded for a batch of jobs held by one worker.
-Applies to each job that is running, held by worker_id and on the given attempt (a NULL
-attempt skips that check, as in pgq.complete); the others are left untouched and do not
+COMMENT ON FUNCTION pgq.complete_many(worker_id text, job_ids bigint[], attempts integer[], results jsonb, lease_tokens uuid[]) IS 'complete_many: running → succeeded for a batch of jobs held by one worker.
+Applies to each job that is running, held by worker_id, on the given attempt (a NULL
+attempt skips that check, as in pgq.complete) and, when lease_tokens are given, under the
+job''s lease token (a NULL entry skips that check); the others are left untouched and do not
 fail the batch: a job cancelled, expired or claimed again since is simply not completed.
-Leaves each completed job with its result, finished_at, the lease cleared, its waiting
+Leaves each completed job with its result, finished_at, the lease and token cleared, its waiting
 dependents released and a pgq_events notification (sent here, in id order). results is
 one JSON array holding each job''s result in the order of job_ids (a JSON null, or no
 results at all, stores NULL, as pgq.complete does); one jsonb value rather than a
@@ -1571,7 +1601,7 @@ dimensions by a driver.
 Returns one row per input job, in input order: (job_id, completed, status), status
 being the job''s status after the call (NULL for a job that does not exist).
 Raises PQ400 when worker_id is empty, job_ids holds a NULL or more than 10000 ids, or
-attempts / results do not have one entry per job.';
+attempts / results / lease_tokens do not have one entry per job.';
 
 --
 -- Name: cron_next(text, timestamp with time zone, text); Type: FUNCTION; Schema: pgq; Owner: -
@@ -1954,6 +1984,7 @@ BEGIN
                last_error = expired.entry,
                errors = t.errors || jsonb_build_array(expired.entry),
                lease_expires_at = NULL,
+               lease_token = NULL,
                updated_at = now()
           FROM expired
          WHERE t.id = expired.id
@@ -1982,10 +2013,10 @@ rows another caller is expiring are skipped. Raises 0A000 when a job ends dead i
 REPEATABLE READ transaction (see _require_fresh_snapshots).';
 
 --
--- Name: fail(bigint, text, jsonb, boolean, integer, interval); Type: FUNCTION; Schema: pgq; Owner: -
+-- Name: fail(bigint, text, jsonb, boolean, integer, interval, uuid); Type: FUNCTION; Schema: pgq; Owner: -
 --
 
-CREATE FUNCTION pgq.fail(job_id bigint, worker_id text, error jsonb, retryable boolean DEFAULT true, attempt integer DEFAULT NULL::integer, retry_delay interval DEFAULT NULL::interval) RETURNS pgq.jobs
+CREATE FUNCTION pgq.fail(job_id bigint, worker_id text, error jsonb, retryable boolean DEFAULT true, attempt integer DEFAULT NULL::integer, retry_delay interval DEFAULT NULL::interval, lease_token uuid DEFAULT NULL::uuid) RETURNS pgq.jobs
     LANGUAGE plpgsql
     AS $$
 DECLARE
@@ -2005,12 +2036,14 @@ BEGIN
            last_error = pgq._error_entry(error, t.attempts),
            errors = t.errors || jsonb_build_array(pgq._error_entry(error, t.attempts)),
            lease_expires_at = NULL,
+           lease_token = NULL,
            updated_at = now()
      WHERE t.id = job_id AND t.status = 'running' AND t.worker_id = fail.worker_id
        AND (attempt IS NULL OR t.attempts = attempt)
+       AND (fail.lease_token IS NULL OR t.lease_token = fail.lease_token)
     RETURNING * INTO j;
     IF NOT FOUND THEN
-        PERFORM pgq._refuse(job_id, worker_id, attempt, 'fail');
+        PERFORM pgq._refuse(job_id, worker_id, attempt, 'fail', fail.lease_token);
     END IF;
     IF j.status = 'dead' THEN
         PERFORM pgq._doom_dependents(ARRAY[j.id]);
@@ -2020,17 +2053,18 @@ END
 $$;
 
 --
--- Name: FUNCTION fail(job_id bigint, worker_id text, error jsonb, retryable boolean, attempt integer, retry_delay interval); Type: COMMENT; Schema: pgq; Owner: -
+-- Name: FUNCTION fail(job_id bigint, worker_id text, error jsonb, retryable boolean, attempt integer, retry_delay interval, lease_token uuid); Type: COMMENT; Schema: pgq; Owner: -
 --
 
-COMMENT ON FUNCTION pgq.fail(job_id bigint, worker_id text, error jsonb, retryable boolean, attempt integer, retry_delay interval) IS 'fail: running → queued with backoff, or → dead. Applies when the job is running, held by
-worker_id and, when attempt is given, on that attempt. The job is retried when retryable
+COMMENT ON FUNCTION pgq.fail(job_id bigint, worker_id text, error jsonb, retryable boolean, attempt integer, retry_delay interval, lease_token uuid) IS 'fail: running → queued with backoff, or → dead. Applies when the job is running, held by
+worker_id and, when attempt is given, on that attempt, and when lease_token is given, under
+that lease. The job is retried when retryable
 and attempts < max_attempts: run_at = now() + retry_delay (when given) or the backoff.
 Otherwise it is dead. Leaves the error in last_error and appended to errors, the lease
-cleared; when dead, finished_at, a pgq_events notification and its waiting dependents dead.
-Raises PQ400 for a negative retry_delay, PQ404 (no such job) or PQ409 (not running,
-another holder, another attempt), and 0A000 when the job ends dead inside a REPEATABLE
-READ transaction.';
+and its token cleared; when dead, finished_at, a pgq_events notification and its waiting dependents dead.
+Raises PQ400 for a negative retry_delay, PQ404 (no such job), PQ419 (lease_token not the
+current one) or PQ409 (not running, another holder, another attempt), and 0A000 when the
+job ends dead inside a REPEATABLE READ transaction.';
 
 --
 -- Name: fire_schedule_slots(); Type: FUNCTION; Schema: pgq; Owner: -
@@ -2156,10 +2190,10 @@ Returns how many rows it removed. Runners call it at start-up and on their safet
 re-check, the coordinator''s monitor periodically. Raises nothing.';
 
 --
--- Name: heartbeat(bigint, text, integer); Type: FUNCTION; Schema: pgq; Owner: -
+-- Name: heartbeat(bigint, text, integer, uuid); Type: FUNCTION; Schema: pgq; Owner: -
 --
 
-CREATE FUNCTION pgq.heartbeat(job_id bigint, worker_id text, attempt integer DEFAULT NULL::integer) RETURNS pgq.jobs
+CREATE FUNCTION pgq.heartbeat(job_id bigint, worker_id text, attempt integer DEFAULT NULL::integer, lease_token uuid DEFAULT NULL::uuid) RETURNS pgq.jobs
     LANGUAGE plpgsql
     AS $$
 DECLARE
@@ -2170,22 +2204,24 @@ BEGIN
            updated_at = now()
      WHERE t.id = job_id AND t.status = 'running' AND t.worker_id = heartbeat.worker_id
        AND (attempt IS NULL OR t.attempts = attempt)
+       AND (heartbeat.lease_token IS NULL OR t.lease_token = heartbeat.lease_token)
     RETURNING * INTO j;
     IF NOT FOUND THEN
-        PERFORM pgq._refuse(job_id, worker_id, attempt, 'heartbeat');
+        PERFORM pgq._refuse(job_id, worker_id, attempt, 'heartbeat', heartbeat.lease_token);
     END IF;
     RETURN j;
 END
 $$;
 
 --
--- Name: FUNCTION heartbeat(job_id bigint, worker_id text, attempt integer); Type: COMMENT; Schema: pgq; Owner: -
+-- Name: FUNCTION heartbeat(job_id bigint, worker_id text, attempt integer, lease_token uuid); Type: COMMENT; Schema: pgq; Owner: -
 --
 
-COMMENT ON FUNCTION pgq.heartbeat(job_id bigint, worker_id text, attempt integer) IS 'heartbeat: running → running with a fresh lease of 1.25 × timeout_seconds from now.
-Applies when the job is running, held by worker_id and, when attempt is given, on it.
-Leaves everything else as it was.
-Raises PQ404 (no such job) or PQ409 (not running, another holder, another attempt).';
+COMMENT ON FUNCTION pgq.heartbeat(job_id bigint, worker_id text, attempt integer, lease_token uuid) IS 'heartbeat: running → running with a fresh lease of 1.25 × timeout_seconds from now.
+Applies when the job is running, held by worker_id and, when attempt is given, on it, and
+when lease_token is given, under that lease. Leaves everything else as it was.
+Raises PQ404 (no such job), PQ419 (lease_token not the current one) or PQ409 (not
+running, another holder, another attempt).';
 
 --
 -- Name: listen_idle(text[], integer); Type: FUNCTION; Schema: pgq; Owner: -
@@ -2361,10 +2397,10 @@ claim path returns its jobs until pgq.resume; enqueue, complete, fail and cancel
 running jobs finish. Idempotent. Raises PQ400 for an invalid queue name.';
 
 --
--- Name: progress(bigint, text, jsonb, integer); Type: FUNCTION; Schema: pgq; Owner: -
+-- Name: progress(bigint, text, jsonb, integer, uuid); Type: FUNCTION; Schema: pgq; Owner: -
 --
 
-CREATE FUNCTION pgq.progress(job_id bigint, worker_id text, progress jsonb, attempt integer DEFAULT NULL::integer) RETURNS pgq.jobs
+CREATE FUNCTION pgq.progress(job_id bigint, worker_id text, progress jsonb, attempt integer DEFAULT NULL::integer, lease_token uuid DEFAULT NULL::uuid) RETURNS pgq.jobs
     LANGUAGE plpgsql
     AS $$
 DECLARE
@@ -2385,9 +2421,10 @@ BEGIN
            updated_at = now()
      WHERE t.id = job_id AND t.status = 'running' AND t.worker_id = progress.worker_id
        AND (attempt IS NULL OR t.attempts = attempt)
+       AND (progress.lease_token IS NULL OR t.lease_token = progress.lease_token)
     RETURNING * INTO j;
     IF NOT FOUND THEN
-        PERFORM pgq._refuse(job_id, worker_id, attempt, 'report progress');
+        PERFORM pgq._refuse(job_id, worker_id, attempt, 'report progress', progress.lease_token);
     END IF;
     PERFORM pg_notify('pgq_events', json_build_object(
                 'id', j.id, 'status', 'running', 'queue', j.queue, 'type', j.type,
@@ -2397,16 +2434,18 @@ END
 $$;
 
 --
--- Name: FUNCTION progress(job_id bigint, worker_id text, progress jsonb, attempt integer); Type: COMMENT; Schema: pgq; Owner: -
+-- Name: FUNCTION progress(job_id bigint, worker_id text, progress jsonb, attempt integer, lease_token uuid); Type: COMMENT; Schema: pgq; Owner: -
 --
 
-COMMENT ON FUNCTION pgq.progress(job_id bigint, worker_id text, progress jsonb, attempt integer) IS 'progress: running → running with progress stored and a fresh lease of
+COMMENT ON FUNCTION pgq.progress(job_id bigint, worker_id text, progress jsonb, attempt integer, lease_token uuid) IS 'progress: running → running with progress stored and a fresh lease of
 1.25 × timeout_seconds from now (a report is also a heartbeat). Applies when the job is
-running, held by worker_id and, when attempt is given, on that attempt. Leaves progress
+running, held by worker_id and, when attempt is given, on that attempt, and when
+lease_token is given, under that lease. Leaves progress
 (a JSON object of at most 8 KiB) on the job and a pgq_events notification
 {"id", "status": "running", "queue", "type", "event": "progress"}.
 Raises PQ400 for a progress that is not an object or is over 8 KiB, PQ404 (no such
-job) or PQ409 (not running, another holder, another attempt).';
+job), PQ419 (lease_token not the current one) or PQ409 (not running, another holder,
+another attempt).';
 
 --
 -- Name: prune(interval); Type: FUNCTION; Schema: pgq; Owner: -
@@ -2438,10 +2477,10 @@ COMMENT ON FUNCTION pgq.prune(older_than interval) IS 'prune: delete succeeded, 
 Returns how many it deleted. Raises PQ400 for a negative or NULL interval.';
 
 --
--- Name: release(bigint, text, jsonb, integer); Type: FUNCTION; Schema: pgq; Owner: -
+-- Name: release(bigint, text, jsonb, integer, uuid); Type: FUNCTION; Schema: pgq; Owner: -
 --
 
-CREATE FUNCTION pgq.release(job_id bigint, worker_id text, reason jsonb DEFAULT NULL::jsonb, attempt integer DEFAULT NULL::integer) RETURNS pgq.jobs
+CREATE FUNCTION pgq.release(job_id bigint, worker_id text, reason jsonb DEFAULT NULL::jsonb, attempt integer DEFAULT NULL::integer, lease_token uuid DEFAULT NULL::uuid) RETURNS pgq.jobs
     LANGUAGE plpgsql
     AS $$
 DECLARE
@@ -2457,29 +2496,33 @@ BEGIN
                pgq._error_entry(coalesce(reason, '"released by its runner"'), t.attempts)
                || '{"kind": "released"}'),
            lease_expires_at = NULL,
+           lease_token = NULL,
            updated_at = now()
      WHERE t.id = job_id AND t.status = 'running' AND t.worker_id = release.worker_id
        AND (attempt IS NULL OR t.attempts = attempt)
+       AND (release.lease_token IS NULL OR t.lease_token = release.lease_token)
     RETURNING * INTO j;
     IF NOT FOUND THEN
-        PERFORM pgq._refuse(job_id, worker_id, attempt, 'release');
+        PERFORM pgq._refuse(job_id, worker_id, attempt, 'release', release.lease_token);
     END IF;
     RETURN j;
 END
 $$;
 
 --
--- Name: FUNCTION release(job_id bigint, worker_id text, reason jsonb, attempt integer); Type: COMMENT; Schema: pgq; Owner: -
+-- Name: FUNCTION release(job_id bigint, worker_id text, reason jsonb, attempt integer, lease_token uuid); Type: COMMENT; Schema: pgq; Owner: -
 --
 
-COMMENT ON FUNCTION pgq.release(job_id bigint, worker_id text, reason jsonb, attempt integer) IS 'release: running → queued now, for a job its runner gave up on for reasons of its own
+COMMENT ON FUNCTION pgq.release(job_id bigint, worker_id text, reason jsonb, attempt integer, lease_token uuid) IS 'release: running → queued now, for a job its runner gave up on for reasons of its own
 (shutdown after the grace period), not because the job failed. Applies when the job is
-running, held by worker_id and, when attempt is given, on that attempt. attempts never
+running, held by worker_id and, when attempt is given, on that attempt, and when
+lease_token is given, under that lease. attempts never
 goes down (fencing relies on it), so the interrupted attempt is given back by raising
 max_attempts by one: a job released on its last attempt runs again instead of going
-dead. Leaves run_at = now(), the lease cleared, the reason in last_error and appended
-to errors (kind "released"), and a pgq_<queue> wake-up so another runner takes it at once.
-Raises PQ404 (no such job) or PQ409 (not running, another holder, another attempt).';
+dead. Leaves run_at = now(), the lease and its token cleared, the reason in last_error
+and appended to errors (kind "released"), and a pgq_<queue> wake-up so another runner
+takes it at once. Raises PQ404 (no such job), PQ419 (lease_token not the current one) or
+PQ409 (not running, another holder, another attempt).';
 
 --
 -- Name: resume(text); Type: FUNCTION; Schema: pgq; Owner: -

@@ -136,8 +136,8 @@ async def test_claims_and_heartbeats_fire_no_trigger_and_a_hand_update_to_dead_a
     await conn.execute("UPDATE pgq.jobs SET updated_at = now() WHERE id = $1", job.id)
     assert await inbox.drain(conn, ["pgq_events", "pgq_default"]) == []
     await conn.execute(
-        "UPDATE pgq.jobs SET status = 'dead', finished_at = now(), lease_expires_at = NULL"
-        " WHERE id = $1",
+        "UPDATE pgq.jobs SET status = 'dead', finished_at = now(), lease_expires_at = NULL,"
+        " lease_token = NULL WHERE id = $1",
         job.id,
     )
     [(channel, payload)] = await inbox.drain(conn, ["pgq_events", "pgq_default"])

@@ -32,6 +32,10 @@ def conforms(instance: Any, schema_name: str) -> None:
     )
 
 
+#: A well-formed lease token that no claim minted.
+FORGED_TOKEN = "00000000-0000-4000-8000-000000000000"
+
+
 def is_error(body: Any, code: str) -> bool:
     return (
         isinstance(body, dict)
@@ -230,32 +234,44 @@ async def test_claim_complete_success(live: Live, conn: asyncpg.Connection) -> N
         "POST", "/jobs/claim", json={"worker_id": "w1", "max_jobs": 5}
     )
     assert status == 200
-    conforms(body, "Jobs")
+    conforms(body, "ClaimedJobs")
     assert [j["id"] for j in body["jobs"]] == [b.id, a.id]  # priority order, queue default only
     assert all(j["status"] == "running" and j["worker_id"] == "w1" for j in body["jobs"])
     assert all(j["attempts"] == 1 and j["lease_expires_at"] for j in body["jobs"])
+    token_b, token_a = (j["lease_token"] for j in body["jobs"])
+    assert token_a != token_b
 
     status, done, _ = await live.request(
         "POST",
         f"/jobs/{a.id}/complete",
-        json={"worker_id": "w1", "attempt": 1, "success": True, "result": {"title": "Heat"}},
-    )
+        json={"worker_id": "w1", "attempt": 1, "lease_token": token_a, "success": True,
+              "result": {"title": "Heat"}},
+    )  # fmt: skip
     assert status == 200 and done["status"] == "succeeded" and done["result"] == {"title": "Heat"}
     conforms(done, "Job")
+    assert "lease_token" not in done
     status, body, _ = await live.request(
-        "POST", f"/jobs/{a.id}/complete", json={"worker_id": "w1", "success": True}
+        "POST",
+        f"/jobs/{a.id}/complete",
+        json={"worker_id": "w1", "lease_token": token_a, "success": True},
     )
-    assert status == 409 and is_error(body, "transition_not_allowed")
+    assert status == 409 and is_error(body, "lease_mismatch")  # a stale token
     status, body, _ = await live.request(
-        "POST", f"/jobs/{b.id}/complete", json={"worker_id": "intruder", "success": True}
+        "POST",
+        f"/jobs/{b.id}/complete",
+        json={"worker_id": "intruder", "lease_token": token_b, "success": True},
     )
     assert status == 409 and "intruder" in body["error"]["message"]
     status, body, _ = await live.request(
-        "POST", f"/jobs/{b.id}/complete", json={"worker_id": "w1", "attempt": 2, "success": True}
+        "POST",
+        f"/jobs/{b.id}/complete",
+        json={"worker_id": "w1", "attempt": 2, "lease_token": token_b, "success": True},
     )
     assert status == 409 and "attempt" in body["error"]["message"]
     status, body, _ = await live.request(
-        "POST", "/jobs/424242/complete", json={"worker_id": "w1", "success": True}
+        "POST",
+        "/jobs/424242/complete",
+        json={"worker_id": "w1", "lease_token": FORGED_TOKEN, "success": True},
     )
     assert status == 404 and is_error(body, "job_not_found")
 
@@ -279,25 +295,28 @@ async def test_complete_with_failure(live: Live, conn: asyncpg.Connection) -> No
     _, claimed, _ = await live.request(
         "POST", "/jobs/claim", json={"worker_id": "w", "max_jobs": 3}
     )
-    j1, j2, j3 = (j["id"] for j in claimed["jobs"])
+    (j1, t1), (j2, t2), (j3, t3) = ((j["id"], j["lease_token"]) for j in claimed["jobs"])
     status, retried, _ = await live.request(
         "POST",
         f"/jobs/{j1}/complete",
-        json={"worker_id": "w", "success": False, "error": "quote service timed out"},
-    )
+        json={"worker_id": "w", "lease_token": t1, "success": False,
+              "error": "quote service timed out"},
+    )  # fmt: skip
     assert status == 200 and retried["status"] == "queued"
     assert retried["error"]["message"] == "quote service timed out"
     assert datetime.fromisoformat(retried["run_at"]) > datetime.now(UTC) + timedelta(seconds=3)
     status, dead, _ = await live.request(
         "POST",
         f"/jobs/{j2}/complete",
-        json={"worker_id": "w", "attempt": 1, "success": False, "retryable": False,
-              "error": {"message": "bad movie id", "code": 7}},
+        json={"worker_id": "w", "attempt": 1, "lease_token": t2, "success": False,
+              "retryable": False, "error": {"message": "bad movie id", "code": 7}},
     )  # fmt: skip
     assert status == 200 and dead["status"] == "dead"
     assert dead["error"]["code"] == 7 and dead["error"]["message"] == "bad movie id"
     status, default, _ = await live.request(
-        "POST", f"/jobs/{j3}/complete", json={"worker_id": "w", "success": False}
+        "POST",
+        f"/jobs/{j3}/complete",
+        json={"worker_id": "w", "lease_token": t3, "success": False},
     )
     assert status == 200 and default["error"]["message"] == "failed"
 
@@ -306,18 +325,20 @@ async def test_complete_with_failure_and_an_explicit_retry_delay(
     live: Live, conn: asyncpg.Connection
 ) -> None:
     job, _ = await queries.enqueue(conn, "F")
-    await queries.claim(conn, "w", 1)
+    [claimed] = await queries.claim(conn, "w", 1)
+    token = claimed.lease_token
     status, body, _ = await live.request(
         "POST",
         f"/jobs/{job.id}/complete",
-        json={"worker_id": "w", "success": True, "retry_delay_seconds": 5},
+        json={"worker_id": "w", "lease_token": token, "success": True, "retry_delay_seconds": 5},
     )
     assert status == 400 and "retry_delay_seconds" in body["error"]["message"]
     status, body, _ = await live.request(
         "POST",
         f"/jobs/{job.id}/complete",
-        json={"worker_id": "w", "success": False, "error": "later", "retry_delay_seconds": 600},
-    )
+        json={"worker_id": "w", "lease_token": token, "success": False, "error": "later",
+              "retry_delay_seconds": 600},
+    )  # fmt: skip
     assert status == 200 and body["status"] == "queued"
     delay = datetime.fromisoformat(body["run_at"]) - datetime.fromisoformat(body["updated_at"])
     assert timedelta(seconds=599) < delay < timedelta(seconds=601)  # not the 4-8 s backoff
@@ -329,22 +350,30 @@ async def test_heartbeat(live: Live, conn: asyncpg.Connection) -> None:
     await conn.execute(
         "UPDATE pgq.jobs SET lease_expires_at = now() + interval '1 second' WHERE id = $1", job.id
     )
+    token = claimed.lease_token
     status, body, _ = await live.request(
-        "POST", f"/jobs/{job.id}/heartbeat", json={"worker_id": "w", "attempt": 1}
+        "POST",
+        f"/jobs/{job.id}/heartbeat",
+        json={"worker_id": "w", "attempt": 1, "lease_token": token},
     )
     assert status == 200
     lease = datetime.fromisoformat(body["lease_expires_at"])
     assert lease > datetime.now(UTC) + timedelta(seconds=100)  # 1.25 × 100 s from now
     status, body, _ = await live.request(
-        "POST", f"/jobs/{job.id}/heartbeat", json={"worker_id": "w", "attempt": 2}
+        "POST",
+        f"/jobs/{job.id}/heartbeat",
+        json={"worker_id": "w", "attempt": 2, "lease_token": token},
     )
     assert status == 409 and is_error(body, "transition_not_allowed")
     await queries.complete(conn, claimed.id, "w")
     status, body, _ = await live.request(
-        "POST", f"/jobs/{job.id}/heartbeat", json={"worker_id": "w"}
+        "POST", f"/jobs/{job.id}/heartbeat", json={"worker_id": "w", "lease_token": token}
     )
-    assert status == 409 and "not running" in body["error"]["message"]
-    status, body, _ = await live.request("POST", "/jobs/424242/heartbeat", json={"worker_id": "w"})
+    assert status == 409 and is_error(body, "lease_mismatch")
+    assert "status succeeded" in body["error"]["message"]
+    status, body, _ = await live.request(
+        "POST", "/jobs/424242/heartbeat", json={"worker_id": "w", "lease_token": FORGED_TOKEN}
+    )
     assert status == 404 and is_error(body, "job_not_found")
 
 
@@ -352,14 +381,17 @@ async def test_release_hands_the_job_back_without_spending_its_attempt(
     live: Live, conn: asyncpg.Connection
 ) -> None:
     job, _ = await queries.enqueue(conn, "R", max_attempts=1)
-    await queries.claim(conn, "w", 1)
+    [claimed] = await queries.claim(conn, "w", 1)
+    token = claimed.lease_token
     path = f"/jobs/{job.id}/release"
     # fenced like complete: another worker, or another attempt, is refused
     for refused in ({"worker_id": "other", "attempt": 1}, {"worker_id": "w", "attempt": 2}):
-        status, body, _ = await live.request("POST", path, json=refused)
+        status, body, _ = await live.request("POST", path, json=refused | {"lease_token": token})
         assert status == 409 and is_error(body, "transition_not_allowed"), refused
     status, body, _ = await live.request(
-        "POST", path, json={"worker_id": "w", "attempt": 1, "reason": "shutting down"}
+        "POST",
+        path,
+        json={"worker_id": "w", "attempt": 1, "lease_token": token, "reason": "shutting down"},
     )
     assert status == 200
     assert (body["status"], body["attempts"], body["max_attempts"]) == ("queued", 1, 2)
@@ -369,10 +401,18 @@ async def test_release_hands_the_job_back_without_spending_its_attempt(
     # the attempt was given back: the job, on its last attempt, can run again
     [again] = await queries.claim(conn, "w", 1)
     assert (again.id, again.attempt) == (job.id, 2)
-    status, body, _ = await live.request("POST", path, json={"worker_id": "w", "attempt": 1})
+    status, body, _ = await live.request(
+        "POST", path, json={"worker_id": "w", "attempt": 1, "lease_token": again.lease_token}
+    )
     assert status == 409 and is_error(body, "transition_not_allowed")  # a stale attempt
     status, body, _ = await live.request(
-        "POST", "/jobs/424242/release", json={"worker_id": "w", "attempt": 1}
+        "POST", path, json={"worker_id": "w", "attempt": 2, "lease_token": token}
+    )
+    assert status == 409 and is_error(body, "lease_mismatch")  # the last claim's token
+    status, body, _ = await live.request(
+        "POST",
+        "/jobs/424242/release",
+        json={"worker_id": "w", "attempt": 1, "lease_token": FORGED_TOKEN},
     )
     assert status == 404 and is_error(body, "job_not_found")
 

@@ -27,6 +27,10 @@ class Bad:
     headers: dict[str, str] = field(default_factory=lambda: dict(JSON))
 
 
+#: A well-formed lease token (no claim minted it): lets a body reach the field under test.
+T = "00000000-0000-4000-8000-000000000000"
+
+
 def j(value: object) -> bytes:
     return orjson.dumps(value)
 
@@ -347,73 +351,101 @@ CASES = [
     ),
     # -- complete, heartbeat, retry
     Bad(
+        "complete without lease_token",
+        "POST",
+        "/jobs/1/complete",
+        j({"worker_id": "w", "attempt": 1, "success": True}),
+        mentions="lease_token",
+    ),
+    Bad(
+        "complete lease_token not a UUID",
+        "POST",
+        "/jobs/1/complete",
+        j({"worker_id": "w", "lease_token": "victim", "success": True}),
+        mentions="lease_token",
+    ),
+    Bad(
+        "heartbeat without lease_token",
+        "POST",
+        "/jobs/1/heartbeat",
+        j({"worker_id": "w", "attempt": 1}),
+        mentions="lease_token",
+    ),
+    Bad(
+        "release without lease_token",
+        "POST",
+        "/jobs/1/release",
+        j({"worker_id": "w", "attempt": 1}),
+        mentions="lease_token",
+    ),
+    Bad(
         "complete without success",
         "POST",
         "/jobs/1/complete",
-        j({"worker_id": "w"}),
+        j({"worker_id": "w", "lease_token": T}),
         mentions="success",
     ),
     Bad(
         "complete success 'yes'",
         "POST",
         "/jobs/1/complete",
-        j({"worker_id": "w", "success": "yes"}),
+        j({"worker_id": "w", "lease_token": T, "success": "yes"}),
         mentions="success",
     ),
     Bad(
         "complete failure with result",
         "POST",
         "/jobs/1/complete",
-        j({"worker_id": "w", "success": False, "result": 1}),
+        j({"worker_id": "w", "lease_token": T, "success": False, "result": 1}),
         mentions="result",
     ),
     Bad(
         "complete error is a number",
         "POST",
         "/jobs/1/complete",
-        j({"worker_id": "w", "success": False, "error": 5}),
+        j({"worker_id": "w", "lease_token": T, "success": False, "error": 5}),
         mentions="error",
     ),
     Bad(
         "complete attempt 0",
         "POST",
         "/jobs/1/complete",
-        j({"worker_id": "w", "success": True, "attempt": 0}),
+        j({"worker_id": "w", "lease_token": T, "success": True, "attempt": 0}),
         mentions="attempt",
     ),
     Bad(
         "complete attempt beyond int32",
         "POST",
         "/jobs/1/complete",
-        j({"worker_id": "w", "success": True, "attempt": 2**31}),
+        j({"worker_id": "w", "lease_token": T, "success": True, "attempt": 2**31}),
         mentions="attempt",
     ),
     Bad(
         "heartbeat attempt negative",
         "POST",
         "/jobs/1/heartbeat",
-        j({"worker_id": "w", "attempt": -1}),
+        j({"worker_id": "w", "lease_token": T, "attempt": -1}),
         mentions="attempt",
     ),
     Bad(
         "release without attempt",
         "POST",
         "/jobs/1/release",
-        j({"worker_id": "w"}),
+        j({"worker_id": "w", "lease_token": T}),
         mentions="attempt",
     ),
     Bad(
         "release reason is a number",
         "POST",
         "/jobs/1/release",
-        j({"worker_id": "w", "attempt": 1, "reason": 5}),
+        j({"worker_id": "w", "lease_token": T, "attempt": 1, "reason": 5}),
         mentions="reason",
     ),
     Bad(
         "release unknown field",
         "POST",
         "/jobs/1/release",
-        j({"worker_id": "w", "attempt": 1, "retryable": True}),
+        j({"worker_id": "w", "lease_token": T, "attempt": 1, "retryable": True}),
         mentions="retryable",
     ),
     Bad(

@@ -181,7 +181,9 @@ async def test_the_long_poll_stashes_its_jobs_for_the_next_claim_or_releases_the
     assert (await job_row(conn, first.id))["status"] == "running"  # held by the "runner"
 
 
-async def test_a_stop_during_the_long_poll_releases_what_the_aborted_claim_took(dsn, client, conn):
+async def test_a_stop_during_the_long_poll_leaves_what_an_unseen_claim_took_to_its_lease(
+    dsn, client, conn
+):
     runner = make_runner(worker_id="poller")
 
     @runner.handler("X")
@@ -194,17 +196,16 @@ async def test_a_stop_during_the_long_poll_releases_what_the_aborted_claim_took(
         async with running_http(runner, source):
             await wait_until(lambda: coord.app[WAITERS].waiting == 1)  # parked in the long poll
             # What a claim under way as the runner hung up leaves behind: a job running under
-            # the runner's name that no reply will ever deliver.
+            # the runner's name that no reply will ever deliver, nor its lease token.
             await queries.claim(conn, "poller", 1, job_types=["ELSEWHERE"])
             t0 = time.monotonic()
             # leaving the block stops the runner
         assert time.monotonic() - t0 < 2  # the 30 s long poll was aborted, not waited for
-    row = await conn.fetchrow(
-        "SELECT *, run_at <= now() AS due FROM pgq.jobs WHERE id = $1", elsewhere.id
-    )
-    assert (row["status"], row["attempts"], row["due"]) == ("queued", 1, True)
-    assert row["last_error"]["kind"] == "released"
-    assert source.released == 1 and runner.clean_exit
+    # Without the token no HTTP client can report on it (nor release it): it stays running
+    # until its lease runs out, and the runner neither ran it nor failed on it.
+    row = await job_row(conn, elsewhere.id)
+    assert (row["status"], row["worker_id"], row["attempts"]) == ("running", "poller", 1)
+    assert source.released == 0 and runner.clean_exit
 
 
 # -- the runner process: SIGTERM, tokens ----------------------------------------------------
@@ -298,7 +299,13 @@ async def test_the_complete_endpoint_takes_a_retry_delay(dsn, conn):
         for job, delay in zip(jobs, (120, 0, 2.5), strict=True):
             status, body = await post(
                 f"/jobs/{job.id}/complete",
-                {"worker_id": "w", "success": False, "error": "x", "retry_delay_seconds": delay},
+                {
+                    "worker_id": "w",
+                    "lease_token": job.lease_token,
+                    "success": False,
+                    "error": "x",
+                    "retry_delay_seconds": delay,
+                },
             )
             assert (status, body["status"]) == (200, "queued")
             delays[job.id] = delay
@@ -317,7 +324,10 @@ async def test_the_complete_endpoint_takes_a_retry_delay(dsn, conn):
             ({"success": False, "retry_delay_seconds": None}, "must not be null"),
         ]
         for fields, problem in bad:
-            status, body = await post(f"/jobs/{job.id}/complete", {"worker_id": "w", **fields})
+            status, body = await post(
+                f"/jobs/{job.id}/complete",
+                {"worker_id": "w", "lease_token": job.lease_token, **fields},
+            )
             assert status == 400, fields
             assert body["error"]["message"].startswith("retry_delay_seconds: ")
             assert problem in body["error"]["message"]

@@ -28,7 +28,7 @@ async def test_release_on_the_last_attempt_queues_the_job_again_instead_of_dead(
 async def test_release_is_fenced_like_complete(conn: asyncpg.Connection) -> None:
     job, _ = await queries.enqueue(conn, "X")
     await queries.claim(conn, "w1")
-    with pytest.raises(TransitionNotAllowed, match="held by worker"):
+    with pytest.raises(TransitionNotAllowed, match="not held by worker 'w2'"):
         await queries.release(conn, job.id, "w2")
     with pytest.raises(TransitionNotAllowed, match="on attempt 1, not attempt 2"):
         await queries.release(conn, job.id, "w1", attempt=2)

@@ -64,13 +64,10 @@ class Source:
             await asyncio.wait_for(task, 30)
 
     def put_in_doubt(self, source: JobSource) -> None:
-        """As after a claim that raised (its reply lost): the source must look for jobs
-        claimed under its name before claiming more."""
-        if isinstance(source, DatabaseSource):
-            source._claim_in_doubt = True
-        else:
-            assert isinstance(source, HttpSource)
-            source._in_doubt = True
+        """As after a claim that raised (its reply lost): the database source must look for
+        jobs claimed under its name before claiming more."""
+        assert isinstance(source, DatabaseSource)
+        source._claim_in_doubt = True
 
 
 @pytest.fixture(params=["database", "http"])
@@ -599,6 +596,11 @@ async def test_cancelling_run_releases_what_it_holds_and_propagates(
 
 
 async def test_jobs_of_a_claim_whose_reply_was_lost_are_adopted(source, dsn, client, conn) -> None:
+    if source.kind == "http":
+        pytest.skip(
+            "over HTTP such jobs are left to their lease: their lease tokens were only in "
+            "the lost answer (test_http_runner covers it)"
+        )
     runner = make_runner(dsn, worker_id="adopter")
     ran: list[tuple[int, int]] = []
 

@@ -139,6 +139,6 @@ async def test_one_event_per_completed_job_and_none_for_skipped(dsn, conn) -> No
 async def test_the_function_is_documented(conn) -> None:
     comment = await conn.fetchval(
         "SELECT obj_description("
-        "'pgq.complete_many(text, bigint[], integer[], jsonb)'::regprocedure)"
+        "'pgq.complete_many(text, bigint[], integer[], jsonb, uuid[])'::regprocedure)"
     )
     assert comment.startswith("complete_many: running → succeeded")

@@ -89,10 +89,11 @@ async def test_fenced_transition_refuses_every_job_but_the_holders(
     for name in ZOO:
         if name == "running":
             continue
-        match = "held by worker 'worker-other'" if name == "other" else "is not running"
-        await expect_refusal(
+        match = "not held by worker 'worker-me'" if name == "other" else "is not running"
+        refused = await expect_refusal(
             FENCED[action](conn, zoo[name], ME, None), TransitionNotAllowed, "PQ409", match
         )
+        assert "worker-other" not in str(refused)  # a refusal never names the holder
         await expect_sqlstate(conn, RAW_FENCED[action], zoo[name], ME, sqlstate="PQ409")
     await expect_refusal(
         FENCED[action](conn, UNKNOWN, ME, None), JobNotFound, "PQ404", f"job {UNKNOWN}"
@@ -243,7 +244,7 @@ async def test_a_holder_whose_job_was_reclaimed_by_another_worker_is_fenced_off(
                 FENCED[action](conn, job.id, ME, attempt),
                 TransitionNotAllowed,
                 "PQ409",
-                "held by worker 'worker-other', not 'worker-me'",
+                f"job {job.id} is not held by worker 'worker-me'",
             )
     assert await snapshot(conn) == before
 

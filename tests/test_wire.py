@@ -16,6 +16,9 @@ from pgq.errors import InvalidField, InvalidJson
 from pgq.jobs import STATUSES
 from pgq.wire.types import Status
 
+#: A well-formed lease token.
+T = "00000000-0000-4000-8000-000000000000"
+
 
 def refusal(type_: type[msgspec.Struct], body: object) -> str:
     raw = body if isinstance(body, bytes) else orjson.dumps(body)
@@ -95,17 +98,17 @@ def refusal(type_: type[msgspec.Struct], body: object) -> str:
         (wire.Batch, {"jobs": [{"type": "X"}, []]}, "jobs[1]: must be a JSON object, not an array"),
         (
             wire.Complete,
-            {"worker_id": "w", "success": False, "error": 5},
+            {"worker_id": "w", "lease_token": T, "success": False, "error": 5},
             "error: must be a string or an object, not a number",
         ),
         (
             wire.Complete,
-            {"worker_id": "w", "success": True, "retryable": False},
+            {"worker_id": "w", "lease_token": T, "success": True, "retryable": False},
             "retryable: is only allowed with success: false",
         ),
         (
             wire.Complete,
-            {"worker_id": "w", "success": False, "result": 1},
+            {"worker_id": "w", "lease_token": T, "success": False, "result": 1},
             "result: is only allowed with success: true",
         ),
         (
@@ -120,17 +123,21 @@ def refusal(type_: type[msgspec.Struct], body: object) -> str:
         ),
         (
             wire.Complete,
-            {"worker_id": "w", "success": True, "result": {"k\u0000": 1}},
+            {"worker_id": "w", "lease_token": T, "success": True, "result": {"k\u0000": 1}},
             "result: has a key with a NUL character (\\u0000)",
         ),
         (
             wire.Release,
-            b'{"worker_id": "w", "attempt": 1, "reason": {"n": [-2142912074015264052042023]}}',
+            b'{"worker_id": "w", "lease_token": "'
+            + T.encode()
+            + b'", "attempt": 1, "reason": {"n": [-2142912074015264052042023]}}',
             "reason.n[0]: is an integer beyond 64 bits: send it as a string",
         ),
         (
             wire.Complete,
-            b'{"worker_id": "w", "success": true, "result": 18446744073709551616}',
+            b'{"worker_id": "w", "lease_token": "'
+            + T.encode()
+            + b'", "success": true, "result": 18446744073709551616}',
             "result: is an integer beyond 64 bits: send it as a string",
         ),
         # Stricter than the hand-written parser it replaced, which took 3.0 for 3.
@@ -183,15 +190,16 @@ def test_statuses_are_the_jobs_statuses() -> None:
 
 
 def test_a_runner_encodes_only_what_it_sets() -> None:
-    body = wire.Complete(worker_id="w", success=False, error="boom", retryable=False)
+    body = wire.Complete(worker_id="w", lease_token=T, success=False, error="boom", retryable=False)
     assert orjson.loads(msgspec.json.encode(body)) == {
         "worker_id": "w",
         "success": False,
+        "lease_token": T,
         "error": "boom",
         "retryable": False,
     }
     with pytest.raises(ValueError, match="result: is only allowed with success: true"):
-        wire.Complete(worker_id="w", success=False, result=1)
+        wire.Complete(worker_id="w", lease_token=T, success=False, result=1)
 
 
 SAMPLES: list[tuple[str, object]] = [
@@ -211,14 +219,29 @@ SAMPLES: list[tuple[str, object]] = [
     ("Claim", {"worker_id": "w", "max_jobs": 1000, "queues": ["a"], "wait_seconds": 0.5}),
     ("Claim", {"worker_id": "w", "max_jobs": 1001}),
     ("Claim", {"worker_id": "w", "types": ["a b"]}),
-    ("Complete", {"worker_id": "w", "success": True, "result": None}),
-    ("Complete", {"worker_id": "w", "success": False, "error": {"m": 1}, "retry_delay_seconds": 0}),
-    ("Complete", {"worker_id": "w", "success": True, "error": "x"}),
-    ("Complete", {"worker_id": "w", "success": False, "result": 1}),
-    ("Complete", {"worker_id": "w", "success": False, "retry_delay_seconds": 86_401}),
+    ("Complete", {"worker_id": "w", "lease_token": T, "success": True, "result": None}),
+    (
+        "Complete",
+        {
+            "worker_id": "w",
+            "lease_token": T,
+            "success": False,
+            "error": {"m": 1},
+            "retry_delay_seconds": 0,
+        },
+    ),
+    ("Complete", {"worker_id": "w", "lease_token": T, "success": True, "error": "x"}),
+    ("Complete", {"worker_id": "w", "lease_token": T, "success": False, "result": 1}),
+    (
+        "Complete",
+        {"worker_id": "w", "lease_token": T, "success": False, "retry_delay_seconds": 86_401},
+    ),
     ("Heartbeat", {"worker_id": "w", "attempt": 1}),
+    ("Heartbeat", {"worker_id": "w", "attempt": 1, "lease_token": T}),
+    ("Heartbeat", {"worker_id": "w", "lease_token": T.upper()}),
     ("Heartbeat", {"worker_id": "w", "attempt": 0}),
     ("Release", {"worker_id": "w", "attempt": 2, "reason": "shutdown"}),
+    ("Release", {"worker_id": "w", "attempt": 2, "lease_token": T, "reason": "shutdown"}),
     ("Release", {"worker_id": "w", "reason": "shutdown"}),
     ("Release", {"worker_id": "w", "attempt": 1, "reason": ""}),
     ("Retry", {}),

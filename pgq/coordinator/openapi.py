@@ -32,7 +32,8 @@ _ERRORS = {
     "400": "Malformed JSON, or an invalid field (the message names it).",
     "401": "A bearer token is required (when the coordinator has PGQ_API_TOKENS).",
     "404": "No such job.",
-    "409": "The job's status does not allow this, or another worker or attempt holds it.",
+    "409": "The job's status does not allow this, or another worker or attempt holds it "
+    "(`lease_mismatch`: the lease_token is wrong or stale).",
     "413": "The body is over the limit (1 MiB; 32 MiB for /jobs/batch by default).",
     "415": "The body is not application/json (UTF-8).",
     "503": "The database cannot be reached (database_unavailable) or did not answer in time "
@@ -177,7 +178,13 @@ def document() -> dict[str, Any]:
             "post": _op(
                 "claimJobs",
                 "Claim due jobs for a worker, optionally waiting for work to arrive",
-                {"200": _json(_ref("Jobs"), "The claimed jobs (running, leased); may be empty.")},
+                {
+                    "200": _json(
+                        _ref("ClaimedJobs"),
+                        "The claimed jobs (running, leased, each with its lease_token); may be "
+                        "empty.",
+                    )
+                },
                 _BODY_ERRORS,
                 body=_body("Claim"),
             )

@@ -128,7 +128,8 @@ async def claim_jobs(request: web.Request) -> web.Response:
         return transport is None or transport.is_closing()
 
     jobs = await request.app[WAITERS].claim(**p.claim_kwargs(claim), gone=gone)
-    return json_response({"jobs": [j.to_json() for j in jobs]})
+    # the one answer that shows lease tokens: the claimer needs them to report back
+    return json_response({"jobs": [j.to_json() | {"lease_token": j.lease_token} for j in jobs]})
 
 
 async def complete_job(request: web.Request) -> web.Response:
@@ -137,7 +138,9 @@ async def complete_job(request: web.Request) -> web.Response:
     pool = request.app[POOL]
     attempt = p.unset_none(c.attempt)
     if c.success:
-        job = await queries.complete(pool, job_id, c.worker_id, p.unset_none(c.result), attempt)
+        job = await queries.complete(
+            pool, job_id, c.worker_id, p.unset_none(c.result), attempt, c.lease_token
+        )
     else:
         job = await queries.fail(
             pool,
@@ -147,6 +150,7 @@ async def complete_job(request: web.Request) -> web.Response:
             retryable=c.retryable is not False,
             attempt=attempt,
             retry_delay=p.unset_none(c.retry_delay_seconds),
+            lease_token=c.lease_token,
         )
     return json_response(job.to_json())
 
@@ -154,7 +158,9 @@ async def complete_job(request: web.Request) -> web.Response:
 async def heartbeat_job(request: web.Request) -> web.Response:
     job_id = p.job_id(request)
     hb = await p.body(request, request.app[SETTINGS].max_body_bytes, wire.Heartbeat)
-    job = await queries.heartbeat(request.app[POOL], job_id, hb.worker_id, p.unset_none(hb.attempt))
+    job = await queries.heartbeat(
+        request.app[POOL], job_id, hb.worker_id, p.unset_none(hb.attempt), hb.lease_token
+    )
     return json_response(job.to_json())
 
 
@@ -162,7 +168,12 @@ async def release_job(request: web.Request) -> web.Response:
     job_id = p.job_id(request)
     r = await p.body(request, request.app[SETTINGS].max_body_bytes, wire.Release)
     job = await queries.release(
-        request.app[POOL], job_id, r.worker_id, p.unset_none(r.reason), attempt=r.attempt
+        request.app[POOL],
+        job_id,
+        r.worker_id,
+        p.unset_none(r.reason),
+        attempt=r.attempt,
+        lease_token=r.lease_token,
     )
     return json_response(job.to_json())
 

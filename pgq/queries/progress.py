@@ -11,12 +11,22 @@ from .base import Executor, translated
 
 @translated
 async def progress(
-    db: Executor, job_id: int, worker_id: str, report: dict[str, Any], attempt: int | None = None
+    db: Executor,
+    job_id: int,
+    worker_id: str,
+    report: dict[str, Any],
+    attempt: int | None = None,
+    lease_token: str | None = None,
 ) -> Job:
     """``pgq.progress``: store ``report`` on a running job this worker holds (≤ 8 KiB) and
     extend its lease."""
     row = await db.fetchrow(
-        "SELECT * FROM pgq.progress($1, $2, $3, $4)", job_id, worker_id, report, attempt
+        "SELECT * FROM pgq.progress($1, $2, $3, $4, $5)",
+        job_id,
+        worker_id,
+        report,
+        attempt,
+        lease_token,
     )
     return Job.from_record(row)
 

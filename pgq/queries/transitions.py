@@ -32,11 +32,21 @@ async def claim(
 
 @translated
 async def complete(
-    db: Executor, job_id: int, worker_id: str, result: Any = None, attempt: int | None = None
+    db: Executor,
+    job_id: int,
+    worker_id: str,
+    result: Any = None,
+    attempt: int | None = None,
+    lease_token: str | None = None,
 ) -> Job:
-    """``pgq.complete``: running → succeeded, fenced by worker and attempt."""
+    """``pgq.complete``: running → succeeded, fenced by worker, attempt and lease token."""
     row = await db.fetchrow(
-        "SELECT * FROM pgq.complete($1, $2, $3, $4)", job_id, worker_id, result, attempt
+        "SELECT * FROM pgq.complete($1, $2, $3, $4, $5)",
+        job_id,
+        worker_id,
+        result,
+        attempt,
+        lease_token,
     )
     return Job.from_record(row)
 
@@ -48,17 +58,20 @@ async def complete_many(
     job_ids: Sequence[int],
     attempts: Sequence[int | None],
     results: Sequence[Any] | None = None,
+    lease_tokens: Sequence[str | None] | None = None,
 ) -> list[tuple[int, bool, str | None]]:
     """``pgq.complete_many``: complete a batch of jobs held by ``worker_id``, each fenced by
-    its attempt. Returns ``(job_id, completed, status)`` per job in input order; a job
-    cancelled, expired or claimed again meanwhile is ``completed=False`` and fails nothing.
+    its attempt and lease token. Returns ``(job_id, completed, status)`` per job in input
+    order; a job cancelled, expired or claimed again meanwhile is ``completed=False`` and
+    fails nothing.
     ``results`` travel as one JSON array (a list result must not become an array dimension)."""
     rows = await db.fetch(
-        "SELECT * FROM pgq.complete_many($1, $2, $3, $4)",
+        "SELECT * FROM pgq.complete_many($1, $2, $3, $4, $5)",
         worker_id,
         list(job_ids),
         list(attempts),
         list(results) if results is not None else None,
+        list(lease_tokens) if lease_tokens is not None else None,
     )
     return [(r["job_id"], r["completed"], r["status"]) for r in rows]
 
@@ -73,34 +86,54 @@ async def fail(
     retryable: bool = True,
     attempt: int | None = None,
     retry_delay: float | None = None,
+    lease_token: str | None = None,
 ) -> Job:
     """``pgq.fail``: running → queued after a backoff (or ``retry_delay`` seconds), or dead."""
     row = await db.fetchrow(
-        "SELECT * FROM pgq.fail($1, $2, $3, $4, $5, $6::float8 * interval '1 second')",
+        "SELECT * FROM pgq.fail($1, $2, $3, $4, $5, $6::float8 * interval '1 second', $7)",
         job_id,
         worker_id,
         error,
         retryable,
         attempt,
         retry_delay,
+        lease_token,
     )
     return Job.from_record(row)
 
 
 @translated
-async def heartbeat(db: Executor, job_id: int, worker_id: str, attempt: int | None = None) -> Job:
+async def heartbeat(
+    db: Executor,
+    job_id: int,
+    worker_id: str,
+    attempt: int | None = None,
+    lease_token: str | None = None,
+) -> Job:
     """``pgq.heartbeat``: extend the lease of a job this worker holds."""
-    row = await db.fetchrow("SELECT * FROM pgq.heartbeat($1, $2, $3)", job_id, worker_id, attempt)
+    row = await db.fetchrow(
+        "SELECT * FROM pgq.heartbeat($1, $2, $3, $4)", job_id, worker_id, attempt, lease_token
+    )
     return Job.from_record(row)
 
 
 @translated
 async def release(
-    db: Executor, job_id: int, worker_id: str, reason: Any = None, attempt: int | None = None
+    db: Executor,
+    job_id: int,
+    worker_id: str,
+    reason: Any = None,
+    attempt: int | None = None,
+    lease_token: str | None = None,
 ) -> Job:
     """``pgq.release``: running → queued now, giving the attempt back (runner shutdown)."""
     row = await db.fetchrow(
-        "SELECT * FROM pgq.release($1, $2, $3, $4)", job_id, worker_id, reason, attempt
+        "SELECT * FROM pgq.release($1, $2, $3, $4, $5)",
+        job_id,
+        worker_id,
+        reason,
+        attempt,
+        lease_token,
     )
     return Job.from_record(row)
 

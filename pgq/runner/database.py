@@ -363,6 +363,7 @@ class DatabaseSource:
             [job.id for job, _ in batch],
             [job.attempt for job, _ in batch],
             [result for _, result in batch],
+            [job.lease_token for job, _ in batch],
         )
         return [(completed, status) for _, completed, status in rows]
 
@@ -384,6 +385,7 @@ class DatabaseSource:
                 retryable=retryable,
                 attempt=job.attempt,
                 retry_delay=retry_delay,
+                lease_token=job.lease_token,
             )
         except (JobNotFound, TransitionNotAllowed):
             return None
@@ -392,7 +394,12 @@ class DatabaseSource:
         assert self._pool is not None and self._hooks is not None
         try:
             return await queries.release(
-                self._pool, job.id, self._hooks.worker_id, reason, attempt=job.attempt
+                self._pool,
+                job.id,
+                self._hooks.worker_id,
+                reason,
+                attempt=job.attempt,
+                lease_token=job.lease_token,
             )
         except (JobNotFound, TransitionNotAllowed):
             return None
@@ -400,7 +407,9 @@ class DatabaseSource:
     async def heartbeat(self, job: Job) -> bool:
         assert self._pool is not None and self._hooks is not None
         try:
-            await queries.heartbeat(self._pool, job.id, self._hooks.worker_id, job.attempt)
+            await queries.heartbeat(
+                self._pool, job.id, self._hooks.worker_id, job.attempt, job.lease_token
+            )
         except (JobNotFound, TransitionNotAllowed):
             return False
         return True

@@ -23,11 +23,12 @@ module is only the ``JobSource`` underneath it:
                        given back (``pgq.release``)
 =====================  ============================================================
 
-Every request names this runner's ``worker_id`` and the job's ``attempt``, so the
-coordinator fences them exactly as ``pgq.complete`` / ``pgq.fail`` / ``pgq.heartbeat`` /
-``pgq.release`` do in database mode: a 409 is "no longer yours" (``complete`` →
-``(False, status)``, ``fail`` and ``release`` → None, ``heartbeat`` → False), never an
-exception.
+Every request names this runner's ``worker_id``, the job's ``attempt`` and the
+``lease_token`` the claim answered with (a secret of that claim: nobody else can report on
+the job, even knowing the worker id and the attempt), so the coordinator fences them
+exactly as ``pgq.complete`` / ``pgq.fail`` / ``pgq.heartbeat`` / ``pgq.release`` do in
+database mode: a 409 is "no longer yours" (``complete`` → ``(False, status)``, ``fail``
+and ``release`` → None, ``heartbeat`` → False), never an exception.
 
 **The long poll claims.** Over HTTP the only way to learn that work exists is to ask for
 it, so ``wait_for_work`` is a claim of the free slots (concurrency minus held jobs, at
@@ -42,11 +43,9 @@ now without spending their attempt, so another runner takes them at once.
 the request. The coordinator looks for a vanished client before it claims, so usually
 nothing was taken; but a claim already under way when the connection closed hands out
 jobs nobody receives. The same happens to a claim whose reply is lost to a broken
-connection (the coordinator restarted, say). After either, the source is *in doubt*, as
-``DatabaseSource`` is: the next ``claim`` first *adopts* the jobs running under this
-worker's name that the runner does not hold (``GET /jobs?status=running``, filtered by
-``worker_id``), and ``close()`` releases them instead. A claim that commits after that
-look (the race is milliseconds wide) is left to its lease.
+connection (the coordinator restarted, say). Such jobs are left to their lease: their
+lease tokens were only ever in the lost answer, so no HTTP client can report on them
+(``DatabaseSource``, a trusted SQL caller, adopts them instead).
 
 **Cancellation** has no ``pgq_events`` over HTTP: a cancelled job is noticed at its next
 heartbeat (409, then ``GET /jobs/{id}`` says ``cancelled``, then the runner's
@@ -149,16 +148,15 @@ class HttpSource:
         self._request_timeout = float(request_timeout)
         self._hooks: RunnerHooks | None = None  # the runner, from open() on
         self._stash: list[Job] = []  # claimed by the last long poll, not handed out yet
-        self._in_doubt = False  # a claim broke off: it may have claimed jobs unseen
         # job id → (attempt, loop time the coordinator last confirmed we hold it)
         self._contact: dict[int, tuple[int, float]] = {}
+        self._tokens: dict[int, str] = {}  # job id → lease token of the claim we hold it by
         self._checking: set[int] = set()  # job ids with a cancellation check in flight
         self._watcher: asyncio.Task[None] | None = None
         self._side_tasks: set[asyncio.Task[Any]] = set()
         self._fatal: CoordinatorUnauthorized | None = None
         self.claims = 0  # claim requests made, long polls included (for tests and health)
         self.long_polls = 0
-        self.adopted = 0  # jobs taken over after a claim in doubt
         self.released = 0  # jobs released by close() that the runner never started
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -235,13 +233,6 @@ class HttpSource:
     async def _release_leftovers(self) -> None:
         hooks = self.hooks
         leftovers, self._stash = self._stash, []
-        if self._in_doubt:
-            held = hooks.held_jobs()
-            known = {job.id for job in leftovers}
-            leftovers += [
-                job for job in await self._orphans() if job.id not in held and job.id not in known
-            ]
-            self._in_doubt = False
         if not leftovers:
             return
         reason = {
@@ -275,7 +266,6 @@ class HttpSource:
             "last_error": self._api.last_error,
             "claims": self.claims,
             "long_polls": self.long_polls,
-            "adopted": self.adopted,
             "released": self.released,
         }
 
@@ -286,14 +276,11 @@ class HttpSource:
             jobs = self._stash[:max_jobs]
             del self._stash[:max_jobs]
             return jobs
-        jobs = await self._adopt(max_jobs) if self._in_doubt else []
-        if len(jobs) < max_jobs:
-            jobs += await self._claim(max_jobs - len(jobs), 0.0)
-        return jobs
+        return await self._claim(max_jobs, 0.0)
 
     async def wait_for_work(self) -> None:
-        if self._stash or self._in_doubt:
-            return  # work in hand, or a claim to settle first
+        if self._stash:
+            return  # work in hand
         hooks = self.hooks
         # Slots only free up while the claim loop waits here, so this never exceeds what
         # the runner's next claim asks for (held jobs include outcomes still being written).
@@ -311,56 +298,15 @@ class HttpSource:
             wait_seconds=wait,
         )
         self.claims += 1
-        try:
-            data = await self._api.call(
-                "POST", "/jobs/claim", body, timeout=wait + self._request_timeout
-            )
-        except CoordinatorUnavailable as exc:
-            self._in_doubt = self._in_doubt or exc.sent
-            raise
-        except asyncio.CancelledError:
-            self._in_doubt = True  # the stop aborted it: it may have claimed unseen
-            raise
+        data = await self._api.call(
+            "POST", "/jobs/claim", body, timeout=wait + self._request_timeout
+        )
         jobs = [Job.from_json(item) for item in data["jobs"]]
         now = asyncio.get_running_loop().time()
         for job in jobs:
             self._contact[job.id] = (job.attempt, now)
+            self._tokens[job.id] = job.lease_token or ""
         return jobs
-
-    async def _adopt(self, max_jobs: int) -> list[Job]:
-        """After a claim in doubt: the jobs running under this worker's name that the runner
-        does not hold, so that they run now rather than after their lease."""
-        held = self.hooks.held_jobs()
-        orphans = [job for job in await self._orphans() if job.id not in held]
-        self._in_doubt = len(orphans) > max_jobs
-        if orphans:
-            log_event(
-                log,
-                "runner.adopted",
-                f"{len(orphans)} job(s) claimed by a claim whose reply was lost; running them",
-                level=logging.WARNING,
-                worker_id=self.hooks.worker_id,
-            )
-        jobs = orphans[:max_jobs]
-        self.adopted += len(jobs)
-        now = asyncio.get_running_loop().time()
-        for job in jobs:
-            self._contact[job.id] = (job.attempt, now)
-        return jobs
-
-    async def _orphans(self) -> list[Job]:
-        """Every running job held by this worker (the API filters by status, not worker)."""
-        worker_id = self.hooks.worker_id
-        found: list[Job] = []
-        after = 0
-        while True:
-            page = await self._api.call(
-                "GET", f"/jobs?status=running&limit={wire.MAX_LIST_LIMIT}&after={after}"
-            )
-            found += [Job.from_json(j) for j in page["jobs"] if j.get("worker_id") == worker_id]
-            if page["next"] is None:
-                return found
-            after = page["next"]
 
     # -- outcomes -------------------------------------------------------------------------
 
@@ -368,6 +314,7 @@ class HttpSource:
         body = wire.Complete(
             worker_id=self.hooks.worker_id,
             attempt=job.attempt,
+            lease_token=job.lease_token or "",
             success=True,
             result=_json(result),
         )
@@ -385,6 +332,7 @@ class HttpSource:
         body = wire.Complete(
             worker_id=self.hooks.worker_id,
             attempt=job.attempt,
+            lease_token=job.lease_token or "",
             success=False,
             error=_json(error),
             retryable=retryable,
@@ -401,7 +349,10 @@ class HttpSource:
 
     async def release(self, job: Job, reason: dict[str, Any]) -> Job | None:
         body = wire.Release(
-            worker_id=self.hooks.worker_id, attempt=job.attempt, reason=_json(reason)
+            worker_id=self.hooks.worker_id,
+            attempt=job.attempt,
+            lease_token=job.lease_token or "",
+            reason=_json(reason),
         )
         try:
             after = await self._api.call("POST", f"/jobs/{job.id}/release", body)
@@ -410,7 +361,7 @@ class HttpSource:
         return Job.from_json(after)
 
     async def heartbeat(self, job: Job) -> bool:
-        return await self._beat(job.id, job.attempt)
+        return await self._beat(job.id, job.attempt, job.lease_token or "")
 
     async def progress(self, job: Job, progress: dict[str, Any]) -> bool:
         try:
@@ -425,10 +376,14 @@ class HttpSource:
             return False
         return True
 
-    async def _beat(self, job_id: int, attempt: int) -> bool:
+    async def _beat(self, job_id: int, attempt: int, lease_token: str) -> bool:
         """Heartbeat; on a refusal, tell the runner the job is gone (with its new status)
         if it still holds that attempt, and return False."""
-        body = wire.Heartbeat(worker_id=self.hooks.worker_id, attempt=attempt)
+        body = wire.Heartbeat(
+            worker_id=self.hooks.worker_id,
+            attempt=attempt,
+            lease_token=lease_token,
+        )
         try:
             await self._api.call("POST", f"/jobs/{job_id}/heartbeat", body)
         except (JobNotFound, TransitionNotAllowed):
@@ -460,6 +415,9 @@ class HttpSource:
             now = loop.time()
             for job_id in [j for j in self._contact if j not in held]:
                 del self._contact[job_id]
+            stashed = {job.id for job in self._stash}
+            for job_id in [j for j in self._tokens if j not in held and j not in stashed]:
+                del self._tokens[job_id]
             for job_id, attempt in held.items():
                 seen = self._contact.get(job_id)
                 if seen is None or seen[0] != attempt:
@@ -472,7 +430,7 @@ class HttpSource:
 
     async def _check(self, job_id: int, attempt: int) -> None:
         try:
-            await self._beat(job_id, attempt)
+            await self._beat(job_id, attempt, self._tokens.get(job_id, ""))
         except CoordinatorUnavailable:
             pass  # the next tick tries again; the claim loop reports the outage
         except PgqError as exc:

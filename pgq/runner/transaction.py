@@ -3,10 +3,11 @@
 A ``transactional=True`` handler runs with ``job.connection``: a connection of the
 runner's transaction pool (``DatabaseSource``, one connection per running transactional
 handler, so at most ``concurrency`` of them) in an open transaction. When the handler
-returns, ``pgq.complete`` (fenced by worker and attempt) runs in that same transaction and
-it commits: the handler's writes and ``succeeded`` are one commit. Whatever else happens —
-the handler raises, times out, is cancelled, the runner shuts down, or ``pgq.complete``
-refuses because the lease was lost and the job is someone else's now — the transaction
+returns, ``pgq.complete`` (fenced by worker, attempt and lease token) runs in that same
+transaction and it commits: the handler's writes and ``succeeded`` are one commit.
+Whatever else happens — the handler raises, times out, is cancelled, the runner shuts
+down, or ``pgq.complete`` refuses because the lease was lost and the job is someone
+else's now — the transaction
 rolls back, and the attempt's failure (if any) is written in a transaction of its own. A
 runner killed mid-handler leaves nothing either: PostgreSQL rolls back the transaction of
 a connection that went away, and the job comes back when its lease runs out.
@@ -70,7 +71,12 @@ class DatabaseTransaction:
             async with asyncio.timeout(END_TIMEOUT):
                 try:
                     await queries.complete(
-                        self._conn, job.id, self._worker_id, result, attempt=job.attempt
+                        self._conn,
+                        job.id,
+                        self._worker_id,
+                        result,
+                        attempt=job.attempt,
+                        lease_token=job.lease_token,
                     )
                 except (JobNotFound, TransitionNotAllowed):
                     await self._tx.rollback()

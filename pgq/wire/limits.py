@@ -27,6 +27,10 @@ TYPE_RULE: Final = "use 1-128 characters of A-Z a-z 0-9 _ . : -"
 NO_NUL_PATTERN: Final = r"^[^\u0000]*$"
 NO_NUL_RULE: Final = "must not contain a NUL character (\\u0000)"
 
+#: Lease tokens: the UUID a claim minted for the job, in its canonical lowercase form.
+LEASE_TOKEN_PATTERN: Final = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+LEASE_TOKEN_RULE: Final = "must be the lease_token of the claim (a UUID, as the claim answered it)"
+
 INT32_MAX: Final = 2**31 - 1
 BIGINT_MAX: Final = 2**63 - 1
 

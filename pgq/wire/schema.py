@@ -24,6 +24,7 @@ BODIES: tuple[type[msgspec.Struct], ...] = (
     t.Limits,
     t.Job,
     t.Jobs,
+    t.ClaimedJobs,
     t.JobPage,
     t.Queue,
     t.Queues,

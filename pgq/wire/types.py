@@ -47,6 +47,15 @@ Attempt = Annotated[
         "runner whose lease expired and whose job was claimed again.",
     ),
 ]
+LeaseToken = Annotated[
+    str,
+    Meta(
+        pattern=L.LEASE_TOKEN_PATTERN,
+        description="The job's `lease_token` from the claim answer: proves the caller holds "
+        "the lease (a wrong or stale one is 409 `lease_mismatch`).",
+        extra={"problem": L.LEASE_TOKEN_RULE},
+    ),
+]
 JobId = Annotated[int, Meta(ge=1, le=L.BIGINT_MAX)]
 Priority = Annotated[
     int, Meta(ge=L.PRIORITY_MIN, le=L.PRIORITY_MAX, description="Smaller runs first.")
@@ -211,6 +220,7 @@ class Complete(_Body):
 
     worker_id: WorkerId
     success: bool
+    lease_token: LeaseToken
     attempt: Attempt | UnsetType = UNSET
     result: JsonValue = UNSET
     error: ErrorMessage | dict[str, Any] | UnsetType = UNSET
@@ -240,6 +250,7 @@ class Heartbeat(_Body):
     """Extend the lease of a claimed job."""
 
     worker_id: WorkerId
+    lease_token: LeaseToken
     attempt: Attempt | UnsetType = UNSET
 
 
@@ -251,6 +262,7 @@ class Release(_Body):
 
     worker_id: WorkerId
     attempt: Attempt
+    lease_token: LeaseToken
     reason: ErrorMessage | dict[str, Any] | UnsetType = UNSET
 
 
@@ -451,9 +463,28 @@ class Job(Struct, forbid_unknown_fields=True):
 
 
 class Jobs(Struct, forbid_unknown_fields=True):
-    """Jobs, in request order (batch create) or as claimed."""
+    """Jobs, in request order (batch create)."""
 
     jobs: list[Job]
+
+
+class ClaimedJob(Job, forbid_unknown_fields=True):
+    """A job as ``POST /jobs/claim`` hands it out: with the claim's secret ``lease_token``,
+    which no other answer shows."""
+
+    lease_token: Annotated[
+        str,
+        Meta(
+            pattern=L.LEASE_TOKEN_PATTERN,
+            description="Send it with complete, heartbeat and release; keep it secret.",
+        ),
+    ]
+
+
+class ClaimedJobs(Struct, forbid_unknown_fields=True):
+    """The claimed jobs, in claim order."""
+
+    jobs: list[ClaimedJob]
 
 
 class JobPage(Struct, forbid_unknown_fields=True):
@@ -555,6 +586,7 @@ ERROR_CODES: tuple[str, ...] = (
     "job_not_found",
     "method_not_allowed",
     "transition_not_allowed",
+    "lease_mismatch",
     "payload_too_large",
     "unsupported_media_type",
     "database_unavailable",
