@@ -69,6 +69,7 @@ class Job:
         if self.reporter is None:
             raise RuntimeError("report_progress works inside a pgq runner's handler only")
         return await self.reporter(self, progress)
+
     #: the secret of this claim (``pgq.claim`` mints one per job), which complete, fail,
     #: heartbeat, release and progress present; None when the job was not claimed by us.
     #: Never part of ``to_json`` nor of ``repr``.
