@@ -276,18 +276,32 @@ async def test_dead_letters_bulk_replay(ui: Page, conn: asyncpg.Connection) -> N
     )
 
 
-async def test_queue_pause_when_the_coordinator_serves_queues(
-    ui: Page, live: Any, conn: asyncpg.Connection
+async def test_queue_pause_resume_and_limits_from_the_overview(
+    ui: Page, conn: asyncpg.Connection
 ) -> None:
-    status, _, _ = await live.request("GET", "/queues")
-    if status == 404:
-        pytest.skip("this coordinator has no /queues yet (flow control not merged)")
     await queries.enqueue(conn, "TMDB_SYNC", {"movieId": 1})
     await ui.goto("#/")
     await ui.page.get_by_role("button", name="pause queue default").click()
     await wait_until(
         lambda: conn.fetchval("SELECT paused FROM pgq.queues WHERE queue = 'default'"), timeout=5
     )
+    await ui.page.get_by_role("button", name="resume queue default").click()
+    await wait_until(
+        lambda: conn.fetchval("SELECT NOT paused FROM pgq.queues WHERE queue = 'default'"),
+        timeout=5,
+    )
+    await ui.page.get_by_text("Limits").click()
+    await ui.page.get_by_label("Concurrency").fill("3")
+    await ui.page.get_by_label("Rate /s").fill("2.5")
+    await ui.page.get_by_role("button", name="Save").click()
+    await wait_until(
+        lambda: conn.fetchval(
+            "SELECT concurrency = 3 AND rate = 2.5 AND key_concurrency IS NULL"
+            " FROM pgq.queues WHERE queue = 'default'"
+        ),
+        timeout=5,
+    )
+    await ui.page.wait_for_selector("tr[data-queue='default'] >> text=at most 3, rate 2.5/s")
 
 
 # -- progress --------------------------------------------------------------------------------

@@ -274,8 +274,9 @@ function overviewView() {
 function queueControls(name, set) {
   const wrap = h("div", { class: "actions" });
   if (!set) return wrap;
-  const limits = ["concurrency", "rate"].filter((k) => set[k] !== null && set[k] !== undefined)
-    .map((k) => `${k} ${set[k]}`).join(", ");
+  const limits = [["concurrency", "at most"], ["key_concurrency", "per key"], ["rate", "rate"]]
+    .filter(([k]) => set[k] !== null && set[k] !== undefined)
+    .map(([k, label]) => `${label} ${set[k]}${k === "rate" ? "/s" : ""}`).join(", ");
   wrap.append(set.paused ? h("span", { class: "pill waiting" }, "paused") : "", limits ? h("span", { class: "muted" }, limits) : "");
   if (can("queues")) {
     const verb = set.paused ? "resume" : "pause";
@@ -283,9 +284,32 @@ function queueControls(name, set) {
       type: "button", "aria-label": `${verb} queue ${name}`,
       onclick: () => act(`${verb}d ${name}`, () => api(`/queues/${encodeURIComponent(name)}/${verb}`, { method: "POST" }))
         .then(() => state.view.reload && state.view.reload()),
-    }, verb === "pause" ? "Pause" : "Resume"));
+    }, verb === "pause" ? "Pause" : "Resume"), limitsForm(name, set));
   }
   return wrap;
+}
+
+// PUT /queues/{queue}/limits: all four at once, an empty field meaning no limit.
+function limitsForm(name, set) {
+  const fields = [["concurrency", "Concurrency", "1"], ["key_concurrency", "Per key", "1"],
+    ["rate", "Rate /s", "0.001"], ["burst", "Burst", "1"]];
+  const inputs = fields.map(([k, label, step]) => {
+    const input = h("input", { type: "number", min: step, step, id: `limit-${name}-${k}`, name: k, inputmode: "decimal" });
+    if (set[k] !== null && set[k] !== undefined) input.value = set[k];
+    return h("label", { for: input.id }, label, input);
+  });
+  const submit = (ev) => {
+    ev.preventDefault();
+    const body = {};
+    for (const [k] of fields) {
+      const v = ev.target.elements[k].value.trim();
+      if (v !== "") body[k] = Number(v);
+    }
+    act(`limits of ${name} set`, () => api(`/queues/${encodeURIComponent(name)}/limits`, { method: "PUT", body }))
+      .then(() => state.view.reload && state.view.reload());
+  };
+  return h("details", { class: "limits" }, h("summary", { "aria-label": `limits of queue ${name}` }, "Limits"),
+    h("form", { onsubmit: submit }, inputs, h("button", { type: "submit" }, "Save")));
 }
 
 function chart(title, rows, statuses, color) {
