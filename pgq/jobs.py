@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from datetime import datetime
 from typing import Any
 
@@ -57,7 +58,11 @@ class Job:
     connection: Any = dataclasses.field(default=None, repr=False, compare=False)
     #: set by the runner for its handler: how report_progress reaches the database or
     #: the coordinator (pgq.runner), None elsewhere
-    reporter: Callable[[Job, dict[str, Any]], Awaitable[bool]] | None = dataclasses.field(
+    reporter: Callable[[Job, dict[str, Any]], Coroutine[Any, Any, bool]] | None = dataclasses.field(
+        default=None, repr=False, compare=False
+    )
+    #: the runner's event loop, for ``report_progress_sync`` from a sync handler's thread
+    loop: asyncio.AbstractEventLoop | None = dataclasses.field(
         default=None, repr=False, compare=False
     )
 
@@ -81,6 +86,13 @@ class Job:
     def lease_token(self) -> str | None:
         """The lease token of the claim that handed this job out (None otherwise)."""
         return None if self._lease_token is None else str(self._lease_token)
+    def report_progress_sync(self, progress: dict[str, Any]) -> bool:
+        """``report_progress`` for a sync (plain ``def``) handler, from its thread: blocks
+        until the report is stored (or refused)."""
+        if self.reporter is None or self.loop is None:
+            raise RuntimeError("report_progress_sync works inside a pgq runner's handler only")
+        call = asyncio.run_coroutine_threadsafe(self.reporter(self, progress), self.loop)
+        return call.result()
 
     @property
     def finished(self) -> bool:

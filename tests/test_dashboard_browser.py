@@ -219,6 +219,36 @@ async def test_job_view_shows_every_attempts_error_and_retry_replays_it(
     await ui.page.wait_for_selector("h2 .pill.queued")  # the page followed, no reload
 
 
+async def test_a_dead_job_is_fixed_and_run_again_from_its_page(
+    ui: Page, conn: asyncpg.Connection
+) -> None:
+    # The person reads why the job died (its arguments were wrong), edits them and runs a
+    # copy, without leaving the page; the dead job stays as it was.
+    job, _ = await queries.enqueue(conn, "TMDB_SYNC", {"movieId": "abc"}, priority=-1)
+    [c] = await queries.claim(conn, ME, 1)
+    await queries.fail(
+        conn,
+        c.id,
+        ME,
+        {"message": "movieId must be a positive integer, got 'abc'", "traceback": "line 1\nline 2"},
+        retryable=False,
+    )
+    await ui.goto(f"#/jobs/{job.id}")
+    await ui.page.wait_for_selector("text=movieId must be a positive integer")
+    await ui.page.get_by_text("Traceback").click()
+    assert await ui.page.text_content("details pre") == "line 1\nline 2"  # real line breaks
+    await ui.page.get_by_text("Edit the arguments and run a copy").click()
+    await ui.page.get_by_label("Arguments of a new TMDB_SYNC job").fill('{"movieId": 77}')
+    await ui.page.get_by_role("button", name="Enqueue the copy").click()
+    new_view = await ui.page.wait_for_selector(f"[data-view=job]:not([data-job='{job.id}'])")
+    new_id = int(await new_view.get_attribute("data-job"))
+    copy = await queries.get_job(conn, new_id)
+    assert copy is not None
+    assert (copy.type, copy.args, copy.status) == ("TMDB_SYNC", {"movieId": 77}, "queued")
+    assert (await queries.get_job(conn, job.id)).status == "dead"
+    await ui.page.wait_for_selector(f"[data-view=job][data-job='{new_id}'] h2 .pill.queued")
+
+
 async def test_cancel_from_the_job_view(ui: Page, conn: asyncpg.Connection) -> None:
     job, _ = await queries.enqueue(conn, "TMDB_SYNC", {"movieId": 9})
     await ui.goto(f"#/jobs/{job.id}")
@@ -246,18 +276,32 @@ async def test_dead_letters_bulk_replay(ui: Page, conn: asyncpg.Connection) -> N
     )
 
 
-async def test_queue_pause_when_the_coordinator_serves_queues(
-    ui: Page, live: Any, conn: asyncpg.Connection
+async def test_queue_pause_resume_and_limits_from_the_overview(
+    ui: Page, conn: asyncpg.Connection
 ) -> None:
-    status, _, _ = await live.request("GET", "/queues")
-    if status == 404:
-        pytest.skip("this coordinator has no /queues yet (flow control not merged)")
     await queries.enqueue(conn, "TMDB_SYNC", {"movieId": 1})
     await ui.goto("#/")
     await ui.page.get_by_role("button", name="pause queue default").click()
     await wait_until(
         lambda: conn.fetchval("SELECT paused FROM pgq.queues WHERE queue = 'default'"), timeout=5
     )
+    await ui.page.get_by_role("button", name="resume queue default").click()
+    await wait_until(
+        lambda: conn.fetchval("SELECT NOT paused FROM pgq.queues WHERE queue = 'default'"),
+        timeout=5,
+    )
+    await ui.page.get_by_text("Limits").click()
+    await ui.page.get_by_label("Concurrency").fill("3")
+    await ui.page.get_by_label("Rate /s").fill("2.5")
+    await ui.page.get_by_role("button", name="Save").click()
+    await wait_until(
+        lambda: conn.fetchval(
+            "SELECT concurrency = 3 AND rate = 2.5 AND key_concurrency IS NULL"
+            " FROM pgq.queues WHERE queue = 'default'"
+        ),
+        timeout=5,
+    )
+    await ui.page.wait_for_selector("tr[data-queue='default'] >> text=at most 3, rate 2.5/s")
 
 
 # -- progress --------------------------------------------------------------------------------

@@ -43,6 +43,27 @@ async def test_a_sync_handler_runs_on_a_thread_and_its_result_is_stored(dsn, cli
     assert (failed.status, failed.error["message"]) == ("dead", "asked to fail")
 
 
+async def test_a_sync_handler_reports_progress_from_its_thread(dsn, client, conn) -> None:
+    runner = Runner(dsn, worker_id="sync-test")
+    reported = threading.Event()
+    finish = threading.Event()
+
+    @runner.handler("SYNC_PROGRESS")
+    def work(job: pgq.Job) -> str:
+        stored = job.report_progress_sync({"done": 1, "total": 2})
+        reported.set()
+        finish.wait(10)
+        return "stored" if stored else "refused"
+
+    async with running(runner):
+        job = await client.enqueue("SYNC_PROGRESS", {})
+        await wait_until(reported.is_set, timeout=10)
+        assert (await job_row(conn, job.id))["progress"] == {"done": 1, "total": 2}
+        finish.set()
+        done = await client.wait(job.id, timeout=10)
+    assert (done.status, done.result) == ("succeeded", "stored")
+
+
 async def test_a_sync_handler_that_returns_a_coroutine_is_an_error(dsn, client) -> None:
     runner = Runner(dsn, worker_id="sync-test")
 

@@ -23,7 +23,7 @@ STATIC = Path(__file__).with_name("static")
 
 #: What each scope may do, as the page needs to know it (actions it may not take are not
 #: shown; the server refuses them anyway once scopes exist).
-_ACTIONS = ("retry", "cancel", "bulk", "queues", "schedules")
+_ACTIONS = ("retry", "cancel", "bulk", "queues", "schedules", "enqueue")
 
 
 async def page(request: web.Request) -> web.FileResponse:

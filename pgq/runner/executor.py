@@ -185,6 +185,7 @@ class Executor:
             try:
                 assert self.source is not None
                 job.reporter = self.source.progress
+                job.loop = loop
                 if handler.transactional:
                     result = await self._in_transaction(active)
                 elif handler.sync:

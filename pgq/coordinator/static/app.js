@@ -72,6 +72,16 @@ async function api(path, options = {}) {
     throw new Error("a token is needed");
   }
   const data = res.status === 204 ? null : await res.json().catch(() => null);
+  if (res.status === 403 && path === "/ui/api/session") {
+    askForToken("That token may not read the dashboard: it needs the reader or admin scope.");
+    throw new Error("a reader token is needed");
+  }
+  if (res.status === 403 && options.method && options.method !== "GET") {
+    // The token may look but not act: hide every action from now on, redraw the view.
+    if (state.session) state.session.can = [];
+    setTimeout(route, 0);
+    throw new Error("this token may only read; acting needs an admin token");
+  }
   if (!res.ok) {
     if (options.allow && options.allow.includes(res.status)) return { status: res.status, data };
     const msg = (data && data.error && data.error.message) || `${res.status} ${res.statusText}`;
@@ -264,8 +274,9 @@ function overviewView() {
 function queueControls(name, set) {
   const wrap = h("div", { class: "actions" });
   if (!set) return wrap;
-  const limits = ["concurrency", "rate"].filter((k) => set[k] !== null && set[k] !== undefined)
-    .map((k) => `${k} ${set[k]}`).join(", ");
+  const limits = [["concurrency", "at most"], ["key_concurrency", "per key"], ["rate", "rate"]]
+    .filter(([k]) => set[k] !== null && set[k] !== undefined)
+    .map(([k, label]) => `${label} ${set[k]}${k === "rate" ? "/s" : ""}`).join(", ");
   wrap.append(set.paused ? h("span", { class: "pill waiting" }, "paused") : "", limits ? h("span", { class: "muted" }, limits) : "");
   if (can("queues")) {
     const verb = set.paused ? "resume" : "pause";
@@ -273,9 +284,32 @@ function queueControls(name, set) {
       type: "button", "aria-label": `${verb} queue ${name}`,
       onclick: () => act(`${verb}d ${name}`, () => api(`/queues/${encodeURIComponent(name)}/${verb}`, { method: "POST" }))
         .then(() => state.view.reload && state.view.reload()),
-    }, verb === "pause" ? "Pause" : "Resume"));
+    }, verb === "pause" ? "Pause" : "Resume"), limitsForm(name, set));
   }
   return wrap;
+}
+
+// PUT /queues/{queue}/limits: all four at once, an empty field meaning no limit.
+function limitsForm(name, set) {
+  const fields = [["concurrency", "Concurrency", "1"], ["key_concurrency", "Per key", "1"],
+    ["rate", "Rate /s", "0.001"], ["burst", "Burst", "1"]];
+  const inputs = fields.map(([k, label, step]) => {
+    const input = h("input", { type: "number", min: step, step, id: `limit-${name}-${k}`, name: k, inputmode: "decimal" });
+    if (set[k] !== null && set[k] !== undefined) input.value = set[k];
+    return h("label", { for: input.id }, label, input);
+  });
+  const submit = (ev) => {
+    ev.preventDefault();
+    const body = {};
+    for (const [k] of fields) {
+      const v = ev.target.elements[k].value.trim();
+      if (v !== "") body[k] = Number(v);
+    }
+    act(`limits of ${name} set`, () => api(`/queues/${encodeURIComponent(name)}/limits`, { method: "PUT", body }))
+      .then(() => state.view.reload && state.view.reload());
+  };
+  return h("details", { class: "limits" }, h("summary", { "aria-label": `limits of queue ${name}` }, "Limits"),
+    h("form", { onsubmit: submit }, inputs, h("button", { type: "submit" }, "Save")));
 }
 
 function chart(title, rows, statuses, color) {
@@ -483,6 +517,7 @@ function jobView(id) {
       h("h2", {}, `Job ${id} `, pill(j.status)),
       actions,
       j.status === "dead" ? errorsCard : null,
+      can("enqueue") && ["dead", "cancelled"].includes(j.status) ? copyForm(j) : null,
       h("div", { class: "grid" },
         h("section", { class: "card" }, h("h3", {}, "Facts"), h("dl", { class: "facts" },
           ...[["Type", j.type], ["Queue", j.queue], ["Attempts", `${j.attempts} of ${j.max_attempts}`], ["Priority", j.priority],
@@ -493,7 +528,9 @@ function jobView(id) {
           h("h3", {}, "Timeline"), h("ol", { class: "timeline" }, timeline.map(([k, t]) => h("li", {}, `${k} `, when(t)))))),
       j.status !== "dead" && errors.errors.length ? errorsCard : null,
       h("section", { class: "card" }, h("h3", {}, "Arguments"), h("pre", {}, JSON.stringify(j.arguments, null, 2))),
-      h("section", { class: "card" }, h("h3", {}, "Result"), h("pre", {}, j.result === null ? "null" : JSON.stringify(j.result, null, 2))));
+      j.result !== null || j.status === "succeeded"
+        ? h("section", { class: "card" }, h("h3", {}, "Result"), h("pre", {}, JSON.stringify(j.result, null, 2)))
+        : null);
   };
   view.render = (el) => { el.append(box); view.reload().catch((e) => fill(box, h("p", { class: "error" }, e.message))); };
   view.onEvent = (name, ev) => { if (ev.id === id) later(`job${id}`, () => view.reload().catch(() => {})); };
@@ -502,10 +539,42 @@ function jobView(id) {
 
 function errorsSection(errors) {
   return h("section", { class: "card" }, h("h3", {}, `Errors (${errors.length})`),
-        errors.length ? h("ol", {}, [...errors].reverse().map((e) => h("li", {},
-          h("div", { class: "errmsg" }, errorText(e)), h("span", { class: "muted" }, `attempt ${e.attempt ?? "?"}, `, when(e.at)),
-          Object.keys(e).some((k) => !["message", "attempt", "at"].includes(k)) ? h("pre", {}, JSON.stringify(e, null, 2)) : null)))
-          : h("p", { class: "muted" }, "No error recorded."));
+    errors.length ? h("ol", { class: "errors" }, [...errors].reverse().map(errorItem))
+      : h("p", { class: "muted" }, "No error recorded."));
+}
+
+// One attempt's error: its message first, then when; a traceback with its own line breaks
+// (folded), and whatever else the runner reported as JSON.
+function errorItem(e) {
+  const shown = ["message", "attempt", "at", "traceback", "type", "kind"];
+  const rest = Object.fromEntries(Object.entries(e).filter(([k]) => !shown.includes(k)));
+  return h("li", {},
+    h("div", { class: "errmsg" }, errorText(e)),
+    h("span", { class: "muted" }, `attempt ${e.attempt ?? "?"}, `, when(e.at),
+      e.type || e.kind ? ` — ${[e.type, e.kind && `(${e.kind})`].filter(Boolean).join(" ")}` : ""),
+    typeof e.traceback === "string" ? h("details", {}, h("summary", {}, "Traceback"), h("pre", {}, e.traceback)) : null,
+    Object.keys(rest).length ? h("pre", {}, JSON.stringify(rest, null, 2)) : null);
+}
+
+// Fix the cause and run again: a new job like this one, with the arguments as edited here.
+function copyForm(j) {
+  const area = h("textarea", { id: `copy-args-${j.id}`, rows: 6, spellcheck: "false" });
+  area.value = JSON.stringify(j.arguments, null, 2);
+  const submit = async (ev) => {
+    ev.preventDefault();
+    let args;
+    try { args = JSON.parse(area.value); } catch (e) { toast(`The arguments are not JSON: ${e.message}`); return; }
+    const body = { type: j.type, queue: j.queue, priority: j.priority, max_attempts: j.max_attempts,
+      timeout_seconds: j.timeout_seconds, arguments: args, ...(j.concurrency_key ? { concurrency_key: j.concurrency_key } : {}) };
+    const made = await act("New job enqueued", () => api("/jobs", { method: "POST", body }));
+    if (made) location.hash = `#/jobs/${made.id}`;
+  };
+  return h("details", { class: "card copy" },
+    h("summary", {}, "Edit the arguments and run a copy"),
+    h("form", { onsubmit: submit },
+      h("label", { for: area.id }, `Arguments of a new ${j.type} job (this one stays ${j.status})`),
+      area,
+      h("div", { class: "actions" }, h("button", { type: "submit", class: "primary" }, "Enqueue the copy"))));
 }
 
 // Schedules: shown when this coordinator serves /schedules.
