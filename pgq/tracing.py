@@ -49,6 +49,8 @@ _TRACEPARENT = re.compile(
 )
 #: Longest tracestate kept (the spec asks propagators to keep at least 512 characters).
 MAX_TRACESTATE = 512
+#: What a tracestate is made of (list members of printable ASCII); anything else is dropped.
+_TRACESTATE = re.compile(r"[\x20-\x7e]*")
 
 #: Outcomes (``pgq.runner.outcome.Outcome`` values) that mark the span as an error; the
 #: others succeeded, or were not the handler's doing (cancelled, lost, released).
@@ -78,7 +80,7 @@ def from_headers(headers: Mapping[str, str]) -> dict[str, str] | None:
         return None  # version 00 has exactly four fields; later ones may add "-…"
     context = {"traceparent": traceparent}
     tracestate = headers.get("tracestate")
-    if tracestate and len(tracestate) <= MAX_TRACESTATE:
+    if tracestate and len(tracestate) <= MAX_TRACESTATE and _TRACESTATE.fullmatch(tracestate):
         context["tracestate"] = tracestate.strip()
     return context
 

@@ -193,8 +193,9 @@ def test_from_headers_keeps_only_a_valid_traceparent(header: str, kept: bool) ->
     assert (context is None) is not kept
 
 
-def test_a_long_tracestate_is_dropped() -> None:
-    assert tracing.from_headers({"traceparent": TRACEPARENT, "tracestate": "a=" + "x" * 600}) == {
+@pytest.mark.parametrize("tracestate", ["a=" + "x" * 600, "a=\x01", "a=é"])
+def test_a_long_or_odd_tracestate_is_dropped(tracestate: str) -> None:
+    assert tracing.from_headers({"traceparent": TRACEPARENT, "tracestate": tracestate}) == {
         "traceparent": TRACEPARENT
     }
 
