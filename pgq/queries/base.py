@@ -7,7 +7,9 @@ import functools
 from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec, Protocol, TypeVar
 
-from ..errors import translating
+import asyncpg
+
+from ..errors import translating, unreachable
 
 
 class Executor(Protocol):
@@ -29,3 +31,38 @@ def translated(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
             return await fn(*args, **kwargs)
 
     return wrapper
+
+
+def translated_read(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    """``translated``, plus one retry on a fresh connection when the pooled connection it
+    got had died unseen (a database restart or failover that left no FIN behind): a read
+    is safe to repeat, and this spares its caller a 503 for a connection nobody used since
+    the database came back. Only when ``db`` (the first argument) is a pool."""
+
+    @functools.wraps(fn)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        with translating():
+            try:
+                return await fn(*args, **kwargs)
+            except Exception as exc:
+                pool = args[0] if args else None
+                if not (isinstance(pool, asyncpg.Pool) and connection_died(exc)):
+                    raise
+                await pool.expire_connections()  # every idle one may be as dead: replace them
+            return await fn(*args, **kwargs)
+
+    return wrapper
+
+
+def connection_died(exc: BaseException) -> bool:
+    """True when ``exc`` says a connection that was open has gone (not: the database refused
+    a new one, is starting up, or did not answer in time; retrying those at once is moot)."""
+    return unreachable(exc) and not isinstance(exc, _NOT_A_DEAD_CONNECTION)
+
+
+_NOT_A_DEAD_CONNECTION = (
+    TimeoutError,
+    ConnectionRefusedError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+)

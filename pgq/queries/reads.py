@@ -8,17 +8,17 @@ from datetime import datetime
 from typing import Any
 
 from ..jobs import STATUSES, Job
-from .base import Executor, translated
+from .base import Executor, translated_read
 
 
-@translated
+@translated_read
 async def get_job(db: Executor, job_id: int) -> Job | None:
     """One job by id, or None."""
     row = await db.fetchrow("SELECT * FROM pgq.jobs WHERE id = $1", job_id)
     return Job.from_record(row) if row is not None else None
 
 
-@translated
+@translated_read
 async def get_jobs(db: Executor, job_ids: Sequence[int]) -> list[Job]:
     """The jobs with these ids that exist, in id order."""
     rows = await db.fetch(
@@ -27,7 +27,7 @@ async def get_jobs(db: Executor, job_ids: Sequence[int]) -> list[Job]:
     return [Job.from_record(r) for r in rows]
 
 
-@translated
+@translated_read
 async def list_jobs(
     db: Executor,
     *,
@@ -71,7 +71,7 @@ async def list_jobs(
     return [Job.from_record(r) for r in rows]
 
 
-@translated
+@translated_read
 async def running_jobs_of(db: Executor, worker_id: str) -> list[Job]:
     """The running jobs ``worker_id`` holds, in id order (a runner looks for jobs it claimed
     but never heard back about, when a claim's reply was lost with its connection)."""
@@ -82,7 +82,7 @@ async def running_jobs_of(db: Executor, worker_id: str) -> list[Job]:
     return [Job.from_record(r) for r in rows]
 
 
-@translated
+@translated_read
 async def next_due(
     db: Executor, queues: Sequence[str] | None = None, job_types: Sequence[str] | None = None
 ) -> tuple[datetime | None, datetime | None, datetime]:
@@ -96,13 +96,13 @@ async def next_due(
     return row["next_run_at"], row["next_lease_expiry"], row["db_now"]
 
 
-@translated
+@translated_read
 async def stats(db: Executor) -> list[dict[str, Any]]:
     """``pgq.stats``: per queue and status, the count and the oldest run_at."""
     return [dict(r) for r in await db.fetch("SELECT * FROM pgq.stats()")]
 
 
-@translated
+@translated_read
 async def queue_depths(db: Executor) -> list[dict[str, Any]]:
     """For metrics: ``pgq.stats()`` plus the age of the oldest due queued job per queue."""
     rows = await db.fetch(
@@ -116,7 +116,7 @@ async def queue_depths(db: Executor) -> list[dict[str, Any]]:
     return [dict(r) for r in rows]
 
 
-@translated
+@translated_read
 async def finished_since(
     db: Executor, since: datetime | None, lag_seconds: float = 2.0
 ) -> dict[str, Any]:
@@ -171,13 +171,13 @@ async def finished_since(
     }
 
 
-@translated
+@translated_read
 async def notification_queue_usage(db: Executor) -> float:
     """``pg_notification_queue_usage()``: how full Postgres's NOTIFY queue is (0..1)."""
     return await db.fetchval("SELECT pg_notification_queue_usage()")
 
 
-@translated
+@translated_read
 async def ping(db: Executor) -> None:
     """Round trip to the database; raises DatabaseUnavailable when it does not answer."""
     await db.fetchval("SELECT 1")

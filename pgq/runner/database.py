@@ -256,6 +256,11 @@ class DatabaseSource:
         # times, and check that every job we run is still ours (a cancellation may have
         # been missed).
         self._wake.set()
+        if self._pool is not None:
+            # The pool's idle connections most likely died with the listener's (a restart,
+            # a failover): replace them, so the claim this wake-up triggers does not fail
+            # on one of them first.
+            self._spawn(self._pool.expire_connections())
         if self._sweeper is not None:
             self._sweeper.rearm()
         if self._hooks is not None:
