@@ -75,6 +75,25 @@ _QUEUE_NAME = {
     "description": "The queue name.",
 }
 _PROTECTED: list[dict[str, list[str]]] = [{"bearer": []}, {}]
+#: W3C Trace Context of an enqueue, kept on the jobs for the runners' spans (pgq.tracing)
+_TRACE_HEADERS = [
+    {
+        "name": "traceparent",
+        "in": "header",
+        "required": False,
+        "schema": {"type": "string"},
+        "description": "W3C Trace Context: the runners' spans of the new jobs continue this "
+        "trace. An invalid value is ignored.",
+    },
+    {
+        "name": "tracestate",
+        "in": "header",
+        "required": False,
+        "schema": {"type": "string"},
+        "description": "W3C Trace Context vendor state, kept with a valid traceparent (up to "
+        "512 printable ASCII characters; otherwise ignored).",
+    },
+]
 
 
 def _op(
@@ -156,6 +175,7 @@ def document() -> dict[str, Any]:
                 },
                 _BODY_ERRORS,
                 body=_body("NewJob"),
+                parameters=_TRACE_HEADERS,
             ),
             "get": _op(
                 "listJobs",
@@ -172,6 +192,7 @@ def document() -> dict[str, Any]:
                 {"201": _json(_ref("Jobs"), "The jobs, in request order.")},
                 _BODY_ERRORS,
                 body=_body("Batch"),
+                parameters=_TRACE_HEADERS,
             )
         },
         "/jobs/claim": {
