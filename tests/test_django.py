@@ -236,6 +236,25 @@ def test_enqueue_maps_priority_queue_run_after_and_limits(project: None) -> None
     assert send_welcome.get_result(email.id).task.queue_name == "emails"
 
 
+def test_enqueue_keeps_the_current_trace_context(project: None) -> None:
+    from demo.tasks import add
+    from django.db import connection
+    from opentelemetry.sdk.trace import TracerProvider
+
+    with TracerProvider().get_tracer("view").start_as_current_span("view") as span:
+        traced = add.enqueue(1, 2)
+    plain = add.enqueue(3, 4)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT trace_context->>'traceparent' FROM pgq.jobs WHERE id = ANY(%s) ORDER BY id",
+            [[int(traced.id), int(plain.id)]],
+        )
+        (traceparent,), (nothing,) = cursor.fetchall()
+    context = span.get_span_context()
+    assert traceparent.startswith(f"00-{context.trace_id:032x}-{context.span_id:016x}-")
+    assert nothing is None
+
+
 def test_bad_input_is_refused_clearly(project: None) -> None:
     from demo.tasks import add, nap
     from django.db import connection

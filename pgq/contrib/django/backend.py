@@ -41,6 +41,7 @@ from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist
 from django.tasks.signals import task_enqueued
 from django.utils.module_loading import import_string
 
+from ... import tracing
 from ...jobs import Job
 
 __all__ = ["PgqBackend", "PgqTask", "registered_tasks", "result_from_job"]
@@ -49,7 +50,16 @@ _TYPE_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 _QUEUE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
 
 #: ``pgq.enqueue``'s optional parameters this backend sets; the others keep their defaults.
-_ENQUEUE_PARAMS = ("queue", "priority", "run_at", "max_attempts", "timeout_seconds")
+_ENQUEUE_PARAMS = (
+    "queue",
+    "priority",
+    "run_at",
+    "max_attempts",
+    "timeout_seconds",
+    "trace_context",
+)
+#: the ones sent as JSON text
+_JSONB_PARAMS = frozenset({"trace_context"})
 
 #: Read one job for get_result(). pgq has no read function (DESIGN lists transitions
 #: only; the coordinator reads the same way in queries.get_job). jsonb goes out as text,
@@ -168,11 +178,13 @@ class PgqBackend(BaseTaskBackend):
             "run_at": task.run_after,
             "max_attempts": getattr(task, "max_attempts", None) or self.max_attempts,
             "timeout_seconds": getattr(task, "timeout_seconds", None) or self.timeout_seconds,
+            # with OpenTelemetry installed, the worker's span continues the current trace
+            "trace_context": json.dumps(context) if (context := tracing.current()) else None,
         }
         named = [name for name in _ENQUEUE_PARAMS if values[name] is not None]
         # Only the parameters given are named, so the others keep pgq.enqueue's defaults.
         sql = "SELECT id, created_at FROM pgq.enqueue(job_type => %s, args => %s::jsonb{})".format(
-            "".join(f", {name} => %s" for name in named)
+            "".join(f", {name} => %s{'::jsonb' if name in _JSONB_PARAMS else ''}" for name in named)
         )
         payload = json.dumps({"args": pending.args, "kwargs": pending.kwargs})
         with self._connection().cursor() as cursor:
