@@ -86,6 +86,7 @@ class Job:
     def lease_token(self) -> str | None:
         """The lease token of the claim that handed this job out (None otherwise)."""
         return None if self._lease_token is None else str(self._lease_token)
+
     def report_progress_sync(self, progress: dict[str, Any]) -> bool:
         """``report_progress`` for a sync (plain ``def``) handler, from its thread: blocks
         until the report is stored (or refused)."""
