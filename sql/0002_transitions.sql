@@ -95,6 +95,33 @@ and pgq.next_due), found by hopping through jobs_claim_idx one queue at a time, 
 scan whose cost grows with the number of queues, not with the number of jobs.
 Leaves nothing behind; raises nothing.$$;
 
+-- _queued_priorities: the priorities that a queue's queued jobs have, in ascending order,
+-- found by hopping through jobs_claim_idx one priority at a time (like _queued_queues).
+-- pgq.claim and pgq.next_due walk the queue one priority at a time with it, so each walk
+-- is a range of jobs_claim_idx in claim order, whatever the planner's statistics say; the
+-- hop is lazy, so a claim filled from the first priority reads no other.
+-- Leaves nothing behind; raises nothing.
+CREATE FUNCTION pgq._queued_priorities(queue text) RETURNS SETOF integer
+LANGUAGE sql STABLE AS $$
+    WITH RECURSIVE hop AS (
+        SELECT min(j.priority) AS priority FROM pgq.jobs AS j
+         WHERE j.status = 'queued' AND j.queue = _queued_priorities.queue
+        UNION ALL
+        SELECT (SELECT min(j.priority) FROM pgq.jobs AS j
+                 WHERE j.status = 'queued' AND j.queue = _queued_priorities.queue
+                   AND j.priority > hop.priority)
+          FROM hop
+         WHERE hop.priority IS NOT NULL
+    )
+    SELECT hop.priority FROM hop WHERE hop.priority IS NOT NULL
+$$;
+COMMENT ON FUNCTION pgq._queued_priorities(text) IS $$_queued_priorities: the priorities that a queue's queued jobs have, in ascending order,
+found by hopping through jobs_claim_idx one priority at a time (like _queued_queues).
+pgq.claim and pgq.next_due walk the queue one priority at a time with it, so each walk
+is a range of jobs_claim_idx in claim order, whatever the planner's statistics say; the
+hop is lazy, so a claim filled from the first priority reads no other.
+Leaves nothing behind; raises nothing.$$;
+
 -- _error_entry: the error of one attempt as stored in last_error and appended to errors.
 -- An object is kept as given, anything else becomes {"message": ...}; attempt and time are
 -- added. Leaves nothing behind; raises nothing.
@@ -669,26 +696,32 @@ BEGIN
 
     RETURN QUERY
     WITH candidates AS (
-        -- Per queue, the first max_jobs due jobs in claim order: an ordered walk of
-        -- jobs_claim_idx (queue, priority, run_at, id) that stops after max_jobs rows, so
-        -- the cost does not grow with the backlog (a single query over all the queues
-        -- would sort every queued job). SKIP LOCKED: a row another claimer is taking is
-        -- simply not ours. With several queues up to max_jobs rows per queue are locked
-        -- here and the best max_jobs of them claimed; the others are unlocked when the
-        -- claiming transaction ends.
+        -- Per queue, the first max_jobs due jobs in claim order: per priority (lowest
+        -- first, pgq._queued_priorities), the range "run_at <= now()" of jobs_claim_idx
+        -- (queue, priority, run_at, id), already in claim order, so the walk stops after
+        -- max_jobs rows whatever the backlog and whatever the statistics (no other index
+        -- covers queued jobs, and no plan sorts the queue). SKIP LOCKED: a row another
+        -- claimer is taking is simply not ours. With several queues up to max_jobs rows
+        -- per queue are locked here and the best max_jobs of them claimed; the others are
+        -- unlocked when the claiming transaction ends.
         SELECT c.id, c.priority, c.run_at
           FROM (SELECT DISTINCT unnest(coalesce(queues, ARRAY(SELECT pgq._queued_queues()))))
                AS wanted(queue)
          CROSS JOIN LATERAL (
-               SELECT j.id, j.priority, j.run_at
-                 FROM pgq.jobs AS j
-                WHERE j.status = 'queued'
-                  AND j.queue = wanted.queue
-                  AND j.run_at <= now()
-                  AND (job_types IS NULL OR j.type = ANY (job_types))
-                ORDER BY j.priority, j.run_at, j.id
-                LIMIT max_jobs
-                  FOR UPDATE SKIP LOCKED) AS c
+               SELECT f.id, f.priority, f.run_at
+                 FROM pgq._queued_priorities(wanted.queue) AS p(priority)
+                CROSS JOIN LATERAL (
+                      SELECT j.id, j.priority, j.run_at
+                        FROM pgq.jobs AS j
+                       WHERE j.status = 'queued'
+                         AND j.queue = wanted.queue
+                         AND j.priority = p.priority
+                         AND j.run_at <= now()
+                         AND (job_types IS NULL OR j.type = ANY (job_types))
+                       ORDER BY j.run_at, j.id
+                       LIMIT max_jobs
+                         FOR UPDATE SKIP LOCKED) AS f
+                LIMIT max_jobs) AS c
     ), claimed AS (
         -- The picked ids as one array, looked up through the primary key: a join with
         -- the candidates could be planned as a hash join over a sequential scan of the

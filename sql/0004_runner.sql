@@ -162,9 +162,10 @@ attempts / results do not have one entry per job.$$;
 -- queue whose running jobs fill its concurrency, offer nothing (pgq.resume and a freed slot
 -- notify pgq_<queue>); the jobs of a key whose running jobs fill key_concurrency are
 -- skipped; a queue out of rate tokens offers its jobs from the moment its next token is
--- due. Runners call it whenever they go idle, so it reads the first entry of jobs_due_idx
--- per queue, never the whole backlog (in a key-limited queue it steps over the due jobs of
--- full keys). Leaves nothing behind; raises nothing.
+-- due. Runners call it whenever they go idle, so it reads the first entry of jobs_claim_idx
+-- per queue and priority (pgq._queued_priorities), never the whole backlog (in a
+-- key-limited queue it steps over the due jobs of full keys). Leaves nothing behind;
+-- raises nothing.
 CREATE FUNCTION pgq.next_due(queues text[] DEFAULT NULL, job_types text[] DEFAULT NULL)
 RETURNS TABLE (next_run_at timestamptz, next_lease_expiry timestamptz)
 LANGUAGE sql STABLE AS $$
@@ -191,13 +192,14 @@ LANGUAGE sql STABLE AS $$
     )
     SELECT (SELECT min(greatest(first.run_at, o.token_at))
               FROM open AS o
+             CROSS JOIN LATERAL pgq._queued_priorities(o.queue) AS p(priority)
              CROSS JOIN LATERAL (
                    SELECT j.run_at FROM pgq.jobs AS j
-                    WHERE j.status = 'queued' AND j.queue = o.queue
+                    WHERE j.status = 'queued' AND j.queue = o.queue AND j.priority = p.priority
                       AND (job_types IS NULL OR j.type = ANY (job_types))
                       AND (o.blocked IS NULL OR j.concurrency_key IS NULL
                            OR NOT (j.concurrency_key = ANY (o.blocked)))
-                    ORDER BY j.run_at
+                    ORDER BY j.run_at, j.id
                     LIMIT 1) AS first),
            (SELECT min(j.lease_expires_at) FROM pgq.jobs AS j WHERE j.status = 'running')
 $$;
@@ -208,6 +210,7 @@ none), after which pgq.expire_leases has work. Flow control counts: a paused que
 queue whose running jobs fill its concurrency, offer nothing (pgq.resume and a freed slot
 notify pgq_<queue>); the jobs of a key whose running jobs fill key_concurrency are
 skipped; a queue out of rate tokens offers its jobs from the moment its next token is
-due. Runners call it whenever they go idle, so it reads the first entry of jobs_due_idx
-per queue, never the whole backlog (in a key-limited queue it steps over the due jobs of
-full keys). Leaves nothing behind; raises nothing.$$;
+due. Runners call it whenever they go idle, so it reads the first entry of jobs_claim_idx
+per queue and priority (pgq._queued_priorities), never the whole backlog (in a
+key-limited queue it steps over the due jobs of full keys). Leaves nothing behind;
+raises nothing.$$;

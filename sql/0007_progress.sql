@@ -14,7 +14,7 @@ ALTER TABLE pgq.jobs ADD COLUMN progress jsonb;
 -- costs nothing to rows outside its predicate, so claims and completions (queued →
 -- running → succeeded, every version a new index entry) pay for none of them (three full
 -- indexes pushed a claim and a completion past tests/test_drain.py's page budget).
--- Lists of queued jobs use jobs_claim_idx / jobs_due_idx, running ones jobs_lease_idx,
+-- Lists of queued jobs use jobs_claim_idx, running ones jobs_lease_idx,
 -- succeeded ones the primary key (succeeded is most of the table, so a page is near).
 CREATE INDEX jobs_settled_status_idx ON pgq.jobs (status, id)
     WHERE status IN ('dead', 'cancelled', 'waiting');

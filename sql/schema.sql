@@ -298,13 +298,19 @@ BEGIN
         END IF;
         CONTINUE WHEN allow <= 0;
         IF s.key_concurrency IS NULL THEN
+            -- one priority at a time, as pgq.claim walks a queue
             picked := picked || ARRAY(
-                SELECT j.id FROM pgq.jobs AS j
-                 WHERE j.status = 'queued' AND j.queue = s.queue AND j.run_at <= now()
-                   AND (job_types IS NULL OR j.type = ANY (job_types))
-                 ORDER BY j.priority, j.run_at, j.id
-                 LIMIT allow
-                   FOR UPDATE SKIP LOCKED);
+                SELECT f.id
+                  FROM pgq._queued_priorities(s.queue) AS p(priority)
+                 CROSS JOIN LATERAL (
+                       SELECT j.id FROM pgq.jobs AS j
+                        WHERE j.status = 'queued' AND j.queue = s.queue
+                          AND j.priority = p.priority AND j.run_at <= now()
+                          AND (job_types IS NULL OR j.type = ANY (job_types))
+                        ORDER BY j.run_at, j.id
+                        LIMIT allow
+                          FOR UPDATE SKIP LOCKED) AS f
+                 LIMIT allow);
         ELSE
             picked := picked || pgq._pick_by_key(s.queue, s.key_concurrency, allow, job_types);
         END IF;
@@ -319,15 +325,20 @@ BEGIN
           FROM (SELECT DISTINCT w FROM unnest(wanted) AS w WHERE NOT (w = ANY (ruled)))
                AS free(queue)
          CROSS JOIN LATERAL (
-               SELECT j.id, j.priority, j.run_at
-                 FROM pgq.jobs AS j
-                WHERE j.status = 'queued'
-                  AND j.queue = free.queue
-                  AND j.run_at <= now()
-                  AND (job_types IS NULL OR j.type = ANY (job_types))
-                ORDER BY j.priority, j.run_at, j.id
-                LIMIT max_jobs
-                  FOR UPDATE SKIP LOCKED) AS c
+               SELECT f.id, f.priority, f.run_at
+                 FROM pgq._queued_priorities(free.queue) AS p(priority)
+                CROSS JOIN LATERAL (
+                      SELECT j.id, j.priority, j.run_at
+                        FROM pgq.jobs AS j
+                       WHERE j.status = 'queued'
+                         AND j.queue = free.queue
+                         AND j.priority = p.priority
+                         AND j.run_at <= now()
+                         AND (job_types IS NULL OR j.type = ANY (job_types))
+                       ORDER BY j.run_at, j.id
+                       LIMIT max_jobs
+                         FOR UPDATE SKIP LOCKED) AS f
+                LIMIT max_jobs) AS c
     ), claimed AS (
         UPDATE pgq.jobs AS j
            SET status = 'running',
@@ -989,6 +1000,37 @@ jobs_claim_idx steps over the queued jobs of full keys, so a long run of one ful
 jobs at the head of the queue is read on every claim.';
 
 --
+-- Name: _queued_priorities(text); Type: FUNCTION; Schema: pgq; Owner: -
+--
+
+CREATE FUNCTION pgq._queued_priorities(queue text) RETURNS SETOF integer
+    LANGUAGE sql STABLE
+    AS $$
+    WITH RECURSIVE hop AS (
+        SELECT min(j.priority) AS priority FROM pgq.jobs AS j
+         WHERE j.status = 'queued' AND j.queue = _queued_priorities.queue
+        UNION ALL
+        SELECT (SELECT min(j.priority) FROM pgq.jobs AS j
+                 WHERE j.status = 'queued' AND j.queue = _queued_priorities.queue
+                   AND j.priority > hop.priority)
+          FROM hop
+         WHERE hop.priority IS NOT NULL
+    )
+    SELECT hop.priority FROM hop WHERE hop.priority IS NOT NULL
+$$;
+
+--
+-- Name: FUNCTION _queued_priorities(queue text); Type: COMMENT; Schema: pgq; Owner: -
+--
+
+COMMENT ON FUNCTION pgq._queued_priorities(queue text) IS '_queued_priorities: the priorities that a queue''s queued jobs have, in ascending order,
+found by hopping through jobs_claim_idx one priority at a time (like _queued_queues).
+pgq.claim and pgq.next_due walk the queue one priority at a time with it, so each walk
+is a range of jobs_claim_idx in claim order, whatever the planner''s statistics say; the
+hop is lazy, so a claim filled from the first priority reads no other.
+Leaves nothing behind; raises nothing.';
+
+--
 -- Name: _queued_queues(); Type: FUNCTION; Schema: pgq; Owner: -
 --
 
@@ -1340,26 +1382,32 @@ BEGIN
 
     RETURN QUERY
     WITH candidates AS (
-        -- Per queue, the first max_jobs due jobs in claim order: an ordered walk of
-        -- jobs_claim_idx (queue, priority, run_at, id) that stops after max_jobs rows, so
-        -- the cost does not grow with the backlog (a single query over all the queues
-        -- would sort every queued job). SKIP LOCKED: a row another claimer is taking is
-        -- simply not ours. With several queues up to max_jobs rows per queue are locked
-        -- here and the best max_jobs of them claimed; the others are unlocked when the
-        -- claiming transaction ends.
+        -- Per queue, the first max_jobs due jobs in claim order: per priority (lowest
+        -- first, pgq._queued_priorities), the range "run_at <= now()" of jobs_claim_idx
+        -- (queue, priority, run_at, id), already in claim order, so the walk stops after
+        -- max_jobs rows whatever the backlog and whatever the statistics (no other index
+        -- covers queued jobs, and no plan sorts the queue). SKIP LOCKED: a row another
+        -- claimer is taking is simply not ours. With several queues up to max_jobs rows
+        -- per queue are locked here and the best max_jobs of them claimed; the others are
+        -- unlocked when the claiming transaction ends.
         SELECT c.id, c.priority, c.run_at
           FROM (SELECT DISTINCT unnest(coalesce(queues, ARRAY(SELECT pgq._queued_queues()))))
                AS wanted(queue)
          CROSS JOIN LATERAL (
-               SELECT j.id, j.priority, j.run_at
-                 FROM pgq.jobs AS j
-                WHERE j.status = 'queued'
-                  AND j.queue = wanted.queue
-                  AND j.run_at <= now()
-                  AND (job_types IS NULL OR j.type = ANY (job_types))
-                ORDER BY j.priority, j.run_at, j.id
-                LIMIT max_jobs
-                  FOR UPDATE SKIP LOCKED) AS c
+               SELECT f.id, f.priority, f.run_at
+                 FROM pgq._queued_priorities(wanted.queue) AS p(priority)
+                CROSS JOIN LATERAL (
+                      SELECT j.id, j.priority, j.run_at
+                        FROM pgq.jobs AS j
+                       WHERE j.status = 'queued'
+                         AND j.queue = wanted.queue
+                         AND j.priority = p.priority
+                         AND j.run_at <= now()
+                         AND (job_types IS NULL OR j.type = ANY (job_types))
+                       ORDER BY j.run_at, j.id
+                       LIMIT max_jobs
+                         FOR UPDATE SKIP LOCKED) AS f
+                LIMIT max_jobs) AS c
     ), claimed AS (
         -- The picked ids as one array, looked up through the primary key: a join with
         -- the candidates could be planned as a hash join over a sequential scan of the
@@ -2214,13 +2262,14 @@ CREATE FUNCTION pgq.next_due(queues text[] DEFAULT NULL::text[], job_types text[
     )
     SELECT (SELECT min(greatest(first.run_at, o.token_at))
               FROM open AS o
+             CROSS JOIN LATERAL pgq._queued_priorities(o.queue) AS p(priority)
              CROSS JOIN LATERAL (
                    SELECT j.run_at FROM pgq.jobs AS j
-                    WHERE j.status = 'queued' AND j.queue = o.queue
+                    WHERE j.status = 'queued' AND j.queue = o.queue AND j.priority = p.priority
                       AND (job_types IS NULL OR j.type = ANY (job_types))
                       AND (o.blocked IS NULL OR j.concurrency_key IS NULL
                            OR NOT (j.concurrency_key = ANY (o.blocked)))
-                    ORDER BY j.run_at
+                    ORDER BY j.run_at, j.id
                     LIMIT 1) AS first),
            (SELECT min(j.lease_expires_at) FROM pgq.jobs AS j WHERE j.status = 'running')
 $$;
@@ -2236,9 +2285,10 @@ none), after which pgq.expire_leases has work. Flow control counts: a paused que
 queue whose running jobs fill its concurrency, offer nothing (pgq.resume and a freed slot
 notify pgq_<queue>); the jobs of a key whose running jobs fill key_concurrency are
 skipped; a queue out of rate tokens offers its jobs from the moment its next token is
-due. Runners call it whenever they go idle, so it reads the first entry of jobs_due_idx
-per queue, never the whole backlog (in a key-limited queue it steps over the due jobs of
-full keys). Leaves nothing behind; raises nothing.';
+due. Runners call it whenever they go idle, so it reads the first entry of jobs_claim_idx
+per queue and priority (pgq._queued_priorities), never the whole backlog (in a
+key-limited queue it steps over the due jobs of full keys). Leaves nothing behind;
+raises nothing.';
 
 --
 -- Name: next_schedule_at(); Type: FUNCTION; Schema: pgq; Owner: -
@@ -3024,12 +3074,6 @@ ALTER TABLE ONLY pgq.schedules
 --
 
 CREATE INDEX jobs_claim_idx ON pgq.jobs USING btree (queue, priority, run_at, id) WHERE (status = 'queued'::text);
-
---
--- Name: jobs_due_idx; Type: INDEX; Schema: pgq; Owner: -
---
-
-CREATE INDEX jobs_due_idx ON pgq.jobs USING btree (queue, run_at) WHERE (status = 'queued'::text);
 
 --
 -- Name: jobs_finished_at_brin; Type: INDEX; Schema: pgq; Owner: -

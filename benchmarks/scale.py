@@ -1,0 +1,161 @@
+"""Scale scenario: what a claim, pgq.stats(), a filtered job list and a metrics scrape cost
+as the jobs table grows, with fresh statistics or none.
+
+    python -m benchmarks.scale                          # 10k and 1M rows
+    python -m benchmarks.scale --sizes 10000,1000000,10000000
+
+Per size, in a fresh database (``bench_scale``, dropped afterwards) whose jobs table has
+autovacuum switched off, so each state below is exactly the one named:
+
+- ``fresh``: ``size`` queued jobs in two queues, loaded by one INSERT and never analyzed
+  or vacuumed (what a bulk load leaves before autovacuum gets to it);
+- ``mass update``: all but 10,000 of them turned succeeded (1 % dead) by one UPDATE, so
+  the table holds a dead version of almost every row, still not analyzed or vacuumed;
+- ``analyzed``: after ``VACUUM ANALYZE``.
+
+In each state it times (milliseconds, median and 90th percentile of ``--repeat`` calls):
+``pgq.claim(w, 10)`` committed one at a time, ``pgq.stats()``, the first page of
+``status = dead`` and of ``queue = ... & status = dead`` through
+``pgq.queries.reads.list_jobs``, and a metrics collection (``pgq.metrics.Metrics.collect``,
+the database side of ``GET /metrics``). Prints one line per state and measurement, and a
+JSON line per size at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import asyncpg
+
+from pgq import migrations
+from pgq.metrics import Metrics
+from pgq.queries import reads
+
+DB = "bench_scale"
+LEFT_QUEUED = 10_000
+
+
+async def timed(fn: Callable[[], Awaitable[Any]], repeat: int) -> dict[str, float]:
+    samples = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        await fn()
+        samples.append((time.perf_counter() - t0) * 1000)
+    samples.sort()
+    return {
+        "p50": round(statistics.median(samples), 3),
+        "p90": round(samples[min(len(samples) - 1, int(len(samples) * 0.9))], 3),
+        "max": round(samples[-1], 3),
+    }
+
+
+async def measure(conn: asyncpg.Connection, repeat: int) -> dict[str, dict[str, float]]:
+    metrics = Metrics()
+    await metrics.start(conn)
+    out = {
+        "claim": await timed(lambda: conn.fetch("SELECT id FROM pgq.claim('w', 10)"), repeat),
+        "stats": await timed(lambda: reads.stats(conn), repeat),
+        "list dead": await timed(lambda: reads.list_jobs(conn, status="dead", limit=50), repeat),
+        "list queue+dead": await timed(
+            lambda: reads.list_jobs(conn, status="dead", queue="mail", limit=50), repeat
+        ),
+        "metrics": await timed(lambda: metrics.collect(conn, listener_up=True), repeat),
+    }
+    return out
+
+
+async def run_size(dsn: str, size: int, repeat: int, mass_update: bool) -> dict[str, Any]:
+    admin = await asyncpg.connect(f"{dsn}/postgres")
+    try:
+        await admin.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
+        await admin.execute(f"CREATE DATABASE {DB}")
+    finally:
+        await admin.close()
+    conn = await asyncpg.connect(f"{dsn}/{DB}")
+    result: dict[str, Any] = {"size": size}
+    try:
+        await migrations.migrate(conn)
+        await conn.execute("ALTER TABLE pgq.jobs SET (autovacuum_enabled = false)")
+        t0 = time.perf_counter()
+        # two queues, four priorities, run_at spread over the past hour
+        await conn.execute(
+            """
+            INSERT INTO pgq.jobs (queue, type, args, priority, run_at)
+            SELECT CASE WHEN g % 10 = 0 THEN 'mail' ELSE 'default' END,
+                   CASE WHEN g % 3 = 0 THEN 'report.build' ELSE 'mail.send' END,
+                   jsonb_build_object('n', g), g % 4,
+                   now() - interval '1 hour' + make_interval(secs => g * 3600.0 / $1)
+              FROM generate_series(1, $1) AS g
+            """,
+            size,
+        )
+        print(f"size {size:>10,}: loaded in {time.perf_counter() - t0:.1f} s", flush=True)
+        states = [("fresh", None)]
+        if mass_update:
+            states.append(
+                (
+                    "mass update",
+                    """
+                    UPDATE pgq.jobs
+                       SET status = CASE WHEN id % 100 = 0 THEN 'dead' ELSE 'succeeded' END,
+                           attempts = 1, finished_at = now(), updated_at = now()
+                     WHERE id <= (SELECT max(id) FROM pgq.jobs) - $1 AND status = 'queued'
+                    """,
+                )
+            )
+        states.append(("analyzed", "VACUUM ANALYZE pgq.jobs"))
+        for name, prepare in states:
+            if prepare is not None:
+                t0 = time.perf_counter()
+                if "$1" in prepare:
+                    await conn.execute(prepare, LEFT_QUEUED)
+                else:
+                    await conn.execute(prepare)
+                print(f"  {name}: prepared in {time.perf_counter() - t0:.1f} s", flush=True)
+            got = await measure(conn, repeat)
+            result[name] = got
+            for what, t in got.items():
+                print(
+                    f"  {name:<12} {what:<16} p50 {t['p50']:9.3f} ms  p90 {t['p90']:9.3f} ms"
+                    f"  max {t['max']:9.3f} ms",
+                    flush=True,
+                )
+    finally:
+        await conn.close()
+        admin = await asyncpg.connect(f"{dsn}/postgres")
+        try:
+            await admin.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
+        finally:
+            await admin.close()
+    return result
+
+
+async def amain(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    p.add_argument("--sizes", default="10000,1000000", help="comma-separated row counts")
+    p.add_argument("--repeat", type=int, default=20, help="calls per measurement")
+    p.add_argument("--no-mass-update", action="store_true", help="skip the mass-update state")
+    p.add_argument(
+        "--dsn",
+        default=os.environ.get("BENCH_DSN", "postgresql://postgres@127.0.0.1:5432"),
+        help="server URL without a database",
+    )
+    a = p.parse_args(argv)
+    for size in (int(s) for s in a.sizes.split(",") if s):
+        result = await run_size(a.dsn, size, a.repeat, not a.no_mass_update)
+        print(json.dumps(result), flush=True)
+
+
+def main() -> None:
+    asyncio.run(amain())
+
+
+if __name__ == "__main__":
+    main()
