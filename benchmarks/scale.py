@@ -84,14 +84,13 @@ async def run_size(dsn: str, size: int, repeat: int, mass_update: bool) -> dict[
         await migrations.migrate(conn)
         await conn.execute("ALTER TABLE pgq.jobs SET (autovacuum_enabled = false)")
         t0 = time.perf_counter()
-        # two queues, four priorities, run_at spread over the past hour
+        # two queues, two priorities, run_at now (as an enqueue leaves it)
         await conn.execute(
             """
-            INSERT INTO pgq.jobs (queue, type, args, priority, run_at)
+            INSERT INTO pgq.jobs (queue, type, args, priority)
             SELECT CASE WHEN g % 10 = 0 THEN 'mail' ELSE 'default' END,
                    CASE WHEN g % 3 = 0 THEN 'report.build' ELSE 'mail.send' END,
-                   jsonb_build_object('n', g), g % 4,
-                   now() - interval '1 hour' + make_interval(secs => g * 3600.0 / $1)
+                   jsonb_build_object('n', g), CASE WHEN g % 7 = 0 THEN 1 ELSE 0 END
               FROM generate_series(1, $1) AS g
             """,
             size,

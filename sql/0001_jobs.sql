@@ -126,6 +126,11 @@ CREATE INDEX jobs_finished_at_brin ON pgq.jobs USING brin (finished_at)
     WITH (autosummarize = on);
 
 
+-- pgq.stats: how the rows split over (queue, status), as a sample ANALYZE takes: the
+-- estimated counts of finished jobs, which are not counted row by row once the table is
+-- large (see pgq.stats).
+CREATE STATISTICS pgq.jobs_queue_status (mcv) ON queue, status FROM pgq.jobs;
+
 COMMENT ON COLUMN pgq.jobs.concurrency_key IS
     'jobs with one key share the key_concurrency limit of their queue (NULL: not limited by key)';
 COMMENT ON COLUMN pgq.jobs.trace_context IS

@@ -1137,18 +1137,72 @@ dependents. Returns how many jobs it expired. Safe to call from many processes a
 rows another caller is expiring are skipped. Raises 0A000 when a job ends dead inside a
 REPEATABLE READ transaction (see _require_fresh_snapshots).$$;
 
--- stats: per queue and status, how many jobs and the oldest run_at.
--- Leaves nothing behind; raises nothing.
+-- stats: per queue and status, how many jobs and, for waiting, queued and running jobs,
+-- the oldest run_at (NULL for the finished statuses). Waiting, queued and running jobs
+-- are counted exactly, through the partial indexes that cover them, so their cost grows
+-- with the backlog, never with history. Succeeded, dead and cancelled jobs are counted
+-- exactly while the table is small (at most 1,000 pages, ~8 MB), and beyond that
+-- estimated: the share of each (queue, status) in the extended statistics
+-- jobs_queue_status (the sample ANALYZE takes; autovacuum refreshes it after 1,000 + 2 %
+-- changed rows) times the table's current row estimate, the planner's own arithmetic; a
+-- (queue, status) too rare to be in that sample is left out, and a table never analyzed
+-- is counted exactly. Leaves nothing behind; raises nothing.
 CREATE FUNCTION pgq.stats()
 RETURNS TABLE (queue text, status text, count bigint, oldest_run_at timestamptz)
-LANGUAGE sql STABLE AS $$
-    SELECT j.queue, j.status, count(*), min(j.run_at)
-      FROM pgq.jobs AS j
-     GROUP BY j.queue, j.status
-     ORDER BY j.queue, j.status
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    pages double precision;
+    rows_now double precision;
+    vals text[];
+    freqs double precision[];
+BEGIN
+    SELECT e.most_common_vals, e.most_common_freqs INTO vals, freqs
+      FROM pg_stats_ext AS e
+     WHERE e.statistics_schemaname = 'pgq' AND e.statistics_name = 'jobs_queue_status';
+    pages := pg_relation_size('pgq.jobs') / current_setting('block_size')::integer;
+    SELECT c.reltuples / c.relpages * pages INTO rows_now
+      FROM pg_class AS c
+     WHERE c.oid = 'pgq.jobs'::regclass AND c.relpages > 0 AND c.reltuples > 0;
+    IF pages <= 1000 OR rows_now IS NULL OR freqs IS NULL THEN
+        RETURN QUERY
+        SELECT j.queue, j.status, count(*),
+               min(j.run_at) FILTER (WHERE j.status IN ('waiting', 'queued', 'running'))
+          FROM pgq.jobs AS j
+         GROUP BY j.queue, j.status
+         ORDER BY j.queue, j.status;
+        RETURN;
+    END IF;
+    RETURN QUERY
+    WITH counted AS (
+        SELECT j.queue, 'waiting' AS status, count(*) AS count, min(j.run_at) AS oldest_run_at
+          FROM pgq.jobs AS j WHERE j.status = 'waiting' GROUP BY j.queue
+        UNION ALL
+        SELECT j.queue, 'queued', count(*), min(j.run_at)
+          FROM pgq.jobs AS j WHERE j.status = 'queued' GROUP BY j.queue
+        UNION ALL
+        SELECT j.queue, 'running', count(*), min(j.run_at)
+          FROM pgq.jobs AS j WHERE j.status = 'running' GROUP BY j.queue
+        UNION ALL
+        SELECT vals[i][1], vals[i][2], round(freqs[i] * rows_now)::bigint, NULL
+          FROM generate_subscripts(freqs, 1) AS i
+         WHERE vals[i][2] IN ('succeeded', 'dead', 'cancelled')
+    )
+    SELECT c.queue, c.status, c.count, c.oldest_run_at
+      FROM counted AS c
+     WHERE c.count > 0
+     ORDER BY c.queue, c.status;
+END
 $$;
-COMMENT ON FUNCTION pgq.stats() IS $$stats: per queue and status, how many jobs and the oldest run_at.
-Leaves nothing behind; raises nothing.$$;
+COMMENT ON FUNCTION pgq.stats() IS $$stats: per queue and status, how many jobs and, for waiting, queued and running jobs,
+the oldest run_at (NULL for the finished statuses). Waiting, queued and running jobs
+are counted exactly, through the partial indexes that cover them, so their cost grows
+with the backlog, never with history. Succeeded, dead and cancelled jobs are counted
+exactly while the table is small (at most 1,000 pages, ~8 MB), and beyond that
+estimated: the share of each (queue, status) in the extended statistics
+jobs_queue_status (the sample ANALYZE takes; autovacuum refreshes it after 1,000 + 2 %
+changed rows) times the table's current row estimate, the planner's own arithmetic; a
+(queue, status) too rare to be in that sample is left out, and a table never analyzed
+is counted exactly. Leaves nothing behind; raises nothing.$$;
 
 -- prune: delete succeeded, dead and cancelled jobs that finished more than older_than ago.
 -- Returns how many it deleted. Raises PQ400 for a negative or NULL interval.

@@ -131,7 +131,8 @@ async def finished_since(
     ``retried``: per type, how many failed attempts in the window were scheduled for a
     retry (error entries stamped in the window, except the one that made a job dead).
     With ``since`` None only ``until`` is read. Cost: the finished_at index for the window,
-    plus the queued and running jobs that have errors.
+    plus the queued and running jobs (their partial indexes): one branch per source, since
+    a single OR over them was planned as a scan of the whole table.
     """
     until = await db.fetchval(
         "SELECT clock_timestamp() - $1::float8 * interval '1 second'", lag_seconds
@@ -152,11 +153,16 @@ async def finished_since(
     retried = await db.fetch(
         """
         SELECT j.type, count(*) AS count
-          FROM pgq.jobs AS j
+          FROM (SELECT type, status, finished_at, errors FROM pgq.jobs
+                 WHERE status = 'queued' AND errors <> '[]'::jsonb
+                UNION ALL
+                SELECT type, status, finished_at, errors FROM pgq.jobs
+                 WHERE status = 'running' AND errors <> '[]'::jsonb
+                UNION ALL
+                SELECT type, status, finished_at, errors FROM pgq.jobs
+                 WHERE finished_at > $1 AND errors <> '[]'::jsonb) AS j
          CROSS JOIN LATERAL jsonb_array_elements(j.errors) AS e(entry)
-         WHERE (j.status IN ('queued', 'running') OR j.finished_at > $1)
-           AND j.errors <> '[]'::jsonb
-           AND (e.entry->>'at')::timestamptz > $1
+         WHERE (e.entry->>'at')::timestamptz > $1
            AND (e.entry->>'at')::timestamptz <= $2
            AND NOT (j.status = 'dead' AND (e.entry->>'at')::timestamptz = j.finished_at)
          GROUP BY j.type
