@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import functools
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 
 from . import db, migrations, queries, tracing
+from .backoff import reconnecting
 from .config import database_url
-from .errors import translating
+from .errors import DatabaseUnavailable, translating
 from .jobs import Job
 from .listener import Listener
 from .waiting import JobWaits
+
+T = TypeVar("T")
 
 
 class Client:
@@ -29,14 +33,29 @@ class Client:
 
     ``dsn`` defaults to ``PGQ_DATABASE_URL`` (then ``DATABASE_URL``). Pass ``connection=``
     to ``enqueue``/``enqueue_many`` to enqueue inside your own transaction: the job exists
-    (and runners are woken) only if that transaction commits. With OpenTelemetry
-    installed, each job keeps the trace context current at the call (``pgq.tracing``).
+    (and runners are woken) only if that transaction commits. Any asyncpg connection will
+    do, with pgq's JSON codecs or without (the JSON is encoded per call). With
+    OpenTelemetry installed, each job keeps the trace context current at the call
+    (``pgq.tracing``).
+
+    When the database cannot be reached, an enqueue with an ``idempotency_key`` is retried
+    (backing off up to 1 s, for ``retry_seconds``, default 30): the key makes a repeat
+    harmless, even of a commit whose reply was lost. Without a key (or with ``connection=``)
+    it raises ``pgq.DatabaseUnavailable`` at once, since pgq cannot tell whether the job was
+    created; retry it yourself if a duplicate is acceptable.
     """
 
     def __init__(
-        self, dsn: str | None = None, *, min_size: int = 1, max_size: int = 10, **pool_kwargs: Any
+        self,
+        dsn: str | None = None,
+        *,
+        min_size: int = 1,
+        max_size: int = 10,
+        retry_seconds: float = 30.0,
+        **pool_kwargs: Any,
     ) -> None:
         self._dsn = database_url(dsn)
+        self.retry_seconds = retry_seconds
         self._pool_args = {"min_size": min_size, "max_size": max_size, **pool_kwargs}
         self._pool: asyncpg.Pool | None = None
         self._listener: Listener | None = None
@@ -104,11 +123,14 @@ class Client:
         concurrency_key: str | None = None,
         connection: asyncpg.Connection | None = None,
     ) -> Job:
-        """Create a job (``pgq.enqueue``); for a known ``idempotency_key``, the existing job."""
-        job, _created = await queries.enqueue(
-            connection or self.pool,
-            job_type,
-            args,
+        """Create a job (``pgq.enqueue``); for a known ``idempotency_key``, the existing job.
+
+        With a key (and no ``connection``), retried while the database cannot be reached
+        (see the class docstring); without one, ``DatabaseUnavailable`` at once."""
+        enqueue = functools.partial(
+            queries.enqueue,
+            job_type=job_type,
+            args=args,
             queue=queue,
             priority=priority,
             run_at=run_at,
@@ -120,6 +142,10 @@ class Client:
             concurrency_key=concurrency_key,
             trace_context=tracing.current(),
         )
+        if connection is not None:
+            job, _created = await enqueue(connection)
+        else:
+            job, _created = await self._retrying(enqueue, retry=idempotency_key is not None)
         return job
 
     async def enqueue_many(
@@ -129,12 +155,35 @@ class Client:
 
         Each dict has ``type`` and any of ``args``, ``queue``, ``priority``, ``run_at`` or
         ``delay_seconds``, ``max_attempts``, ``timeout_seconds``, ``idempotency_key``,
-        ``depends_on``, ``concurrency_key``.
+        ``depends_on``, ``concurrency_key``. Retried like ``enqueue`` when every job has an
+        idempotency key.
         """
         trace_context = tracing.current()
         if trace_context is not None:
             jobs = [{"trace_context": trace_context, **spec} for spec in jobs]
-        return await queries.enqueue_many(connection or self.pool, jobs)
+        if connection is not None:
+            return await queries.enqueue_many(connection, jobs)
+        keyed = bool(jobs) and all(
+            isinstance(j, dict) and j.get("idempotency_key") is not None for j in jobs
+        )
+        return await self._retrying(functools.partial(queries.enqueue_many, jobs=jobs), retry=keyed)
+
+    async def _retrying(self, call: Callable[[asyncpg.Pool], Awaitable[T]], *, retry: bool) -> T:
+        """``call(pool)``; with ``retry``, again while the database cannot be reached, for
+        up to ``retry_seconds``."""
+        if not retry:
+            return await call(self.pool)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.retry_seconds
+        backoff = reconnecting()
+        while True:
+            try:
+                return await call(self.pool)
+            except DatabaseUnavailable:
+                delay = backoff.next()
+                if loop.time() + delay > deadline:
+                    raise
+            await asyncio.sleep(delay)
 
     async def get(self, job_id: int) -> Job | None:
         """The job, or None when there is no such job."""

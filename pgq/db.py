@@ -17,6 +17,7 @@ from typing import Any
 import asyncpg
 import orjson
 
+from .queries.base import mark_codecs
 from .queries.session import set_timeouts
 
 #: The jsonb binary format is a version byte (1) followed by the JSON text.
@@ -47,6 +48,7 @@ async def init_connection(conn: asyncpg.Connection) -> None:
         decoder=orjson.loads,
         format="text",
     )
+    mark_codecs(conn)
 
 
 async def keep_session(_conn: asyncpg.Connection) -> None:

@@ -386,3 +386,80 @@ async def wait_healthy(
             return False
 
     await wait_until(healthy, timeout=timeout, interval=0.05)
+
+
+# -- a proxy that loses connections silently ---------------------------------------------------
+
+
+class SilentProxy:
+    """A TCP proxy to PostgreSQL that can lose its connections without a word, as a
+    failover behind a load balancer or a NAT that forgot its flows does: ``drop()`` closes
+    every upstream side but leaves the client sides open; a client side is reset only when
+    its client next sends something. New connections go through as before."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self._upstream = (host, port)
+        self._links: list[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        #: While True, new connections are reset at once (the database is "down").
+        self.refuse = False
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for client, upstream in self._links:
+            client.transport.abort()
+            upstream.transport.abort()
+        if self._server is not None:
+            self._server.close()
+
+    def drop(self) -> None:
+        links, self._links = self._links, []
+        for task in list(self._tasks):
+            task.cancel()
+        for client, upstream in links:
+            upstream.transport.abort()
+            self._spawn(self._reset_on_use(client))
+
+    def _spawn(self, coro: object) -> None:
+        task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.refuse:
+            writer.transport.abort()
+            return
+        up_reader, up_writer = await asyncio.open_connection(*self._upstream)
+        self._links.append((writer, up_writer))
+        self._spawn(self._pipe(reader, up_writer))
+        self._spawn(self._pipe(up_reader, writer))
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+        writer.close()
+
+    async def _reset_on_use(self, client: asyncio.StreamWriter) -> None:
+        reader = client._protocol._stream_reader  # type: ignore[attr-defined]
+        await reader.read(1)
+        client.transport.abort()
+
+
+@contextlib.asynccontextmanager
+async def silent_proxy(dsn: str) -> AsyncIterator[tuple[SilentProxy, str]]:
+    """A ``SilentProxy`` in front of the server of ``dsn``, and the DSN through it."""
+    parts = urlsplit(dsn)
+    proxy = SilentProxy(parts.hostname or "127.0.0.1", parts.port or 5432)
+    await proxy.start()
+    try:
+        yield proxy, urlunsplit(parts._replace(netloc=f"{parts.username}@127.0.0.1:{proxy.port}"))
+    finally:
+        await proxy.close()

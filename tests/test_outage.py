@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
@@ -17,7 +16,15 @@ import pgq
 from pgq import db, migrations
 from pgq.devtools.embedded import EmbeddedPostgres
 
-from .support import RunnerProcess, live_app, read_runs, start_runner, wait_listening, wait_until
+from .support import (
+    RunnerProcess,
+    live_app,
+    read_runs,
+    silent_proxy,
+    start_runner,
+    wait_listening,
+    wait_until,
+)
 
 #: Long enough for every backoff to reach its cap (the old ones: 5 s claims, 10 s listener,
 #: which resumed 0.8-3.1 s after the restart, at random: several outages catch that).
@@ -89,82 +96,16 @@ async def test_runner_and_coordinator_are_back_at_once_after_a_restart(
             proc.stop()
 
 
-class SilentProxy:
-    """A TCP proxy to PostgreSQL that can lose its connections without a word, as a
-    failover behind a load balancer or a NAT that forgot its flows does: ``drop()`` closes
-    every upstream side but leaves the client sides open; a client side is reset only when
-    its client next sends something. New connections go through as before."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self._upstream = (host, port)
-        self._links: list[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = []
-        self._tasks: set[asyncio.Task[None]] = set()
-        self.port = 0
-        self._server: asyncio.Server | None = None
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for client, upstream in self._links:
-            client.transport.abort()
-            upstream.transport.abort()
-        if self._server is not None:
-            self._server.close()
-
-    def drop(self) -> None:
-        links, self._links = self._links, []
-        for task in list(self._tasks):
-            task.cancel()
-        for client, upstream in links:
-            upstream.transport.abort()
-            self._spawn(self._reset_on_use(client))
-
-    def _spawn(self, coro: object) -> None:
-        task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection(*self._upstream)
-        self._links.append((writer, up_writer))
-        self._spawn(self._pipe(reader, up_writer))
-        self._spawn(self._pipe(up_reader, writer))
-
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-        writer.close()
-
-    async def _reset_on_use(self, client: asyncio.StreamWriter) -> None:
-        reader = client._protocol._stream_reader  # type: ignore[attr-defined]
-        await reader.read(1)
-        client.transport.abort()
-
-
 async def test_reads_after_a_silent_failover_are_answered_not_503(
     dsn: str, client: pgq.Client
 ) -> None:
-    parts = urlsplit(dsn)
-    proxy = SilentProxy(parts.hostname or "127.0.0.1", parts.port or 5432)
-    await proxy.start()
-    proxied = urlunsplit(parts._replace(netloc=f"{parts.username}@127.0.0.1:{proxy.port}"))
     job = await client.enqueue("X")
-    try:
-        async with live_app(proxied) as live:
-            answers = await asyncio.gather(
-                *(live.request("GET", f"/jobs/{job.id}") for _ in range(8))
-            )
-            assert {status for status, _, _ in answers} == {200}
-            proxy.drop()  # every pooled connection is now dead, and nobody knows yet
-            answers = await asyncio.gather(
-                *(live.request("GET", f"/jobs/{job.id}") for _ in range(8)),
-                live.request("GET", "/jobs?limit=1"),
-            )
-            assert [status for status, _, _ in answers] == [200] * 9, [b for _, b, _ in answers]
-    finally:
-        await proxy.close()
+    async with silent_proxy(dsn) as (proxy, proxied), live_app(proxied) as live:
+        answers = await asyncio.gather(*(live.request("GET", f"/jobs/{job.id}") for _ in range(8)))
+        assert {status for status, _, _ in answers} == {200}
+        proxy.drop()  # every pooled connection is now dead, and nobody knows yet
+        answers = await asyncio.gather(
+            *(live.request("GET", f"/jobs/{job.id}") for _ in range(8)),
+            live.request("GET", "/jobs?limit=1"),
+        )
+        assert [status for status, _, _ in answers] == [200] * 9, [b for _, b, _ in answers]

@@ -25,7 +25,14 @@ from .keys import REQUEST_ID
 
 log = logging.getLogger("pgq.coordinator")
 
-__all__ = ["InvalidField", "InvalidJson", "PayloadTooLarge", "Unauthorized", "UnsupportedMediaType"]
+__all__ = [
+    "InvalidField",
+    "InvalidJson",
+    "PayloadTooLarge",
+    "Unauthorized",
+    "Unencodable",
+    "UnsupportedMediaType",
+]
 
 
 class Unauthorized(PgqError):
@@ -40,6 +47,13 @@ class PayloadTooLarge(PgqError):
 
     http_status = 413
     code = "payload_too_large"
+
+
+class Unencodable(PgqError):
+    """The answer holds a value the HTTP API cannot encode as JSON; read it with SQL."""
+
+    http_status = 422
+    code = "unencodable"
 
 
 class UnsupportedMediaType(PgqError):
@@ -64,8 +78,57 @@ _HTTP_CODES = {
 
 
 def dumps(data: Any) -> bytes:
-    """orjson with RFC 3339 UTC times (``...Z``)."""
-    return orjson.dumps(data, option=orjson.OPT_UTC_Z)
+    """orjson with RFC 3339 UTC times (``...Z``).
+
+    orjson encodes at most 254 nested arrays/objects, and PostgreSQL stores deeper ones
+    (a result written from psql): such a value, wherever it sits in an answer (a job's
+    ``result`` in a list, say), is replaced by an ``{"unencodable": …}`` marker saying so,
+    and the rest of the answer is served. What still cannot be encoded is a clear 422."""
+    try:
+        return orjson.dumps(data, option=orjson.OPT_UTC_Z)
+    except orjson.JSONEncodeError:
+        pass
+    try:
+        return orjson.dumps(_within_depth(data, 0), option=orjson.OPT_UTC_Z)
+    except orjson.JSONEncodeError as exc:
+        raise Unencodable(f"the answer cannot be encoded as JSON ({exc})") from None
+
+
+#: The deepest nesting orjson encodes.
+_MAX_DEPTH = 254
+_TOO_DEEP = {
+    "unencodable": f"nested deeper than {_MAX_DEPTH} levels, more than the HTTP API encodes; "
+    "read it with SQL (SELECT result, args, errors FROM pgq.jobs WHERE id = …)"
+}
+
+
+def _depth(value: Any) -> int:
+    """How many arrays/objects deep ``value`` nests (iteratively: it may be very deep)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list | tuple):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, level)
+        stack.extend((child, level + 1) for child in children)
+    return deepest
+
+
+def _within_depth(value: Any, at: int) -> Any:
+    """``value`` (found ``at`` levels deep) with each part too deep to encode replaced:
+    objects and lists of objects (an answer, its ``jobs``, a job) are opened, any other
+    value too deep is replaced whole."""
+    if not isinstance(value, dict | list | tuple) or at + _depth(value) <= _MAX_DEPTH:
+        return value
+    if isinstance(value, dict):
+        return {k: _within_depth(v, at + 1) for k, v in value.items()}
+    if all(isinstance(v, dict) for v in value):
+        return [_within_depth(v, at + 1) for v in value]
+    return _TOO_DEEP
 
 
 def json_response(

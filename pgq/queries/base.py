@@ -4,6 +4,7 @@ database errors into pgq's exceptions."""
 from __future__ import annotations
 
 import functools
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec, Protocol, TypeVar
 
@@ -16,6 +17,24 @@ class Executor(Protocol):
     async def fetch(self, query: str, *args: Any, timeout: float | None = None) -> list[Any]: ...
     async def fetchrow(self, query: str, *args: Any, timeout: float | None = None) -> Any: ...
     async def fetchval(self, query: str, *args: Any, timeout: float | None = None) -> Any: ...
+
+
+#: Connections that carry pgq's JSON codecs (``pgq.db.init_connection`` adds each one). Any
+#: other connection, such as an application's own ``asyncpg.connect()`` passed to
+#: ``Client.enqueue(connection=...)``, sends and returns jsonb as text.
+_WITH_CODECS: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def mark_codecs(conn: Any) -> None:
+    """Record that ``conn`` carries pgq's JSON codecs."""
+    _WITH_CODECS.add(conn)
+
+
+def has_codecs(db: Any) -> bool:
+    """Whether ``db`` (a pool, a pooled connection or a connection) carries pgq's codecs."""
+    if isinstance(db, asyncpg.Pool):
+        return True  # pgq's pools are the only ones its queries are given
+    return getattr(db, "_con", db) in _WITH_CODECS  # a pool's proxy wraps the connection
 
 
 P = ParamSpec("P")

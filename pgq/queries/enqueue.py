@@ -11,7 +11,7 @@ import orjson
 
 from ..errors import InvalidArgument
 from ..jobs import Job
-from .base import Executor, translated
+from .base import Executor, has_codecs, translated
 
 
 @translated
@@ -44,15 +44,21 @@ async def enqueue(
         raise InvalidArgument("cannot enqueue: give run_at or delay_seconds, not both")
     if delay_seconds is not None and not delay_seconds >= 0:
         raise InvalidArgument(f"cannot enqueue: delay_seconds {delay_seconds} must be >= 0")
+    try:
+        # As text, so any connection takes it, with pgq's codecs or without (the caller's
+        # own asyncpg.connect() inside its transaction).
+        args_json = orjson.dumps({} if args is None else args).decode()
+    except orjson.JSONEncodeError as exc:
+        raise InvalidArgument(f"cannot enqueue: args must be JSON-serializable ({exc})") from None
     row = await db.fetchrow(
         """
         SELECT j.*, j.id = currval('pgq.jobs_id_seq') AS created_now
-          FROM pgq.enqueue($1, $2, $3, $4,
+          FROM pgq.enqueue($1, $2::text::jsonb, $3, $4,
                            coalesce($5, now() + make_interval(secs => coalesce($6::float8, 0))),
-                           $7, $8, $9, $10, $11, trace_context => $12) AS j
+                           $7, $8, $9, $10, $11, trace_context => $12::text::jsonb) AS j
         """,
         job_type,
-        {} if args is None else args,
+        args_json,
         queue,
         priority,
         run_at,
@@ -62,9 +68,25 @@ async def enqueue(
         idempotency_key,
         list(depends_on) if depends_on is not None else None,
         concurrency_key,
-        trace_context,
+        None if trace_context is None else orjson.dumps(trace_context).decode(),
     )
-    return Job.from_record(row), row["created_now"]
+    return _job(row), row["created_now"]
+
+
+#: The jsonb columns of pgq.jobs: text on a connection without pgq's codecs.
+_JSON_COLUMNS = ("args", "result", "last_error", "errors", "progress", "trace_context")
+
+
+def _job(row: Any) -> Job:
+    """A Job from a row read on any connection: with pgq's codecs the jsonb columns are
+    Python values already; without them (``args``, always an object, arrives as a string)
+    they are JSON text, decoded here."""
+    if isinstance(row["args"], str):
+        row = dict(row)
+        for column in _JSON_COLUMNS:
+            if row.get(column) is not None:
+                row[column] = orjson.loads(row[column])
+    return Job.from_record(row)
 
 
 @translated
@@ -85,11 +107,15 @@ async def enqueue_many(db: Executor, jobs: Sequence[dict[str, Any]]) -> list[Job
     except orjson.JSONEncodeError as exc:
         raise InvalidArgument(f"cannot enqueue: jobs must be JSON-serializable ({exc})") from None
     fields = _bulk_fields(orjson.loads(data))
+    # pgq's own connections take the bytes as they are (binary jsonb, no copy); any other
+    # connection (the caller's, inside its transaction) takes text.
+    param: Any = orjson.Fragment(data) if has_codecs(db) else data.decode()
+    cast = "" if has_codecs(db) else "::text::jsonb"
     if fields is None:
-        rows = await db.fetch("SELECT * FROM pgq.enqueue_many($1)", orjson.Fragment(data))
-        return [Job.from_record(r) for r in rows]
+        rows = await db.fetch(f"SELECT * FROM pgq.enqueue_many($1{cast})", param)
+        return [_job(r) for r in rows]
     row = await db.fetchrow(
-        "SELECT ids, run_ats, created_at FROM pgq.enqueue_bulk($1)", orjson.Fragment(data)
+        f"SELECT ids, run_ats, created_at FROM pgq.enqueue_bulk($1{cast})", param
     )
     created_at = row["created_at"]
     run_ats = row["run_ats"] or itertools.repeat(created_at)

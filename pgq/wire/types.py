@@ -589,6 +589,7 @@ ERROR_CODES: tuple[str, ...] = (
     "lease_mismatch",
     "payload_too_large",
     "unsupported_media_type",
+    "unencodable",
     "database_unavailable",
     "database_busy",
     "listener_down",
