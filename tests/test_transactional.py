@@ -48,6 +48,8 @@ def tx_runner(dsn: str, **kw) -> Runner:
             await asyncio.sleep(30)
         if what == "wait":
             await gate.wait()
+        if what == "deferred":  # breaks a deferred constraint: found at COMMIT
+            await job.connection.execute("INSERT INTO tx_deferred VALUES (1), (1)")
         if what == "nested":
             try:
                 async with job.connection.transaction():  # a savepoint
@@ -123,6 +125,40 @@ async def test_a_cancelled_job_rolls_back(dsn, client, effects):
         await wait_until(lambda: runner.counts["cancelled"] == 1)
     assert (await job_row(effects, job.id))["status"] == "cancelled"
     assert await rows(effects) == []
+
+
+async def test_a_write_refused_at_commit_fails_the_attempt(dsn, client, effects):
+    await effects.execute(
+        "CREATE TABLE tx_deferred (n int, CONSTRAINT tx_deferred_unique UNIQUE (n)"
+        " DEFERRABLE INITIALLY DEFERRED)"
+    )
+    runner = tx_runner(dsn)
+    async with running(runner):
+        job = await client.enqueue("TX", {"then": "deferred"}, max_attempts=1)
+        done = await client.wait(job.id, timeout=10)
+    assert done.status == "dead"
+    assert "tx_deferred_unique" in done.error["message"]
+    assert await rows(effects) == []
+    assert await effects.fetchval("SELECT count(*) FROM tx_deferred") == 0
+
+
+async def test_heartbeats_go_on_while_every_slot_holds_a_transaction(dsn, client, effects):
+    runner = tx_runner(dsn, concurrency=2)
+    async with running(runner):
+        # timeout 3 s: a heartbeat every 1.25 s, each on the runner's own pool
+        jobs = [await client.enqueue("TX", {"then": "wait"}, timeout_seconds=3) for _ in range(2)]
+        await wait_until(lambda: runner.running_jobs == 2)
+        first = {j.id: (await job_row(effects, j.id))["lease_expires_at"] for j in jobs}
+
+        async def renewed() -> bool:
+            rows_now = [await job_row(effects, j.id) for j in jobs]
+            return all(r["lease_expires_at"] > first[r["id"]] for r in rows_now)
+
+        await wait_until(renewed, timeout=10)
+        runner.gate.set()
+        for job in jobs:
+            assert (await client.wait(job.id, timeout=10)).status == "succeeded"
+    assert await rows(effects) == sorted((j.id, 1) for j in jobs)
 
 
 def test_a_sync_transactional_handler_is_refused() -> None:
