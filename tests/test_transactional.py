@@ -191,6 +191,28 @@ def test_http_mode_refuses_a_transactional_handler_at_start_up(tmp_path) -> None
 
 
 @pytest.mark.slow
+async def test_a_runner_process_commits_success_with_its_writes_and_nothing_of_a_failure(
+    dsn, client, effects, tmp_path
+):
+    ok = await client.enqueue("TX_WRITE")
+    bad = await client.enqueue("TX_WRITE", {"fail": True}, max_attempts=1)
+    proc = start_runner(dsn, tmp_path, target="tests.tx_handlers:runner", name="tx")
+    try:
+        ok = await client.wait(ok.id, timeout=30)
+        bad = await client.wait(bad.id, timeout=30)
+        proc.signal(signal.SIGTERM)
+        assert await proc.wait(10) == 0
+    finally:
+        proc.stop()
+    assert (ok.status, ok.result) == ("succeeded", {"pid": proc.pid})
+    assert (bad.status, bad.error["message"]) == ("dead", "asked to fail")
+    # the failing handler wrote its row too (its "start" line is there): rolled back
+    assert {(r.what, r.job_id) for r in read_runs(tmp_path)} >= {("start", bad.id)}
+    rows = await effects.fetch("SELECT job_id, attempt, pid FROM tx_effects")
+    assert [tuple(r) for r in rows] == [(ok.id, 1, proc.pid)]
+
+
+@pytest.mark.slow
 async def test_kill_9_mid_handler_leaves_nothing_and_the_rerun_writes_once(
     dsn, client, effects, tmp_path
 ):
