@@ -48,6 +48,8 @@ def tx_runner(dsn: str, **kw) -> Runner:
             await asyncio.sleep(30)
         if what == "wait":
             await gate.wait()
+        if what == "deferred":  # breaks a deferred constraint: found at COMMIT
+            await job.connection.execute("INSERT INTO tx_deferred VALUES (1), (1)")
         if what == "nested":
             try:
                 async with job.connection.transaction():  # a savepoint
@@ -125,6 +127,40 @@ async def test_a_cancelled_job_rolls_back(dsn, client, effects):
     assert await rows(effects) == []
 
 
+async def test_a_write_refused_at_commit_fails_the_attempt(dsn, client, effects):
+    await effects.execute(
+        "CREATE TABLE tx_deferred (n int, CONSTRAINT tx_deferred_unique UNIQUE (n)"
+        " DEFERRABLE INITIALLY DEFERRED)"
+    )
+    runner = tx_runner(dsn)
+    async with running(runner):
+        job = await client.enqueue("TX", {"then": "deferred"}, max_attempts=1)
+        done = await client.wait(job.id, timeout=10)
+    assert done.status == "dead"
+    assert "tx_deferred_unique" in done.error["message"]
+    assert await rows(effects) == []
+    assert await effects.fetchval("SELECT count(*) FROM tx_deferred") == 0
+
+
+async def test_heartbeats_go_on_while_every_slot_holds_a_transaction(dsn, client, effects):
+    runner = tx_runner(dsn, concurrency=2)
+    async with running(runner):
+        # timeout 3 s: a heartbeat every 1.25 s, each on the runner's own pool
+        jobs = [await client.enqueue("TX", {"then": "wait"}, timeout_seconds=3) for _ in range(2)]
+        await wait_until(lambda: runner.running_jobs == 2)
+        first = {j.id: (await job_row(effects, j.id))["lease_expires_at"] for j in jobs}
+
+        async def renewed() -> bool:
+            rows_now = [await job_row(effects, j.id) for j in jobs]
+            return all(r["lease_expires_at"] > first[r["id"]] for r in rows_now)
+
+        await wait_until(renewed, timeout=10)
+        runner.gate.set()
+        for job in jobs:
+            assert (await client.wait(job.id, timeout=10)).status == "succeeded"
+    assert await rows(effects) == sorted((j.id, 1) for j in jobs)
+
+
 def test_a_sync_transactional_handler_is_refused() -> None:
     runner = Runner("postgresql://unused")
     with pytest.raises(TypeError, match="must be an `async def`"):
@@ -152,6 +188,28 @@ def test_http_mode_refuses_a_transactional_handler_at_start_up(tmp_path) -> None
     assert done.returncode != 0
     err = done.stderr.decode()
     assert "transactional handlers (TX_WRITE) need the database" in err, err
+
+
+@pytest.mark.slow
+async def test_a_runner_process_commits_success_with_its_writes_and_nothing_of_a_failure(
+    dsn, client, effects, tmp_path
+):
+    ok = await client.enqueue("TX_WRITE")
+    bad = await client.enqueue("TX_WRITE", {"fail": True}, max_attempts=1)
+    proc = start_runner(dsn, tmp_path, target="tests.tx_handlers:runner", name="tx")
+    try:
+        ok = await client.wait(ok.id, timeout=30)
+        bad = await client.wait(bad.id, timeout=30)
+        proc.signal(signal.SIGTERM)
+        assert await proc.wait(10) == 0
+    finally:
+        proc.stop()
+    assert (ok.status, ok.result) == ("succeeded", {"pid": proc.pid})
+    assert (bad.status, bad.error["message"]) == ("dead", "asked to fail")
+    # the failing handler wrote its row too (its "start" line is there): rolled back
+    assert {(r.what, r.job_id) for r in read_runs(tmp_path)} >= {("start", bad.id)}
+    rows = await effects.fetch("SELECT job_id, attempt, pid FROM tx_effects")
+    assert [tuple(r) for r in rows] == [(ok.id, 1, proc.pid)]
 
 
 @pytest.mark.slow
