@@ -192,5 +192,6 @@ class Job:
             schedule=data.get("schedule"),
             scheduled_for=ts(data.get("scheduled_for")),
             concurrency_key=data.get("concurrency_key"),
+            trace_context=data.get("trace_context"),
             _lease_token=data.get("lease_token"),
         )

@@ -17,9 +17,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 import pgq
 from pgq import tracing
-from pgq.runner import Runner
+from pgq.runner import HttpSource, Runner
 
-from .support import REPO, job_row, live_app, running, wait_until
+from .support import REPO, job_row, live_app, running, running_http, wait_until
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"
@@ -117,6 +117,28 @@ async def test_the_runners_span_is_in_the_trace_of_the_traceparent_sent_to_post_
     assert {s.parent.span_id for s in inside} == {
         process_spans(spans, i)[0].context.span_id for i in ids[:2]
     }
+
+
+async def test_an_http_runners_span_is_in_the_trace_of_the_traceparent_sent_to_post_jobs(
+    dsn, client, spans
+):
+    """The claim answer carries the job's trace context, so a runner working through the
+    coordinator continues the enqueue's trace like a database runner does."""
+    runner = traced_runner(dsn, spans)
+    async with live_app(dsn) as live, running_http(runner, HttpSource(live.url)):
+        status, body, _ = await live.request(
+            "POST",
+            "/jobs",
+            json={"type": "TRACED"},
+            headers={"traceparent": TRACEPARENT},
+        )
+        assert status == 201, body
+        assert (await client.wait(body["id"], timeout=10)).status == "succeeded"
+        await wait_until(lambda: process_spans(spans, body["id"]))
+    [span] = process_spans(spans, body["id"])
+    assert span.kind is trace.SpanKind.CONSUMER
+    assert format(span.context.trace_id, "032x") == TRACE_ID
+    assert format(span.parent.span_id, "016x") == PARENT_ID
 
 
 async def test_the_runners_span_is_in_the_trace_of_the_clients_active_span(dsn, client, spans):

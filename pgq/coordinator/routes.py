@@ -128,8 +128,16 @@ async def claim_jobs(request: web.Request) -> web.Response:
         return transport is None or transport.is_closing()
 
     jobs = await request.app[WAITERS].claim(**p.claim_kwargs(claim), gone=gone)
-    # the one answer that shows lease tokens: the claimer needs them to report back
-    return json_response({"jobs": [j.to_json() | {"lease_token": j.lease_token} for j in jobs]})
+    # the one answer that shows lease tokens: the claimer needs them to report back; the
+    # trace context rides along so an HTTP runner's span continues the enqueue's trace
+    return json_response(
+        {
+            "jobs": [
+                j.to_json() | {"lease_token": j.lease_token, "trace_context": j.trace_context}
+                for j in jobs
+            ]
+        }
+    )
 
 
 async def complete_job(request: web.Request) -> web.Response:

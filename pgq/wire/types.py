@@ -479,6 +479,13 @@ class ClaimedJob(Job, forbid_unknown_fields=True):
             description="Send it with complete, heartbeat and release; keep it secret.",
         ),
     ]
+    trace_context: Annotated[
+        dict[str, str] | None,
+        Meta(
+            description="The W3C trace context of the enqueue (`traceparent`, `tracestate`), "
+            "for the runner's span of this attempt; null when the job has none."
+        ),
+    ] = None
 
 
 class ClaimedJobs(Struct, forbid_unknown_fields=True):
