@@ -17,7 +17,16 @@ import pytest
 from pgq import db, migrations
 from pgq.devtools.embedded import EmbeddedPostgres
 
-from .support import REPO, free_port, live_app, start_runner, wait_listening, wait_until
+from .support import (
+    REPO,
+    coordinator,
+    free_port,
+    live_app,
+    start_http_runner,
+    start_runner,
+    wait_listening,
+    wait_until,
+)
 
 
 async def get(http: aiohttp.ClientSession, url: str) -> tuple[int, str]:
@@ -156,3 +165,26 @@ async def test_runner_readyz_is_503_while_the_database_is_unreachable(tmp_path: 
             assert await proc.wait(15) == 0, proc.log()[-2000:]
     finally:
         proc.stop()
+
+
+async def test_http_runner_readyz_follows_the_coordinator(dsn: str, tmp_path: Path) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    async with coordinator(dsn) as coord:
+        proc = start_http_runner(coord, tmp_path, "--health-port", str(port))
+        try:
+            async with aiohttp.ClientSession() as http:
+
+                async def readyz(expected: int) -> bool:
+                    return (await get(http, url + "/readyz"))[0] == expected
+
+                await wait_until(lambda: readyz(200), timeout=20, interval=0.1)
+                await coord.stop()  # the runner's next call fails: not ready, still live
+                await wait_until(lambda: readyz(503), timeout=30, interval=0.1)
+                assert (await get(http, url + "/livez"))[0] == 200
+                await coord.start()
+                await wait_until(lambda: readyz(200), timeout=30, interval=0.1)
+                proc.signal(signal.SIGTERM)
+                assert await proc.wait(20) == 0, proc.log()[-2000:]
+        finally:
+            proc.stop()
