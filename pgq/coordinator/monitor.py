@@ -32,13 +32,12 @@ from .. import queries
 from ..backoff import Backoff
 from ..errors import DatabaseUnavailable
 from ..logs import log_event
+from ..retention import PRUNE_BATCH, prune_batch
 
 log = logging.getLogger("pgq.coordinator.monitor")
 
 #: Sleep past the expiry by this much: pgq.expire_leases takes leases strictly before now().
 _SLACK = 0.01
-#: Rows per retention batch (pgq.prune_expired's maximum): one short transaction.
-PRUNE_BATCH = 10_000
 #: While the database does not answer, look again after this long, doubling up to recheck.
 RETRY_BASE = 0.5
 
@@ -111,18 +110,11 @@ class LeaseMonitor:
         now = asyncio.get_running_loop().time()
         if now < self._prune_at:
             return False
-        pruned = await queries.prune_expired(self._pool, PRUNE_BATCH)
+        pruned = await prune_batch(self._pool, log)
         full = sum(pruned.values()) >= PRUNE_BATCH
         self._prune_at = now if full else now + self._recheck * random.uniform(1.0, 1.1)
-        if pruned:
-            log_event(
-                log,
-                "retention.pruned",
-                "deleted finished jobs past their retention: "
-                + ", ".join(f"{n} {status}" for status, n in sorted(pruned.items())),
-            )
-            if self._on_pruned is not None:
-                self._on_pruned(pruned)
+        if pruned and self._on_pruned is not None:
+            self._on_pruned(pruned)
         return full
 
     async def _step(self) -> float:

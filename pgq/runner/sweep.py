@@ -23,15 +23,14 @@ import asyncpg
 from .. import queries
 from ..errors import DatabaseUnavailable
 from ..logs import log_event
+from ..retention import PRUNE_BATCH, prune_batch
 from .source import RunnerHooks
 
 __all__ = ["LeaseSweeper"]
 
 log = logging.getLogger("pgq.runner")
 
-#: Retention: rows per pgq.prune_expired batch (one short transaction each) and at most
-#: this many batches per safety re-check.
-PRUNE_BATCH = 10_000
+#: Retention: at most this many batches of pgq.prune_expired per safety re-check.
 PRUNE_BATCHES = 10
 
 
@@ -119,15 +118,7 @@ class LeaseSweeper:
         """Retention: batches of ``pgq.prune_expired`` while they come back full, at most
         ``PRUNE_BATCHES`` per safety re-check (coordinators prune too)."""
         for _ in range(PRUNE_BATCHES):
-            pruned = await queries.prune_expired(self._pool, PRUNE_BATCH)
-            if pruned:
-                log_event(
-                    log,
-                    "retention.pruned",
-                    "deleted finished jobs past their retention: "
-                    + ", ".join(f"{n} {status}" for status, n in sorted(pruned.items())),
-                    worker_id=self._hooks.worker_id,
-                )
+            pruned = await prune_batch(self._pool, log, worker_id=self._hooks.worker_id)
             if sum(pruned.values()) < PRUNE_BATCH:
                 return
 
