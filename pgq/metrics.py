@@ -5,6 +5,7 @@ Names (promised to the deploy manifests; do not rename):
   pgq_jobs{queue,status}                      gauge: jobs per queue and status (``pgq.stats()``)
   pgq_oldest_queued_age_seconds{queue}        gauge: age of the oldest *due* queued job, 0 if none
   pgq_jobs_finished_total{type,outcome}       counter: outcome ∈ succeeded, retried, dead, cancelled
+  pgq_jobs_pruned_total{status}               counter: finished jobs deleted for retention here
   pgq_job_duration_seconds{type}              histogram: finished_at - claimed_at
   pgq_job_start_latency_seconds{queue}        histogram: claimed_at - run_at
   pgq_http_requests_total{method,route,status}
@@ -107,6 +108,12 @@ class Metrics:
             "HTTP request latency by method and route template.",
             ["method", "route"],
             buckets=_HTTP_BUCKETS,
+            registry=r,
+        )
+        self.pruned = Counter(
+            "pgq_jobs_pruned",
+            "Finished jobs this coordinator deleted for retention (pgq.prune_expired), by status.",
+            ["status"],
             registry=r,
         )
         self.enqueue_batch = Histogram(
@@ -243,3 +250,9 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def count_pruned(metrics: Metrics, pruned: dict[str, int]) -> None:
+    """Add one retention batch (status → rows deleted) to ``pgq_jobs_pruned_total``."""
+    for status, n in pruned.items():
+        metrics.pruned.labels(status).inc(n)

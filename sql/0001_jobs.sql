@@ -116,14 +116,13 @@ CREATE INDEX jobs_waiting_parents_idx ON pgq.jobs USING gin (depends_on) WHERE s
 CREATE UNIQUE INDEX jobs_idempotency_key_idx ON pgq.jobs (idempotency_key)
     WHERE idempotency_key IS NOT NULL;
 
--- pgq.prune: finished jobs by age. BRIN rather than a B-tree: a job's succeeded (or dead,
--- or cancelled) version is appended as it finishes, so finished_at follows the physical
--- order closely enough for block ranges, and a BRIN insert costs next to nothing where
--- a B-tree cost every completion an index insertion (~2 µs). Unsummarized ranges (the
--- newest) are always read, so prune stays correct whatever the order; autosummarize keeps
--- them few.
-CREATE INDEX jobs_finished_at_brin ON pgq.jobs USING brin (finished_at)
-    WITH (autosummarize = on);
+-- pgq.prune and retention (pgq.prune_expired): finished jobs of a status by age, oldest
+-- first; the metrics' window of recently finished jobs (one range per status). A B-tree,
+-- not BRIN: with retention deleting old rows, new versions land in the freed space, and
+-- a BRIN range would soon span every age, so finding the expired rows would read the
+-- whole table. Costs each finishing job one index entry (~2 µs); queued and running
+-- jobs have none (finished_at is NULL).
+CREATE INDEX jobs_finished_idx ON pgq.jobs (status, finished_at) WHERE finished_at IS NOT NULL;
 
 
 -- pgq.stats: how the rows split over (queue, status), as a sample ANALYZE takes: the
@@ -181,6 +180,24 @@ COMMENT ON TABLE pgq.queues IS
 COMMENT ON COLUMN pgq.queues.tokens IS
     'token bucket of the rate limit: tokens left at tokens_at (refilled at rate per second up to burst)';
 
+
+-- retention: how long finished jobs of each status are kept before runners and
+-- coordinators delete them (pgq.prune_expired); keep NULL = forever. Changed through
+-- pgq.set_retention.
+CREATE TABLE pgq.retention (
+    status     text        PRIMARY KEY,
+    keep       interval,
+    updated_at timestamptz NOT NULL DEFAULT now(),
+
+    CONSTRAINT retention_status_finished CHECK (status IN ('succeeded', 'dead', 'cancelled')),
+    CONSTRAINT retention_keep_non_negative CHECK (keep >= interval '0')
+);
+INSERT INTO pgq.retention (status, keep)
+VALUES ('succeeded', interval '7 days'), ('cancelled', interval '7 days'), ('dead', interval '30 days');
+
+COMMENT ON TABLE pgq.retention IS
+    'pgq retention: how long finished jobs of each status are kept (NULL: forever); change it '
+    'through pgq.set_retention.';
 
 -- job_spec: one element of pgq.enqueue_many's input, as a typed record.
 CREATE TYPE pgq.job_spec AS (

@@ -1216,11 +1216,85 @@ BEGIN
             USING ERRCODE = 'PQ400';
     END IF;
     DELETE FROM pgq.jobs
-     WHERE finished_at < now() - older_than
-       AND status IN ('succeeded', 'dead', 'cancelled');
+     WHERE status IN ('succeeded', 'dead', 'cancelled')
+       AND finished_at < now() - older_than;
     GET DIAGNOSTICS deleted = ROW_COUNT;
     RETURN deleted;
 END
 $$;
 COMMENT ON FUNCTION pgq.prune(interval) IS $$prune: delete succeeded, dead and cancelled jobs that finished more than older_than ago.
 Returns how many it deleted. Raises PQ400 for a negative or NULL interval.$$;
+
+-- set_retention: keep finished jobs of status (succeeded, dead or cancelled) for keep,
+-- NULL meaning forever. Applies always; takes effect at the next pgq.prune_expired.
+-- Leaves the pgq.retention row of the status, which it returns. Raises PQ400 for another
+-- status or a negative keep.
+CREATE FUNCTION pgq.set_retention(status text, keep interval) RETURNS pgq.retention
+LANGUAGE plpgsql AS $$
+DECLARE
+    r pgq.retention;
+BEGIN
+    IF status IS NULL OR status NOT IN ('succeeded', 'dead', 'cancelled') THEN
+        RAISE EXCEPTION 'cannot set retention: status must be succeeded, dead or cancelled, not %',
+                        coalesce(quote_literal(status), 'NULL')
+            USING ERRCODE = 'PQ400';
+    END IF;
+    IF keep < interval '0' THEN
+        RAISE EXCEPTION 'cannot set retention: keep must not be negative' USING ERRCODE = 'PQ400';
+    END IF;
+    INSERT INTO pgq.retention AS t (status, keep) VALUES (set_retention.status, keep)
+        ON CONFLICT ON CONSTRAINT retention_pkey
+        DO UPDATE SET keep = excluded.keep, updated_at = now()
+    RETURNING * INTO r;
+    RETURN r;
+END
+$$;
+COMMENT ON FUNCTION pgq.set_retention(text, interval) IS $$set_retention: keep finished jobs of status (succeeded, dead or cancelled) for keep,
+NULL meaning forever. Applies always; takes effect at the next pgq.prune_expired.
+Leaves the pgq.retention row of the status, which it returns. Raises PQ400 for another
+status or a negative keep.$$;
+
+-- prune_expired: delete at most max_rows finished jobs that are older than their status's
+-- retention (pgq.retention; NULL keeps forever), oldest first per status, through
+-- jobs_finished_idx. Runners and coordinators call it on their safety timers, leaderless:
+-- rows another caller is deleting are skipped (SKIP LOCKED), never waited on. Returns
+-- how many it deleted per status (only statuses with deletions). Raises PQ400 for a
+-- max_rows outside 1..10000.
+CREATE FUNCTION pgq.prune_expired(max_rows integer DEFAULT 10000)
+RETURNS TABLE (status text, pruned integer)
+LANGUAGE plpgsql AS $$
+DECLARE
+    r pgq.retention;
+    budget integer := max_rows;
+    n integer;
+BEGIN
+    IF max_rows IS NULL OR max_rows NOT BETWEEN 1 AND 10000 THEN
+        RAISE EXCEPTION 'cannot prune: max_rows % is out of range 1..10000', max_rows
+            USING ERRCODE = 'PQ400';
+    END IF;
+    FOR r IN SELECT * FROM pgq.retention AS t WHERE t.keep IS NOT NULL ORDER BY t.status LOOP
+        EXIT WHEN budget <= 0;
+        DELETE FROM pgq.jobs AS j
+         WHERE j.id = ANY (ARRAY(
+               SELECT o.id FROM pgq.jobs AS o
+                WHERE o.status = r.status AND o.finished_at IS NOT NULL
+                  AND o.finished_at < now() - r.keep
+                ORDER BY o.finished_at
+                LIMIT budget
+                  FOR UPDATE SKIP LOCKED));
+        GET DIAGNOSTICS n = ROW_COUNT;
+        IF n > 0 THEN
+            status := r.status;
+            pruned := n;
+            budget := budget - n;
+            RETURN NEXT;
+        END IF;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION pgq.prune_expired(integer) IS $$prune_expired: delete at most max_rows finished jobs that are older than their status's
+retention (pgq.retention; NULL keeps forever), oldest first per status, through
+jobs_finished_idx. Runners and coordinators call it on their safety timers, leaderless:
+rows another caller is deleting are skipped (SKIP LOCKED), never waited on. Returns
+how many it deleted per status (only statuses with deletions). Raises PQ400 for a
+max_rows outside 1..10000.$$;

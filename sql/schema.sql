@@ -2512,8 +2512,8 @@ BEGIN
             USING ERRCODE = 'PQ400';
     END IF;
     DELETE FROM pgq.jobs
-     WHERE finished_at < now() - older_than
-       AND status IN ('succeeded', 'dead', 'cancelled');
+     WHERE status IN ('succeeded', 'dead', 'cancelled')
+       AND finished_at < now() - older_than;
     GET DIAGNOSTICS deleted = ROW_COUNT;
     RETURN deleted;
 END
@@ -2525,6 +2525,54 @@ $$;
 
 COMMENT ON FUNCTION pgq.prune(older_than interval) IS 'prune: delete succeeded, dead and cancelled jobs that finished more than older_than ago.
 Returns how many it deleted. Raises PQ400 for a negative or NULL interval.';
+
+--
+-- Name: prune_expired(integer); Type: FUNCTION; Schema: pgq; Owner: -
+--
+
+CREATE FUNCTION pgq.prune_expired(max_rows integer DEFAULT 10000) RETURNS TABLE(status text, pruned integer)
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    r pgq.retention;
+    budget integer := max_rows;
+    n integer;
+BEGIN
+    IF max_rows IS NULL OR max_rows NOT BETWEEN 1 AND 10000 THEN
+        RAISE EXCEPTION 'cannot prune: max_rows % is out of range 1..10000', max_rows
+            USING ERRCODE = 'PQ400';
+    END IF;
+    FOR r IN SELECT * FROM pgq.retention AS t WHERE t.keep IS NOT NULL ORDER BY t.status LOOP
+        EXIT WHEN budget <= 0;
+        DELETE FROM pgq.jobs AS j
+         WHERE j.id = ANY (ARRAY(
+               SELECT o.id FROM pgq.jobs AS o
+                WHERE o.status = r.status AND o.finished_at IS NOT NULL
+                  AND o.finished_at < now() - r.keep
+                ORDER BY o.finished_at
+                LIMIT budget
+                  FOR UPDATE SKIP LOCKED));
+        GET DIAGNOSTICS n = ROW_COUNT;
+        IF n > 0 THEN
+            status := r.status;
+            pruned := n;
+            budget := budget - n;
+            RETURN NEXT;
+        END IF;
+    END LOOP;
+END
+$$;
+
+--
+-- Name: FUNCTION prune_expired(max_rows integer); Type: COMMENT; Schema: pgq; Owner: -
+--
+
+COMMENT ON FUNCTION pgq.prune_expired(max_rows integer) IS 'prune_expired: delete at most max_rows finished jobs that are older than their status''s
+retention (pgq.retention; NULL keeps forever), oldest first per status, through
+jobs_finished_idx. Runners and coordinators call it on their safety timers, leaderless:
+rows another caller is deleting are skipped (SKIP LOCKED), never waited on. Returns
+how many it deleted per status (only statuses with deletions). Raises PQ400 for a
+max_rows outside 1..10000.';
 
 --
 -- Name: release(bigint, text, jsonb, integer, uuid); Type: FUNCTION; Schema: pgq; Owner: -
@@ -2907,6 +2955,59 @@ Raises PQ400 for an invalid queue name, a value <= 0, burst without rate, or a r
 outside 0.001..1,000,000 per second.';
 
 --
+-- Name: retention; Type: TABLE; Schema: pgq; Owner: -
+--
+
+CREATE TABLE pgq.retention (
+    status text NOT NULL,
+    keep interval,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT retention_keep_non_negative CHECK ((keep >= '00:00:00'::interval)),
+    CONSTRAINT retention_status_finished CHECK ((status = ANY (ARRAY['succeeded'::text, 'dead'::text, 'cancelled'::text])))
+);
+
+--
+-- Name: TABLE retention; Type: COMMENT; Schema: pgq; Owner: -
+--
+
+COMMENT ON TABLE pgq.retention IS 'pgq retention: how long finished jobs of each status are kept (NULL: forever); change it through pgq.set_retention.';
+
+--
+-- Name: set_retention(text, interval); Type: FUNCTION; Schema: pgq; Owner: -
+--
+
+CREATE FUNCTION pgq.set_retention(status text, keep interval) RETURNS pgq.retention
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    r pgq.retention;
+BEGIN
+    IF status IS NULL OR status NOT IN ('succeeded', 'dead', 'cancelled') THEN
+        RAISE EXCEPTION 'cannot set retention: status must be succeeded, dead or cancelled, not %',
+                        coalesce(quote_literal(status), 'NULL')
+            USING ERRCODE = 'PQ400';
+    END IF;
+    IF keep < interval '0' THEN
+        RAISE EXCEPTION 'cannot set retention: keep must not be negative' USING ERRCODE = 'PQ400';
+    END IF;
+    INSERT INTO pgq.retention AS t (status, keep) VALUES (set_retention.status, keep)
+        ON CONFLICT ON CONSTRAINT retention_pkey
+        DO UPDATE SET keep = excluded.keep, updated_at = now()
+    RETURNING * INTO r;
+    RETURN r;
+END
+$$;
+
+--
+-- Name: FUNCTION set_retention(status text, keep interval); Type: COMMENT; Schema: pgq; Owner: -
+--
+
+COMMENT ON FUNCTION pgq.set_retention(status text, keep interval) IS 'set_retention: keep finished jobs of status (succeeded, dead or cancelled) for keep,
+NULL meaning forever. Applies always; takes effect at the next pgq.prune_expired.
+Leaves the pgq.retention row of the status, which it returns. Raises PQ400 for another
+status or a negative keep.';
+
+--
 -- Name: stats(); Type: FUNCTION; Schema: pgq; Owner: -
 --
 
@@ -3192,6 +3293,13 @@ ALTER TABLE ONLY pgq.queues
     ADD CONSTRAINT queues_pkey PRIMARY KEY (queue);
 
 --
+-- Name: retention retention_pkey; Type: CONSTRAINT; Schema: pgq; Owner: -
+--
+
+ALTER TABLE ONLY pgq.retention
+    ADD CONSTRAINT retention_pkey PRIMARY KEY (status);
+
+--
 -- Name: schedules schedules_pkey; Type: CONSTRAINT; Schema: pgq; Owner: -
 --
 
@@ -3205,10 +3313,10 @@ ALTER TABLE ONLY pgq.schedules
 CREATE INDEX jobs_claim_idx ON pgq.jobs USING btree (queue, priority, run_at, id) WHERE (status = 'queued'::text);
 
 --
--- Name: jobs_finished_at_brin; Type: INDEX; Schema: pgq; Owner: -
+-- Name: jobs_finished_idx; Type: INDEX; Schema: pgq; Owner: -
 --
 
-CREATE INDEX jobs_finished_at_brin ON pgq.jobs USING brin (finished_at) WITH (autosummarize='on');
+CREATE INDEX jobs_finished_idx ON pgq.jobs USING btree (status, finished_at) WHERE (finished_at IS NOT NULL);
 
 --
 -- Name: jobs_idempotency_key_idx; Type: INDEX; Schema: pgq; Owner: -

@@ -1,5 +1,5 @@
 """What a claimed and a completed job cost (the drain work of issue 5, now in the baseline:
-the CHECKs and BRIN index of sql/0001_jobs.sql, pgq.claim, pgq.complete_many and the
+the CHECKs and indexes of sql/0001_jobs.sql, pgq.claim, pgq.complete_many and the
 notification trigger), and what must not change.
 
 Buffer counts come from ``EXPLAIN (ANALYZE, BUFFERS)`` of the function call, whose node
@@ -237,7 +237,7 @@ async def test_the_jobs_table_has_queue_table_autovacuum_settings(conn: asyncpg.
     assert settings["autovacuum_vacuum_cost_delay"] == "0"
 
 
-async def test_prune_still_finds_old_finished_jobs_through_the_brin_index(
+async def test_prune_still_finds_old_finished_jobs_through_the_finished_index(
     conn: asyncpg.Connection,
 ) -> None:
     await backlog(conn, 500)

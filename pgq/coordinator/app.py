@@ -23,7 +23,7 @@ from aiohttp import web
 from .. import db
 from ..batching import EnqueueBatcher
 from ..listener import Listener
-from ..metrics import Metrics
+from ..metrics import Metrics, count_pruned
 from ..schedule_timer import ScheduleTimer
 from . import dashboard
 from .access import make_access_middleware
@@ -119,7 +119,12 @@ async def _listener_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _monitor_ctx(app: web.Application) -> AsyncIterator[None]:
-    monitor = LeaseMonitor(app[POOL], recheck=app[SETTINGS].lease_recheck_seconds)
+    metrics = app[METRICS]
+    monitor = LeaseMonitor(
+        app[POOL],
+        recheck=app[SETTINGS].lease_recheck_seconds,
+        on_pruned=lambda pruned: count_pruned(metrics, pruned),
+    )
     app[MONITOR] = monitor
     monitor.start()
     yield

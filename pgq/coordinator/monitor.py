@@ -9,6 +9,11 @@ Modes of its one loop:
   degraded   the database does not answer: log once, retry backing off up to ``recheck``
              seconds.
 
+Once per ``recheck`` it also deletes one batch of finished jobs past their retention
+(``pgq.prune_expired``, logged as ``retention.pruned`` and counted in
+``pgq_jobs_pruned_total``), and batch after batch while they come back full; runners do
+the same on their safety re-check, so retention needs no leader and no cron.
+
 Every runner also calls ``pgq.expire_leases()`` on its safety re-check, so the monitor is
 not a single point of rescue; concurrent callers skip each other's rows.
 """
@@ -18,6 +23,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
+from collections.abc import Callable
 
 import asyncpg
 
@@ -25,6 +32,7 @@ from .. import queries
 from ..backoff import Backoff
 from ..errors import DatabaseUnavailable
 from ..logs import log_event
+from ..retention import PRUNE_BATCH, prune_batch
 
 log = logging.getLogger("pgq.coordinator.monitor")
 
@@ -35,9 +43,17 @@ RETRY_BASE = 0.5
 
 
 class LeaseMonitor:
-    def __init__(self, pool: asyncpg.Pool, *, recheck: float = 5.0) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        recheck: float = 5.0,
+        on_pruned: Callable[[dict[str, int]], None] | None = None,
+    ) -> None:
         self._pool = pool
         self._recheck = recheck
+        self._on_pruned = on_pruned
+        self._prune_at = 0.0  # loop time of the next retention batch
         self._task: asyncio.Task[None] | None = None
         #: Jobs expired by this monitor since it started.
         self.expired = 0
@@ -88,9 +104,24 @@ class LeaseMonitor:
                 delay = backoff.next()
             await asyncio.sleep(delay)
 
+    async def _prune(self) -> bool:
+        """Retention: one batch of pgq.prune_expired per recheck interval, or straight
+        away again while batches come back full (a backlog of expired jobs)."""
+        now = asyncio.get_running_loop().time()
+        if now < self._prune_at:
+            return False
+        pruned = await prune_batch(self._pool, log)
+        full = sum(pruned.values()) >= PRUNE_BATCH
+        self._prune_at = now if full else now + self._recheck * random.uniform(1.0, 1.1)
+        if pruned and self._on_pruned is not None:
+            self._on_pruned(pruned)
+        return full
+
     async def _step(self) -> float:
         """Expire what is due; return how long to sleep before the next look."""
         await queries.forget_dead_listeners(self._pool)  # the doorbell's janitor
+        if await self._prune():
+            return 0  # more expired jobs than one batch: the next batch straight away
         _run_at, lease, db_now = await queries.next_due(self._pool)
         if lease is None:
             return self._recheck

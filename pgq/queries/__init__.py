@@ -49,8 +49,10 @@ from .transitions import (
     fail,
     heartbeat,
     prune,
+    prune_expired,
     release,
     retry,
+    set_retention,
 )
 
 __all__ = [
@@ -87,6 +89,7 @@ __all__ = [
     "ping",
     "progress",
     "prune",
+    "prune_expired",
     "queue_depths",
     "release",
     "resume",
@@ -95,6 +98,7 @@ __all__ = [
     "running_jobs_of",
     "schedule",
     "set_limits",
+    "set_retention",
     "set_timeouts",
     "stats",
     "unlisten_idle",

@@ -130,9 +130,10 @@ async def finished_since(
     ``start_latency_seconds`` = claimed_at - run_at, both NULL when it never ran); and
     ``retried``: per type, how many failed attempts in the window were scheduled for a
     retry (error entries stamped in the window, except the one that made a job dead).
-    With ``since`` None only ``until`` is read. Cost: the finished_at index for the window,
-    plus the queued and running jobs (their partial indexes): one branch per source, since
-    a single OR over them was planned as a scan of the whole table.
+    With ``since`` None only ``until`` is read. Cost: jobs_finished_idx (status,
+    finished_at) for the window, one range per finished status, plus the queued and
+    running jobs (their partial indexes): one branch per source, since a single OR over
+    them was planned as a scan of the whole table.
     """
     until = await db.fetchval(
         "SELECT clock_timestamp() - $1::float8 * interval '1 second'", lag_seconds
@@ -145,7 +146,8 @@ async def finished_since(
                extract(epoch FROM finished_at - claimed_at)::float8 AS run_seconds,
                extract(epoch FROM claimed_at - run_at)::float8 AS start_latency_seconds
           FROM pgq.jobs
-         WHERE finished_at > $1 AND finished_at <= $2
+         WHERE status IN ('succeeded', 'dead', 'cancelled')
+           AND finished_at > $1 AND finished_at <= $2
         """,
         since,
         until,
@@ -160,7 +162,8 @@ async def finished_since(
                  WHERE status = 'running' AND errors <> '[]'::jsonb
                 UNION ALL
                 SELECT type, status, finished_at, errors FROM pgq.jobs
-                 WHERE finished_at > $1 AND errors <> '[]'::jsonb) AS j
+                 WHERE status IN ('succeeded', 'dead', 'cancelled') AND finished_at > $1
+                   AND errors <> '[]'::jsonb) AS j
          CROSS JOIN LATERAL jsonb_array_elements(j.errors) AS e(entry)
          WHERE (e.entry->>'at')::timestamptz > $1
            AND (e.entry->>'at')::timestamptz <= $2

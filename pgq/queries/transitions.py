@@ -187,6 +187,23 @@ async def expire_leases_detailed(conn: Any) -> list[Job]:
 
 
 @translated
+async def prune_expired(db: Executor, max_rows: int = 10_000) -> dict[str, int]:
+    """``pgq.prune_expired``: one batch of retention; how many jobs it deleted per status."""
+    rows = await db.fetch("SELECT status, pruned FROM pgq.prune_expired($1)", max_rows)
+    return {r["status"]: r["pruned"] for r in rows}
+
+
+@translated
+async def set_retention(db: Executor, status: str, keep_seconds: float | None) -> None:
+    """``pgq.set_retention``: keep finished jobs of ``status`` this long (None: forever)."""
+    await db.fetchval(
+        "SELECT 1 FROM pgq.set_retention($1, $2::float8 * interval '1 second')",
+        status,
+        keep_seconds,
+    )
+
+
+@translated
 async def prune(db: Executor, older_than_seconds: float) -> int:
     """``pgq.prune``: delete jobs finished longer ago than ``older_than_seconds``."""
     return await db.fetchval(

@@ -4,7 +4,8 @@ coordinator running.
 ``LeaseSweeper`` runs one housekeeping task that sleeps until the earliest lease expiry
 it knows of (the runner learns them from ``pgq.next_due`` whenever it goes idle) or the
 jittered safety re-check, then calls ``pgq.expire_leases()`` and re-reads the due times.
-The safety re-check also forgets dead listeners and wakes the claim loop, covering
+The safety re-check also forgets dead listeners, deletes finished jobs past their
+retention (``pgq.prune_expired``, in batches), and wakes the claim loop, covering
 notifications lost in a reconnect.
 """
 
@@ -22,11 +23,15 @@ import asyncpg
 from .. import queries
 from ..errors import DatabaseUnavailable
 from ..logs import log_event
+from ..retention import PRUNE_BATCH, prune_batch
 from .source import RunnerHooks
 
 __all__ = ["LeaseSweeper"]
 
 log = logging.getLogger("pgq.runner")
+
+#: Retention: at most this many batches of pgq.prune_expired per safety re-check.
+PRUNE_BATCHES = 10
 
 
 class LeaseSweeper:
@@ -109,10 +114,19 @@ class LeaseSweeper:
             if safety:
                 self._on_safety()
 
+    async def _prune(self) -> None:
+        """Retention: batches of ``pgq.prune_expired`` while they come back full, at most
+        ``PRUNE_BATCHES`` per safety re-check (coordinators prune too)."""
+        for _ in range(PRUNE_BATCHES):
+            pruned = await prune_batch(self._pool, log, worker_id=self._hooks.worker_id)
+            if sum(pruned.values()) < PRUNE_BATCH:
+                return
+
     async def _sweep(self, safety: bool) -> None:
         expired = await queries.expire_leases(self._pool)
         if safety:
             await queries.forget_dead_listeners(self._pool)
+            await self._prune()
         if expired:
             log_event(
                 log,
