@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any, Final
 
 from .errors import InvalidArgument, PgqError
+from .wire import limits as L
 
 #: The keyword options of ``pgq.schedule`` besides name, cron, job_type and args.
 SCHEDULE_OPTIONS: Final = (
@@ -25,8 +26,8 @@ SCHEDULE_OPTIONS: Final = (
     "timeout_seconds",
     "paused",
 )
-CATCH_UP_MODES: Final = ("latest", "all", "none")
-NAME_PATTERN: Final = r"^[a-z][a-z0-9_.:-]{0,127}$"
+CATCH_UP_MODES: Final = L.CATCH_UP_MODES
+NAME_PATTERN: Final = L.SCHEDULE_NAME_PATTERN
 #: Channel pgq.schedule and pgq.unschedule notify (payload: the schedule's name).
 CHANNEL: Final = "pgq_schedules"
 
@@ -106,10 +107,7 @@ class ScheduleSpec:
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not re.match(NAME_PATTERN, self.name):
-            raise ValueError(
-                f"schedule name {self.name!r} is invalid: use a lowercase letter then up to "
-                "127 of a-z 0-9 _ . : -"
-            )
+            raise ValueError(f"schedule name {self.name!r} is invalid: {L.SCHEDULE_NAME_RULE}")
         if not isinstance(self.cron, str) or not self.cron.strip():
             raise ValueError(f"schedule {self.name}: cron must be a non-empty string")
         if not isinstance(self.args, dict):

@@ -72,7 +72,7 @@ async def test_put_get_list_delete(live: Live) -> None:
         ({**NIGHTLY, "cron": "0 0 30 2 *"}, "cron: cron expression '0 0 30 2 *' never fires"),
         ({**NIGHTLY, "cron": "@reboot"}, "cron: cron expression '@reboot' has 1 fields"),
         ({**NIGHTLY, "timezone": "Mars/Base"}, "timezone: timezone 'Mars/Base' is not a known"),
-        ({**NIGHTLY, "catch_up": "some"}, "catch_up: must be one of latest, all, none"),
+        ({**NIGHTLY, "catch_up": "some"}, "catch_up: must be one of all, latest, none"),
         ({**NIGHTLY, "priority": 40000}, "priority: must be an integer between"),
         ({**NIGHTLY, "max_attempts": 0}, "max_attempts: must be an integer between 1 and 1000"),
         ({**NIGHTLY, "timeout_seconds": True}, "timeout_seconds: must be an integer"),

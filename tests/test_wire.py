@@ -246,7 +246,25 @@ SAMPLES: list[tuple[str, object]] = [
     ("Release", {"worker_id": "w", "attempt": 1, "reason": ""}),
     ("Retry", {}),
     ("Retry", {"extra_attempts": 1001}),
+    ("Limits", {"concurrency": 3, "rate": 0.001, "burst": 2}),
+    ("Limits", {"burst": 2}),
+    ("Limits", {"rate": 0.0009}),
+    ("Progress", {"worker_id": "w", "progress": {"done": 1}, "attempt": 1}),
+    ("Progress", {"worker_id": "w", "progress": [1]}),
+    ("BulkRetry", {"statuses": ["dead", "cancelled"], "spread_seconds": 60}),
+    ("BulkRetry", {"statuses": ["queued"]}),
+    ("BulkCancel", {"statuses": ["running"], "queue": "q", "type": "T"}),
+    ("BulkCancel", {"spread_seconds": 1}),
+    ("NewSchedule", {"cron": "0 3 * * *", "type": "T", "catch_up": "all", "paused": True}),
+    ("NewSchedule", {"cron": "", "type": "T"}),
+    ("NewSchedule", {"cron": "* * * * *", "type": "T", "catch_up": "some"}),
 ]
+
+
+def test_catch_up_modes_are_the_wire_literal() -> None:
+    from pgq.wire.types import CatchUp
+
+    assert set(typing.get_args(typing.get_args(CatchUp)[0])) == set(wire.CATCH_UP_MODES)
 
 
 @pytest.mark.parametrize(("name", "body"), SAMPLES)

@@ -18,16 +18,6 @@ def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
-    return {"anyOf": [schema, {"type": "null"}]}
-
-
-# For openapi_schedules, whose bodies are not wire types yet: the same rules as pgq.wire.
-_TIME = {"type": "string", "format": "date-time"}
-_JOB_TYPE = {"type": "string", "pattern": wire.TYPE_PATTERN}
-_QUEUE = {"type": "string", "pattern": wire.QUEUE_PATTERN}
-
-
 _ERRORS = {
     "400": "Malformed JSON, or an invalid field (the message names it).",
     "401": "A bearer token is required (when the coordinator has PGQ_API_TOKENS).",
@@ -73,6 +63,13 @@ _QUEUE_NAME = {
     "required": True,
     "schema": {"type": "string", "pattern": wire.QUEUE_PATTERN},
     "description": "The queue name.",
+}
+_SCHEDULE_NAME = {
+    "name": "name",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": wire.SCHEDULE_NAME_PATTERN},
+    "description": "The schedule's name.",
 }
 _PROTECTED: list[dict[str, list[str]]] = [{"bearer": []}, {}]
 #: W3C Trace Context of an enqueue, kept on the jobs for the runners' spans (pgq.tracing)
@@ -138,6 +135,8 @@ def _page(op_id: str, summary: str, content: str) -> dict[str, Any]:
 
 
 _QUEUE_OK = _json(_ref("Queue"), "The queue.")
+_SCHEDULE_OK = _json(_ref("Schedule"), "The schedule.")
+_SCHEDULE_NOT_FOUND = _json(_ref("Error"), "No such schedule.")
 
 
 def _probe(op_id: str, summary: str) -> dict[str, Any]:
@@ -358,6 +357,44 @@ def document() -> dict[str, Any]:
                 parameters=[_QUEUE_NAME],
             )
         },
+        "/schedules": {
+            "get": _op(
+                "listSchedules",
+                "Every schedule, by name",
+                {"200": _json(_ref("Schedules"), "The schedules.")},
+                ("400", "503"),
+            )
+        },
+        "/schedules/{name}": {
+            "get": _op(
+                "getSchedule",
+                "Read a schedule",
+                {"200": _SCHEDULE_OK, "404": _SCHEDULE_NOT_FOUND},
+                ("400", "503"),
+                parameters=[_SCHEDULE_NAME],
+            ),
+            "put": _op(
+                "putSchedule",
+                "Create a schedule, or replace its definition",
+                {
+                    "201": _json(_ref("Schedule"), "Created."),
+                    "200": _json(_ref("Schedule"), "Replaced."),
+                },
+                _BODY_ERRORS,
+                body=_body("NewSchedule"),
+                parameters=[_SCHEDULE_NAME],
+            ),
+            "delete": _op(
+                "deleteSchedule",
+                "Delete a schedule (the jobs it created stay)",
+                {
+                    "200": _json(_ref("Schedule"), "The deleted schedule."),
+                    "404": _SCHEDULE_NOT_FOUND,
+                },
+                ("400", "503"),
+                parameters=[_SCHEDULE_NAME],
+            ),
+        },
         "/ui": {"get": _page("dashboardRedirect", "The dashboard (redirects to /ui/)", "-")},
         "/ui/": {"get": _page("dashboard", "The web dashboard (HTML; asks for a token)", "HTML")},
         "/ui/static/{name}": {
@@ -424,10 +461,6 @@ def document() -> dict[str, Any]:
             }
         },
     }
-    # imported here: the schedules part is built from this module's helpers
-    from . import openapi_schedules
-
-    paths.update(openapi_schedules.paths())
     return {
         "openapi": "3.1.0",
         "info": {
@@ -440,7 +473,7 @@ def document() -> dict[str, Any]:
         },
         "paths": paths,
         "components": {
-            "schemas": {**wire.schemas(), **openapi_schedules.SCHEMAS},
+            "schemas": wire.schemas(),
             "securitySchemes": {
                 "bearer": {
                     "type": "http",

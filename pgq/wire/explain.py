@@ -109,7 +109,7 @@ def explain(
         return refuse("must be an RFC 3339 date-time with an offset, e.g. 2030-01-01T12:00:00Z")
     if what.startswith("Invalid enum value") and isinstance(base, mi.LiteralType):
         shown = printable(str(sent)[:40])
-        return refuse(f"{shown!r} is not one of {', '.join(map(str, base.values))}")
+        return refuse(f"must be one of {', '.join(map(str, base.values))}, not {shown!r}")
     # A rule across fields (``__post_init__``) names its field first: ``run_at: …``.
     name, _, problem = what.partition(": ")
     if problem and _field_type(field_type, name) is not _NOT_FOUND:

@@ -22,6 +22,13 @@ TYPE_PATTERN: Final = r"^[A-Za-z0-9_.:-]{1,128}$"
 TYPE_RE: Final = re.compile(TYPE_PATTERN, re.ASCII)
 TYPE_RULE: Final = "use 1-128 characters of A-Z a-z 0-9 _ . : -"
 
+#: Schedule names, e.g. ``tmdb_sync.nightly``.
+SCHEDULE_NAME_PATTERN: Final = r"^[a-z][a-z0-9_.:-]{0,127}$"
+SCHEDULE_NAME_RE: Final = re.compile(SCHEDULE_NAME_PATTERN, re.ASCII)
+SCHEDULE_NAME_RULE: Final = "use a lowercase letter then up to 127 of a-z 0-9 _ . : -"
+#: How a schedule may catch up on slots missed while nothing ran.
+CATCH_UP_MODES: Final = ("latest", "all", "none")
+
 #: Free-text strings (worker ids, idempotency keys, error messages): jsonb and text
 #: columns cannot store U+0000. Written so Python's ``re`` and ECMA-262 read it alike.
 NO_NUL_PATTERN: Final = r"^[^\u0000]*$"
@@ -61,6 +68,8 @@ MAX_FILTER_ITEMS: Final = 100
 MAX_WAIT_SECONDS: Final = 60
 MAX_LIST_LIMIT: Final = 1_000
 MAX_CONCURRENCY_KEY_LENGTH: Final = 256
+MAX_CRON_LENGTH: Final = 255
+MAX_TIMEZONE_LENGTH: Final = 64
 #: A progress report is stored only up to this many bytes of JSON (pgq.progress checks it).
 MAX_PROGRESS_BYTES: Final = 8192
 #: The longest ``spread_seconds`` of a bulk replay: a week.

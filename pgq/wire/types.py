@@ -22,6 +22,18 @@ from . import limits as L
 # ``extra`` is not part of the JSON Schema: ``rule`` is the wording of a pattern's refusal
 # (``'X y' is invalid: <rule>``), ``problem`` replaces the whole refusal.
 
+
+def _text(max_length: int, description: str | None = None) -> Meta:
+    """A string of 1 to ``max_length`` characters without NUL (text columns cannot hold it)."""
+    return Meta(
+        min_length=1,
+        max_length=max_length,
+        pattern=L.NO_NUL_PATTERN,
+        description=description,
+        extra={"problem": L.NO_NUL_RULE},
+    )
+
+
 QueueName = Annotated[
     str, Meta(pattern=L.QUEUE_PATTERN, description=L.QUEUE_RULE, extra={"rule": L.QUEUE_RULE})
 ]
@@ -30,12 +42,9 @@ TypeName = Annotated[
 ]
 WorkerId = Annotated[
     str,
-    Meta(
-        min_length=1,
-        max_length=L.MAX_WORKER_ID_LENGTH,
-        pattern=L.NO_NUL_PATTERN,
-        description="Who holds the job (any stable name of the runner process).",
-        extra={"problem": L.NO_NUL_RULE},
+    _text(
+        L.MAX_WORKER_ID_LENGTH,
+        "Who holds the job (any stable name of the runner process).",
     ),
 ]
 Attempt = Annotated[
@@ -79,12 +88,7 @@ JsonObject = Annotated[dict[str, Any], Meta(description=_JSON_NOTE)]
 JsonValue = Annotated[Any, Meta(description=_JSON_NOTE)]
 ErrorMessage = Annotated[
     str,
-    Meta(
-        min_length=1,
-        max_length=L.MAX_ERROR_MESSAGE_LENGTH,
-        pattern=L.NO_NUL_PATTERN,
-        extra={"problem": L.NO_NUL_RULE},
-    ),
+    _text(L.MAX_ERROR_MESSAGE_LENGTH),
 ]
 
 
@@ -122,12 +126,9 @@ class NewJob(_Body):
     idempotency_key: (
         Annotated[
             str,
-            Meta(
-                min_length=1,
-                max_length=L.MAX_IDEMPOTENCY_KEY_LENGTH,
-                pattern=L.NO_NUL_PATTERN,
-                description="A second create with the same key answers 200 with the first job.",
-                extra={"problem": L.NO_NUL_RULE},
+            _text(
+                L.MAX_IDEMPOTENCY_KEY_LENGTH,
+                "A second create with the same key answers 200 with the first job.",
             ),
         ]
         | UnsetType
@@ -145,12 +146,9 @@ class NewJob(_Body):
     concurrency_key: (
         Annotated[
             str,
-            Meta(
-                min_length=1,
-                max_length=L.MAX_CONCURRENCY_KEY_LENGTH,
-                pattern=L.NO_NUL_PATTERN,
-                description="Jobs with one key share their queue's key_concurrency limit.",
-                extra={"problem": L.NO_NUL_RULE},
+            _text(
+                L.MAX_CONCURRENCY_KEY_LENGTH,
+                "Jobs with one key share their queue's key_concurrency limit.",
             ),
         ]
         | UnsetType
@@ -332,6 +330,66 @@ class BulkCancel(_BulkFilter):
         ]
         | UnsetType
     ) = UNSET
+
+
+Cron = Annotated[
+    str,
+    _text(
+        L.MAX_CRON_LENGTH,
+        "5 fields (minute hour day-of-month month day-of-week), or 6 with a "
+        "leading second; *, lists, ranges, steps, month and day names, 0 or 7 for Sunday; or "
+        "@yearly @annually @monthly @weekly @daily @midnight @hourly.",
+    ),
+]
+TimeZone = Annotated[
+    str,
+    _text(
+        L.MAX_TIMEZONE_LENGTH,
+        "IANA time zone the slots are computed in. A local time that does not "
+        "exist (DST starts) is skipped; one that occurs twice (DST ends) fires once.",
+    ),
+]
+CatchUp = Annotated[
+    Literal["latest", "all", "none"],
+    Meta(
+        description="Slots missed while nothing ran: latest = one job for the most recent, "
+        "all = one per slot (1,000 per firing), none = only slots under 60 s old."
+    ),
+]
+ScheduleName = Annotated[
+    str,
+    Meta(
+        pattern=L.SCHEDULE_NAME_PATTERN,
+        description=L.SCHEDULE_NAME_RULE,
+        extra={"rule": L.SCHEDULE_NAME_RULE},
+    ),
+]
+_SCHEDULE_ARGUMENTS = "The arguments of every job it creates."
+_PAUSED = "A paused schedule creates no jobs."
+
+
+class NewSchedule(_Body):
+    """A schedule's definition (``PUT /schedules/{name}``): a left-out field takes
+    pgq.schedule's default."""
+
+    json_fields: ClassVar[tuple[str, ...]] = ("arguments",)
+
+    cron: Cron
+    type: TypeName
+    arguments: (
+        Annotated[
+            dict[str, Any],
+            Meta(description=_SCHEDULE_ARGUMENTS, extra_json_schema={"default": {}}),
+        ]
+        | UnsetType
+    ) = UNSET
+    queue: Annotated[QueueName, Meta(extra_json_schema={"default": "default"})] | UnsetType = UNSET
+    timezone: Annotated[TimeZone, Meta(extra_json_schema={"default": "UTC"})] | UnsetType = UNSET
+    catch_up: Annotated[CatchUp, Meta(extra_json_schema={"default": "latest"})] | UnsetType = UNSET
+    priority: Priority | UnsetType = UNSET
+    max_attempts: Annotated[int, Meta(ge=1, le=L.MAX_ATTEMPTS)] | UnsetType = UNSET
+    timeout_seconds: Annotated[int, Meta(ge=1, le=L.MAX_TIMEOUT_SECONDS)] | UnsetType = UNSET
+    paused: Annotated[bool, Meta(description=_PAUSED)] | UnsetType = UNSET
 
 
 QueueLimit = Annotated[int, Meta(ge=1, le=L.MAX_QUEUE_LIMIT)]
@@ -535,6 +593,32 @@ class Queues(Struct, forbid_unknown_fields=True):
     """Every queue with jobs or settings, in name order."""
 
     queues: list[Queue]
+
+
+class Schedule(Struct, forbid_unknown_fields=True):
+    """A schedule as the API shows it (``pgq.schedules.Schedule.to_json``)."""
+
+    name: ScheduleName
+    cron: Cron
+    timezone: TimeZone
+    type: TypeName
+    arguments: Annotated[dict[str, Any], Meta(description=_SCHEDULE_ARGUMENTS)]
+    queue: QueueName
+    priority: Annotated[int, Meta(ge=L.PRIORITY_MIN, le=L.PRIORITY_MAX)]
+    max_attempts: Annotated[int, Meta(ge=1, le=L.MAX_ATTEMPTS)]
+    timeout_seconds: Annotated[int, Meta(ge=1, le=L.MAX_TIMEOUT_SECONDS)]
+    catch_up: CatchUp
+    paused: Annotated[bool, Meta(description=_PAUSED)]
+    next_run_at: Annotated[Time, Meta(description="The first slot not yet fired.")]
+    last_run_at: Annotated[Time | None, Meta(description="The latest slot a job was created for.")]
+    created_at: Time
+    updated_at: Time
+
+
+class Schedules(Struct, forbid_unknown_fields=True):
+    """Every schedule, by name."""
+
+    schedules: list[Schedule]
 
 
 class Count(Struct, forbid_unknown_fields=True):
