@@ -3,6 +3,7 @@ latency stay flat?
 
     python -m benchmarks.soak                       # 30 minutes at 1,000 jobs/s
     python -m benchmarks.soak --seconds 600 --rate 1000 --keep 60
+    python -m benchmarks.soak --seconds 600 --vacuum-every 30     # autovacuum = off
 
 In a fresh database (``bench_soak``, dropped afterwards): a producer enqueues ``--rate``
 jobs per second (``enqueue_many`` every 100 ms), one in-process Runner (concurrency 50,
@@ -10,9 +11,10 @@ safety re-check every 5 s, so it prunes retention every 5 s) runs them, and succ
 are kept ``--keep`` seconds (``pgq.set_retention``). A probe claims up to 10 jobs with
 ``pgq.claim`` every 0.2 s and completes them, timing each claim. Every ``--every``
 seconds it prints: jobs enqueued and finished, the queued backlog, the table's and its
-indexes' size (``pg_relation_size``, ``pg_indexes_size``), rows pruned so far, and the
-probe's claim p50 / p99 over the interval. At the end it checks every enqueued job ran
-exactly once (the runner's handler plus the probe) and prints one JSON line.
+indexes' size (``pg_relation_size``, ``pg_indexes_size``) and the probe's claim p50 / p99
+over the interval. With ``--vacuum-every`` it runs ``VACUUM pgq.jobs`` itself that often,
+for a server with autovacuum off. At the end it checks every enqueued job ran exactly
+once (the runner's handler plus the probe) and prints one JSON line.
 """
 
 from __future__ import annotations
@@ -35,7 +37,9 @@ from pgq.runner import Runner
 DB = "bench_soak"
 
 
-async def run(dsn: str, seconds: float, rate: int, keep: float, every: float) -> dict[str, Any]:
+async def run(
+    dsn: str, seconds: float, rate: int, keep: float, every: float, vacuum_every: float
+) -> dict[str, Any]:
     admin = await asyncpg.connect(f"{dsn}/postgres")
     try:
         await admin.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
@@ -47,7 +51,7 @@ async def run(dsn: str, seconds: float, rate: int, keep: float, every: float) ->
     try:
         await migrations.migrate(conn)
         await queries.set_retention(conn, "succeeded", keep)
-        return await soak(url, conn, seconds, rate, every)
+        return await soak(url, conn, seconds, rate, every, vacuum_every)
     finally:
         await conn.close()
         admin = await asyncpg.connect(f"{dsn}/postgres")
@@ -58,7 +62,12 @@ async def run(dsn: str, seconds: float, rate: int, keep: float, every: float) ->
 
 
 async def soak(
-    url: str, conn: asyncpg.Connection, seconds: float, rate: int, every: float
+    url: str,
+    conn: asyncpg.Connection,
+    seconds: float,
+    rate: int,
+    every: float,
+    vacuum_every: float,
 ) -> dict[str, Any]:
     enqueued: list[int] = []
     ran: list[int] = []
@@ -113,9 +122,23 @@ async def soak(
         finally:
             await c.close()
 
+    async def vacuum() -> None:
+        # in place of autovacuum, on a server that has it off (vacuum_every > 0)
+        c = await asyncpg.connect(url)
+        try:
+            while not stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), vacuum_every)
+                if not stop.is_set():
+                    await c.execute("VACUUM pgq.jobs")
+        finally:
+            await c.close()
+
     samples: list[dict[str, Any]] = []
     run_task = asyncio.create_task(runner.run())
     tasks = [asyncio.create_task(produce()), asyncio.create_task(probe())]
+    if vacuum_every > 0:
+        tasks.append(asyncio.create_task(vacuum()))
     t_start = time.monotonic()
     print(
         f"{'t s':>6} {'enqueued':>9} {'finished':>9} {'backlog':>8} {'table MB':>9}"
@@ -160,7 +183,13 @@ async def soak(
     runner.stop()
     await run_task
     once = len(ran) == len(set(ran)) == len(enqueued) and set(ran) == set(enqueued)
-    result = {"seconds": seconds, "rate": rate, "exactly_once": once, "samples": samples}
+    result = {
+        "seconds": seconds,
+        "rate": rate,
+        "vacuum_every": vacuum_every,
+        "exactly_once": once,
+        "samples": samples,
+    }
     print(
         f"enqueued {len(enqueued)}, ran {len(ran)} ({len(set(ran))} distinct): "
         f"{'every job ran exactly once' if once else 'NOT EXACTLY ONCE'}",
@@ -176,12 +205,18 @@ async def amain(argv: list[str] | None = None) -> int:
     p.add_argument("--keep", type=float, default=60.0, help="succeeded retention, seconds")
     p.add_argument("--every", type=float, default=60.0, help="seconds between samples")
     p.add_argument(
+        "--vacuum-every",
+        type=float,
+        default=0.0,
+        help="run VACUUM pgq.jobs this often (seconds); for a server with autovacuum off",
+    )
+    p.add_argument(
         "--dsn",
         default=os.environ.get("BENCH_DSN", "postgresql://postgres@127.0.0.1:5432"),
         help="server URL without a database",
     )
     a = p.parse_args(argv)
-    result = await run(a.dsn, a.seconds, a.rate, a.keep, a.every)
+    result = await run(a.dsn, a.seconds, a.rate, a.keep, a.every, a.vacuum_every)
     print(json.dumps(result), flush=True)
     return 0 if result["exactly_once"] else 1
 

@@ -4,8 +4,9 @@ One write per transaction costs a round trip, a statement, a commit (a WAL flush
 NOTIFY each; at a few hundred a second the database spends most of its time on those
 rather than on the rows. So writes that arrive while one is in flight wait for it, then
 go together as one call (``pgq.enqueue_many``, ``pgq.complete_many``): the way databases
-group commits to their own log. Two users: the coordinator's ``POST /jobs``
-(``EnqueueBatcher``) and the runner's completions (``pgq.complete_many``).
+group commits to their own log. Users: the coordinator's ``POST /jobs``
+(``EnqueueBatcher``) and ``POST /jobs/{id}/complete`` (``CompleteBatcher``), and the
+runner's completions (``pgq.complete_many``).
 
 ``Batcher`` modes:
   idle   fewer than ``max_flushes`` flushes in flight: ``submit`` starts one (it runs on
@@ -36,6 +37,7 @@ from . import queries
 from .errors import DatabaseUnavailable, PgqError
 from .jobs import Job
 from .logs import log_event
+from .queries.transitions import Completion
 
 log = logging.getLogger("pgq.batching")
 
@@ -163,6 +165,13 @@ class Batcher(Generic[T, R]):
                 future.set_result(outcome)
 
 
+def _log_refused(verb: str, what: str, exc: BaseException) -> None:
+    """Log ``<verb>.batch_refused``: the database refused a batch, sent item by item now."""
+    log_event(
+        log, f"{verb}.batch_refused", f"batch of {what} refused ({exc}); retrying them one by one"
+    )
+
+
 def _fail(future: asyncio.Future[Any], exc: BaseException) -> None:
     if not future.done():
         future.set_exception(exc)
@@ -248,17 +257,85 @@ class EnqueueBatcher:
         except (PgqError, asyncpg.PostgresError) as exc:
             # The server refused the statement, so the transaction rolled back and no job
             # of the batch exists: enqueue each on its own, each gets its own answer.
-            log_event(
-                log,
-                "enqueue.batch_refused",
-                f"batch of {len(batch)} jobs refused ({exc}); enqueueing them one by one",
-            )
+            _log_refused("enqueue", f"{len(batch)} jobs", exc)
             return list(await asyncio.gather(*(self._one(kw) for kw in batch)))
         return [(job, True) for job in jobs]
 
     async def _one(self, kwargs: dict[str, Any]) -> tuple[Job, bool] | BaseException:
         try:
             return await queries.enqueue(self._db, **kwargs)
+        except Exception as exc:
+            return exc
+
+
+# --------------------------------------------------------------------------------------
+# POST /jobs/{id}/complete
+# --------------------------------------------------------------------------------------
+
+
+class CompleteBatcher:
+    """``queries.complete`` for concurrent callers, folded into one transaction of
+    ``pgq.complete_many`` calls (one per worker): many HTTP workers completing jobs at once
+    pay one commit, not one each (each commit also takes the NOTIFY lock for its
+    ``pgq_events`` notifications, so single-job commits queued up behind each other).
+
+    A job is answered only after the transaction holding its completion committed. A lone
+    request is completed exactly as on its own (``pgq.complete``). A completion the batch
+    could not make (the job is not running, has another holder, attempt or lease token),
+    a second completion of the same job in one batch, and every request of a batch the
+    database refused are retried alone through ``pgq.complete``, so each gets the answer
+    (PQ404, PQ409) it would have had on its own. A batch that lost its connection is not
+    retried: each of its requests gets the 503.
+    """
+
+    def __init__(self, pool: asyncpg.Pool, *, max_batch: int = 256, max_flushes: int = 1) -> None:
+        self._pool = pool
+        self._batcher: Batcher[Completion, Job] = Batcher(
+            self._flush,
+            max_batch=max_batch,
+            max_flushes=max_flushes,
+            keep_cancelled=True,  # a client that left still had its job completed
+            name="pgq-complete-flush",
+        )
+
+    @property
+    def batches(self) -> int:
+        """Round trips made through the queue."""
+        return self._batcher.batches
+
+    async def complete(self, item: Completion) -> Job:
+        """``queries.complete(pool, *item)`` (job_id, worker_id, result, attempt,
+        lease_token), sharing a transaction with concurrent calls."""
+        return await self._batcher.submit(item)
+
+    async def close(self, timeout: float = 5.0) -> None:
+        await self._batcher.close(timeout)
+
+    async def _flush(self, batch: list[Completion]) -> list[Job | BaseException]:
+        if len(batch) == 1:
+            return [await self._one(batch[0])]
+        first: dict[int, Completion] = {}
+        for item in batch:
+            first.setdefault(item[0], item)
+        try:
+            done = await queries.complete_grouped(self._pool, list(first.values()))
+        except DatabaseUnavailable as exc:
+            return [DatabaseUnavailable(exc.message) for _ in batch]
+        except (PgqError, asyncpg.PostgresError) as exc:
+            _log_refused("complete", f"{len(batch)} completions", exc)
+            done = {}
+        outcomes: list[Job | BaseException | None] = [
+            done.pop(item[0], None) if first.get(item[0]) is item else None for item in batch
+        ]
+        alone = [i for i, outcome in enumerate(outcomes) if outcome is None]
+        answers = await asyncio.gather(*(self._one(batch[i]) for i in alone))
+        for i, outcome in zip(alone, answers, strict=True):
+            outcomes[i] = outcome
+        return [o for o in outcomes if o is not None]
+
+    async def _one(self, item: Completion) -> Job | BaseException:
+        try:
+            return await queries.complete(self._pool, *item)
         except Exception as exc:
             return exc
 

@@ -18,7 +18,7 @@ import pytest
 
 from pgq import db, queries
 from pgq.batching import Batcher, EnqueueBatcher
-from pgq.coordinator.keys import BATCHER
+from pgq.coordinator.keys import BATCHER, COMPLETER
 from pgq.errors import DatabaseUnavailable
 
 from .support import Live, live_app, wait_until
@@ -289,3 +289,66 @@ async def test_items_that_queue_during_a_flush_go_as_the_next_batch() -> None:
     assert batcher.in_flight == 0
     # and the next item, submitted after the last flush ended, starts a flush of its own
     assert await batcher.submit(6) == 60
+
+
+# -- POST /jobs/{id}/complete ---------------------------------------------------------------
+
+
+async def test_concurrent_completions_share_a_transaction_and_each_gets_its_own_answer(
+    dsn: str, conn: asyncpg.Connection
+) -> None:
+    await conn.execute(
+        "SELECT count(*) FROM pgq.enqueue_many((SELECT jsonb_agg(jsonb_build_object("
+        "'type', 'DONE', 'args', jsonb_build_object('i', g))) FROM generate_series(1, 30) g))"
+    )
+    held = [
+        (worker, r["id"], r["attempts"], str(r["lease_token"]))
+        for worker, n in (("a", 20), ("b", 10))
+        for r in await conn.fetch(
+            "SELECT id, attempts, lease_token FROM pgq.claim($1, $2)", worker, n
+        )
+    ]
+    assert len(held) == 30
+
+    def body(worker: str, attempt: int, token: str, i: int) -> dict[str, Any]:
+        return {
+            "worker_id": worker,
+            "success": True,
+            "attempt": attempt,
+            "lease_token": token,
+            "result": [i, {"n": i}],
+        }
+
+    async with live_app(dsn, enqueue_flushes=1) as live:
+        completer = live.app[COMPLETER]
+        worker, first_id, attempt, token = held[0]
+        requests = [
+            live.request("POST", f"/jobs/{job_id}/complete", json=body(w, att, tok, job_id))
+            for w, job_id, att, tok in held
+        ]
+        requests += [
+            # held by a, not b: refused, alone
+            live.request("POST", f"/jobs/{first_id}/complete", json=body("b", attempt, token, 0)),
+            # the same job twice in one batch: the second finds it succeeded
+            live.request(
+                "POST", f"/jobs/{first_id}/complete", json=body(worker, attempt, token, 0)
+            ),
+            live.request("POST", "/jobs/999999/complete", json=body("a", 1, token, 0)),
+        ]
+        async with table_locked(dsn):
+            tasks = [asyncio.ensure_future(r) for r in requests]
+            await wait_until(lambda: completer.batches >= 1)
+            await asyncio.sleep(0.2)  # the rest pile up behind the held flush
+            assert not any(t.done() for t in tasks), "answered before the commit"
+        results = await asyncio.gather(*tasks)
+        assert completer.batches <= 3
+
+    statuses = [status for status, _, _ in results]
+    assert statuses[:30] == [200] * 30
+    assert statuses[30:] == [409, 409, 404], results[30:]
+    for (_, job_id, _, _), (_, job, _) in zip(held, results[:30], strict=True):
+        assert job["id"] == job_id and job["status"] == "succeeded"
+        assert job["result"] == [job_id, {"n": job_id}]
+    rows = await conn.fetch("SELECT id, status, result FROM pgq.jobs ORDER BY id")
+    assert {r["status"] for r in rows} == {"succeeded"}
+    assert {r["id"]: r["result"] for r in rows} == {j: [j, {"n": j}] for _, j, _, _ in held}

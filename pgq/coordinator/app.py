@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from .. import db
-from ..batching import EnqueueBatcher
+from ..batching import CompleteBatcher, EnqueueBatcher
 from ..listener import Listener
 from ..metrics import Metrics, count_pruned
 from ..schedule_timer import ScheduleTimer
@@ -30,7 +30,18 @@ from .access import make_access_middleware
 from .auth import make_auth_middleware
 from .errors import error_middleware
 from .events import EVENT_HUB, EventHub
-from .keys import BATCHER, DSN, LISTENER, METRICS, MONITOR, POOL, SCHEDULE_TIMER, SETTINGS, WAITERS
+from .keys import (
+    BATCHER,
+    COMPLETER,
+    DSN,
+    LISTENER,
+    METRICS,
+    MONITOR,
+    POOL,
+    SCHEDULE_TIMER,
+    SETTINGS,
+    WAITERS,
+)
 from .monitor import LeaseMonitor
 from .routes import setup_routes
 from .settings import Settings
@@ -98,8 +109,11 @@ async def _batcher_ctx(app: web.Application) -> AsyncIterator[None]:
         observe=app[METRICS].enqueue_batch.observe,
     )
     app[BATCHER] = batcher
+    completer = CompleteBatcher(app[POOL], max_flushes=settings.enqueue_flushes)
+    app[COMPLETER] = completer
     yield
     await batcher.close()
+    await completer.close()
 
 
 async def _listener_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncpg
 from aiohttp import web
 
-from ..batching import EnqueueBatcher
+from ..batching import CompleteBatcher, EnqueueBatcher
 from ..listener import Listener
 from ..metrics import Metrics
 from ..schedule_timer import ScheduleTimer
@@ -17,6 +17,7 @@ SETTINGS = web.AppKey("settings", Settings)
 DSN = web.AppKey("dsn", str)
 POOL = web.AppKey("pool", asyncpg.Pool)
 BATCHER = web.AppKey("batcher", EnqueueBatcher)
+COMPLETER = web.AppKey("completer", CompleteBatcher)
 LISTENER = web.AppKey("listener", Listener)
 WAITERS = web.AppKey("waiters", Waiters)
 MONITOR = web.AppKey("monitor", LeaseMonitor)

@@ -17,7 +17,7 @@ from ..logs import log_event
 from . import bulk, events
 from . import params as p
 from .errors import RETRY_AFTER, error_response, json_response
-from .keys import BATCHER, LISTENER, METRICS, POOL, REQUEST_ID, SETTINGS, WAITERS
+from .keys import BATCHER, COMPLETER, LISTENER, METRICS, POOL, REQUEST_ID, SETTINGS, WAITERS
 from .openapi import document
 from .queues import setup_queue_routes
 from .schedule_api import setup_schedule_routes
@@ -146,8 +146,9 @@ async def complete_job(request: web.Request) -> web.Response:
     pool = request.app[POOL]
     attempt = p.unset_none(c.attempt)
     if c.success:
-        job = await queries.complete(
-            pool, job_id, c.worker_id, p.unset_none(c.result), attempt, c.lease_token
+        # concurrent completions share one transaction (pgq.batching.CompleteBatcher)
+        job = await request.app[COMPLETER].complete(
+            (job_id, c.worker_id, p.unset_none(c.result), attempt, c.lease_token)
         )
     else:
         job = await queries.fail(

@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import asyncpg
+
 from ..errors import translating
 from ..jobs import Job
 from .base import Executor, translated
@@ -74,6 +76,36 @@ async def complete_many(
         list(lease_tokens) if lease_tokens is not None else None,
     )
     return [(r["job_id"], r["completed"], r["status"]) for r in rows]
+
+
+#: One completion request: (job_id, worker_id, result, attempt, lease_token).
+Completion = tuple[int, str, Any, int | None, str | None]
+
+
+@translated
+async def complete_grouped(pool: asyncpg.Pool, items: Sequence[Completion]) -> dict[int, Job]:
+    """Complete the jobs of several workers in one transaction: one ``pgq.complete_many``
+    per worker, then the completed jobs read back in the same transaction. Returns the
+    completed jobs by id; a job that could not be completed (not running, another holder,
+    another attempt or lease token) is absent and nothing else fails. Job ids must be
+    distinct."""
+    groups: dict[str, list[Completion]] = {}
+    for item in items:
+        groups.setdefault(item[1], []).append(item)
+    done: list[int] = []
+    async with pool.acquire() as conn, conn.transaction():
+        for worker_id, group in groups.items():
+            rows = await conn.fetch(
+                "SELECT * FROM pgq.complete_many($1, $2, $3, $4, $5)",
+                worker_id,
+                [g[0] for g in group],
+                [g[3] for g in group],
+                [g[2] for g in group],
+                [g[4] for g in group],
+            )
+            done.extend(r["job_id"] for r in rows if r["completed"])
+        rows = await conn.fetch("SELECT * FROM pgq.jobs WHERE id = ANY($1::bigint[])", done)
+    return {r["id"]: Job.from_record(r) for r in rows}
 
 
 @translated
