@@ -248,6 +248,11 @@ Raises nothing.$$;
 -- afterwards sees their jobs. Returns false when a key stayed taken past lock_timeout
 -- (100 ms; an enqueuer that took it early, e.g. SET CONSTRAINTS ALL IMMEDIATE): look for
 -- work, then wait briefly and call it again. Raises PQ400 for an invalid queue name.
+-- A call cancelled or failing while it holds a key releases the key before the error
+-- propagates: the keys are session locks, which an aborted statement does not release,
+-- and pgq's pools do not reset sessions, so a key left held on a pooled connection would
+-- block every enqueue into the queue until that connection closed (seen once in a soak
+-- under load: producers stalled for minutes behind an idle pooled connection).
 CREATE FUNCTION pgq.wait_for_enqueuers(queues text[]) RETURNS boolean
 LANGUAGE plpgsql
 SET lock_timeout = '100ms'
@@ -262,8 +267,16 @@ BEGIN
         PERFORM pg_advisory_unlock(1885827428, k);
     END LOOP;
     RETURN true;
-EXCEPTION WHEN lock_not_available THEN
-    RETURN false;
+EXCEPTION
+    WHEN lock_not_available THEN
+        RETURN false;
+    WHEN query_canceled OR others THEN
+        -- k: the key being taken or held when the error came; release it if it was granted
+        PERFORM pg_advisory_unlock(1885827428, k)
+          FROM pg_locks AS l
+         WHERE l.locktype = 'advisory' AND l.pid = pg_backend_pid() AND l.granted
+           AND l.classid = 1885827428 AND l.objid = k::oid AND l.objsubid = 2;
+        RAISE;
 END
 $$;
 COMMENT ON FUNCTION pgq.wait_for_enqueuers(text[]) IS $$wait_for_enqueuers: the listener's barrier, after its pgq.listen_idle committed. Applies
@@ -272,7 +285,12 @@ exclusive mode, one at a time, in key order: returns once every enqueuing transa
 that may have read the registry without this listener has ended, so a claim that starts
 afterwards sees their jobs. Returns false when a key stayed taken past lock_timeout
 (100 ms; an enqueuer that took it early, e.g. SET CONSTRAINTS ALL IMMEDIATE): look for
-work, then wait briefly and call it again. Raises PQ400 for an invalid queue name.$$;
+work, then wait briefly and call it again. Raises PQ400 for an invalid queue name.
+A call cancelled or failing while it holds a key releases the key before the error
+propagates: the keys are session locks, which an aborted statement does not release,
+and pgq's pools do not reset sessions, so a key left held on a pooled connection would
+block every enqueue into the queue until that connection closed (seen once in a soak
+under load: producers stalled for minutes behind an idle pooled connection).$$;
 
 -- forget_dead_listeners: the janitor. Applies always. Leaves no pgq.idle_listeners row
 -- whose session is gone (no backend with its pid, or a newer backend that reused the pid).
