@@ -96,7 +96,7 @@ SETTINGS: tuple[Setting, ...] = (
         "PGQ_MAX_BATCH_BODY_BYTES",
         int,
         32 * MiB,
-        "request body limit of `POST /jobs/batch`",
+        "request body limit of `POST /jobs/batch` and `POST /jobs/complete`",
         "coordinator",
         shown="32 MiB",
     ),

@@ -245,6 +245,15 @@ def document() -> dict[str, Any]:
                 parameters=[_JOB_ID],
             )
         },
+        "/jobs/complete": {
+            "post": _op(
+                "completeJobs",
+                "Report up to 1,000 successes of one worker at once, each fenced on its own",
+                {"200": _json(_ref("CompletedJobs"), "One result per completion, in order.")},
+                _BODY_ERRORS,
+                body=_body("CompleteBatch"),
+            )
+        },
         "/jobs/{id}/heartbeat": {
             "post": _op(
                 "heartbeatJob",

@@ -164,6 +164,23 @@ async def complete_job(request: web.Request) -> web.Response:
     return json_response(job.to_json())
 
 
+async def complete_jobs(request: web.Request) -> web.Response:
+    """``POST /jobs/complete``: one worker's successes in one ``pgq.complete_many``."""
+    batch = await p.body(request, request.app[SETTINGS].max_batch_body_bytes, wire.CompleteBatch)
+    items = batch.completions
+    rows = await queries.complete_many(
+        request.app[POOL],
+        batch.worker_id,
+        [c.id for c in items],
+        [p.unset_none(c.attempt) for c in items],
+        [p.unset_none(c.result) for c in items],
+        [c.lease_token for c in items],
+    )
+    return json_response(
+        {"results": [{"id": i, "completed": done, "status": st} for i, done, st in rows]}
+    )
+
+
 async def heartbeat_job(request: web.Request) -> web.Response:
     job_id = p.job_id(request)
     hb = await p.body(request, request.app[SETTINGS].max_body_bytes, wire.Heartbeat)
@@ -238,6 +255,7 @@ def setup_routes(app: web.Application) -> None:
     r.add_get("/jobs", list_jobs, allow_head=False)
     r.add_post("/jobs/batch", create_batch)
     r.add_post("/jobs/claim", claim_jobs)
+    r.add_post("/jobs/complete", complete_jobs)
     r.add_get(job, get_job, allow_head=False)
     r.add_delete(job, cancel_job)
     r.add_post(job + "/retry", retry_job)

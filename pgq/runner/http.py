@@ -15,7 +15,9 @@ module is only the ``JobSource`` underneath it:
                        the coordinator holds it until NOTIFY says work arrived
 ``claim(n)``           the jobs the long poll brought, else ``POST /jobs/claim`` with
                        no wait (a runner that is busy never waits on a poll)
-``complete``           ``POST /jobs/{id}/complete {"success": true, "result"}``
+``complete``           ``POST /jobs/complete {"worker_id", "completions": [...]}``:
+                       the successes that finished while the previous batch was in
+                       flight, one request (a lone one is sent at once)
 ``fail``               the same with ``"success": false, "error", "retryable",
                        "retry_delay_seconds"``
 ``heartbeat``          ``POST /jobs/{id}/heartbeat``
@@ -80,6 +82,7 @@ import orjson
 
 from .. import wire
 from ..backoff import reconnecting
+from ..batching import Batcher
 from ..errors import InvalidArgument, JobNotFound, PgqError, TransitionNotAllowed
 from ..jobs import Job
 from ..logs import log_event
@@ -158,6 +161,14 @@ class HttpSource:
         self.claims = 0  # claim requests made, long polls included (for tests and health)
         self.long_polls = 0
         self.released = 0  # jobs released by close() that the runner never started
+        # Successes go in batches, one in flight (as DatabaseSource's); one whose waiter
+        # gave up (a hard stop) is still sent.
+        self._completions: Batcher[tuple[Job, Any], tuple[bool, str | None]] = Batcher(
+            self._complete_batch,
+            max_batch=wire.MAX_COMPLETE_BATCH,
+            keep_cancelled=True,
+            name="pgq-http-complete-batches",
+        )
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -225,6 +236,7 @@ class HttpSource:
                     )
         finally:
             self._stash = []
+            await self._completions.close()
             await self._api.close()
             fatal, self._fatal = self._fatal, None
         if fatal is not None:
@@ -310,21 +322,30 @@ class HttpSource:
 
     # -- outcomes -------------------------------------------------------------------------
 
-    async def complete(self, job: Job, result: Any) -> tuple[bool, str | None]:
-        body = wire.Complete(
+    def complete(self, job: Job, result: Any) -> asyncio.Future[tuple[bool, str | None]]:
+        """Queue the success for the next ``POST /jobs/complete`` batch (whatever finished
+        while the previous one was in flight); the future resolves once it committed."""
+        return self._completions.submit((job, result))
+
+    async def _complete_batch(
+        self, batch: list[tuple[Job, Any]]
+    ) -> list[tuple[bool, str | None] | BaseException]:
+        body = wire.CompleteBatch(
             worker_id=self.hooks.worker_id,
-            attempt=job.attempt,
-            lease_token=job.lease_token or "",
-            success=True,
-            result=_json(result),
+            completions=[
+                wire.Completion(
+                    id=job.id,
+                    attempt=job.attempt,
+                    lease_token=job.lease_token or "",
+                    result=_json(result),
+                )
+                for job, result in batch
+            ],
         )
-        try:
-            after = await self._api.call("POST", f"/jobs/{job.id}/complete", body)
-        except (JobNotFound, TransitionNotAllowed):
-            # Fenced off. The status tells the runner whether a retried write had landed
-            # the first time round (its reply lost) or the job is someone else's now.
-            return False, await self._status(job.id)
-        return True, after.get("status")
+        data = await self._api.call("POST", "/jobs/complete", body)
+        # completed: false is a fenced-off job; its status tells the runner whether a
+        # retried write had landed the first time round or the job is someone else's now
+        return [(r["completed"], r["status"]) for r in data["results"]]
 
     async def fail(
         self, job: Job, error: dict[str, Any], *, retryable: bool, retry_delay: float | None

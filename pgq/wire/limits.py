@@ -62,6 +62,7 @@ MAX_JSON_DEPTH: Final = 64
 MAX_BATCH_JOBS: Final = 10_000
 MAX_DEPENDS_ON: Final = 1_000
 MAX_CLAIM_JOBS: Final = 1_000
+MAX_COMPLETE_BATCH: Final = 1_000
 #: Items in a claim's ``queues`` or ``types`` filter.
 MAX_FILTER_ITEMS: Final = 100
 #: The longest long poll (``wait_seconds`` of a claim, ``?wait=`` of a job read).

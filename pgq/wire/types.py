@@ -244,6 +244,26 @@ class Complete(_Body):
             raise ValueError("result: is only allowed with success: true")
 
 
+class Completion(_Body):
+    """One job of a `CompleteBatch`, fenced like `POST /jobs/{id}/complete`."""
+
+    json_fields: ClassVar[tuple[str, ...]] = ("result",)
+
+    id: JobId
+    lease_token: LeaseToken
+    attempt: Attempt | UnsetType = UNSET
+    result: JsonValue = UNSET
+
+
+class CompleteBatch(_Body):
+    """Up to 1,000 successes of one worker's jobs in one transaction. Each job is fenced on
+    its own (worker, attempt, lease token): one that is no longer the worker's is skipped
+    and reported, the others complete."""
+
+    worker_id: WorkerId
+    completions: Annotated[list[Completion], Meta(min_length=1, max_length=L.MAX_COMPLETE_BATCH)]
+
+
 class Heartbeat(_Body):
     """Extend the lease of a claimed job."""
 
@@ -550,6 +570,19 @@ class ClaimedJobs(Struct, forbid_unknown_fields=True):
     """The claimed jobs, in claim order."""
 
     jobs: list[ClaimedJob]
+
+
+class Completed(Struct, forbid_unknown_fields=True):
+    id: JobId
+    completed: bool
+    status: Status | None
+
+
+class CompletedJobs(Struct, forbid_unknown_fields=True):
+    """Per completion, in request order: whether it completed the job, and the job's status
+    now (`null`: no such job). `completed: false` is the 409/404 of a single completion."""
+
+    results: list[Completed]
 
 
 class JobPage(Struct, forbid_unknown_fields=True):
