@@ -399,7 +399,9 @@ class SilentProxy:
 
     def __init__(self, host: str, port: int) -> None:
         self._upstream = (host, port)
-        self._links: list[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = []
+        self._links: list[
+            tuple[asyncio.StreamWriter, asyncio.StreamWriter, list[asyncio.Task[None]]]
+        ] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self.port = 0
         self._server: asyncio.Server | None = None
@@ -413,33 +415,46 @@ class SilentProxy:
     async def close(self) -> None:
         for task in self._tasks:
             task.cancel()
-        for client, upstream in self._links:
+        for client, upstream, _pipes in self._links:
             client.transport.abort()
             upstream.transport.abort()
         if self._server is not None:
             self._server.close()
 
-    def drop(self) -> None:
-        links, self._links = self._links, []
-        for task in list(self._tasks):
-            task.cancel()
-        for client, upstream in links:
+    def drop(self, *, keep_port: int | None = None, reset_after: float | None = None) -> None:
+        """Lose every connection, but the one whose upstream side has local port
+        ``keep_port`` (``pg_stat_activity.client_port`` of the backend to spare). A lost
+        client side is reset when its client next sends something, or after
+        ``reset_after`` seconds (a request already in flight would otherwise wait for its
+        answer until a timeout)."""
+        kept = [link for link in self._links if link[1].get_extra_info("sockname")[1] == keep_port]
+        links, self._links = [link for link in self._links if link not in kept], kept
+        for client, upstream, pipes in links:
+            for task in pipes:
+                task.cancel()
             upstream.transport.abort()
-            self._spawn(self._reset_on_use(client))
+            self._spawn(self._reset_on_use(client, reset_after))
 
-    def _spawn(self, coro: object) -> None:
+    def _spawn(self, coro: object) -> asyncio.Task[None]:
         task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self.refuse:
             writer.transport.abort()
             return
         up_reader, up_writer = await asyncio.open_connection(*self._upstream)
-        self._links.append((writer, up_writer))
-        self._spawn(self._pipe(reader, up_writer))
-        self._spawn(self._pipe(up_reader, writer))
+        if self.refuse:  # refused while this one was connecting: it must not slip through
+            up_writer.transport.abort()
+            writer.transport.abort()
+            return
+        pipes = [
+            self._spawn(self._pipe(reader, up_writer)),
+            self._spawn(self._pipe(up_reader, writer)),
+        ]
+        self._links.append((writer, up_writer, pipes))
 
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while data := await reader.read(65536):
@@ -447,9 +462,10 @@ class SilentProxy:
             await writer.drain()
         writer.close()
 
-    async def _reset_on_use(self, client: asyncio.StreamWriter) -> None:
+    async def _reset_on_use(self, client: asyncio.StreamWriter, after: float | None) -> None:
         reader = client._protocol._stream_reader  # type: ignore[attr-defined]
-        await reader.read(1)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(reader.read(1), after)
         client.transport.abort()
 
 

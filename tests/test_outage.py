@@ -7,6 +7,7 @@ connections that died with the old server)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from .support import (
     RunnerProcess,
     live_app,
     read_runs,
+    running,
     silent_proxy,
     start_runner,
     wait_listening,
@@ -109,3 +111,57 @@ async def test_reads_after_a_silent_failover_are_answered_not_503(
             live.request("GET", "/jobs?limit=1"),
         )
         assert [status for status, _, _ in answers] == [200] * 9, [b for _, b, _ in answers]
+
+
+async def test_claims_resume_within_a_second_after_failing_for_seconds(
+    dsn: str, client: pgq.Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The claim loop's own backoff, alone: the runner's LISTEN connection is spared (so no
+    reconnect cuts the backoff short) while its pool loses every connection and cannot
+    open new ones; after the seventh failed claim the database answers again, and the next
+    claim must come within about a second (the old 5 s cap waited 2.5-5 s here)."""
+    caplog.set_level(logging.WARNING, logger="pgq.runner")
+    starts: list[float] = []
+    async with silent_proxy(dsn) as (proxy, proxied):
+        runner = pgq.Runner(proxied, queues=("resume",), concurrency=2)
+
+        @runner.handler("RESUME")
+        async def resume(_job: pgq.Job) -> None:
+            starts.append(time.monotonic())
+
+        async with running(runner):
+            listener_pid = runner.health()["source"]["listener_pid"]
+            port = await client.pool.fetchval(
+                "SELECT client_port FROM pg_stat_activity WHERE pid = $1", listener_pid
+            )
+
+            async def idle() -> bool:  # registered, so an enqueue notifies it (the doorbell)
+                return await client.pool.fetchval(
+                    "SELECT count(*) FROM pgq.idle_listeners WHERE listener_pid = $1",
+                    listener_pid,
+                )
+
+            await wait_until(idle)
+            proxy.refuse = True
+            proxy.drop(keep_port=port, reset_after=0.2)
+            # queued behind the runner's back: its LISTEN connection hears of them
+            await client.enqueue_many([{"type": "RESUME", "queue": "resume"}] * 20)
+
+            def failures() -> int:
+                return sum(
+                    getattr(r, "event", None) == "runner.claim_failed" for r in caplog.records
+                )
+
+            async def failing() -> bool:
+                # a wake-up as an enqueue's would be (the doorbell may have missed arming
+                # when the pool went); the loop retries by itself after its first failure
+                await client.pool.execute("NOTIFY pgq_resume")
+                return failures() > 0
+
+            await wait_until(failing, timeout=10, interval=0.2)
+            await wait_until(lambda: failures() >= 7, timeout=30, interval=0.002)
+            proxy.refuse = False
+            t0 = time.monotonic()
+            await wait_until(lambda: starts, timeout=15, interval=0.01)
+            assert runner.health()["source"]["listener_connects"] == 1  # never reconnected
+    assert starts[0] - t0 < 1.5, f"claims resumed {starts[0] - t0:.2f}s after the database"

@@ -220,6 +220,7 @@ class DatabaseSource:
             "listener_connected": bool(listener and listener.connected),
             "last_notification_at": listener.last_notification_at if listener else None,
             "listener_connects": listener.connects if listener else 0,
+            "listener_pid": listener.pid if listener else None,
             "claims": self.claims,
             "completion_batches": self.batches,
         }
