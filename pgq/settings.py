@@ -63,8 +63,18 @@ SETTINGS: tuple[Setting, ...] = (
         "PGQ_API_TOKENS",
         list,
         (),
-        "comma-separated bearer tokens for `/jobs…`; none means no authentication, allowed "
-        "only on a loopback address",
+        "comma-separated bearer tokens, each `scope:token` (`reader`, `producer`, `worker`, "
+        "`admin`) or a bare token (admin); none means no authentication, allowed only on a "
+        "loopback address",
+        "coordinator",
+        shown="none",
+    ),
+    Setting(
+        "PGQ_API_TOKENS_FILE",
+        str,
+        None,
+        "a file of more tokens, one entry per line as in `PGQ_API_TOKENS` (`#` comments), so "
+        "tokens need not sit in the environment",
         "coordinator",
         shown="none",
     ),

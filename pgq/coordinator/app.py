@@ -59,8 +59,7 @@ def create_app(dsn: str, settings: Settings | None = None) -> web.Application:
         middlewares=[
             make_access_middleware(metrics),
             error_middleware,
-            # without tokens there is nothing to check: no middleware layer at all
-            *([make_auth_middleware(settings.api_tokens)] if settings.api_tokens else []),
+            make_auth_middleware(settings.api_tokens),
         ],
         # Bodies are read by params.read_raw, which enforces the per-route limits.
         client_max_size=max(settings.max_body_bytes, settings.max_batch_body_bytes) + 1,

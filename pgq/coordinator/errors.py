@@ -26,6 +26,8 @@ from .keys import REQUEST_ID
 log = logging.getLogger("pgq.coordinator")
 
 __all__ = [
+    "BadHost",
+    "Forbidden",
     "InvalidField",
     "InvalidJson",
     "PayloadTooLarge",
@@ -40,6 +42,20 @@ class Unauthorized(PgqError):
 
     http_status = 401
     code = "unauthorized"
+
+
+class Forbidden(PgqError):
+    """This token's scope does not allow the request."""
+
+    http_status = 403
+    code = "forbidden"
+
+
+class BadHost(PgqError):
+    """Without tokens, only requests addressed to a loopback name or address are served."""
+
+    http_status = 400
+    code = "bad_host"
 
 
 class PayloadTooLarge(PgqError):

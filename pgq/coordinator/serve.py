@@ -2,8 +2,9 @@
 
 Runs on uvloop when it is installed (the ``bench`` extra), else on asyncio's own loop.
 Refuses (exit status 2, one line on stderr): a non-loopback address without
-``PGQ_API_TOKENS``; a port it cannot bind; a database that refuses it (unknown database,
-login refused) or whose schema is not migrated to this pgq's version.
+``PGQ_API_TOKENS``, or with a token shorter than 16 characters; a port it cannot bind; a
+database that refuses it (unknown database, login refused) or whose schema is not migrated
+to this pgq's version.
 
 A database that does not answer is not a refusal: the coordinator binds at once, answers
 ``/livez`` 200 and ``/health`` 503, and waits for the database as long as it takes (an
@@ -29,6 +30,7 @@ from ..backoff import reconnecting
 from ..config import ConfigError
 from ..errors import DatabaseUnavailable, MigrationError, translate
 from ..logs import log_event
+from . import tokens
 from .access import quiet_malformed_http_errors
 from .app import create_app
 from .keys import LISTENER, WAITERS
@@ -69,6 +71,13 @@ def serve(
         return _fail(
             f"refusing to listen on {host!r} without authentication: set PGQ_API_TOKENS "
             "(comma-separated bearer tokens), or bind a loopback address such as 127.0.0.1"
+        )
+    short = tokens.too_short(settings.api_tokens)
+    if short and not is_loopback(host):
+        return _fail(
+            f"refusing to listen on {host!r} with short bearer tokens ({', '.join(short)}): "
+            f"tokens must have at least {tokens.MIN_PUBLIC_LENGTH} characters beyond "
+            "loopback (e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')"
         )
     return _run(_serve(host, port, dsn, settings))
 

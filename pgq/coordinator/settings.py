@@ -7,14 +7,16 @@ import dataclasses
 from .. import settings
 from ..config import ConfigError
 from ..wire import MAX_WAIT_SECONDS
+from . import tokens
 
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
     """What a coordinator process may be told, besides where it listens and its database.
 
-    ``api_tokens``: bearer tokens accepted on ``/jobs…`` (``PGQ_API_TOKENS``, comma-separated);
-    empty means no authentication, allowed only on a loopback address.
+    ``api_tokens``: the bearer tokens accepted, each ``scope:token`` or a bare token (admin)
+    (``PGQ_API_TOKENS``, comma-separated, plus the lines of ``PGQ_API_TOKENS_FILE``; see
+    ``tokens``); empty means no authentication, allowed only on a loopback address.
     ``max_body_bytes`` / ``max_batch_body_bytes``: request body limits (``PGQ_MAX_BODY_BYTES``,
     1 MiB; ``PGQ_MAX_BATCH_BODY_BYTES``, 32 MiB, for ``POST /jobs/batch``).
     ``max_wait_seconds``: how long one long-poll is held at most (``PGQ_MAX_WAIT_SECONDS``,
@@ -52,6 +54,7 @@ class Settings:
     metrics_lag_seconds: float = 2.0
 
     def __post_init__(self) -> None:
+        tokens.parse(self.api_tokens)  # a bad scope is refused at start-up
         if self.max_body_bytes < 1 or self.max_batch_body_bytes < 1:
             raise ConfigError("body limits must be positive numbers of bytes")
         if not 0 <= self.max_wait_seconds <= MAX_WAIT_SECONDS:
@@ -72,7 +75,7 @@ class Settings:
     @classmethod
     def from_env(cls) -> Settings:
         return cls(
-            api_tokens=settings.read("PGQ_API_TOKENS"),
+            api_tokens=settings.read("PGQ_API_TOKENS") + _token_file(),
             max_body_bytes=settings.read("PGQ_MAX_BODY_BYTES"),
             max_batch_body_bytes=settings.read("PGQ_MAX_BATCH_BODY_BYTES"),
             max_wait_seconds=settings.read("PGQ_MAX_WAIT_SECONDS"),
@@ -82,3 +85,8 @@ class Settings:
             acquire_timeout=settings.read("PGQ_ACQUIRE_TIMEOUT_SECONDS"),
             enqueue_batch_max=settings.read("PGQ_ENQUEUE_BATCH_MAX"),
         )
+
+
+def _token_file() -> tuple[str, ...]:
+    path = settings.read("PGQ_API_TOKENS_FILE")
+    return tokens.read_file(path) if path else ()
