@@ -147,6 +147,13 @@ SETTINGS: tuple[Setting, ...] = (
         "coordinator",
     ),
     Setting(
+        "PGQ_METRICS_MAX_TYPES",
+        int,
+        100,
+        "job types with a `type` label of their own in `/metrics`; later ones count as `other`",
+        "coordinator",
+    ),
+    Setting(
         "PGQ_QUEUES",
         list,
         (),

@@ -54,7 +54,11 @@ _CONNECT_TIMEOUT = 5.0
 def create_app(dsn: str, settings: Settings | None = None) -> web.Application:
     """The coordinator's HTTP application for the database at ``dsn``."""
     settings = settings or Settings.from_env()
-    metrics = Metrics(lag_seconds=settings.metrics_lag_seconds)
+    metrics = Metrics(
+        lag_seconds=settings.metrics_lag_seconds,
+        max_types=settings.metrics_max_types,
+        cache_seconds=settings.metrics_cache_seconds,
+    )
     app = web.Application(
         middlewares=[
             make_access_middleware(metrics),

@@ -214,13 +214,12 @@ async def health(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     p.no_query(request)
-    m = request.app[METRICS]
-    await m.collect(
+    body = await request.app[METRICS].scrape(
         request.app[POOL],
         listener_up=request.app[LISTENER].connected,
         waiting=request.app[WAITERS].waiting,
     )
-    response = web.Response(body=m.render())
+    response = web.Response(body=body)
     response.headers["Content-Type"] = "text/plain; version=0.0.4; charset=utf-8"
     return response
 

@@ -37,6 +37,9 @@ class Settings:
     (default 1, group commit: while one commits, the next batch gathers).
     ``metrics_lag_seconds``: job metrics count jobs finished up to this long ago (see
     ``pgq.metrics``).
+    ``metrics_max_types``: job types with a ``type`` label of their own
+    (``PGQ_METRICS_MAX_TYPES``, 100; the rest count as ``other``).
+    ``metrics_cache_seconds``: ``/metrics`` is collected and rendered at most this often.
     """
 
     api_tokens: tuple[str, ...] = settings.BY_NAME["PGQ_API_TOKENS"].default
@@ -52,6 +55,8 @@ class Settings:
     enqueue_batch_max: int = settings.BY_NAME["PGQ_ENQUEUE_BATCH_MAX"].default
     enqueue_flushes: int = 1
     metrics_lag_seconds: float = 2.0
+    metrics_max_types: int = settings.BY_NAME["PGQ_METRICS_MAX_TYPES"].default
+    metrics_cache_seconds: float = 1.0
 
     def __post_init__(self) -> None:
         tokens.parse(self.api_tokens)  # a bad scope is refused at start-up
@@ -69,6 +74,8 @@ class Settings:
             raise ConfigError("PGQ_ENQUEUE_BATCH_MAX must be between 1 and 10000")
         if self.enqueue_flushes < 1:
             raise ConfigError("the number of enqueue flushes in flight must be at least 1")
+        if self.metrics_max_types < 0:
+            raise ConfigError("PGQ_METRICS_MAX_TYPES must be 0 or more")
         if self.lease_recheck_seconds <= 0:
             raise ConfigError("the lease re-check interval must be positive")
 
@@ -84,6 +91,7 @@ class Settings:
             lock_timeout=settings.read("PGQ_LOCK_TIMEOUT_SECONDS"),
             acquire_timeout=settings.read("PGQ_ACQUIRE_TIMEOUT_SECONDS"),
             enqueue_batch_max=settings.read("PGQ_ENQUEUE_BATCH_MAX"),
+            metrics_max_types=settings.read("PGQ_METRICS_MAX_TYPES"),
         )
 
 
