@@ -95,9 +95,30 @@ class Listener:
         return self.connected and channel in self._active
 
     def unsubscribe(self, channel: str, callback: NotificationCallback) -> None:
+        """Stop calling ``callback`` for ``channel``; the last one gone, UNLISTEN (in the
+        background), so a process does not stay LISTENed on every channel it ever used."""
         callbacks = self._subscribers.get(channel, [])
         with contextlib.suppress(ValueError):
             callbacks.remove(callback)
+        if callbacks:
+            return
+        self._subscribers.pop(channel, None)
+        conn = self._conn
+        if conn is not None and channel in self._active:
+            task = asyncio.get_running_loop().create_task(self._unlisten(conn, channel))
+            self._listen_tasks.add(task)
+            task.add_done_callback(self._listen_tasks.discard)
+
+    async def _unlisten(self, conn: asyncpg.Connection, channel: str) -> None:
+        async with self._conn_lock:
+            # subscribed again meanwhile: its subscribe() saw the channel active, keep it
+            if channel in self._subscribers or channel not in self._active:
+                return
+            self._active.discard(channel)
+            try:
+                await conn.remove_listener(channel, self._dispatch)
+            except Exception as exc:  # the connection is going; a reconnect LISTENs afresh
+                log_event(log, "listener.unlisten_failed", f"UNLISTEN {channel} failed ({exc})")
 
     def on_connect(self, callback: ConnectCallback) -> None:
         """Call ``callback()`` after every (re)connect, once LISTEN is active again."""

@@ -147,6 +147,30 @@ SETTINGS: tuple[Setting, ...] = (
         "coordinator",
     ),
     Setting(
+        "PGQ_LIST_MAX_BYTES",
+        int,
+        8 * MiB,
+        "a `GET /jobs` answer stops early once its jobs' payloads add up to this (`next` "
+        "says where to go on)",
+        "coordinator",
+        shown="8 MiB",
+    ),
+    Setting(
+        "PGQ_MAX_WAITERS",
+        int,
+        10_000,
+        "requests parked in long polls at once; past it a long poll gets 503 with `Retry-After`",
+        "coordinator",
+    ),
+    Setting(
+        "PGQ_READ_TIMEOUT_SECONDS",
+        float,
+        30.0,
+        "a request's headers, then its body, must each arrive within this long (slow "
+        "clients are cut); also how long an idle kept-alive connection stays open",
+        "coordinator",
+    ),
+    Setting(
         "PGQ_METRICS_MAX_TYPES",
         int,
         100,

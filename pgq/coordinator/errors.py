@@ -31,6 +31,7 @@ __all__ = [
     "InvalidField",
     "InvalidJson",
     "PayloadTooLarge",
+    "RequestTimeout",
     "Unauthorized",
     "Unencodable",
     "UnsupportedMediaType",
@@ -56,6 +57,13 @@ class BadHost(PgqError):
 
     http_status = 400
     code = "bad_host"
+
+
+class RequestTimeout(PgqError):
+    """The request body did not arrive in time."""
+
+    http_status = 408
+    code = "request_timeout"
 
 
 class PayloadTooLarge(PgqError):

@@ -202,7 +202,12 @@ def document() -> dict[str, Any]:
             "post": _op(
                 "createJobs",
                 "Create up to 10,000 jobs at once, all or nothing",
-                {"201": _json(_ref("Jobs"), "The jobs, in request order.")},
+                {
+                    "201": _json(
+                        _ref("CreatedJobs"),
+                        "The jobs, in request order, without arguments and result.",
+                    )
+                },
                 _BODY_ERRORS,
                 body=_body("Batch"),
                 parameters=_TRACE_HEADERS,

@@ -142,7 +142,19 @@ async def start_site(
     first /health is not a 503 for a listener still connecting), and listen. The caller
     stops it with ``runner.cleanup()``."""
     runner = web.AppRunner(
-        app, access_log=None, handle_signals=False, shutdown_timeout=settings.shutdown_timeout
+        app,
+        access_log=None,
+        handle_signals=False,
+        shutdown_timeout=settings.shutdown_timeout,
+        # A request's headers must arrive within read_timeout of the connection opening or
+        # of the previous answer: aiohttp's keep-alive timer closes a connection that is
+        # still waiting for a complete request line and headers when it fires.
+        keepalive_timeout=settings.read_timeout,
+        # after an answer to a request whose body was not read (a 408, a 413), the rest of
+        # the body is read and dropped for this long before closing, not the default 10 s
+        lingering_time=min(10.0, settings.read_timeout),
+        # A client that leaves cancels its handler (disconnect.py decides what that means).
+        handler_cancellation=True,
     )
     await runner.setup()
     if ready_timeout > 0:

@@ -40,6 +40,14 @@ class Settings:
     ``metrics_max_types``: job types with a ``type`` label of their own
     (``PGQ_METRICS_MAX_TYPES``, 100; the rest count as ``other``).
     ``metrics_cache_seconds``: ``/metrics`` is collected and rendered at most this often.
+    ``list_max_bytes``: a ``GET /jobs`` answer stops early once its jobs' payloads add up
+    to this (``PGQ_LIST_MAX_BYTES``, 8 MiB; ``next`` says where to go on).
+    ``max_waiters``: requests parked in long polls at once (``PGQ_MAX_WAITERS``, 10,000);
+    past it a new long poll gets 503 with ``Retry-After``.
+    ``read_timeout``: a request's headers must arrive within this many seconds of the
+    connection opening (or of the previous answer on a kept-alive connection, which is also
+    how long an idle one stays open), and its body within as many again
+    (``PGQ_READ_TIMEOUT_SECONDS``, 30).
     """
 
     api_tokens: tuple[str, ...] = settings.BY_NAME["PGQ_API_TOKENS"].default
@@ -57,6 +65,9 @@ class Settings:
     metrics_lag_seconds: float = 2.0
     metrics_max_types: int = settings.BY_NAME["PGQ_METRICS_MAX_TYPES"].default
     metrics_cache_seconds: float = 1.0
+    max_waiters: int = settings.BY_NAME["PGQ_MAX_WAITERS"].default
+    list_max_bytes: int = settings.BY_NAME["PGQ_LIST_MAX_BYTES"].default
+    read_timeout: float = settings.BY_NAME["PGQ_READ_TIMEOUT_SECONDS"].default
 
     def __post_init__(self) -> None:
         tokens.parse(self.api_tokens)  # a bad scope is refused at start-up
@@ -76,6 +87,12 @@ class Settings:
             raise ConfigError("the number of enqueue flushes in flight must be at least 1")
         if self.metrics_max_types < 0:
             raise ConfigError("PGQ_METRICS_MAX_TYPES must be 0 or more")
+        if self.list_max_bytes < 1:
+            raise ConfigError("PGQ_LIST_MAX_BYTES must be positive")
+        if self.max_waiters < 0:
+            raise ConfigError("PGQ_MAX_WAITERS must be 0 or more")
+        if self.read_timeout <= 0:
+            raise ConfigError("PGQ_READ_TIMEOUT_SECONDS must be positive")
         if self.lease_recheck_seconds <= 0:
             raise ConfigError("the lease re-check interval must be positive")
 
@@ -92,6 +109,9 @@ class Settings:
             acquire_timeout=settings.read("PGQ_ACQUIRE_TIMEOUT_SECONDS"),
             enqueue_batch_max=settings.read("PGQ_ENQUEUE_BATCH_MAX"),
             metrics_max_types=settings.read("PGQ_METRICS_MAX_TYPES"),
+            max_waiters=settings.read("PGQ_MAX_WAITERS"),
+            list_max_bytes=settings.read("PGQ_LIST_MAX_BYTES"),
+            read_timeout=settings.read("PGQ_READ_TIMEOUT_SECONDS"),
         )
 
 
