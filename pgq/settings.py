@@ -222,6 +222,15 @@ SETTINGS: tuple[Setting, ...] = (
         flag="--token",
     ),
     Setting(
+        "PGQ_API_TOKEN_FILE",
+        str,
+        None,
+        "a file whose first line is the runner's bearer token (a mounted secret, kept out of "
+        "`ps` and the environment)",
+        "runner",
+        shown="none",
+    ),
+    Setting(
         "PGQ_HEALTH_PORT",
         int,
         None,

@@ -11,14 +11,16 @@ import sys
 from pathlib import Path
 
 import aiohttp
+import asyncpg
 import pytest
 
+from pgq import queries
 from pgq.config import ConfigError
 from pgq.coordinator import auth, openapi
 from pgq.coordinator.settings import Settings
 from pgq.coordinator.tokens import HOLDS, SCOPES
 
-from .support import live_app
+from .support import coordinator, live_app, start_http_runner, wait_status
 from .test_http_ops import coordinator_env
 
 TOKENS = {scope: f"{scope}-token-0123456789abcdef" for scope in SCOPES}
@@ -217,3 +219,20 @@ async def test_with_tokens_any_host_is_served(dsn: str) -> None:
             headers={"Host": "pgq.internal.example", "Authorization": f"Bearer {TOKENS['reader']}"},
         )
         assert status == 200
+
+
+async def test_an_http_runner_works_with_a_worker_token_read_from_a_file(
+    dsn: str, conn: asyncpg.Connection, tmp_path: Path
+) -> None:
+    """A worker token suffices for everything a runner does (claim, complete, heartbeat,
+    release), and PGQ_API_TOKEN_FILE keeps it off the runner's command line."""
+    token_file = tmp_path / "runner-token"
+    token_file.write_text(TOKENS["worker"] + "\n")
+    job, _ = await queries.enqueue(conn, "TEST", {})
+    async with coordinator(dsn, api_tokens=ENTRIES) as coord:
+        proc = start_http_runner(coord, tmp_path, env={"PGQ_API_TOKEN_FILE": str(token_file)})
+        try:
+            await wait_status(conn, job.id, "succeeded", timeout=30)
+            assert TOKENS["worker"] not in " ".join(map(str, proc.proc.args))  # not in ps
+        finally:
+            proc.stop()
