@@ -137,7 +137,7 @@ class Doorbell:
         self.disarm(queues)
         for q in queues:
             self._watched.discard(q)
-            self._listener.unsubscribe(f"pgq_{q}", self._rung)
+            self._listener.unsubscribe(f"pgq_{q}", self._rung, unlisten=True)
 
     # -- internals --------------------------------------------------------------------
 

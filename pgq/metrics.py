@@ -289,6 +289,7 @@ class Metrics:
             self._cached = (loop.time(), body)
             return body
 
+
 def count_pruned(metrics: Metrics, pruned: dict[str, int]) -> None:
     """Add one retention batch (status → rows deleted) to ``pgq_jobs_pruned_total``."""
     for status, n in pruned.items():

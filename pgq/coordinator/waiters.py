@@ -269,7 +269,7 @@ class Waiters:
         channel = next(iter(self._idle))
         del self._idle[channel]
         self._subscribed.discard(channel)
-        self._listener.unsubscribe(channel, self._on_queue)
+        self._listener.unsubscribe(channel, self._on_queue, unlisten=True)
         self.doorbell.unwatch([channel.removeprefix("pgq_")])
         return True
 
