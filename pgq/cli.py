@@ -11,11 +11,12 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import orjson
 
 from . import __version__, db, migrations, queries, settings
-from .config import database_url
+from .config import ConfigError, database_url
 from .errors import PgqError
 
 
@@ -80,7 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="work through a coordinator's HTTP API instead of the database ($PGQ_COORDINATOR_URL)",
     )
-    p.add_argument("--token", help="bearer token for --coordinator (default: $PGQ_API_TOKEN)")
+    p.add_argument(
+        "--token",
+        help="bearer token for --coordinator (default: $PGQ_API_TOKEN, or the first line of "
+        "$PGQ_API_TOKEN_FILE; both keep it out of ps)",
+    )
     p.add_argument(
         "--health-port",
         type=int,
@@ -296,7 +301,7 @@ def run(argv: Sequence[str] | None = None) -> int:
             concurrency=args.concurrency or settings.read("PGQ_CONCURRENCY") or None,
             grace=args.grace if args.grace is not None else settings.read("PGQ_GRACE_SECONDS"),
             coordinator=coordinator,
-            token=args.token or settings.read("PGQ_API_TOKEN"),
+            token=args.token or settings.read("PGQ_API_TOKEN") or _runner_token_file(),
             health_port=args.health_port or settings.read("PGQ_HEALTH_PORT"),
             health_host=settings.read("PGQ_HEALTH_HOST"),
         )
@@ -332,6 +337,18 @@ def run(argv: Sequence[str] | None = None) -> int:
             keep=args.keep,
         )
     raise AssertionError(f"unhandled command {cmd}")
+
+
+def _runner_token_file() -> str | None:
+    """The first line of ``PGQ_API_TOKEN_FILE`` (a mounted secret), if set."""
+    path = settings.read("PGQ_API_TOKEN_FILE")
+    if not path:
+        return None
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"PGQ_API_TOKEN_FILE: cannot read {path}: {exc}") from None
+    return next((line.strip() for line in lines if line.strip()), None)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

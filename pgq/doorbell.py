@@ -131,6 +131,14 @@ class Doorbell:
         """Disarm a queue on every notification of its channel (``arm`` does this too)."""
         self._watch(queues)
 
+    def unwatch(self, queues: Iterable[str]) -> None:
+        """Forget ``queues``: deregister, and stop following their channels."""
+        queues = [q for q in queues if q in self._watched]
+        self.disarm(queues)
+        for q in queues:
+            self._watched.discard(q)
+            self._listener.unsubscribe(f"pgq_{q}", self._rung, unlisten=True)
+
     # -- internals --------------------------------------------------------------------
 
     def _watch(self, queues: Iterable[str]) -> None:

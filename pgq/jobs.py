@@ -161,6 +161,12 @@ class Job:
             "concurrency_key": self.concurrency_key,
         }
 
+    def summary_json(self) -> dict[str, Any]:
+        """``to_json`` without ``arguments`` and ``result`` (a batch's answer)."""
+        out = self.to_json()
+        del out["arguments"], out["result"]
+        return out
+
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Job:
         """Rebuild a Job from the HTTP API's JSON (used by runners in HTTP mode)."""

@@ -94,10 +94,40 @@ class Listener:
         """True once LISTEN on ``channel`` is active on the live connection."""
         return self.connected and channel in self._active
 
-    def unsubscribe(self, channel: str, callback: NotificationCallback) -> None:
+    def unsubscribe(
+        self, channel: str, callback: NotificationCallback, *, unlisten: bool = False
+    ) -> None:
+        """Stop calling ``callback`` for ``channel``. With ``unlisten``, once no callback is
+        left, UNLISTEN too (in the background), so a process does not stay LISTENed on every
+        channel it ever used (the coordinator's long polls on queues nobody waits for)."""
         callbacks = self._subscribers.get(channel, [])
         with contextlib.suppress(ValueError):
             callbacks.remove(callback)
+        if callbacks or not unlisten:
+            return
+        self._subscribers.pop(channel, None)
+        conn = self._conn
+        if conn is not None and channel in self._active and not self._closing:
+            task = asyncio.get_running_loop().create_task(self._unlisten(conn, channel))
+            self._listen_tasks.add(task)
+            task.add_done_callback(self._listen_tasks.discard)
+
+    async def _unlisten(self, conn: asyncpg.Connection, channel: str) -> None:
+        async with self._conn_lock:
+            # subscribed again meanwhile (its subscribe() saw the channel active: keep it),
+            # or the connection is going (closing, or replaced: a new one LISTENs afresh)
+            if (
+                channel in self._subscribers
+                or channel not in self._active
+                or self._closing
+                or conn is not self._conn
+            ):
+                return
+            self._active.discard(channel)
+            try:
+                await conn.remove_listener(channel, self._dispatch)
+            except Exception as exc:  # the connection is going; a reconnect LISTENs afresh
+                log_event(log, "listener.unlisten_failed", f"UNLISTEN {channel} failed ({exc})")
 
     def on_connect(self, callback: ConnectCallback) -> None:
         """Call ``callback()`` after every (re)connect, once LISTEN is active again."""
@@ -119,6 +149,10 @@ class Listener:
         """Stop listening and close the connection."""
         self._closing = True
         self._lost.set()
+        # LISTENs and UNLISTENs in flight finish first: closing the connection under one
+        # leaves asyncpg's protocol in a state it cannot get out of
+        if self._listen_tasks:
+            await asyncio.wait(list(self._listen_tasks), timeout=2)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -62,15 +62,29 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(out, default=str).decode()
 
 
+#: Control characters (C0, DEL, C1) and Unicode line/paragraph separators, each written
+#: as a Python escape: a request path with ``%0A`` in it must not start a forged line.
+_CONTROL = {c: ascii(chr(c))[1:-1] for c in (*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029)}
+
+
+def escape_controls(text: str) -> str:
+    """``text`` on one line: control characters as escapes (``\\n``, ``\\x1b``, …)."""
+    return text.translate(_CONTROL)
+
+
 class ConsoleFormatter(logging.Formatter):
-    """``HH:MM:SS level event message key=value …`` for people at a terminal."""
+    """``HH:MM:SS level event message key=value …`` for people at a terminal.
+
+    One record is one line: control characters in the message and the fields (a request
+    path, an error text) are escaped; only a traceback adds lines of its own."""
 
     def format(self, record: logging.LogRecord) -> str:
         extras = _extras(record)
         event = extras.pop("event", None) or record.name
         ts = datetime.fromtimestamp(record.created).strftime("%H:%M:%S")
         pairs = " ".join(f"{k}={v}" for k, v in extras.items())
-        line = f"{ts} {record.levelname.lower():7} {event:22} {record.getMessage()} {pairs}"
+        text = escape_controls(f"{event:22} {record.getMessage()} {pairs}")
+        line = f"{ts} {record.levelname.lower():7} {text}"
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         return line.rstrip()

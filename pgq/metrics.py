@@ -19,7 +19,10 @@ Names (promised to the deploy manifests; do not rename):
   pgq_queue_held_jobs{queue}                  gauge: due jobs a pause or full limit holds back
 
 Runners do not serve HTTP, so the job metrics come from the database, read at scrape time
-(``Metrics.collect``). What is approximate, honestly:
+(``Metrics.collect``), at most once a second (``Metrics.scrape`` caches the text). The
+``type`` label takes the first ``max_types`` job types seen (``PGQ_METRICS_MAX_TYPES``,
+100); later types count as ``other``, so a client inventing types cannot grow the output
+for good. What is approximate, honestly:
 
 * Job counters and histograms cover jobs that finished *while this coordinator ran*,
   counted from the database at each scrape over the window since the previous one (lagging
@@ -60,13 +63,22 @@ _JOB_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600
 _HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 OUTCOMES = ("succeeded", "retried", "dead", "cancelled")
+#: The ``type`` label of job types beyond the first ``max_types`` seen.
+OTHER_TYPE = "other"
 
 
 class Metrics:
     """The metrics of one coordinator app."""
 
-    def __init__(self, *, lag_seconds: float = 2.0) -> None:
+    def __init__(
+        self, *, lag_seconds: float = 2.0, max_types: int = 100, cache_seconds: float = 1.0
+    ) -> None:
         self._lag = lag_seconds
+        self._max_types = max_types
+        self._types: set[str] = set()
+        self._cache_seconds = cache_seconds
+        self._cached: tuple[float, bytes] | None = None
+        self._scrape_lock = asyncio.Lock()
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.jobs = Gauge("pgq_jobs", "Jobs per queue and status.", ["queue", "status"], registry=r)
@@ -231,25 +243,51 @@ class Metrics:
                 if row[limit] is not None:
                     self.queue_limit.labels(row["queue"], limit).set(row[limit])
 
+    def type_label(self, job_type: str) -> str:
+        """``job_type`` while it is among the first ``max_types`` seen, else ``other``:
+        job types come from clients, and each label value is a series kept for good."""
+        if job_type in self._types:
+            return job_type
+        if len(self._types) < self._max_types:
+            self._types.add(job_type)
+            return job_type
+        return OTHER_TYPE
+
     def _count(self, window: dict[str, Any]) -> None:
         for row in window["finished"]:
             status = row["status"]
             if status not in ("succeeded", "dead", "cancelled"):
                 continue  # finished, then replayed within the window: counted when it ends
-            self.finished.labels(row["type"], status).inc()
+            job_type = self.type_label(row["type"])
+            self.finished.labels(job_type, status).inc()
             if status == "cancelled":
                 continue
             if row["run_seconds"] is not None:
-                self.duration.labels(row["type"]).observe(max(row["run_seconds"], 0.0))
+                self.duration.labels(job_type).observe(max(row["run_seconds"], 0.0))
             if row["start_latency_seconds"] is not None:
                 self.start_latency.labels(row["queue"]).observe(
                     max(row["start_latency_seconds"], 0.0)
                 )
         for row in window["retried"]:
-            self.finished.labels(row["type"], "retried").inc(row["count"])
+            self.finished.labels(self.type_label(row["type"]), "retried").inc(row["count"])
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+    async def scrape(self, db: queries.Executor, *, listener_up: bool, waiting: int) -> bytes:
+        """The text of ``/metrics``: collected and rendered at most once per
+        ``cache_seconds`` however many scrapers ask, and rendered on a thread, so scrapes
+        cost the event loop (every other request) next to nothing."""
+        loop = asyncio.get_running_loop()
+        async with self._scrape_lock:
+            cached = self._cached
+            if cached is not None and loop.time() - cached[0] < self._cache_seconds:
+                return cached[1]
+            await self.collect(db, listener_up=listener_up, waiting=waiting)
+            async with self._lock:  # no collect() rewrites the series while they render
+                body = await asyncio.to_thread(self.render)
+            self._cached = (loop.time(), body)
+            return body
 
 
 def count_pruned(metrics: Metrics, pruned: dict[str, int]) -> None:

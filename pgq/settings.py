@@ -63,8 +63,18 @@ SETTINGS: tuple[Setting, ...] = (
         "PGQ_API_TOKENS",
         list,
         (),
-        "comma-separated bearer tokens for `/jobs…`; none means no authentication, allowed "
-        "only on a loopback address",
+        "comma-separated bearer tokens, each `scope:token` (`reader`, `producer`, `worker`, "
+        "`admin`) or a bare token (admin); none means no authentication, allowed only on a "
+        "loopback address",
+        "coordinator",
+        shown="none",
+    ),
+    Setting(
+        "PGQ_API_TOKENS_FILE",
+        str,
+        None,
+        "a file of more tokens, one entry per line as in `PGQ_API_TOKENS` (`#` comments), so "
+        "tokens need not sit in the environment",
         "coordinator",
         shown="none",
     ),
@@ -137,6 +147,37 @@ SETTINGS: tuple[Setting, ...] = (
         "coordinator",
     ),
     Setting(
+        "PGQ_LIST_MAX_BYTES",
+        int,
+        8 * MiB,
+        "a `GET /jobs` answer stops early once its jobs' payloads add up to this (`next` "
+        "says where to go on)",
+        "coordinator",
+        shown="8 MiB",
+    ),
+    Setting(
+        "PGQ_MAX_WAITERS",
+        int,
+        10_000,
+        "requests parked in long polls at once; past it a long poll gets 503 with `Retry-After`",
+        "coordinator",
+    ),
+    Setting(
+        "PGQ_READ_TIMEOUT_SECONDS",
+        float,
+        30.0,
+        "a request's headers, then its body, must each arrive within this long (slow "
+        "clients are cut); also how long an idle kept-alive connection stays open",
+        "coordinator",
+    ),
+    Setting(
+        "PGQ_METRICS_MAX_TYPES",
+        int,
+        100,
+        "job types with a `type` label of their own in `/metrics`; later ones count as `other`",
+        "coordinator",
+    ),
+    Setting(
         "PGQ_QUEUES",
         list,
         (),
@@ -179,6 +220,15 @@ SETTINGS: tuple[Setting, ...] = (
         "runner",
         shown="none",
         flag="--token",
+    ),
+    Setting(
+        "PGQ_API_TOKEN_FILE",
+        str,
+        None,
+        "a file whose first line is the runner's bearer token (a mounted secret, kept out of "
+        "`ps` and the environment)",
+        "runner",
+        shown="none",
     ),
     Setting(
         "PGQ_HEALTH_PORT",

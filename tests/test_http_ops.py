@@ -147,7 +147,7 @@ def sample(text: str, line_prefix: str) -> float:
 
 
 async def test_metrics_count_jobs_from_the_database(dsn: str, conn: asyncpg.Connection) -> None:
-    async with live_app(dsn, metrics_lag_seconds=0) as live:
+    async with live_app(dsn, metrics_lag_seconds=0, metrics_cache_seconds=0) as live:
         await live.request("GET", "/metrics")  # first window starts now
         a, _ = await queries.enqueue(conn, "A")
         b, _ = await queries.enqueue(conn, "B", max_attempts=1)

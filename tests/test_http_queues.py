@@ -20,7 +20,8 @@ from .test_http_api import conforms, is_error
 
 @pytest.fixture
 async def live(dsn: str) -> AsyncIterator[Live]:
-    async with live_app(dsn) as app:
+    # /metrics afresh on every scrape (the tests read it before and after a change)
+    async with live_app(dsn, metrics_cache_seconds=0) as app:
         yield app
 
 

@@ -28,6 +28,7 @@ from ..schedule_timer import ScheduleTimer
 from . import dashboard
 from .access import make_access_middleware
 from .auth import make_auth_middleware
+from .disconnect import disconnect_middleware
 from .errors import error_middleware
 from .events import EVENT_HUB, EventHub
 from .keys import (
@@ -54,13 +55,17 @@ _CONNECT_TIMEOUT = 5.0
 def create_app(dsn: str, settings: Settings | None = None) -> web.Application:
     """The coordinator's HTTP application for the database at ``dsn``."""
     settings = settings or Settings.from_env()
-    metrics = Metrics(lag_seconds=settings.metrics_lag_seconds)
+    metrics = Metrics(
+        lag_seconds=settings.metrics_lag_seconds,
+        max_types=settings.metrics_max_types,
+        cache_seconds=settings.metrics_cache_seconds,
+    )
     app = web.Application(
         middlewares=[
             make_access_middleware(metrics),
             error_middleware,
-            # without tokens there is nothing to check: no middleware layer at all
-            *([make_auth_middleware(settings.api_tokens)] if settings.api_tokens else []),
+            make_auth_middleware(settings.api_tokens),
+            disconnect_middleware,
         ],
         # Bodies are read by params.read_raw, which enforces the per-route limits.
         client_max_size=max(settings.max_body_bytes, settings.max_batch_body_bytes) + 1,
@@ -119,7 +124,8 @@ async def _batcher_ctx(app: web.Application) -> AsyncIterator[None]:
 async def _listener_ctx(app: web.Application) -> AsyncIterator[None]:
     listener = Listener(app[DSN])
     app[LISTENER] = listener
-    app[WAITERS] = Waiters(app[POOL], listener, app[SETTINGS].max_wait_seconds)
+    settings = app[SETTINGS]
+    app[WAITERS] = Waiters(app[POOL], listener, settings.max_wait_seconds, settings.max_waiters)
     app[EVENT_HUB] = EventHub(app[POOL], listener)
     # A lost LISTEN connection usually means the pool's idle connections died with it (a
     # restart, a failover, terminated backends): replace them rather than let each one

@@ -26,9 +26,12 @@ from .keys import REQUEST_ID
 log = logging.getLogger("pgq.coordinator")
 
 __all__ = [
+    "BadHost",
+    "Forbidden",
     "InvalidField",
     "InvalidJson",
     "PayloadTooLarge",
+    "RequestTimeout",
     "Unauthorized",
     "Unencodable",
     "UnsupportedMediaType",
@@ -40,6 +43,27 @@ class Unauthorized(PgqError):
 
     http_status = 401
     code = "unauthorized"
+
+
+class Forbidden(PgqError):
+    """This token's scope does not allow the request."""
+
+    http_status = 403
+    code = "forbidden"
+
+
+class BadHost(PgqError):
+    """Without tokens, only requests addressed to a loopback name or address are served."""
+
+    http_status = 400
+    code = "bad_host"
+
+
+class RequestTimeout(PgqError):
+    """The request body did not arrive in time."""
+
+    http_status = 408
+    code = "request_timeout"
 
 
 class PayloadTooLarge(PgqError):

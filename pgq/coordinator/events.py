@@ -32,6 +32,7 @@ from ..errors import DatabaseUnavailable, JobNotFound
 from ..jobs import TERMINAL_STATUSES
 from ..listener import Listener
 from . import params as p
+from .disconnect import parks
 from .keys import POOL
 
 log = logging.getLogger("pgq.coordinator.events")
@@ -187,6 +188,7 @@ async def _next(stream: Stream) -> dict[str, Any] | None:
         return None
 
 
+@parks
 async def all_events(request: web.Request) -> web.StreamResponse:
     """``GET /events?queue=&type=``: every job status change (and progress report)."""
     q = wire.query(request.query.items(), wire.EventsQuery, prefix="query parameter ")
@@ -211,6 +213,7 @@ async def all_events(request: web.Request) -> web.StreamResponse:
         await hub.discard(stream)
 
 
+@parks
 async def job_events(request: web.Request) -> web.StreamResponse:
     """``GET /jobs/{id}/events``: the job as it stands, then one event per progress report
     and status change, closed after a terminal status."""

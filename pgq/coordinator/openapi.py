@@ -12,6 +12,7 @@ import functools
 from typing import Any
 
 from .. import __version__, wire
+from .auth import ROUTE_SCOPES
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -21,6 +22,8 @@ def _ref(name: str) -> dict[str, str]:
 _ERRORS = {
     "400": "Malformed JSON, or an invalid field (the message names it).",
     "401": "A bearer token is required (when the coordinator has PGQ_API_TOKENS).",
+    "403": "The token's scope does not allow this (the operation's x-pgq-scope names the "
+    "scope it needs).",
     "404": "No such job.",
     "409": "The job's status does not allow this, or another worker or attempt holds it "
     "(`lease_mismatch`: the lease_token is wrong or stale).",
@@ -156,6 +159,17 @@ def _probe(op_id: str, summary: str) -> dict[str, Any]:
 _BODY_ERRORS = ("400", "413", "415", "503")
 
 
+def _scopes(paths: dict[str, Any]) -> None:
+    """Mark each protected operation with the scope it needs (``auth.ROUTE_SCOPES``, the one
+    table the coordinator enforces) and its 403 answer."""
+    for path, operations in paths.items():
+        for method, op in operations.items():
+            scope = ROUTE_SCOPES.get((method.upper(), path), "admin")
+            if scope is not None:
+                op["x-pgq-scope"] = scope
+                op["responses"]["403"] = _error("403")
+
+
 @functools.cache
 def document() -> dict[str, Any]:
     """The OpenAPI 3.1 document (built once)."""
@@ -188,7 +202,12 @@ def document() -> dict[str, Any]:
             "post": _op(
                 "createJobs",
                 "Create up to 10,000 jobs at once, all or nothing",
-                {"201": _json(_ref("Jobs"), "The jobs, in request order.")},
+                {
+                    "201": _json(
+                        _ref("CreatedJobs"),
+                        "The jobs, in request order, without arguments and result.",
+                    )
+                },
                 _BODY_ERRORS,
                 body=_body("Batch"),
                 parameters=_TRACE_HEADERS,
@@ -470,6 +489,7 @@ def document() -> dict[str, Any]:
             }
         },
     }
+    _scopes(paths)
     return {
         "openapi": "3.1.0",
         "info": {
@@ -487,8 +507,9 @@ def document() -> dict[str, Any]:
                 "bearer": {
                     "type": "http",
                     "scheme": "bearer",
-                    "description": "Required on /jobs…, /queues…, /schedules…, /events and "
-                    "/ui/api/… when PGQ_API_TOKENS is set.",
+                    "description": "Required on every operation with an x-pgq-scope when "
+                    "PGQ_API_TOKENS is set: a reader, producer, worker or admin token (a "
+                    "producer or worker token also reads; admin may do everything).",
                 }
             },
         },

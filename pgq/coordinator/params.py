@@ -7,6 +7,7 @@ so handlers add no checks of their own.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, TypeVar
 
 import msgspec
@@ -15,7 +16,8 @@ from aiohttp import web
 from .. import wire
 from ..errors import JobNotFound
 from ..wire import UNSET
-from .errors import PayloadTooLarge, UnsupportedMediaType
+from .errors import PayloadTooLarge, RequestTimeout, UnsupportedMediaType
+from .keys import SETTINGS
 
 T = TypeVar("T", bound=msgspec.Struct)
 
@@ -32,8 +34,20 @@ def _check_content_type(request: web.Request) -> None:
         raise UnsupportedMediaType(f"JSON must be UTF-8, not charset={charset[:40]!r}")
 
 
-async def read_raw(request: web.Request, limit: int) -> bytes:
-    """The request's body bytes: media type (415), then declared and actual size (413)."""
+async def read_raw(request: web.Request, limit: int) -> bytes | bytearray:
+    """The request's body bytes: media type (415), then declared and actual size (413),
+    within the read timeout (408: a client dribbling its body cannot hold the request)."""
+    timeout = request.app[SETTINGS].read_timeout
+    try:
+        async with asyncio.timeout(timeout):
+            return await _read_raw(request, limit)
+    except TimeoutError:
+        raise RequestTimeout(
+            f"the request body did not arrive within {timeout:g}s (PGQ_READ_TIMEOUT_SECONDS)"
+        ) from None
+
+
+async def _read_raw(request: web.Request, limit: int) -> bytes | bytearray:
     # The media type matters only when there is a body: some clients label an empty POST
     # application/octet-stream.
     if request.body_exists:
@@ -41,17 +55,17 @@ async def read_raw(request: web.Request, limit: int) -> bytes:
     length = request.content_length
     if length is not None and length > limit:
         raise PayloadTooLarge(f"the request body is {length} bytes; the limit is {limit} bytes")
-    chunks: list[bytes] = []
-    size = 0
+    # Chunks are appended to one buffer as they come (a list joined at the end would hold
+    # the body twice); msgspec and the body checks read a bytearray as they read bytes.
+    body = bytearray()
     while True:
         chunk = await request.content.readany()
         if not chunk:
             break
-        size += len(chunk)
-        if size > limit:
+        if len(body) + len(chunk) > limit:
             raise PayloadTooLarge(f"the request body is over the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+        body += chunk
+    return body
 
 
 async def body(request: web.Request, limit: int, type_: type[T]) -> T:

@@ -16,6 +16,7 @@ from ..errors import DatabaseUnavailable, JobNotFound
 from ..logs import log_event
 from . import bulk, events
 from . import params as p
+from .disconnect import parks
 from .errors import RETRY_AFTER, error_response, json_response
 from .keys import BATCHER, COMPLETER, LISTENER, METRICS, POOL, REQUEST_ID, SETTINGS, WAITERS
 from .openapi import document
@@ -56,7 +57,8 @@ async def create_batch(request: web.Request) -> web.Response:
     if trace_context is not None:
         for spec in specs:
             spec["trace_context"] = trace_context
-    jobs = await queries.enqueue_many(request.app[POOL], specs)
+    del batch  # the specs hold what is needed: let the Structs go as the specs are sent
+    jobs = await queries.enqueue_many(request.app[POOL], specs, keep_args=False)
     log_event(
         log,
         "job.created",
@@ -64,27 +66,26 @@ async def create_batch(request: web.Request) -> web.Response:
         request_id=request[REQUEST_ID],
         job_id=jobs[0].id if len(jobs) == 1 else None,
     )
-    return json_response({"jobs": [j.to_json() for j in jobs]}, status=201)
+    return json_response({"jobs": [j.summary_json() for j in jobs]}, status=201)
 
 
 async def list_jobs(request: web.Request) -> web.Response:
     q = p.list_query(request)
-    limit = q.limit
-    jobs = await queries.list_jobs(
+    jobs, more = await queries.list_page(
         request.app[POOL],
         status=p.unset_none(q.status),
         queue=p.unset_none(q.queue),
         job_type=p.unset_none(q.type),
-        limit=limit + 1,
+        limit=q.limit,
         after=p.unset_none(q.after),
+        max_bytes=request.app[SETTINGS].list_max_bytes,
     )
-    more = len(jobs) > limit
-    jobs = jobs[:limit]
     return json_response(
         {"jobs": [j.to_json() for j in jobs], "next": jobs[-1].id if more else None}
     )
 
 
+@parks
 async def get_job(request: web.Request) -> web.Response:
     job_id = p.job_id(request)
     wait = p.wait_query(request)
@@ -120,6 +121,7 @@ async def retry_job(request: web.Request) -> web.Response:
     return json_response(job.to_json())
 
 
+@parks
 async def claim_jobs(request: web.Request) -> web.Response:
     claim = await p.body(request, request.app[SETTINGS].max_body_bytes, wire.Claim)
 
@@ -231,13 +233,12 @@ async def health(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     p.no_query(request)
-    m = request.app[METRICS]
-    await m.collect(
+    body = await request.app[METRICS].scrape(
         request.app[POOL],
         listener_up=request.app[LISTENER].connected,
         waiting=request.app[WAITERS].waiting,
     )
-    response = web.Response(body=m.render())
+    response = web.Response(body=body)
     response.headers["Content-Type"] = "text/plain; version=0.0.4; charset=utf-8"
     return response
 

@@ -2,8 +2,9 @@
 
 Runs on uvloop when it is installed (the ``bench`` extra), else on asyncio's own loop.
 Refuses (exit status 2, one line on stderr): a non-loopback address without
-``PGQ_API_TOKENS``; a port it cannot bind; a database that refuses it (unknown database,
-login refused) or whose schema is not migrated to this pgq's version.
+``PGQ_API_TOKENS``, or with a token shorter than 16 characters; a port it cannot bind; a
+database that refuses it (unknown database, login refused) or whose schema is not migrated
+to this pgq's version.
 
 A database that does not answer is not a refusal: the coordinator binds at once, answers
 ``/livez`` 200 and ``/health`` 503, and waits for the database as long as it takes (an
@@ -29,6 +30,7 @@ from ..backoff import reconnecting
 from ..config import ConfigError
 from ..errors import DatabaseUnavailable, MigrationError, translate
 from ..logs import log_event
+from . import tokens
 from .access import quiet_malformed_http_errors
 from .app import create_app
 from .keys import LISTENER, WAITERS
@@ -69,6 +71,13 @@ def serve(
         return _fail(
             f"refusing to listen on {host!r} without authentication: set PGQ_API_TOKENS "
             "(comma-separated bearer tokens), or bind a loopback address such as 127.0.0.1"
+        )
+    short = tokens.too_short(settings.api_tokens)
+    if short and not is_loopback(host):
+        return _fail(
+            f"refusing to listen on {host!r} with short bearer tokens ({', '.join(short)}): "
+            f"tokens must have at least {tokens.MIN_PUBLIC_LENGTH} characters beyond "
+            "loopback (e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')"
         )
     return _run(_serve(host, port, dsn, settings))
 
@@ -133,7 +142,19 @@ async def start_site(
     first /health is not a 503 for a listener still connecting), and listen. The caller
     stops it with ``runner.cleanup()``."""
     runner = web.AppRunner(
-        app, access_log=None, handle_signals=False, shutdown_timeout=settings.shutdown_timeout
+        app,
+        access_log=None,
+        handle_signals=False,
+        shutdown_timeout=settings.shutdown_timeout,
+        # A request's headers must arrive within read_timeout of the connection opening or
+        # of the previous answer: aiohttp's keep-alive timer closes a connection that is
+        # still waiting for a complete request line and headers when it fires.
+        keepalive_timeout=settings.read_timeout,
+        # after an answer to a request whose body was not read (a 408, a 413), the rest of
+        # the body is read and dropped for this long before closing, not the default 10 s
+        lingering_time=min(10.0, settings.read_timeout),
+        # A client that leaves cancels its handler (disconnect.py decides what that means).
+        handler_cancellation=True,
     )
     await runner.setup()
     if ready_timeout > 0:

@@ -10,54 +10,104 @@ The protocols themselves are ``pgq.waiting``'s, shared with the runner and the c
 a claim waiter parks its event on ``pgq_<queue>`` for each queue (LISTEN on a new channel
 starts here) *before* it claims, then follows ``IdleWait`` (arm the doorbell, claim once
 more, ``pgq.next_due``, sleep); a job waiter is a ``JobWaits`` wait. What is the
-coordinator's own: the channel registry (beyond ``MAX_CHANNELS`` channels new queues are
-polled instead of LISTENed), the request's deadline, a client that left, shutdown (every
-parked request answers at once, with what it has), and riding out a database blip.
+coordinator's own: the channel registry, the request's deadline, the cap on parked
+requests, a client that left, shutdown (every parked request answers at once, with what
+it has), and riding out a database blip.
+
+Channels: a queue's channel is LISTENed while some request waits on it, and stays LISTENed
+when the last one leaves (the next long poll of a busy queue need not LISTEN again), until
+a new queue needs its place: at ``MAX_CHANNELS`` LISTENed channels, the channel idle the
+longest is UNLISTENed to make room. Only when every one of them has a request parked on it
+is a new queue polled (every second) instead of LISTENed. So long polls on junk queue names
+cost their own requests a poll, never later queues their wake-ups.
+
+Parked requests are capped (``PGQ_MAX_WAITERS``): past the cap a new long poll is refused
+with 503 and ``Retry-After``. A parked request whose client disconnects is cancelled at
+once (the server cancels the handler: ``serve.start_site``); a claim in flight then
+still completes and its jobs are released, so none stays running for a client that left.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import asyncpg
 
 from .. import queries
 from ..doorbell import Doorbell
-from ..errors import DatabaseUnavailable
+from ..errors import DatabaseUnavailable, PgqError, translating
 from ..jobs import Job
 from ..listener import Listener
+from ..logs import log_event
 from ..waiting import IdleWait, JobWaits, ride_out, wake
 
 log = logging.getLogger("pgq.coordinator.waiters")
 
-#: Beyond this many queue channels, new queues are polled instead of LISTENed.
+#: At most this many queue channels are LISTENed (see the module doc).
 MAX_CHANNELS = 1000
+#: How soon a refused long poll may try again.
+RETRY_AFTER_SECONDS = 1
+
+
+class TooManyWaiters(PgqError):
+    """Too many requests are parked in long polls on this coordinator; try again shortly."""
+
+    http_status = 503
+    code = "too_many_waiters"
 
 
 class Waiters:
     """Claim and job waiters of one coordinator process."""
 
-    def __init__(self, pool: asyncpg.Pool, listener: Listener, max_wait_seconds: float) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        listener: Listener,
+        max_wait_seconds: float,
+        max_waiters: int = 10_000,
+    ) -> None:
         self._pool = pool
         self._listener = listener
         self._max_wait = max_wait_seconds
+        self._max_waiters = max_waiters
+        self._parked = 0
         self._channels: dict[str, set[asyncio.Event]] = {}
+        #: LISTENed queue channels (values unused) without a waiter, longest idle first
+        self._idle: dict[str, None] = {}
         self._subscribed: set[str] = set()
         self._jobs = JobWaits(listener)
         self.closing = False
         self.doorbell = Doorbell(pool, listener)
+        self._releases: set[asyncio.Future[None]] = set()
+        self._orphans: set[asyncio.Future[list[Job]]] = set()
         # JobWaits wakes its own waiters on a reconnect
         self._listener.on_connect(self._wake_claimers)
 
     @property
     def waiting(self) -> int:
-        """How many requests are parked right now (for tests and debugging)."""
-        claimers: set[asyncio.Event] = set()
-        for events in self._channels.values():
-            claimers |= events
-        return len(claimers) + self._jobs.waiting
+        """How many requests are parked in a long poll right now."""
+        return self._parked
+
+    @property
+    def channels(self) -> int:
+        """How many queue channels are LISTENed for long polls."""
+        return len(self._subscribed)
+
+    @contextlib.contextmanager
+    def _parking(self) -> Iterator[None]:
+        if self._parked >= self._max_waiters:
+            raise TooManyWaiters(
+                f"{self._parked} requests are waiting in long polls, the limit of this "
+                f"coordinator (PGQ_MAX_WAITERS); try again in {RETRY_AFTER_SECONDS}s"
+            )
+        self._parked += 1
+        try:
+            yield
+        finally:
+            self._parked -= 1
 
     def close(self) -> None:
         """Shutdown: every parked request answers now, with what it has."""
@@ -98,16 +148,29 @@ class Waiters:
             return []
         if wait_seconds <= 0:
             return await queries.claim(self._pool, worker_id, max_jobs, queues, job_types)
+        claim_args = (worker_id, max_jobs, queues, job_types)
+        with self._parking():
+            return await self._claim_waiting(claim_args, wait_seconds, gone)
+
+    async def _claim_waiting(
+        self,
+        claim_args: tuple[str, int, Sequence[str], Sequence[str] | None],
+        wait_seconds: float,
+        gone: Callable[[], bool],
+    ) -> list[Job]:
+        queues, job_types = claim_args[2], claim_args[3]
         loop = asyncio.get_running_loop()
         deadline = loop.time() + min(wait_seconds, self._max_wait)
         channels = [f"pgq_{q}" for q in queues]
         idle = IdleWait(self._pool, self._listener, self.doorbell, queues, job_types)
         while True:
+            if gone():
+                return []
             event = asyncio.Event()
             polled = self._register_claim(channels, event)
             try:
                 try:
-                    jobs = await queries.claim(self._pool, worker_id, max_jobs, queues, job_types)
+                    jobs = await self._claim_once(*claim_args)
                 except DatabaseUnavailable as exc:
                     await ride_out(event, deadline, exc)
                     continue
@@ -116,10 +179,69 @@ class Waiters:
                 if jobs or self.closing or loop.time() >= deadline:
                     return jobs
                 await idle.wait(event, deadline=deadline, polled=polled)
-                if self.closing or gone():
+                if self.closing:
                     return []
             finally:
                 self._unregister_claim(channels, event)
+
+    async def _claim_once(
+        self, worker_id: str, max_jobs: int, queues: Sequence[str], job_types: Sequence[str] | None
+    ) -> list[Job]:
+        """One claim that a cancelled request (its client left) does not cut in half.
+
+        Cancelled while waiting for a connection, nothing was claimed; once the claim is
+        sent, it completes, and the jobs nobody will receive are released at once."""
+        with translating():
+            conn = await self._pool.acquire()
+
+        async def claim() -> list[Job]:
+            try:
+                return await queries.claim(conn, worker_id, max_jobs, queues, job_types)
+            finally:
+                await self._pool.release(conn)
+
+        task = asyncio.ensure_future(claim())
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            self._orphans.add(task)
+            task.add_done_callback(self._release_unreceived)
+            raise
+
+    @property
+    def orphaned_claims(self) -> int:
+        """Claims still running (or releasing) for clients that left."""
+        return len(self._orphans)
+
+    def _release_unreceived(self, claim: asyncio.Future[list[Job]]) -> None:
+        if claim.cancelled() or claim.exception() is not None or not claim.result():
+            self._orphans.discard(claim)
+            return
+
+        async def release_all(jobs: list[Job]) -> None:
+            try:
+                for job in jobs:
+                    await self._release(job)
+            finally:
+                self._orphans.discard(claim)
+
+        task = asyncio.ensure_future(release_all(claim.result()))
+        self._releases.add(task)
+        task.add_done_callback(self._releases.discard)
+
+    async def _release(self, job: Job) -> None:
+        try:
+            await queries.release(
+                self._pool, job.id, job.worker_id or "", "the client went away", attempt=job.attempt
+            )
+        except PgqError as exc:  # e.g. the database went away too: the lease runs out
+            log_event(
+                log,
+                "job.release_failed",
+                f"cannot release job {job.id} claimed for a client that left: {exc}",
+                level=logging.WARNING,
+                job_id=job.id,
+            )
 
     def _register_claim(self, channels: Iterable[str], event: asyncio.Event) -> bool:
         """Park ``event`` on each channel; True when some channel cannot be LISTENed."""
@@ -127,15 +249,29 @@ class Waiters:
         for channel in channels:
             waiters = self._channels.get(channel)
             if waiters is None:
-                if len(self._subscribed) >= MAX_CHANNELS and channel not in self._subscribed:
+                if channel not in self._subscribed and not self._make_room():
                     polled = True
                     continue
                 waiters = self._channels[channel] = set()
+                self._idle.pop(channel, None)
                 if channel not in self._subscribed:
                     self._subscribed.add(channel)
                     self._listener.subscribe(channel, self._on_queue)
             waiters.add(event)
         return polled
+
+    def _make_room(self) -> bool:
+        """Whether one more channel may be LISTENed, UNLISTENing the longest idle if need be."""
+        if len(self._subscribed) < MAX_CHANNELS:
+            return True
+        if not self._idle:
+            return False
+        channel = next(iter(self._idle))
+        del self._idle[channel]
+        self._subscribed.discard(channel)
+        self._listener.unsubscribe(channel, self._on_queue, unlisten=True)
+        self.doorbell.unwatch([channel.removeprefix("pgq_")])
+        return True
 
     def _unregister_claim(self, channels: Iterable[str], event: asyncio.Event) -> None:
         for channel in channels:
@@ -143,11 +279,13 @@ class Waiters:
             if waiters is not None:
                 waiters.discard(event)
                 if not waiters:
-                    del self._channels[channel]  # stays LISTENed; only the set goes
+                    del self._channels[channel]  # stays LISTENed until its room is needed
+                    self._idle[channel] = None
 
     # -- job --------------------------------------------------------------------------
 
     async def wait_for_job(self, job_id: int, wait_seconds: float) -> Job:
         """The job once terminal, or as it stands when the wait ends (or at shutdown)."""
         deadline = asyncio.get_running_loop().time() + min(wait_seconds, self._max_wait)
-        return await self._jobs.wait(self._pool, job_id, deadline, stop=lambda: self.closing)
+        with self._parking():
+            return await self._jobs.wait(self._pool, job_id, deadline, stop=lambda: self.closing)

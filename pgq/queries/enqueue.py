@@ -90,7 +90,9 @@ def _job(row: Any) -> Job:
 
 
 @translated
-async def enqueue_many(db: Executor, jobs: Sequence[dict[str, Any]]) -> list[Job]:
+async def enqueue_many(
+    db: Executor, jobs: Sequence[dict[str, Any]], *, keep_args: bool = True
+) -> list[Job]:
     """``pgq.enqueue_bulk`` or ``pgq.enqueue_many``: every job in one round trip, all or
     nothing, in input order.
 
@@ -101,12 +103,17 @@ async def enqueue_many(db: Executor, jobs: Sequence[dict[str, Any]]) -> list[Job
     database stores it (the JSON that was sent, decoded) plus those. Otherwise, or when a
     value only the database can convert was given (``"priority": "5"``), the full rows come
     back from ``pgq.enqueue_many``. The SQL functions check everything either way.
+
+    ``keep_args=False``: the caller does not need the arguments back (``POST /jobs/batch``
+    answers without them) and passes JSON values only (decoded JSON): the bulk path then
+    reads the jobs' fields from ``jobs`` itself instead of decoding a second copy of the
+    whole batch, and the Jobs carry empty ``args``.
     """
     try:
         data = orjson.dumps(list(jobs))
     except orjson.JSONEncodeError as exc:
         raise InvalidArgument(f"cannot enqueue: jobs must be JSON-serializable ({exc})") from None
-    fields = _bulk_fields(orjson.loads(data))
+    fields = _bulk_fields(orjson.loads(data) if keep_args else list(jobs))
     # pgq's own connections take the bytes as they are (binary jsonb, no copy); any other
     # connection (the caller's, inside its transaction) takes text.
     param: Any = orjson.Fragment(data) if has_codecs(db) else data.decode()
@@ -125,7 +132,7 @@ async def enqueue_many(db: Executor, jobs: Sequence[dict[str, Any]]) -> list[Job
             type=job_type,
             queue=queue,
             status="queued",
-            args=args,
+            args=args if keep_args else {},
             priority=priority,
             run_at=run_at,
             attempt=0,

@@ -27,6 +27,13 @@ async def get_jobs(db: Executor, job_ids: Sequence[int]) -> list[Job]:
     return [Job.from_record(r) for r in rows]
 
 
+#: The JSON a listed job brings along, in bytes (as text): what ``max_bytes`` counts.
+_PAYLOAD_BYTES = (
+    "octet_length(p.args::text) + coalesce(octet_length(p.result::text), 0)"
+    " + coalesce(octet_length(p.errors::text), 0) + coalesce(octet_length(p.progress::text), 0)"
+)
+
+
 @translated_read
 async def list_jobs(
     db: Executor,
@@ -44,13 +51,47 @@ async def list_jobs(
     (status, id), (queue, status, id) or (type, status, id) (sql/0007_progress.sql), and
     merges them. The SQL text depends on which filters are given, so a prepared statement's
     generic plan never has to cover "maybe filtered" (it would scan)."""
-    after = after if after is not None else 0
+    page, params = _page(status, queue, job_type, after, limit)
+    rows = await db.fetch(page, *params)
+    return [Job.from_record(r) for r in rows]
+
+
+@translated_read
+async def list_page(
+    db: Executor,
+    *,
+    status: str | None = None,
+    queue: str | None = None,
+    job_type: str | None = None,
+    after: int | None = None,
+    limit: int = 100,
+    max_bytes: int,
+) -> tuple[list[Job], bool]:
+    """As ``list_jobs``, stopping early once the jobs' payloads (arguments, result, errors,
+    progress, as JSON text) add up to ``max_bytes``; and whether more jobs follow.
+
+    The database counts and cuts, so rows past the budget never reach this process. The
+    first job always comes, whatever its size, so a caller paging on always moves on."""
+    page, params = _page(status, queue, job_type, after, limit + 1)
+    params.append(max_bytes)
+    rows = await db.fetch(
+        f"SELECT * FROM (SELECT p.*, count(*) OVER () AS page_rows, sum({_PAYLOAD_BYTES}) "
+        "OVER (ORDER BY p.id ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS bytes_before "
+        f"FROM ({page}) AS p) AS s WHERE coalesce(bytes_before, 0) < ${len(params)} "
+        f"ORDER BY id LIMIT {int(limit)}",
+        *params,
+    )
+    more = bool(rows) and rows[0]["page_rows"] > len(rows)
+    return [Job.from_record(r) for r in rows], more
+
+
+def _page(
+    status: str | None, queue: str | None, job_type: str | None, after: int | None, limit: int
+) -> tuple[str, list[Any]]:
+    """The SQL of one page of ``list_jobs`` and its parameters ($1 after, $2 limit)."""
+    params: list[Any] = [after if after is not None else 0, limit]
     if status is None and queue is None and job_type is None:
-        rows = await db.fetch(
-            "SELECT * FROM pgq.jobs WHERE id > $1 ORDER BY id LIMIT $2", after, limit
-        )
-        return [Job.from_record(r) for r in rows]
-    params: list[Any] = [after, limit]
+        return "SELECT * FROM pgq.jobs WHERE id > $1 ORDER BY id LIMIT $2", params
     conditions = ["j.id > $1"]
     for column, value in (("queue", queue), ("type", job_type)):
         if value is not None:
@@ -65,10 +106,7 @@ async def list_jobs(
         for s in STATUSES
         if status is None or s == status
     ]
-    rows = await db.fetch(
-        f"SELECT * FROM ({' UNION ALL '.join(branches)}) AS j ORDER BY j.id LIMIT $2", *params
-    )
-    return [Job.from_record(r) for r in rows]
+    return f"SELECT * FROM ({' UNION ALL '.join(branches)}) AS j ORDER BY j.id LIMIT $2", params
 
 
 @translated_read

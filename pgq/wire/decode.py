@@ -37,7 +37,7 @@ def _decoder(type_: type[T]) -> msgspec.json.Decoder[T]:
     return msgspec.json.Decoder(type_)
 
 
-def request_body(raw: bytes, type_: type[T]) -> T:
+def request_body(raw: bytes | bytearray, type_: type[T]) -> T:
     """``raw`` (a JSON object) as a ``type_``; raises ``InvalidJson`` or ``InvalidField``."""
     try:
         body = _decoder(type_).decode(raw)
@@ -136,7 +136,7 @@ def _json_values(obj: Any, path: Path) -> Iterator[tuple[Path, Any]]:
                 yield from _json_values(item, [*path, name, i])
 
 
-def _value_at(raw: bytes, path: Path) -> Any:
+def _value_at(raw: bytes | bytearray, path: Path) -> Any:
     """The value the client sent at ``path`` (only read again to word a refusal)."""
     try:
         value: Any = msgspec.json.decode(raw)

@@ -487,14 +487,14 @@ class WaitQuery(_Body):
 # -- responses ----------------------------------------------------------------------------
 
 
-class Job(Struct, forbid_unknown_fields=True):
-    """A job as the API shows it (``pgq.Job.to_json``)."""
+class JobSummary(Struct, forbid_unknown_fields=True):
+    """A job without its payloads (``arguments``, ``result``): what ``POST /jobs/batch``
+    answers, so the answer to the largest batch stays small."""
 
     id: Annotated[int, Meta(ge=1)]
     type: TypeName
     queue: QueueName
     status: Status
-    arguments: dict[str, Any]
     priority: int
     attempts: Annotated[
         int, Meta(ge=0, description="Claims so far: 0 before the first run, 1 during it.")
@@ -508,9 +508,6 @@ class Job(Struct, forbid_unknown_fields=True):
     worker_id: str | None
     lease_expires_at: Time | None
     idempotency_key: str | None
-    result: Annotated[
-        Any, Meta(description="What the handler returned (any JSON), null until then.")
-    ]
     error: Annotated[
         dict[str, Any] | None,
         Meta(
@@ -537,6 +534,15 @@ class Job(Struct, forbid_unknown_fields=True):
     ]
     scheduled_for: Annotated[
         Time | None, Meta(description="The schedule slot the job was created for, or null.")
+    ]
+
+
+class Job(JobSummary, forbid_unknown_fields=True):
+    """A job as the API shows it (``pgq.Job.to_json``)."""
+
+    arguments: dict[str, Any]
+    result: Annotated[
+        Any, Meta(description="What the handler returned (any JSON), null until then.")
     ]
 
 
@@ -583,6 +589,12 @@ class CompletedJobs(Struct, forbid_unknown_fields=True):
     now (`null`: no such job). `completed: false` is the 409/404 of a single completion."""
 
     results: list[Completed]
+
+
+class CreatedJobs(Struct, forbid_unknown_fields=True):
+    """The jobs a batch created, in request order, without their payloads."""
+
+    jobs: list[JobSummary]
 
 
 class JobPage(Struct, forbid_unknown_fields=True):
