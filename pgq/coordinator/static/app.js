@@ -251,7 +251,8 @@ function overviewView() {
             "aria-label": `${n} ${s} jobs in ${name}` }, n.toLocaleString());
           return h("td", { class: `num${s === "dead" && n ? " count-dead" : ""}${RARE.has(s) ? " rare" : ""}`, "data-status": s }, link);
         }),
-        h("td", { class: "hide-narrow" }, q.oldest ? when(q.oldest) : "—"),
+        // a future run_at is a retry waiting for its backoff (or a delayed job): say so
+        h("td", { class: "hide-narrow" }, !q.oldest ? "—" : Date.parse(q.oldest) > Date.now() ? ["next due ", when(q.oldest)] : when(q.oldest)),
         flow ? h("td", {}, queueControls(name, set)) : null);
     });
     const total = h("tr", { "data-queue": "*" }, h("th", { scope: "row" }, "all"),
