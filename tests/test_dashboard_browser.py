@@ -422,3 +422,58 @@ async def test_with_tokens_the_page_asks_for_one_and_keeps_it_for_the_tab(
             assert [e for e in ui.errors if "401" not in e] == []
         finally:
             await context.close()
+
+
+READER = "reader:dashboard-reader-token-0123"
+ADMIN = "admin:dashboard-admin-token-01234"
+
+
+async def test_a_reader_token_sees_but_cannot_act(
+    browser: Any, dsn: str, conn: asyncpg.Connection
+) -> None:
+    ids = await some_jobs(conn)
+    async with live_app(dsn, api_tokens=(READER, ADMIN)) as app:
+        context = await browser.new_context(viewport=DESKTOP)
+        try:
+            ui = Page(await context.new_page(), app.url)
+            await ui.goto("#/")
+            await ui.page.wait_for_selector("#token-dialog[open]")
+            await ui.page.fill("#token-input", READER.split(":", 1)[1])
+            await ui.page.click("#token-form button")
+            # it sees: the overview, the dead job and its errors, the dead letters
+            await ui.page.wait_for_selector("tr[data-queue='quotes']")
+            assert await ui.page.get_by_role("button", name="pause queue default").count() == 0
+            assert await ui.page.get_by_text("Limits").count() == 0
+            await ui.goto(f"#/jobs/{ids['dead']}")
+            await ui.page.wait_for_selector("text=Errors (2)")
+            for action in ("Retry", "Cancel"):
+                assert await ui.page.get_by_role("button", name=action).count() == 0, action
+            assert await ui.page.get_by_text("Edit the arguments").count() == 0
+            await ui.goto("#/dead")
+            await ui.page.wait_for_selector(f"tr[data-job='{ids['dead']}']")
+            assert await ui.page.get_by_role("button").filter(has_text="Retry").count() == 0
+            assert await ui.page.get_by_text("Replay all dead jobs").count() == 0
+            # and the API refuses the actions it does not show
+            auth = {"Authorization": f"Bearer {READER.split(':', 1)[1]}"}
+            status, body, _ = await app.request("POST", f"/jobs/{ids['dead']}/retry", headers=auth)
+            assert status == 403, body
+            assert (
+                await conn.fetchval("SELECT status FROM pgq.jobs WHERE id = $1", ids["dead"])
+                == "dead"
+            )
+            # the 401 before the token was given is expected console noise of the browser
+            assert [e for e in ui.errors if "401" not in e] == []
+        finally:
+            await context.close()
+    # the same page with an admin token shows the actions
+    async with live_app(dsn, api_tokens=(READER, ADMIN)) as app:
+        context = await browser.new_context(viewport=DESKTOP)
+        try:
+            ui = Page(await context.new_page(), app.url)
+            await ui.goto(f"#/jobs/{ids['dead']}")
+            await ui.page.wait_for_selector("#token-dialog[open]")
+            await ui.page.fill("#token-input", ADMIN.split(":", 1)[1])
+            await ui.page.click("#token-form button")
+            await ui.page.get_by_role("button", name="Retry").wait_for()
+        finally:
+            await context.close()

@@ -32,6 +32,7 @@ from typing import Any
 from aiohttp import web
 
 from .errors import BadHost, Forbidden, Unauthorized
+from .keys import TOKEN_SCOPE
 from .tokens import HOLDS, Scope, parse
 
 #: (method, route template) → the scope a token needs; None: open without a token.
@@ -160,6 +161,7 @@ def make_auth_middleware(entries: Sequence[str]) -> Any:
                 f"a {scope} token may not {request.method} {request.path}: "
                 f"this needs a token with the {needed} scope"
             )
+        request[TOKEN_SCOPE] = scope
         return await handler(request)
 
     return auth_middleware

@@ -17,13 +17,21 @@ from .. import queries
 from ..errors import JobNotFound
 from . import params as p
 from .errors import json_response
-from .keys import POOL, SETTINGS
+from .keys import POOL, SETTINGS, TOKEN_SCOPE
+from .tokens import HOLDS, Scope
 
 STATIC = Path(__file__).with_name("static")
 
-#: What each scope may do, as the page needs to know it (actions it may not take are not
-#: shown; the server refuses them anyway once scopes exist).
-_ACTIONS = ("retry", "cancel", "bulk", "queues", "schedules", "enqueue")
+#: The page's actions and the scope each needs (auth.ROUTE_SCOPES of the route it calls):
+#: actions the token's scope does not hold are not shown (the server refuses them anyway).
+_ACTIONS: dict[str, Scope] = {
+    "retry": "admin",
+    "cancel": "admin",
+    "bulk": "admin",
+    "queues": "admin",
+    "schedules": "admin",
+    "enqueue": "producer",
+}
 
 
 async def page(request: web.Request) -> web.FileResponse:
@@ -50,17 +58,17 @@ async def redirect(_request: web.Request) -> web.Response:
 
 
 async def session(request: web.Request) -> web.Response:
-    """``GET /ui/api/session``: whether tokens are in use and what this token may do. Until
-    tokens carry scopes every valid token is an admin one."""
+    """``GET /ui/api/session``: whether tokens are in use and what this token may do
+    (without tokens, on loopback, everything)."""
     p.no_query(request)
     tokens = bool(request.app[SETTINGS].api_tokens)
-    scope = request.get("pgq_scope", "admin")
+    scope: Scope = request.get(TOKEN_SCOPE, "admin")
     served = {r.canonical for r in request.app.router.resources()}
     return json_response(
         {
             "tokens": tokens,
             "scope": scope,
-            "can": list(_ACTIONS) if scope == "admin" else [],
+            "can": [action for action, needs in _ACTIONS.items() if needs in HOLDS[scope]],
             # views that plug in when the coordinator serves their API
             "features": {name: f"/{name}" in served for name in ("queues", "schedules")},
         }

@@ -26,3 +26,6 @@ SCHEDULE_TIMER = web.AppKey("schedule_timer", ScheduleTimer)
 
 #: Per request: the id echoed in X-Request-Id and logged with every line about it.
 REQUEST_ID = web.RequestKey("request_id", str)
+#: Per request, with tokens configured: the scope of the token it carried (the dashboard
+#: shows only the actions that scope may take).
+TOKEN_SCOPE = web.RequestKey("token_scope", str)
