@@ -43,6 +43,7 @@ ROUTE_SCOPES: dict[tuple[str, str], Scope | None] = {
     ("GET", "/jobs/{id}"): "reader",
     ("GET", "/jobs/{id}/events"): "reader",
     ("POST", "/jobs/claim"): "worker",
+    ("POST", "/jobs/complete"): "worker",
     ("POST", "/jobs/{id}/complete"): "worker",
     ("POST", "/jobs/{id}/heartbeat"): "worker",
     ("POST", "/jobs/{id}/release"): "worker",
