@@ -1083,29 +1083,31 @@ attempts + extra_attempts. Raises PQ404 (no such job), PQ409 (not dead or cancel
 a parent is itself dead or cancelled: retry that one first) or PQ400 (extra_attempts
 outside 1..1000), and 0A000 for a job with depends_on inside a REPEATABLE READ transaction.$$;
 
--- expire_leases: running → queued with backoff (attempts left) or → dead, for every job
--- whose lease ran out (the runner holding it crashed, hung or lost the database). Each is
--- recorded as a failed attempt with a "lease_expired" error; dead ones doom their waiting
--- dependents. Returns how many jobs it expired. Safe to call from many processes at once:
--- rows another caller is expiring are skipped. Raises 0A000 when a job ends dead inside a
--- REPEATABLE READ transaction (see _require_fresh_snapshots).
-CREATE FUNCTION pgq.expire_leases() RETURNS integer
+-- expire_leases_detailed: running → queued with backoff (attempts left) or → dead, for
+-- every job whose lease ran out (the runner holding it crashed, hung or lost the database).
+-- Each is recorded as a failed attempt with a "lease_expired" error; dead ones doom their
+-- waiting dependents. Returns the expired jobs as they are now (queued or dead), in lease
+-- order. Safe to call from many processes at once: rows another caller is expiring are
+-- skipped. Raises 0A000 when a job ends dead inside a REPEATABLE READ transaction (see
+-- _require_fresh_snapshots).
+CREATE FUNCTION pgq.expire_leases_detailed() RETURNS SETOF pgq.jobs
 LANGUAGE plpgsql AS $$
 DECLARE
-    expired_count integer;
-    dead_ids bigint[];
+    j pgq.jobs;
+    dead_ids bigint[] := '{}';
 BEGIN
-    WITH expired AS (
-        SELECT x.id,
-               pgq._error_entry(jsonb_build_object(
-                   'message', format('lease expired: worker %s stopped heartbeating (lease ended %s)',
-                                     x.worker_id, x.lease_expires_at),
-                   'kind', 'lease_expired'), x.attempts) AS entry
-          FROM pgq.jobs AS x
-         WHERE x.status = 'running' AND x.lease_expires_at < now()
-         ORDER BY x.lease_expires_at
-           FOR UPDATE SKIP LOCKED
-    ), updated AS (
+    FOR j IN
+        WITH expired AS (
+            SELECT x.id, x.lease_expires_at,
+                   pgq._error_entry(jsonb_build_object(
+                       'message', format('lease expired: worker %s stopped heartbeating (lease ended %s)',
+                                         x.worker_id, x.lease_expires_at),
+                       'kind', 'lease_expired'), x.attempts) AS entry
+              FROM pgq.jobs AS x
+             WHERE x.status = 'running' AND x.lease_expires_at < now()
+             ORDER BY x.lease_expires_at
+               FOR UPDATE SKIP LOCKED
+        )
         UPDATE pgq.jobs AS t
            SET status = CASE WHEN t.attempts < t.max_attempts THEN 'queued' ELSE 'dead' END,
                run_at = CASE WHEN t.attempts < t.max_attempts
@@ -1118,24 +1120,34 @@ BEGIN
                updated_at = now()
           FROM expired
          WHERE t.id = expired.id
-        RETURNING t.id, t.status
-    )
-    SELECT count(*), array_agg(id) FILTER (WHERE status = 'dead')
-      INTO expired_count, dead_ids
-      FROM updated;
-
-    IF dead_ids IS NOT NULL THEN
+        RETURNING t.*
+    LOOP
+        IF j.status = 'dead' THEN
+            dead_ids := dead_ids || j.id;
+        END IF;
+        RETURN NEXT j;
+    END LOOP;
+    IF cardinality(dead_ids) > 0 THEN
         PERFORM pgq._doom_dependents(dead_ids);
     END IF;
-    RETURN expired_count;
 END
 $$;
-COMMENT ON FUNCTION pgq.expire_leases() IS $$expire_leases: running → queued with backoff (attempts left) or → dead, for every job
-whose lease ran out (the runner holding it crashed, hung or lost the database). Each is
-recorded as a failed attempt with a "lease_expired" error; dead ones doom their waiting
-dependents. Returns how many jobs it expired. Safe to call from many processes at once:
-rows another caller is expiring are skipped. Raises 0A000 when a job ends dead inside a
-REPEATABLE READ transaction (see _require_fresh_snapshots).$$;
+COMMENT ON FUNCTION pgq.expire_leases_detailed() IS $$expire_leases_detailed: running → queued with backoff (attempts left) or → dead, for
+every job whose lease ran out (the runner holding it crashed, hung or lost the database).
+Each is recorded as a failed attempt with a "lease_expired" error; dead ones doom their
+waiting dependents. Returns the expired jobs as they are now (queued or dead), in lease
+order. Safe to call from many processes at once: rows another caller is expiring are
+skipped. Raises 0A000 when a job ends dead inside a REPEATABLE READ transaction (see
+_require_fresh_snapshots).$$;
+
+-- expire_leases: pgq.expire_leases_detailed, counted: returns how many jobs it expired.
+-- Same conditions, effects and exceptions.
+CREATE FUNCTION pgq.expire_leases() RETURNS integer
+LANGUAGE sql AS $$
+    SELECT count(*)::integer FROM pgq.expire_leases_detailed()
+$$;
+COMMENT ON FUNCTION pgq.expire_leases() IS $$expire_leases: pgq.expire_leases_detailed, counted: returns how many jobs it expired.
+Same conditions, effects and exceptions.$$;
 
 -- stats: per queue and status, how many jobs and, for waiting, queued and running jobs,
 -- the oldest run_at (NULL for the finished statuses). Waiting, queued and running jobs

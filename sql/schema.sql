@@ -669,6 +669,39 @@ one per row. Leaves a transaction-local setting (pgq_doorbell.<queue>) as the fl
 rolled-back savepoint takes it back along with the check it queued. Raises nothing.';
 
 --
+-- Name: _function_roles(); Type: FUNCTION; Schema: pgq; Owner: -
+--
+
+CREATE FUNCTION pgq._function_roles() RETURNS TABLE(name text, role text)
+    LANGUAGE sql IMMUTABLE
+    AS $$
+    VALUES ('stats', 'pgq_reader'), ('next_due', 'pgq_reader'), ('backoff', 'pgq_reader'),
+           ('cron_next', 'pgq_reader'), ('next_schedule_at', 'pgq_reader'),
+           ('watch_events', 'pgq_reader'), ('unwatch_events', 'pgq_reader'),
+           ('enqueue', 'pgq_producer'), ('enqueue_bulk', 'pgq_producer'),
+           ('enqueue_many', 'pgq_producer'),
+           ('claim', 'pgq_worker'), ('complete', 'pgq_worker'), ('complete_many', 'pgq_worker'),
+           ('fail', 'pgq_worker'), ('heartbeat', 'pgq_worker'), ('release', 'pgq_worker'),
+           ('progress', 'pgq_worker'), ('expire_leases', 'pgq_worker'),
+           ('expire_leases_detailed', 'pgq_worker'),
+           ('listen_idle', 'pgq_worker'), ('unlisten_idle', 'pgq_worker'),
+           ('wait_for_enqueuers', 'pgq_worker'), ('forget_dead_listeners', 'pgq_worker'),
+           -- a runner upserts the schedules declared next to its handlers and fires them
+           ('schedule', 'pgq_worker'), ('fire_schedules', 'pgq_worker'),
+           ('fire_schedule_slots', 'pgq_worker'),
+           ('cancel', 'pgq_admin'), ('retry', 'pgq_admin'), ('retry_where', 'pgq_admin'),
+           ('cancel_where', 'pgq_admin'), ('pause', 'pgq_admin'), ('resume', 'pgq_admin'),
+           ('set_limits', 'pgq_admin'), ('unschedule', 'pgq_admin'), ('prune', 'pgq_admin')
+$$;
+
+--
+-- Name: FUNCTION _function_roles(); Type: COMMENT; Schema: pgq; Owner: -
+--
+
+COMMENT ON FUNCTION pgq._function_roles() IS '_function_roles: the least role that may call each public pgq function (by name, every
+overload alike); pgq_admin may call them all. Leaves nothing behind; raises nothing.';
+
+--
 -- Name: _invalid_job(text, jsonb, text, integer, timestamp with time zone, integer, integer); Type: FUNCTION; Schema: pgq; Owner: -
 --
 
@@ -1284,11 +1317,118 @@ READ or SERIALIZABLE), and, under READ COMMITTED, the queue''s doorbell key held
 mode until the transaction ends (the handshake in this file''s header). Raises nothing.';
 
 --
+-- Name: _secure(); Type: FUNCTION; Schema: pgq; Owner: -
+--
+
+CREATE FUNCTION pgq._secure() RETURNS SETOF text
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    r text;
+    f record;
+    grantee text;
+    cols text;
+BEGIN
+    FOREACH r IN ARRAY ARRAY['pgq_reader', 'pgq_producer', 'pgq_worker', 'pgq_admin'] LOOP
+        CONTINUE WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = r);
+        BEGIN
+            EXECUTE format('CREATE ROLE %I NOLOGIN', r);
+        EXCEPTION
+            WHEN duplicate_object OR unique_violation THEN
+                NULL;  -- another migrate created it just now
+            WHEN insufficient_privilege THEN
+                RETURN NEXT format('could not create role %s (%s): ask a superuser or a role '
+                                   'with CREATEROLE to run `CREATE ROLE %s NOLOGIN`, then run '
+                                   '`pgq migrate` again', r, SQLERRM, r);
+        END;
+    END LOOP;
+    FOR r, grantee IN VALUES ('pgq_reader', 'pgq_producer'), ('pgq_reader', 'pgq_worker'),
+                             ('pgq_producer', 'pgq_admin'), ('pgq_worker', 'pgq_admin') LOOP
+        CONTINUE WHEN NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = r)
+                   OR NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = grantee)
+                   OR pg_catalog.pg_has_role(grantee, r, 'MEMBER');
+        BEGIN
+            EXECUTE format('GRANT %I TO %I', r, grantee);
+        EXCEPTION WHEN insufficient_privilege THEN
+            RETURN NEXT format('could not grant %s to %s (%s): ask a superuser to run '
+                               '`GRANT %s TO %s`', r, grantee, SQLERRM, r, grantee);
+        END;
+    END LOOP;
+
+    FOR f IN SELECT p.oid::regprocedure AS sig, p.proname::text AS name,
+                    p.prosecdef AS definer, p.proconfig AS config
+               FROM pg_catalog.pg_proc AS p
+              WHERE p.pronamespace = 'pgq'::regnamespace AND p.prokind = 'f'
+                AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend AS d
+                                 WHERE d.objid = p.oid AND d.deptype = 'e')
+    LOOP
+        EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', f.sig);
+        CONTINUE WHEN left(f.name, 1) = '_';
+        IF NOT f.definer
+           OR NOT 'search_path=pg_catalog, pgq, pg_temp' = ANY (coalesce(f.config, '{}')) THEN
+            EXECUTE format('ALTER FUNCTION %s SECURITY DEFINER '
+                           'SET search_path = pg_catalog, pgq, pg_temp', f.sig);
+        END IF;
+        FOR grantee IN SELECT 'pgq_admin'
+                       UNION SELECT m.role FROM pgq._function_roles() AS m WHERE m.name = f.name
+        LOOP
+            CONTINUE WHEN NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = grantee);
+            EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %I', f.sig, grantee);
+        END LOOP;
+    END LOOP;
+
+    EXECUTE 'REVOKE ALL ON ALL TABLES IN SCHEMA pgq FROM PUBLIC';
+    EXECUTE 'REVOKE ALL ON ALL SEQUENCES IN SCHEMA pgq FROM PUBLIC';
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'pgq_reader') THEN
+        FOREACH r IN ARRAY ARRAY['pgq_reader', 'pgq_producer', 'pgq_worker', 'pgq_admin'] LOOP
+            CONTINUE WHEN NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = r);
+            EXECUTE format('GRANT USAGE ON SCHEMA pgq TO %I', r);
+        END LOOP;
+        FOR f IN SELECT c.oid::regclass AS rel, c.relname::text AS name
+                   FROM pg_catalog.pg_class AS c
+                  WHERE c.relnamespace = 'pgq'::regnamespace AND c.relkind IN ('r', 'v', 'p', 'S')
+        LOOP
+            IF f.name = 'jobs' THEN
+                -- column by column: the lease token is the secret of the runner holding it
+                SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum) INTO cols
+                  FROM pg_catalog.pg_attribute AS a
+                 WHERE a.attrelid = f.rel AND a.attnum > 0 AND NOT a.attisdropped
+                   AND a.attname <> 'lease_token';
+                EXECUTE format('REVOKE SELECT ON %s FROM pgq_reader', f.rel);
+                EXECUTE format('GRANT SELECT (%s) ON %s TO pgq_reader', cols, f.rel);
+            ELSE
+                EXECUTE format('GRANT SELECT ON %s TO pgq_reader', f.rel);
+            END IF;
+        END LOOP;
+    END IF;
+END
+$$;
+
+--
+-- Name: FUNCTION _secure(); Type: COMMENT; Schema: pgq; Owner: -
+--
+
+COMMENT ON FUNCTION pgq._secure() IS '_secure: create the four roles when missing and (re)apply the privilege model to every
+object of schema pgq. Applies always; idempotent; `pgq migrate` runs it after applying
+migrations. Leaves the roles pgq_reader, pgq_producer, pgq_worker, pgq_admin (NOLOGIN;
+producer and worker are members of reader, admin of both); every public function (a
+name without a leading _) SECURITY DEFINER with search_path pinned to pg_catalog, pgq,
+pg_temp, EXECUTE revoked from PUBLIC and granted per pgq._function_roles (pgq_admin:
+all); internal functions callable by the owner only; USAGE on the schema for the four
+roles; SELECT on every table and sequence for pgq_reader (currval tells an enqueuer
+whether it created the job), on pgq.jobs every column but lease_token; no table
+privilege for PUBLIC. Returns one sentence per thing it could not do (a role
+it may not create, a membership it may not grant), empty when all is done. A role
+created at the same moment by a concurrent migrate (roles are cluster-wide) is taken as
+created. Raises nothing of its own.';
+
+--
 -- Name: backoff(integer); Type: FUNCTION; Schema: pgq; Owner: -
 --
 
 CREATE FUNCTION pgq.backoff(attempt integer) RETURNS interval
-    LANGUAGE sql
+    LANGUAGE sql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pgq', 'pg_temp'
     AS $$
     SELECT make_interval(secs => least(3600, (4 + random() * 4) * 2 ^ least(greatest(attempt, 1) - 1, 20)))
 $$;
@@ -1307,7 +1447,8 @@ Leaves nothing behind; raises nothing.';
 --
 
 CREATE FUNCTION pgq.cancel(job_id bigint) RETURNS pgq.jobs
-    LANGUAGE plpgsql
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pgq', 'pg_temp'
     AS $$
 DECLARE
     j pgq.jobs;
@@ -1346,7 +1487,8 @@ inside a REPEATABLE READ transaction (see _require_fresh_snapshots).';
 --
 
 CREATE FUNCTION pgq.cancel_where(statuses text[] DEFAULT '{queued,waiting}'::text[], queue text DEFAULT NULL::text, job_type text DEFAULT NULL::text) RETURNS integer
-    LANGUAGE plpgsql
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pgq', 'pg_temp'
     AS $$
 DECLARE
     ids bigint[];
@@ -1397,7 +1539,8 @@ empty list; 0A000 inside a REPEATABLE READ transaction when there are dependents
 --
 
 CREATE FUNCTION pgq.claim(worker_id text, max_jobs integer DEFAULT 1, queues text[] DEFAULT NULL::text[], job_types text[] DEFAULT NULL::text[]) RETURNS SETOF pgq.jobs
-    LANGUAGE plpgsql
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pgq', 'pg_temp'
     AS $$
 DECLARE
     wanted text[];
@@ -1511,7 +1654,8 @@ queue with limits inside a REPEATABLE READ transaction.';
 --
 
 CREATE FUNCTION pgq.complete(job_id bigint, worker_id text, result jsonb DEFAULT NULL::jsonb, attempt integer DEFAULT NULL::integer, lease_token uuid DEFAULT NULL::uuid) RETURNS pgq.jobs
-    LANGUAGE plpgsql
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pgq', 'pg_temp'
     AS $$
 DECLARE
     j pgq.jobs;
@@ -1551,7 +1695,8 @@ running, another holder, another attempt), and 0A000 inside a REPEATABLE READ tr
 --
 
 CREATE FUNCTION pgq.complete_many(worker_id text, job_ids bigint[], attempts integer[], results jsonb DEFAULT NULL::jsonb, lease_tokens uuid[] DEFAULT NULL::uuid[]) RETURNS TABLE(job_id bigint, completed boolean, status text)
-    LANGUAGE plpgsql
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pgq', 'pg_temp'
     AS $$
 #variable_conflict use_column
 DECLARE
@@ -1656,7 +1801,8 @@ attempts / results / lease_tokens do not have one entry per job.';
 --
 
 CREATE FUNCTION pgq.cron_next(cron text, after timestamp with time zone, timezone text DEFAULT 'UTC'::text) RETURNS timestamp with time zone
-    LANGUAGE plpgsql STABLE
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pgq', 'pg_temp'
     AS $$
 DECLARE
     c record;
@@ -1744,7 +1890,8 @@ matches within ten years (e.g. 30 February). Raises PQ400 for a bad expression o
 --
 
 CREATE FUNCTION pgq.enqueue(job_type text, args jsonb DEFAULT '{}'::jsonb, queue text DEFAULT 'default'::text, priority integer DEFAULT 0, run_at timestamp with time zone DEFAULT now(), max_attempts integer DEFAULT 10, timeout_seconds integer DEFAULT 300, idempotency_key text DEFAULT NULL::text, depends_on bigint[] DEFAULT NULL::bigint[], concurrency_key text DEFAULT NULL::text, trace_context jsonb DEFAULT NULL::jsonb) RETURNS pgq.jobs
-    LANGUAGE plpgsql
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pgq', 'pg_temp'
     AS $$
 #variable_conflict use_column
 DECLARE
@@ -1850,7 +1997,8 @@ and 0A000 for depends_on inside a REPEATABLE READ transaction (_require_fresh_sn
 --
 
 CREATE FUNCTION pgq.enqueue_bulk(jobs jsonb) RETURNS TABLE(ids bigint[], run_ats timestamp with time zone[], created_at timestamp with time zone)
-    LANGUAGE plpgsql
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pgq', 'pg_temp'
     AS $$
 DECLARE
     bad record;
@@ -1923,7 +2071,8 @@ value of the wrong type and an element with idempotency_key or depends_on.';
 --
 
 CREATE FUNCTION pgq.enqueue_many(jobs jsonb) RETURNS SETOF pgq.jobs
-    LANGUAGE plpgsql
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pgq', 'pg_temp'
     AS $$
 DECLARE
     bad record;
@@ -2007,23 +2156,43 @@ value of the wrong type, and 0A000 as pgq.enqueue does.';
 --
 
 CREATE FUNCTION pgq.expire_leases() RETURNS integer
-    LANGUAGE plpgsql
+    LANGUAGE sql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pgq', 'pg_temp'
+    AS $$
+    SELECT count(*)::integer FROM pgq.expire_leases_detailed()
+$$;
+
+--
+-- Name: FUNCTION expire_leases(); Type: COMMENT; Schema: pgq; Owner: -
+--
+
+COMMENT ON FUNCTION pgq.expire_leases() IS 'expire_leases: pgq.expire_leases_detailed, counted: returns how many jobs it expired.
+Same conditions, effects and exceptions.';
+
+--
+-- Name: expire_leases_detailed(); Type: FUNCTION; Schema: pgq; Owner: -
+--
+
+CREATE FUNCTION pgq.expire_leases_detailed() RETURNS SETOF pgq.jobs
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pgq', 'pg_temp'
     AS $$
 DECLARE
-    expired_count integer;
-    dead_ids bigint[];
+    j pgq.jobs;
+    dead_ids bigint[] := '{}';
 BEGIN
-    WITH expired AS (
-        SELECT x.id,
-               pgq._error_entry(jsonb_build_object(
-                   'message', format('lease expired: worker %s stopped heartbeating (lease ended %s)',
-                                     x.worker_id, x.lease_expires_at),
-                   'kind', 'lease_expired'), x.attempts) AS entry
-          FROM pgq.jobs AS x
-         WHERE x.status = 'running' AND x.lease_expires_at < now()
-         ORDER BY x.lease_expires_at
-           FOR UPDATE SKIP LOCKED
-    ), updated AS (
+    FOR j IN
+        WITH expired AS (
+            SELECT x.id, x.lease_expires_at,
+                   pgq._error_entry(jsonb_build_object(
+                       'message', format('lease expired: worker %s stopped heartbeating (lease ended %s)',
+                                         x.worker_id, x.lease_expires_at),
+                       'kind', 'lease_expired'), x.attempts) AS entry
+              FROM pgq.jobs AS x
+             WHERE x.status = 'running' AND x.lease_expires_at < now()
+             ORDER BY x.lease_expires_at
+               FOR UPDATE SKIP LOCKED
+        )
         UPDATE pgq.jobs AS t
            SET status = CASE WHEN t.attempts < t.max_attempts THEN 'queued' ELSE 'dead' END,
                run_at = CASE WHEN t.attempts < t.max_attempts
@@ -2036,36 +2205,38 @@ BEGIN
                updated_at = now()
           FROM expired
          WHERE t.id = expired.id
-        RETURNING t.id, t.status
-    )
-    SELECT count(*), array_agg(id) FILTER (WHERE status = 'dead')
-      INTO expired_count, dead_ids
-      FROM updated;
-
-    IF dead_ids IS NOT NULL THEN
+        RETURNING t.*
+    LOOP
+        IF j.status = 'dead' THEN
+            dead_ids := dead_ids || j.id;
+        END IF;
+        RETURN NEXT j;
+    END LOOP;
+    IF cardinality(dead_ids) > 0 THEN
         PERFORM pgq._doom_dependents(dead_ids);
     END IF;
-    RETURN expired_count;
 END
 $$;
 
 --
--- Name: FUNCTION expire_leases(); Type: COMMENT; Schema: pgq; Owner: -
+-- Name: FUNCTION expire_leases_detailed(); Type: COMMENT; Schema: pgq; Owner: -
 --
 
-COMMENT ON FUNCTION pgq.expire_leases() IS 'expire_leases: running → queued with backoff (attempts left) or → dead, for every job
-whose lease ran out (the runner holding it crashed, hung or lost the database). Each is
-recorded as a failed attempt with a "lease_expired" error; dead ones doom their waiting
-dependents. Returns how many jobs it expired. Safe to call from many processes at once:
-rows another caller is expiring are skipped. Raises 0A000 when a job ends dead inside a
-REPEATABLE READ transaction (see _require_fresh_snapshots).';
+COMMENT ON FUNCTION pgq.expire_leases_detailed() IS 'expire_leases_detailed: running → queued with backoff (attempts left) or → dead, for
+every job whose lease ran out (the runner holding it crashed, hung or lost the database).
+Each is recorded as a failed attempt with a "lease_expired" error; dead ones doom their
+waiting dependents. Returns the expired jobs as they are now (queued or dead), in lease
+order. Safe to call from many processes at once: rows another caller is expiring are
+skipped. Raises 0A000 when a job ends dead inside a REPEATABLE READ transaction (see
+_require_fresh_snapshots).';
 
 --
 -- Name: fail(bigint, text, jsonb, boolean, integer, interval, uuid); Type: FUNCTION; Schema: pgq; Owner: -
 --
 
 CREATE FUNCTION pgq.fail(job_id bigint, worker_id text, error jsonb, retryable boolean DEFAULT true, attempt integer DEFAULT NULL::integer, retry_delay interval DEFAULT NULL::interval, lease_token uuid DEFAULT NULL::uuid) RETURNS pgq.jobs
-    LANGUAGE plpgsql
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pgq', 'pg_temp'
     AS $$
 DECLARE
     j pgq.jobs;
@@ -2119,7 +2290,8 @@ job ends dead inside a REPEATABLE READ transaction.';
 --
 
 CREATE FUNCTION pgq.fire_schedule_slots() RETURNS TABLE(schedule text, scheduled_for timestamp with time zone, job_id bigint, job_type text, queue text)
-    LANGUAGE plpgsql
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pgq', 'pg_temp'
     AS $$
 #variable_conflict use_column
 DECLARE
@@ -2196,7 +2368,8 @@ each job has run_at = scheduled_for = its slot.';
 --
 
 CREATE FUNCTION pgq.fire_schedules() RETURNS integer
-    LANGUAGE sql
+    LANGUAGE sql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pgq', 'pg_temp'
     AS $$
     SELECT count(*)::integer FROM pgq.fire_schedule_slots()
 $$;
@@ -2214,7 +2387,8 @@ how many jobs it created.';
 --
 
 CREATE FUNCTION pgq.forget_dead_listeners() RETURNS integer
-    LANGUAGE sql
+    LANGUAGE sql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pgq', 'pg_temp'
     AS $$
     WITH gone AS (
         DELETE FROM pgq.idle_listeners AS l
@@ -2242,7 +2416,8 @@ re-check, the coordinator''s monitor periodically. Raises nothing.';
 --
 
 CREATE FUNCTION pgq.heartbeat(job_id bigint, worker_id text, attempt integer DEFAULT NULL::integer, lease_token uuid DEFAULT NULL::uuid) RETURNS pgq.jobs
-    LANGUAGE plpgsql
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pgq', 'pg_temp'
     AS $$
 DECLARE
     j pgq.jobs;
@@ -2276,7 +2451,8 @@ running, another holder, another attempt).';
 --
 
 CREATE FUNCTION pgq.listen_idle(queues text[], listener_pid integer DEFAULT pg_backend_pid()) RETURNS integer
-    LANGUAGE plpgsql
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pgq', 'pg_temp'
     AS $$
 DECLARE
     added integer;
@@ -2313,7 +2489,8 @@ pgq.wait_for_enqueuers(queues) after this commits, then look for work, then slee
 --
 
 CREATE FUNCTION pgq.next_due(queues text[] DEFAULT NULL::text[], job_types text[] DEFAULT NULL::text[]) RETURNS TABLE(next_run_at timestamp with time zone, next_lease_expiry timestamp with time zone)
-    LANGUAGE sql STABLE
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pgq', 'pg_temp'
     AS $$
     WITH wanted AS (
         SELECT w.queue, q.paused, q.concurrency, q.key_concurrency, q.rate, q.tokens, q.tokens_at
@@ -2371,7 +2548,8 @@ raises nothing.';
 --
 
 CREATE FUNCTION pgq.next_schedule_at() RETURNS timestamp with time zone
-    LANGUAGE sql STABLE
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pgq', 'pg_temp'
     AS $$
     SELECT min(next_run_at) FROM pgq.schedules WHERE NOT paused
 $$;
@@ -2423,7 +2601,8 @@ COMMENT ON COLUMN pgq.queues.tokens IS 'token bucket of the rate limit: tokens l
 --
 
 CREATE FUNCTION pgq.pause(queue text) RETURNS pgq.queues
-    LANGUAGE plpgsql
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pgq', 'pg_temp'
     AS $$
 DECLARE
     q pgq.queues;
@@ -2451,7 +2630,8 @@ running jobs finish. Idempotent. Raises PQ400 for an invalid queue name.';
 --
 
 CREATE FUNCTION pgq.progress(job_id bigint, worker_id text, progress jsonb, attempt integer DEFAULT NULL::integer, lease_token uuid DEFAULT NULL::uuid) RETURNS pgq.jobs
-    LANGUAGE plpgsql
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pgq', 'pg_temp'
     AS $$
 DECLARE
     j pgq.jobs;
@@ -2502,7 +2682,8 @@ another attempt).';
 --
 
 CREATE FUNCTION pgq.prune(older_than interval) RETURNS integer
-    LANGUAGE plpgsql
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pgq', 'pg_temp'
     AS $$
 DECLARE
     deleted integer;
@@ -2531,7 +2712,8 @@ Returns how many it deleted. Raises PQ400 for a negative or NULL interval.';
 --
 
 CREATE FUNCTION pgq.prune_expired(max_rows integer DEFAULT 10000) RETURNS TABLE(status text, pruned integer)
-    LANGUAGE plpgsql
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pgq', 'pg_temp'
     AS $$
 DECLARE
     r pgq.retention;
@@ -2579,7 +2761,8 @@ max_rows outside 1..10000.';
 --
 
 CREATE FUNCTION pgq.release(job_id bigint, worker_id text, reason jsonb DEFAULT NULL::jsonb, attempt integer DEFAULT NULL::integer, lease_token uuid DEFAULT NULL::uuid) RETURNS pgq.jobs
-    LANGUAGE plpgsql
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pgq', 'pg_temp'
     AS $$
 DECLARE
     j pgq.jobs;
@@ -2627,7 +2810,8 @@ PQ409 (not running, another holder, another attempt).';
 --
 
 CREATE FUNCTION pgq.resume(queue text) RETURNS pgq.queues
-    LANGUAGE plpgsql
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pgq', 'pg_temp'
     AS $$
 DECLARE
     q pgq.queues;
@@ -2658,7 +2842,8 @@ an invalid queue name.';
 --
 
 CREATE FUNCTION pgq.retry(job_id bigint, extra_attempts integer DEFAULT 1) RETURNS pgq.jobs
-    LANGUAGE plpgsql
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pgq', 'pg_temp'
     AS $$
 DECLARE
     j pgq.jobs;
@@ -2715,7 +2900,8 @@ outside 1..1000), and 0A000 for a job with depends_on inside a REPEATABLE READ t
 --
 
 CREATE FUNCTION pgq.retry_where(statuses text[] DEFAULT '{dead}'::text[], queue text DEFAULT NULL::text, job_type text DEFAULT NULL::text, spread interval DEFAULT '00:00:00'::interval) RETURNS integer
-    LANGUAGE plpgsql
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pgq', 'pg_temp'
     AS $$
 DECLARE
     ids bigint[];
@@ -2824,7 +3010,8 @@ COMMENT ON TABLE pgq.schedules IS 'pgq: cron schedules; change them with pgq.sch
 --
 
 CREATE FUNCTION pgq.schedule(name text, cron text, job_type text, args jsonb DEFAULT '{}'::jsonb, queue text DEFAULT 'default'::text, timezone text DEFAULT 'UTC'::text, catch_up text DEFAULT 'latest'::text, priority integer DEFAULT 0, max_attempts integer DEFAULT 10, timeout_seconds integer DEFAULT 300, paused boolean DEFAULT false) RETURNS pgq.schedules
-    LANGUAGE plpgsql
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pgq', 'pg_temp'
     AS $_$
 #variable_conflict use_variable
 DECLARE
@@ -2890,7 +3077,8 @@ and last_run_at and created_at are kept; sends pgq_schedules with the name.';
 --
 
 CREATE FUNCTION pgq.set_limits(queue text, concurrency integer DEFAULT NULL::integer, key_concurrency integer DEFAULT NULL::integer, rate numeric DEFAULT NULL::numeric, burst integer DEFAULT NULL::integer) RETURNS pgq.queues
-    LANGUAGE plpgsql
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pgq', 'pg_temp'
     AS $$
 DECLARE
     q pgq.queues;
@@ -2977,7 +3165,8 @@ COMMENT ON TABLE pgq.retention IS 'pgq retention: how long finished jobs of each
 --
 
 CREATE FUNCTION pgq.set_retention(status text, keep interval) RETURNS pgq.retention
-    LANGUAGE plpgsql
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pgq', 'pg_temp'
     AS $$
 DECLARE
     r pgq.retention;
@@ -3012,7 +3201,8 @@ status or a negative keep.';
 --
 
 CREATE FUNCTION pgq.stats() RETURNS TABLE(queue text, status text, count bigint, oldest_run_at timestamp with time zone)
-    LANGUAGE plpgsql STABLE
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pgq', 'pg_temp'
     AS $$
 DECLARE
     pages double precision;
@@ -3078,7 +3268,8 @@ is counted exactly. Leaves nothing behind; raises nothing.';
 --
 
 CREATE FUNCTION pgq.unlisten_idle(queues text[] DEFAULT NULL::text[], listener_pid integer DEFAULT pg_backend_pid()) RETURNS integer
-    LANGUAGE plpgsql
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pgq', 'pg_temp'
     AS $$
 DECLARE
     removed integer;
@@ -3105,7 +3296,8 @@ Raises nothing.';
 --
 
 CREATE FUNCTION pgq.unschedule(name text) RETURNS pgq.schedules
-    LANGUAGE plpgsql
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pgq', 'pg_temp'
     AS $$
 #variable_conflict use_variable
 DECLARE
@@ -3133,7 +3325,8 @@ its jobs as they are (they keep `schedule` = name) and sends pgq_schedules.';
 --
 
 CREATE FUNCTION pgq.unwatch_events(listener_pid integer DEFAULT pg_backend_pid()) RETURNS void
-    LANGUAGE sql
+    LANGUAGE sql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pgq', 'pg_temp'
     AS $$
     DELETE FROM pgq.event_watchers AS w WHERE w.listener_pid = unwatch_events.listener_pid;
 $$;
@@ -3151,8 +3344,9 @@ Raises nothing.';
 --
 
 CREATE FUNCTION pgq.wait_for_enqueuers(queues text[]) RETURNS boolean
-    LANGUAGE plpgsql
+    LANGUAGE plpgsql SECURITY DEFINER
     SET lock_timeout TO '100ms'
+    SET search_path TO 'pg_catalog', 'pgq', 'pg_temp'
     AS $$
 DECLARE
     k integer;
@@ -3199,7 +3393,8 @@ under load: producers stalled for minutes behind an idle pooled connection).';
 --
 
 CREATE FUNCTION pgq.watch_events(listener_pid integer DEFAULT pg_backend_pid()) RETURNS void
-    LANGUAGE sql
+    LANGUAGE sql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pgq', 'pg_temp'
     AS $$
     DELETE FROM pgq.event_watchers AS w
      WHERE NOT EXISTS (SELECT 1 FROM pg_stat_activity AS a WHERE a.pid = w.listener_pid);
