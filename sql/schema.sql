@@ -56,6 +56,30 @@ order; pgq.complete and pgq.complete_many call it with the rows their UPDATE ret
 notification per row, the payload built as in _notify_update. Raises nothing.';
 
 --
+-- Name: _append_error(jsonb, jsonb); Type: FUNCTION; Schema: pgq; Owner: -
+--
+
+CREATE FUNCTION pgq._append_error(errors jsonb, entry jsonb) RETURNS jsonb
+    LANGUAGE sql IMMUTABLE
+    AS $$
+    SELECT CASE
+               WHEN jsonb_array_length(errors) < 20 THEN errors || jsonb_build_array(entry)
+               ELSE coalesce((SELECT jsonb_agg(x.e ORDER BY x.i)
+                                FROM jsonb_array_elements(errors) WITH ORDINALITY AS x(e, i)
+                               WHERE x.i > jsonb_array_length(errors) - 19), '[]'::jsonb)
+                    || jsonb_build_array(entry)
+           END
+$$;
+
+--
+-- Name: FUNCTION _append_error(errors jsonb, entry jsonb); Type: COMMENT; Schema: pgq; Owner: -
+--
+
+COMMENT ON FUNCTION pgq._append_error(errors jsonb, entry jsonb) IS '_append_error: errors (a job''s error history) with entry appended, keeping the last 20:
+older entries are dropped, and an oversized history is never built first (a history
+stored before the cap cannot make the append fail). Leaves nothing behind; raises nothing.';
+
+--
 -- Name: _check_job_array(jsonb); Type: FUNCTION; Schema: pgq; Owner: -
 --
 
@@ -557,6 +581,37 @@ COMMENT ON FUNCTION pgq._cron_value(token text, what text, lo integer, hi intege
 an unknown name or a number outside lo..hi.';
 
 --
+-- Name: _cut_error(jsonb); Type: FUNCTION; Schema: pgq; Owner: -
+--
+
+CREATE FUNCTION pgq._cut_error(error jsonb) RETURNS jsonb
+    LANGUAGE plpgsql IMMUTABLE
+    AS $$
+DECLARE
+    full_text text := error::text;
+    cut text := coalesce(CASE WHEN jsonb_typeof(error -> 'message') = 'string'
+                              THEN error ->> 'message' END, full_text);
+BEGIN
+    cut := left(cut, 15000);
+    -- escapes (\n, \u0001) can make the JSON of a string several times its length
+    WHILE octet_length(to_jsonb(cut)::text) > 15000 LOOP
+        cut := left(cut, length(cut) / 2);
+    END LOOP;
+    RETURN jsonb_build_object('message', cut, 'truncated_from_bytes', octet_length(full_text))
+           || CASE WHEN jsonb_typeof(error -> 'kind') = 'string' AND length(error ->> 'kind') <= 64
+                   THEN jsonb_build_object('kind', error -> 'kind') ELSE '{}' END;
+END
+$$;
+
+--
+-- Name: FUNCTION _cut_error(error jsonb); Type: COMMENT; Schema: pgq; Owner: -
+--
+
+COMMENT ON FUNCTION pgq._cut_error(error jsonb) IS '_cut_error: an error object whose JSON is over 16 KiB, cut down to at most 16 KiB: its
+message (or, without a string message, its JSON text) shortened, its kind kept, and
+"truncated_from_bytes": the size it had. Leaves nothing behind; raises nothing.';
+
+--
 -- Name: _doom_dependents(bigint[]); Type: FUNCTION; Schema: pgq; Owner: -
 --
 
@@ -583,7 +638,7 @@ BEGIN
         ), updated AS (
             UPDATE pgq.jobs AS j
                SET status = 'dead', finished_at = now(), updated_at = now(),
-                   last_error = victims.entry, errors = j.errors || jsonb_build_array(victims.entry)
+                   last_error = victims.entry, errors = pgq._append_error(j.errors, victims.entry)
               FROM victims
              WHERE j.id = victims.id
             RETURNING j.id
@@ -626,12 +681,14 @@ queue''s doorbell. Leaves nothing behind; raises nothing.';
 CREATE FUNCTION pgq._error_entry(error jsonb, attempt integer) RETURNS jsonb
     LANGUAGE sql STABLE
     AS $$
-    SELECT CASE
-               WHEN jsonb_typeof(error) = 'object' THEN error
-               WHEN error IS NULL OR jsonb_typeof(error) = 'null' THEN '{"message": "failed"}'::jsonb
-               ELSE jsonb_build_object('message', error #>> '{}')
-           END
+    SELECT CASE WHEN octet_length(e::text) > 16000 THEN pgq._cut_error(e) ELSE e END
            || jsonb_build_object('attempt', attempt, 'at', now())
+      FROM (SELECT CASE
+                       WHEN jsonb_typeof(error) = 'object' THEN error
+                       WHEN error IS NULL OR jsonb_typeof(error) = 'null'
+                           THEN '{"message": "failed"}'::jsonb
+                       ELSE jsonb_build_object('message', error #>> '{}')
+                   END AS e) AS given
 $$;
 
 --
@@ -639,8 +696,9 @@ $$;
 --
 
 COMMENT ON FUNCTION pgq._error_entry(error jsonb, attempt integer) IS '_error_entry: the error of one attempt as stored in last_error and appended to errors.
-An object is kept as given, anything else becomes {"message": ...}; attempt and time are
-added. Leaves nothing behind; raises nothing.';
+An object is kept as given, anything else becomes {"message": ...}; one whose JSON is over
+16 KiB is cut (_cut_error); attempt and time are added. Leaves nothing behind; raises
+nothing.';
 
 --
 -- Name: _first_in_transaction(text); Type: FUNCTION; Schema: pgq; Owner: -
@@ -1973,6 +2031,14 @@ BEGIN
         -- a job with this key exists (possibly committed by a concurrent enqueue just now,
         -- which this new statement's snapshot sees)
         SELECT * INTO j FROM pgq.jobs AS t WHERE t.idempotency_key = enqueue.idempotency_key;
+        IF j.type <> job_type OR j.queue <> enqueue.queue THEN
+            -- not that job: never hand a producer another one's job (nor say what it holds)
+            RAISE EXCEPTION 'cannot enqueue: idempotency_key % is already taken by a job of '
+                            'another type or queue', quote_literal(enqueue.idempotency_key)
+                USING ERRCODE = 'PQ409',
+                      HINT = 'Keys are unique across pgq: make them name what they protect, '
+                             'e.g. prefix them with the job type.';
+        END IF;
     END IF;
     RETURN j;
 END
@@ -1984,13 +2050,15 @@ $$;
 
 COMMENT ON FUNCTION pgq.enqueue(job_type text, args jsonb, queue text, priority integer, run_at timestamp with time zone, max_attempts integer, timeout_seconds integer, idempotency_key text, depends_on bigint[], concurrency_key text, trace_context jsonb) IS 'enqueue: → queued (or waiting, or dead when a parent already failed).
 Applies always, given valid arguments. Leaves a new job, or for a known idempotency_key
-the existing job untouched. With depends_on the job waits until every parent succeeded;
+the existing job untouched (when it has the same type and queue; a key is never another
+producer''s job). With depends_on the job waits until every parent succeeded;
 when a parent is already dead or cancelled the job is created dead. concurrency_key (NULL,
 or 1-256 characters) puts the job under its queue''s key_concurrency limit. trace_context
 (NULL, or a JSON object such as {"traceparent": …}) is the W3C trace context that the
 job''s runners continue. Returns the job.
 Raises PQ400 for an invalid argument or a depends_on naming a job that does not exist,
-and 0A000 for depends_on inside a REPEATABLE READ transaction (_require_fresh_snapshots).';
+PQ409 for an idempotency_key already taken by a job of another type or queue, and 0A000
+for depends_on inside a REPEATABLE READ transaction (_require_fresh_snapshots).';
 
 --
 -- Name: enqueue_bulk(jsonb); Type: FUNCTION; Schema: pgq; Owner: -
@@ -2199,7 +2267,7 @@ BEGIN
                              THEN now() + pgq.backoff(t.attempts) ELSE t.run_at END,
                finished_at = CASE WHEN t.attempts < t.max_attempts THEN NULL ELSE now() END,
                last_error = expired.entry,
-               errors = t.errors || jsonb_build_array(expired.entry),
+               errors = pgq._append_error(t.errors, expired.entry),
                lease_expires_at = NULL,
                lease_token = NULL,
                updated_at = now()
@@ -2253,7 +2321,7 @@ BEGIN
                          ELSE t.run_at END,
            finished_at = CASE WHEN retryable AND t.attempts < t.max_attempts THEN NULL ELSE now() END,
            last_error = pgq._error_entry(error, t.attempts),
-           errors = t.errors || jsonb_build_array(pgq._error_entry(error, t.attempts)),
+           errors = pgq._append_error(t.errors, pgq._error_entry(error, t.attempts)),
            lease_expires_at = NULL,
            lease_token = NULL,
            updated_at = now()
@@ -2279,7 +2347,7 @@ COMMENT ON FUNCTION pgq.fail(job_id bigint, worker_id text, error jsonb, retryab
 worker_id and, when attempt is given, on that attempt, and when lease_token is given, under
 that lease. The job is retried when retryable
 and attempts < max_attempts: run_at = now() + retry_delay (when given) or the backoff.
-Otherwise it is dead. Leaves the error in last_error and appended to errors, the lease
+Otherwise it is dead. Leaves the error (cut to 16 KiB) in last_error and appended to errors (the last 20 kept), the lease
 and its token cleared; when dead, finished_at, a pgq_events notification and its waiting dependents dead.
 Raises PQ400 for a negative retry_delay, PQ404 (no such job), PQ419 (lease_token not the
 current one) or PQ409 (not running, another holder, another attempt), and 0A000 when the
@@ -2773,7 +2841,7 @@ BEGIN
            max_attempts = t.max_attempts + 1,
            last_error = pgq._error_entry(coalesce(reason, '"released by its runner"'),
                                          t.attempts) || '{"kind": "released"}',
-           errors = t.errors || jsonb_build_array(
+           errors = pgq._append_error(t.errors,
                pgq._error_entry(coalesce(reason, '"released by its runner"'), t.attempts)
                || '{"kind": "released"}'),
            lease_expires_at = NULL,

@@ -678,6 +678,7 @@ ERROR_CODES: tuple[str, ...] = (
     "method_not_allowed",
     "transition_not_allowed",
     "lease_mismatch",
+    "limit_exceeded",
     "payload_too_large",
     "unsupported_media_type",
     "unencodable",
