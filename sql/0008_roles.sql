@@ -7,7 +7,8 @@
 --                 release, progress, lease expiry, the idle doorbell, schedule firing
 --   pgq_admin     all of the above + cancel, retry, pause, limits, schedules, prune
 -- No role but the owner writes a table: every write goes through a SECURITY DEFINER
--- function with a pinned search_path, whose checks it cannot bypass.
+-- function with a pinned search_path, whose checks it cannot bypass. The read functions
+-- run as their caller (who may read the tables), so PostgreSQL can still inline them.
 --
 -- pgq._secure() does the work and is re-run by `pgq migrate` after every run (it is
 -- idempotent), so a function added by a later migration is covered as soon as it is
@@ -43,10 +44,10 @@ overload alike); pgq_admin may call them all. Leaves nothing behind; raises noth
 -- object of schema pgq. Applies always; idempotent; `pgq migrate` runs it after applying
 -- migrations. Leaves the roles pgq_reader, pgq_producer, pgq_worker, pgq_admin (NOLOGIN;
 -- producer and worker are members of reader, admin of both); every public function (a
--- name without a leading _) SECURITY DEFINER with search_path pinned to pg_catalog, pgq,
--- pg_temp, EXECUTE revoked from PUBLIC and granted per pgq._function_roles (pgq_admin:
--- all); internal functions callable by the owner only; USAGE on the schema for the four
--- roles; SELECT on every table and sequence for pgq_reader (currval tells an enqueuer
+-- name without a leading _) that writes (VOLATILE) SECURITY DEFINER with search_path pinned
+-- to pg_catalog, pgq, pg_temp, the reads (STABLE, IMMUTABLE) SECURITY INVOKER; EXECUTE
+-- revoked from PUBLIC and granted per pgq._function_roles (pgq_admin: all); internal
+-- functions (SECURITY INVOKER) executable by the four roles; USAGE on the schema for them; SELECT on every table and sequence for pgq_reader (currval tells an enqueuer
 -- whether it created the job), on pgq.jobs every column but lease_token; no table
 -- privilege for PUBLIC. Returns one sentence per thing it could not do (a role
 -- it may not create, a membership it may not grant), empty when all is done. A role
@@ -87,18 +88,32 @@ BEGIN
     END LOOP;
 
     FOR f IN SELECT p.oid::regprocedure AS sig, p.proname::text AS name,
-                    p.prosecdef AS definer, p.proconfig AS config
+                    p.prosecdef AS definer, p.proconfig AS config, p.provolatile AS volatility
                FROM pg_catalog.pg_proc AS p
               WHERE p.pronamespace = 'pgq'::regnamespace AND p.prokind = 'f'
                 AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend AS d
                                  WHERE d.objid = p.oid AND d.deptype = 'e')
     LOOP
         EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', f.sig);
-        CONTINUE WHEN left(f.name, 1) = '_';
-        IF NOT f.definer
-           OR NOT 'search_path=pg_catalog, pgq, pg_temp' = ANY (coalesce(f.config, '{}')) THEN
-            EXECUTE format('ALTER FUNCTION %s SECURITY DEFINER '
-                           'SET search_path = pg_catalog, pgq, pg_temp', f.sig);
+        IF left(f.name, 1) = '_' THEN
+            -- internal, SECURITY INVOKER: they can do nothing their caller could not; the
+            -- roles need them for the read functions below
+            IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'pgq_reader') THEN
+                EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO pgq_reader', f.sig);
+            END IF;
+            CONTINUE;
+        END IF;
+        IF f.volatility = 'v' THEN
+            IF NOT f.definer
+               OR NOT 'search_path=pg_catalog, pgq, pg_temp' = ANY (coalesce(f.config, '{}')) THEN
+                EXECUTE format('ALTER FUNCTION %s SECURITY DEFINER '
+                               'SET search_path = pg_catalog, pgq, pg_temp', f.sig);
+            END IF;
+        ELSIF f.definer THEN
+            -- a read (STABLE or IMMUTABLE) runs as its caller, who may read the tables: no
+            -- SET, so PostgreSQL can inline it (a SECURITY DEFINER pgq.next_due cost 74 µs
+            -- a call against 0.3 µs inlined)
+            EXECUTE format('ALTER FUNCTION %s SECURITY INVOKER RESET search_path', f.sig);
         END IF;
         FOR grantee IN SELECT 'pgq_admin'
                        UNION SELECT m.role FROM pgq._function_roles() AS m WHERE m.name = f.name
@@ -138,10 +153,10 @@ COMMENT ON FUNCTION pgq._secure() IS $$_secure: create the four roles when missi
 object of schema pgq. Applies always; idempotent; `pgq migrate` runs it after applying
 migrations. Leaves the roles pgq_reader, pgq_producer, pgq_worker, pgq_admin (NOLOGIN;
 producer and worker are members of reader, admin of both); every public function (a
-name without a leading _) SECURITY DEFINER with search_path pinned to pg_catalog, pgq,
-pg_temp, EXECUTE revoked from PUBLIC and granted per pgq._function_roles (pgq_admin:
-all); internal functions callable by the owner only; USAGE on the schema for the four
-roles; SELECT on every table and sequence for pgq_reader (currval tells an enqueuer
+name without a leading _) that writes (VOLATILE) SECURITY DEFINER with search_path pinned
+to pg_catalog, pgq, pg_temp, the reads (STABLE, IMMUTABLE) SECURITY INVOKER; EXECUTE
+revoked from PUBLIC and granted per pgq._function_roles (pgq_admin: all); internal
+functions (SECURITY INVOKER) executable by the four roles; USAGE on the schema for them; SELECT on every table and sequence for pgq_reader (currval tells an enqueuer
 whether it created the job), on pgq.jobs every column but lease_token; no table
 privilege for PUBLIC. Returns one sentence per thing it could not do (a role
 it may not create, a membership it may not grant), empty when all is done. A role

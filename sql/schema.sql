@@ -1414,18 +1414,32 @@ BEGIN
     END LOOP;
 
     FOR f IN SELECT p.oid::regprocedure AS sig, p.proname::text AS name,
-                    p.prosecdef AS definer, p.proconfig AS config
+                    p.prosecdef AS definer, p.proconfig AS config, p.provolatile AS volatility
                FROM pg_catalog.pg_proc AS p
               WHERE p.pronamespace = 'pgq'::regnamespace AND p.prokind = 'f'
                 AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend AS d
                                  WHERE d.objid = p.oid AND d.deptype = 'e')
     LOOP
         EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', f.sig);
-        CONTINUE WHEN left(f.name, 1) = '_';
-        IF NOT f.definer
-           OR NOT 'search_path=pg_catalog, pgq, pg_temp' = ANY (coalesce(f.config, '{}')) THEN
-            EXECUTE format('ALTER FUNCTION %s SECURITY DEFINER '
-                           'SET search_path = pg_catalog, pgq, pg_temp', f.sig);
+        IF left(f.name, 1) = '_' THEN
+            -- internal, SECURITY INVOKER: they can do nothing their caller could not; the
+            -- roles need them for the read functions below
+            IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'pgq_reader') THEN
+                EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO pgq_reader', f.sig);
+            END IF;
+            CONTINUE;
+        END IF;
+        IF f.volatility = 'v' THEN
+            IF NOT f.definer
+               OR NOT 'search_path=pg_catalog, pgq, pg_temp' = ANY (coalesce(f.config, '{}')) THEN
+                EXECUTE format('ALTER FUNCTION %s SECURITY DEFINER '
+                               'SET search_path = pg_catalog, pgq, pg_temp', f.sig);
+            END IF;
+        ELSIF f.definer THEN
+            -- a read (STABLE or IMMUTABLE) runs as its caller, who may read the tables: no
+            -- SET, so PostgreSQL can inline it (a SECURITY DEFINER pgq.next_due cost 74 µs
+            -- a call against 0.3 µs inlined)
+            EXECUTE format('ALTER FUNCTION %s SECURITY INVOKER RESET search_path', f.sig);
         END IF;
         FOR grantee IN SELECT 'pgq_admin'
                        UNION SELECT m.role FROM pgq._function_roles() AS m WHERE m.name = f.name
@@ -1470,10 +1484,10 @@ COMMENT ON FUNCTION pgq._secure() IS '_secure: create the four roles when missin
 object of schema pgq. Applies always; idempotent; `pgq migrate` runs it after applying
 migrations. Leaves the roles pgq_reader, pgq_producer, pgq_worker, pgq_admin (NOLOGIN;
 producer and worker are members of reader, admin of both); every public function (a
-name without a leading _) SECURITY DEFINER with search_path pinned to pg_catalog, pgq,
-pg_temp, EXECUTE revoked from PUBLIC and granted per pgq._function_roles (pgq_admin:
-all); internal functions callable by the owner only; USAGE on the schema for the four
-roles; SELECT on every table and sequence for pgq_reader (currval tells an enqueuer
+name without a leading _) that writes (VOLATILE) SECURITY DEFINER with search_path pinned
+to pg_catalog, pgq, pg_temp, the reads (STABLE, IMMUTABLE) SECURITY INVOKER; EXECUTE
+revoked from PUBLIC and granted per pgq._function_roles (pgq_admin: all); internal
+functions (SECURITY INVOKER) executable by the four roles; USAGE on the schema for them; SELECT on every table and sequence for pgq_reader (currval tells an enqueuer
 whether it created the job), on pgq.jobs every column but lease_token; no table
 privilege for PUBLIC. Returns one sentence per thing it could not do (a role
 it may not create, a membership it may not grant), empty when all is done. A role
@@ -1859,8 +1873,7 @@ attempts / results / lease_tokens do not have one entry per job.';
 --
 
 CREATE FUNCTION pgq.cron_next(cron text, after timestamp with time zone, timezone text DEFAULT 'UTC'::text) RETURNS timestamp with time zone
-    LANGUAGE plpgsql STABLE SECURITY DEFINER
-    SET search_path TO 'pg_catalog', 'pgq', 'pg_temp'
+    LANGUAGE plpgsql STABLE
     AS $$
 DECLARE
     c record;
@@ -2557,8 +2570,7 @@ pgq.wait_for_enqueuers(queues) after this commits, then look for work, then slee
 --
 
 CREATE FUNCTION pgq.next_due(queues text[] DEFAULT NULL::text[], job_types text[] DEFAULT NULL::text[]) RETURNS TABLE(next_run_at timestamp with time zone, next_lease_expiry timestamp with time zone)
-    LANGUAGE sql STABLE SECURITY DEFINER
-    SET search_path TO 'pg_catalog', 'pgq', 'pg_temp'
+    LANGUAGE sql STABLE
     AS $$
     WITH wanted AS (
         SELECT w.queue, q.paused, q.concurrency, q.key_concurrency, q.rate, q.tokens, q.tokens_at
@@ -2616,8 +2628,7 @@ raises nothing.';
 --
 
 CREATE FUNCTION pgq.next_schedule_at() RETURNS timestamp with time zone
-    LANGUAGE sql STABLE SECURITY DEFINER
-    SET search_path TO 'pg_catalog', 'pgq', 'pg_temp'
+    LANGUAGE sql STABLE
     AS $$
     SELECT min(next_run_at) FROM pgq.schedules WHERE NOT paused
 $$;
@@ -3269,8 +3280,7 @@ status or a negative keep.';
 --
 
 CREATE FUNCTION pgq.stats() RETURNS TABLE(queue text, status text, count bigint, oldest_run_at timestamp with time zone)
-    LANGUAGE plpgsql STABLE SECURITY DEFINER
-    SET search_path TO 'pg_catalog', 'pgq', 'pg_temp'
+    LANGUAGE plpgsql STABLE
     AS $$
 DECLARE
     pages double precision;
