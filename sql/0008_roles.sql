@@ -33,9 +33,12 @@ LANGUAGE sql IMMUTABLE AS $$
            -- a runner upserts the schedules declared next to its handlers and fires them
            ('schedule', 'pgq_worker'), ('fire_schedules', 'pgq_worker'),
            ('fire_schedule_slots', 'pgq_worker'),
+           -- retention runs leaderlessly in runners (and coordinators)
+           ('prune_expired', 'pgq_worker'),
            ('cancel', 'pgq_admin'), ('retry', 'pgq_admin'), ('retry_where', 'pgq_admin'),
            ('cancel_where', 'pgq_admin'), ('pause', 'pgq_admin'), ('resume', 'pgq_admin'),
-           ('set_limits', 'pgq_admin'), ('unschedule', 'pgq_admin'), ('prune', 'pgq_admin')
+           ('set_limits', 'pgq_admin'), ('unschedule', 'pgq_admin'), ('prune', 'pgq_admin'),
+           ('set_retention', 'pgq_admin')
 $$;
 COMMENT ON FUNCTION pgq._function_roles() IS $$_function_roles: the least role that may call each public pgq function (by name, every
 overload alike); pgq_admin may call them all. Leaves nothing behind; raises nothing.$$;

@@ -747,9 +747,12 @@ CREATE FUNCTION pgq._function_roles() RETURNS TABLE(name text, role text)
            -- a runner upserts the schedules declared next to its handlers and fires them
            ('schedule', 'pgq_worker'), ('fire_schedules', 'pgq_worker'),
            ('fire_schedule_slots', 'pgq_worker'),
+           -- retention runs leaderlessly in runners (and coordinators)
+           ('prune_expired', 'pgq_worker'),
            ('cancel', 'pgq_admin'), ('retry', 'pgq_admin'), ('retry_where', 'pgq_admin'),
            ('cancel_where', 'pgq_admin'), ('pause', 'pgq_admin'), ('resume', 'pgq_admin'),
-           ('set_limits', 'pgq_admin'), ('unschedule', 'pgq_admin'), ('prune', 'pgq_admin')
+           ('set_limits', 'pgq_admin'), ('unschedule', 'pgq_admin'), ('prune', 'pgq_admin'),
+           ('set_retention', 'pgq_admin')
 $$;
 
 --

@@ -366,7 +366,10 @@ class HttpSource:
     async def progress(self, job: Job, progress: dict[str, Any]) -> bool:
         try:
             body = wire.Progress(
-                worker_id=self.hooks.worker_id, attempt=job.attempt, progress=progress
+                worker_id=self.hooks.worker_id,
+                attempt=job.attempt,
+                lease_token=job.lease_token or "",
+                progress=progress,
             )
         except ValueError as exc:  # too big: the coordinator would refuse it the same way
             raise InvalidArgument(str(exc)) from None

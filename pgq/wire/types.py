@@ -277,6 +277,7 @@ class Progress(_Body):
     json_fields: ClassVar[tuple[str, ...]] = ("progress",)
 
     worker_id: WorkerId
+    lease_token: LeaseToken
     progress: Annotated[
         dict[str, Any],
         Meta(
