@@ -36,6 +36,13 @@ class InvalidArgument(PgqError):
     code = "invalid_argument"
 
 
+class LimitExceeded(InvalidArgument):
+    """A value is beyond what PostgreSQL can store or process (SQLSTATE 54000, e.g. a
+    jsonb value over its size limit): send less."""
+
+    code = "limit_exceeded"
+
+
 class InvalidJson(InvalidArgument):
     """The request body is not valid JSON."""
 
@@ -126,6 +133,7 @@ SQLSTATE_ERRORS: dict[str, type[PgqError]] = {
     "54001": InvalidArgument,  # statement_too_complex: JSON nested too deep
     "57014": DatabaseBusy,  # query_canceled: statement_timeout (or a cancel request)
     "55P03": DatabaseBusy,  # lock_not_available: lock_timeout
+    "54000": LimitExceeded,  # program_limit_exceeded: e.g. a jsonb value over its size limit
 }
 
 

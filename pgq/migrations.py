@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import logging
 import re
 from importlib import resources
 from pathlib import Path
@@ -25,6 +26,9 @@ import asyncpg
 import asyncpg.pool
 
 from .errors import MigrationError, PreBaselineDatabase
+from .logs import log_event
+
+log = logging.getLogger("pgq.migrations")
 
 #: pg_advisory_xact_lock key shared by every pgq migrator ("pgq-migrate" as digits).
 _LOCK_KEY = 0x7067712D6D6967
@@ -182,7 +186,21 @@ async def migrate(conn: Conn) -> list[str]:
             )
             await conn.execute(migration.sql)
             done.append(migration.name)
+    for problem in await secure(conn):
+        log_event(log, "migrate.roles", problem, level=logging.WARNING)
     return done
+
+
+async def secure(conn: Conn) -> list[str]:
+    """``pgq._secure()``: create the roles pgq_reader, pgq_producer, pgq_worker and
+    pgq_admin when missing and apply the privilege model (sql/0008_roles.sql) to every
+    function and table, so whatever a migration added is covered. Returns what could not
+    be done (e.g. the migrating user may not create roles), one sentence each; the rest is
+    done regardless. ``migrate`` runs it after every run."""
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_KEY)
+        rows = await conn.fetch("SELECT problem FROM pgq._secure() AS problem")
+    return [r["problem"] for r in rows]
 
 
 async def check_up_to_date(conn: Conn) -> None:

@@ -136,21 +136,66 @@ is a range of jobs_claim_idx in claim order, whatever the planner's statistics s
 hop is lazy, so a claim filled from the first priority reads no other.
 Leaves nothing behind; raises nothing.$$;
 
+-- _cut_error: an error object whose JSON is over 16 KiB, cut down to at most 16 KiB: its
+-- message (or, without a string message, its JSON text) shortened, its kind kept, and
+-- "truncated_from_bytes": the size it had. Leaves nothing behind; raises nothing.
+CREATE FUNCTION pgq._cut_error(error jsonb) RETURNS jsonb
+LANGUAGE plpgsql IMMUTABLE AS $$
+DECLARE
+    full_text text := error::text;
+    cut text := coalesce(CASE WHEN jsonb_typeof(error -> 'message') = 'string'
+                              THEN error ->> 'message' END, full_text);
+BEGIN
+    cut := left(cut, 15000);
+    -- escapes (\n, \u0001) can make the JSON of a string several times its length
+    WHILE octet_length(to_jsonb(cut)::text) > 15000 LOOP
+        cut := left(cut, length(cut) / 2);
+    END LOOP;
+    RETURN jsonb_build_object('message', cut, 'truncated_from_bytes', octet_length(full_text))
+           || CASE WHEN jsonb_typeof(error -> 'kind') = 'string' AND length(error ->> 'kind') <= 64
+                   THEN jsonb_build_object('kind', error -> 'kind') ELSE '{}' END;
+END
+$$;
+COMMENT ON FUNCTION pgq._cut_error(jsonb) IS $$_cut_error: an error object whose JSON is over 16 KiB, cut down to at most 16 KiB: its
+message (or, without a string message, its JSON text) shortened, its kind kept, and
+"truncated_from_bytes": the size it had. Leaves nothing behind; raises nothing.$$;
+
 -- _error_entry: the error of one attempt as stored in last_error and appended to errors.
--- An object is kept as given, anything else becomes {"message": ...}; attempt and time are
--- added. Leaves nothing behind; raises nothing.
+-- An object is kept as given, anything else becomes {"message": ...}; one whose JSON is over
+-- 16 KiB is cut (_cut_error); attempt and time are added. Leaves nothing behind; raises
+-- nothing.
 CREATE FUNCTION pgq._error_entry(error jsonb, attempt integer) RETURNS jsonb
 LANGUAGE sql STABLE AS $$
-    SELECT CASE
-               WHEN jsonb_typeof(error) = 'object' THEN error
-               WHEN error IS NULL OR jsonb_typeof(error) = 'null' THEN '{"message": "failed"}'::jsonb
-               ELSE jsonb_build_object('message', error #>> '{}')
-           END
+    SELECT CASE WHEN octet_length(e::text) > 16000 THEN pgq._cut_error(e) ELSE e END
            || jsonb_build_object('attempt', attempt, 'at', now())
+      FROM (SELECT CASE
+                       WHEN jsonb_typeof(error) = 'object' THEN error
+                       WHEN error IS NULL OR jsonb_typeof(error) = 'null'
+                           THEN '{"message": "failed"}'::jsonb
+                       ELSE jsonb_build_object('message', error #>> '{}')
+                   END AS e) AS given
 $$;
 COMMENT ON FUNCTION pgq._error_entry(jsonb, integer) IS $$_error_entry: the error of one attempt as stored in last_error and appended to errors.
-An object is kept as given, anything else becomes {"message": ...}; attempt and time are
-added. Leaves nothing behind; raises nothing.$$;
+An object is kept as given, anything else becomes {"message": ...}; one whose JSON is over
+16 KiB is cut (_cut_error); attempt and time are added. Leaves nothing behind; raises
+nothing.$$;
+
+-- _append_error: errors (a job's error history) with entry appended, keeping the last 20:
+-- older entries are dropped, and an oversized history is never built first (a history
+-- stored before the cap cannot make the append fail). Leaves nothing behind; raises nothing.
+CREATE FUNCTION pgq._append_error(errors jsonb, entry jsonb) RETURNS jsonb
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE
+               WHEN jsonb_array_length(errors) < 20 THEN errors || jsonb_build_array(entry)
+               ELSE coalesce((SELECT jsonb_agg(x.e ORDER BY x.i)
+                                FROM jsonb_array_elements(errors) WITH ORDINALITY AS x(e, i)
+                               WHERE x.i > jsonb_array_length(errors) - 19), '[]'::jsonb)
+                    || jsonb_build_array(entry)
+           END
+$$;
+COMMENT ON FUNCTION pgq._append_error(jsonb, jsonb) IS $$_append_error: errors (a job's error history) with entry appended, keeping the last 20:
+older entries are dropped, and an oversized history is never built first (a history
+stored before the cap cannot make the append fail). Leaves nothing behind; raises nothing.$$;
 
 -- _refuse: raise the right exception for a fenced transition (complete, fail, heartbeat,
 -- release, progress) whose UPDATE matched nothing. Always raises: PQ404 when the job does
@@ -275,7 +320,7 @@ BEGIN
         ), updated AS (
             UPDATE pgq.jobs AS j
                SET status = 'dead', finished_at = now(), updated_at = now(),
-                   last_error = victims.entry, errors = j.errors || jsonb_build_array(victims.entry)
+                   last_error = victims.entry, errors = pgq._append_error(j.errors, victims.entry)
               FROM victims
              WHERE j.id = victims.id
             RETURNING j.id
@@ -291,13 +336,15 @@ _require_fresh_snapshots).$$;
 
 -- enqueue: → queued (or waiting, or dead when a parent already failed).
 -- Applies always, given valid arguments. Leaves a new job, or for a known idempotency_key
--- the existing job untouched. With depends_on the job waits until every parent succeeded;
+-- the existing job untouched (when it has the same type and queue; a key is never another
+-- producer's job). With depends_on the job waits until every parent succeeded;
 -- when a parent is already dead or cancelled the job is created dead. concurrency_key (NULL,
 -- or 1-256 characters) puts the job under its queue's key_concurrency limit. trace_context
 -- (NULL, or a JSON object such as {"traceparent": …}) is the W3C trace context that the
 -- job's runners continue. Returns the job.
 -- Raises PQ400 for an invalid argument or a depends_on naming a job that does not exist,
--- and 0A000 for depends_on inside a REPEATABLE READ transaction (_require_fresh_snapshots).
+-- PQ409 for an idempotency_key already taken by a job of another type or queue, and 0A000
+-- for depends_on inside a REPEATABLE READ transaction (_require_fresh_snapshots).
 CREATE FUNCTION pgq.enqueue(
     job_type text,
     args jsonb DEFAULT '{}',
@@ -392,19 +439,29 @@ BEGIN
         -- a job with this key exists (possibly committed by a concurrent enqueue just now,
         -- which this new statement's snapshot sees)
         SELECT * INTO j FROM pgq.jobs AS t WHERE t.idempotency_key = enqueue.idempotency_key;
+        IF j.type <> job_type OR j.queue <> enqueue.queue THEN
+            -- not that job: never hand a producer another one's job (nor say what it holds)
+            RAISE EXCEPTION 'cannot enqueue: idempotency_key % is already taken by a job of '
+                            'another type or queue', quote_literal(enqueue.idempotency_key)
+                USING ERRCODE = 'PQ409',
+                      HINT = 'Keys are unique across pgq: make them name what they protect, '
+                             'e.g. prefix them with the job type.';
+        END IF;
     END IF;
     RETURN j;
 END
 $$;
 COMMENT ON FUNCTION pgq.enqueue(text, jsonb, text, integer, timestamp with time zone, integer, integer, text, bigint[], text, jsonb) IS $$enqueue: → queued (or waiting, or dead when a parent already failed).
 Applies always, given valid arguments. Leaves a new job, or for a known idempotency_key
-the existing job untouched. With depends_on the job waits until every parent succeeded;
+the existing job untouched (when it has the same type and queue; a key is never another
+producer's job). With depends_on the job waits until every parent succeeded;
 when a parent is already dead or cancelled the job is created dead. concurrency_key (NULL,
 or 1-256 characters) puts the job under its queue's key_concurrency limit. trace_context
 (NULL, or a JSON object such as {"traceparent": …}) is the W3C trace context that the
 job's runners continue. Returns the job.
 Raises PQ400 for an invalid argument or a depends_on naming a job that does not exist,
-and 0A000 for depends_on inside a REPEATABLE READ transaction (_require_fresh_snapshots).$$;
+PQ409 for an idempotency_key already taken by a job of another type or queue, and 0A000
+for depends_on inside a REPEATABLE READ transaction (_require_fresh_snapshots).$$;
 
 -- _job_spec: one element of pgq.enqueue_many's input as a job_spec, with the defaults of
 -- pgq.enqueue filled in and delay_seconds turned into run_at on the database's clock.
@@ -855,7 +912,7 @@ running, another holder, another attempt), and 0A000 inside a REPEATABLE READ tr
 -- worker_id and, when attempt is given, on that attempt, and when lease_token is given, under
 -- that lease. The job is retried when retryable
 -- and attempts < max_attempts: run_at = now() + retry_delay (when given) or the backoff.
--- Otherwise it is dead. Leaves the error in last_error and appended to errors, the lease
+-- Otherwise it is dead. Leaves the error (cut to 16 KiB) in last_error and appended to errors (the last 20 kept), the lease
 -- and its token cleared; when dead, finished_at, a pgq_events notification and its waiting dependents dead.
 -- Raises PQ400 for a negative retry_delay, PQ404 (no such job), PQ419 (lease_token not the
 -- current one) or PQ409 (not running, another holder, another attempt), and 0A000 when the
@@ -885,7 +942,7 @@ BEGIN
                          ELSE t.run_at END,
            finished_at = CASE WHEN retryable AND t.attempts < t.max_attempts THEN NULL ELSE now() END,
            last_error = pgq._error_entry(error, t.attempts),
-           errors = t.errors || jsonb_build_array(pgq._error_entry(error, t.attempts)),
+           errors = pgq._append_error(t.errors, pgq._error_entry(error, t.attempts)),
            lease_expires_at = NULL,
            lease_token = NULL,
            updated_at = now()
@@ -906,7 +963,7 @@ COMMENT ON FUNCTION pgq.fail(bigint, text, jsonb, boolean, integer, interval, uu
 worker_id and, when attempt is given, on that attempt, and when lease_token is given, under
 that lease. The job is retried when retryable
 and attempts < max_attempts: run_at = now() + retry_delay (when given) or the backoff.
-Otherwise it is dead. Leaves the error in last_error and appended to errors, the lease
+Otherwise it is dead. Leaves the error (cut to 16 KiB) in last_error and appended to errors (the last 20 kept), the lease
 and its token cleared; when dead, finished_at, a pgq_events notification and its waiting dependents dead.
 Raises PQ400 for a negative retry_delay, PQ404 (no such job), PQ419 (lease_token not the
 current one) or PQ409 (not running, another holder, another attempt), and 0A000 when the
@@ -970,7 +1027,7 @@ BEGIN
            max_attempts = t.max_attempts + 1,
            last_error = pgq._error_entry(coalesce(reason, '"released by its runner"'),
                                          t.attempts) || '{"kind": "released"}',
-           errors = t.errors || jsonb_build_array(
+           errors = pgq._append_error(t.errors,
                pgq._error_entry(coalesce(reason, '"released by its runner"'), t.attempts)
                || '{"kind": "released"}'),
            lease_expires_at = NULL,
@@ -1083,59 +1140,71 @@ attempts + extra_attempts. Raises PQ404 (no such job), PQ409 (not dead or cancel
 a parent is itself dead or cancelled: retry that one first) or PQ400 (extra_attempts
 outside 1..1000), and 0A000 for a job with depends_on inside a REPEATABLE READ transaction.$$;
 
--- expire_leases: running → queued with backoff (attempts left) or → dead, for every job
--- whose lease ran out (the runner holding it crashed, hung or lost the database). Each is
--- recorded as a failed attempt with a "lease_expired" error; dead ones doom their waiting
--- dependents. Returns how many jobs it expired. Safe to call from many processes at once:
--- rows another caller is expiring are skipped. Raises 0A000 when a job ends dead inside a
--- REPEATABLE READ transaction (see _require_fresh_snapshots).
-CREATE FUNCTION pgq.expire_leases() RETURNS integer
+-- expire_leases_detailed: running → queued with backoff (attempts left) or → dead, for
+-- every job whose lease ran out (the runner holding it crashed, hung or lost the database).
+-- Each is recorded as a failed attempt with a "lease_expired" error; dead ones doom their
+-- waiting dependents. Returns the expired jobs as they are now (queued or dead), in lease
+-- order. Safe to call from many processes at once: rows another caller is expiring are
+-- skipped. Raises 0A000 when a job ends dead inside a REPEATABLE READ transaction (see
+-- _require_fresh_snapshots).
+CREATE FUNCTION pgq.expire_leases_detailed() RETURNS SETOF pgq.jobs
 LANGUAGE plpgsql AS $$
 DECLARE
-    expired_count integer;
-    dead_ids bigint[];
+    j pgq.jobs;
+    dead_ids bigint[] := '{}';
 BEGIN
-    WITH expired AS (
-        SELECT x.id,
-               pgq._error_entry(jsonb_build_object(
-                   'message', format('lease expired: worker %s stopped heartbeating (lease ended %s)',
-                                     x.worker_id, x.lease_expires_at),
-                   'kind', 'lease_expired'), x.attempts) AS entry
-          FROM pgq.jobs AS x
-         WHERE x.status = 'running' AND x.lease_expires_at < now()
-         ORDER BY x.lease_expires_at
-           FOR UPDATE SKIP LOCKED
-    ), updated AS (
+    FOR j IN
+        WITH expired AS (
+            SELECT x.id, x.lease_expires_at,
+                   pgq._error_entry(jsonb_build_object(
+                       'message', format('lease expired: worker %s stopped heartbeating (lease ended %s)',
+                                         x.worker_id, x.lease_expires_at),
+                       'kind', 'lease_expired'), x.attempts) AS entry
+              FROM pgq.jobs AS x
+             WHERE x.status = 'running' AND x.lease_expires_at < now()
+             ORDER BY x.lease_expires_at
+               FOR UPDATE SKIP LOCKED
+        )
         UPDATE pgq.jobs AS t
            SET status = CASE WHEN t.attempts < t.max_attempts THEN 'queued' ELSE 'dead' END,
                run_at = CASE WHEN t.attempts < t.max_attempts
                              THEN now() + pgq.backoff(t.attempts) ELSE t.run_at END,
                finished_at = CASE WHEN t.attempts < t.max_attempts THEN NULL ELSE now() END,
                last_error = expired.entry,
-               errors = t.errors || jsonb_build_array(expired.entry),
+               errors = pgq._append_error(t.errors, expired.entry),
                lease_expires_at = NULL,
                lease_token = NULL,
                updated_at = now()
           FROM expired
          WHERE t.id = expired.id
-        RETURNING t.id, t.status
-    )
-    SELECT count(*), array_agg(id) FILTER (WHERE status = 'dead')
-      INTO expired_count, dead_ids
-      FROM updated;
-
-    IF dead_ids IS NOT NULL THEN
+        RETURNING t.*
+    LOOP
+        IF j.status = 'dead' THEN
+            dead_ids := dead_ids || j.id;
+        END IF;
+        RETURN NEXT j;
+    END LOOP;
+    IF cardinality(dead_ids) > 0 THEN
         PERFORM pgq._doom_dependents(dead_ids);
     END IF;
-    RETURN expired_count;
 END
 $$;
-COMMENT ON FUNCTION pgq.expire_leases() IS $$expire_leases: running → queued with backoff (attempts left) or → dead, for every job
-whose lease ran out (the runner holding it crashed, hung or lost the database). Each is
-recorded as a failed attempt with a "lease_expired" error; dead ones doom their waiting
-dependents. Returns how many jobs it expired. Safe to call from many processes at once:
-rows another caller is expiring are skipped. Raises 0A000 when a job ends dead inside a
-REPEATABLE READ transaction (see _require_fresh_snapshots).$$;
+COMMENT ON FUNCTION pgq.expire_leases_detailed() IS $$expire_leases_detailed: running → queued with backoff (attempts left) or → dead, for
+every job whose lease ran out (the runner holding it crashed, hung or lost the database).
+Each is recorded as a failed attempt with a "lease_expired" error; dead ones doom their
+waiting dependents. Returns the expired jobs as they are now (queued or dead), in lease
+order. Safe to call from many processes at once: rows another caller is expiring are
+skipped. Raises 0A000 when a job ends dead inside a REPEATABLE READ transaction (see
+_require_fresh_snapshots).$$;
+
+-- expire_leases: pgq.expire_leases_detailed, counted: returns how many jobs it expired.
+-- Same conditions, effects and exceptions.
+CREATE FUNCTION pgq.expire_leases() RETURNS integer
+LANGUAGE sql AS $$
+    SELECT count(*)::integer FROM pgq.expire_leases_detailed()
+$$;
+COMMENT ON FUNCTION pgq.expire_leases() IS $$expire_leases: pgq.expire_leases_detailed, counted: returns how many jobs it expired.
+Same conditions, effects and exceptions.$$;
 
 -- stats: per queue and status, how many jobs and, for waiting, queued and running jobs,
 -- the oldest run_at (NULL for the finished statuses). Waiting, queued and running jobs

@@ -172,14 +172,19 @@ async def test_idempotency_keys_and_dependencies_take_the_full_path(
     parent = await client.enqueue("parent", idempotency_key="p")
     specs: list[dict[str, Any]] = [{"type": "plain", "args": {"i": i}} for i in range(500)]
     specs[100] = {"type": "child", "depends_on": [parent.id]}
-    specs[200] = {"type": "again", "idempotency_key": "p"}  # the existing job comes back
+    specs[200] = {"type": "parent", "idempotency_key": "p"}  # the existing job comes back
     specs[300] = {"type": "new", "idempotency_key": "n"}
     specs[400] = {"type": "new", "idempotency_key": "n", "idempotency_key_ignored": 1}
     with pytest.raises(InvalidArgument, match=r"jobs\[400\]: each job must be an object"):
         await client.enqueue_many(specs)
     assert await count_jobs(conn) == 1
 
-    specs[400] = {"type": "same", "idempotency_key": "n"}
+    specs[400] = {"type": "other", "idempotency_key": "n"}  # the key of a job of another type
+    with pytest.raises(pgq.TransitionNotAllowed, match=r"idempotency_key 'n' is already taken"):
+        await client.enqueue_many(specs)
+    assert await count_jobs(conn) == 1
+
+    specs[400] = {"type": "new", "idempotency_key": "n"}
     jobs = await client.enqueue_many(specs)
     assert len(jobs) == 500
     assert (jobs[100].status, jobs[100].depends_on) == ("waiting", [parent.id])

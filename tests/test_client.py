@@ -49,7 +49,10 @@ async def test_enqueue_passes_every_option(client: pgq.Client, conn: asyncpg.Con
     )
     assert (job.status, job.attempt) == ("waiting", 0)
     assert job.run_at - job.created_at == timedelta(seconds=120)  # on the database's clock
-    assert await client.enqueue("OTHER", idempotency_key="movie-123") == job
+    again = await client.enqueue("TMDB_SYNC", queue="movies", idempotency_key="movie-123")
+    assert again == job
+    with pytest.raises(pgq.TransitionNotAllowed, match="idempotency_key 'movie-123'"):
+        await client.enqueue("OTHER", idempotency_key="movie-123")
     at = job.created_at + timedelta(days=1)
     assert (await client.enqueue("LATER", run_at=at)).run_at == at
     assert await count_jobs(conn) == 3

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -20,6 +21,10 @@ from pgq.coordinator.events import EVENT_HUB, Stream
 from .support import live_app, wait_until
 
 ME = "http-worker"
+
+
+#: A well-formed lease token (no claim minted it).
+T = "00000000-0000-4000-8000-000000000000"
 
 
 async def claimed(conn: asyncpg.Connection, job_type: str = "T", **options: Any) -> int:
@@ -66,32 +71,43 @@ class SSE:
 
 async def test_progress_is_stored_and_shown_in_job_json(dsn: str, conn: asyncpg.Connection) -> None:
     job_id = await claimed(conn)
+    token = await conn.fetchval("SELECT lease_token::text FROM pgq.jobs WHERE id = $1", job_id)
     async with live_app(dsn) as live:
         status, body, _ = await live.request(
             "POST",
             f"/jobs/{job_id}/progress",
-            json={"worker_id": ME, "attempt": 1, "progress": {"done": 2, "total": 8}},
-        )
+            json={"worker_id": ME, "attempt": 1, "lease_token": token,
+                  "progress": {"done": 2, "total": 8}},
+        )  # fmt: skip
         assert status == 200, body
         assert body["progress"] == {"done": 2, "total": 8}
         status, body, _ = await live.request("GET", f"/jobs/{job_id}")
         assert body["progress"] == {"done": 2, "total": 8}
         status, body, _ = await live.request(
-            "POST", f"/jobs/{job_id}/progress", json={"worker_id": "other", "progress": {}}
+            "POST",
+            f"/jobs/{job_id}/progress",
+            json={"worker_id": "other", "lease_token": token, "progress": {}},
         )
         assert status == 409, body
+        status, body, _ = await live.request(
+            "POST",
+            f"/jobs/{job_id}/progress",
+            json={"worker_id": ME, "lease_token": str(uuid.uuid4()), "progress": {}},
+        )
+        assert status == 409 and body["error"]["code"] == "lease_mismatch", body
 
 
 @pytest.mark.parametrize(
     ("payload", "field"),
     [
-        ({"progress": {"a": 1}}, "worker_id"),
-        ({"worker_id": ME}, "progress"),
-        ({"worker_id": ME, "progress": [1]}, "progress"),
-        ({"worker_id": ME, "progress": None}, "progress"),
-        ({"worker_id": ME, "progress": {"log": "x" * 9000}}, "progress"),
-        ({"worker_id": ME, "progress": {}, "attempt": 0}, "attempt"),
-        ({"worker_id": ME, "progress": {}, "extra": 1}, "extra"),
+        ({"progress": {"a": 1}, "lease_token": T}, "worker_id"),
+        ({"worker_id": ME, "progress": {"a": 1}}, "lease_token"),
+        ({"worker_id": ME, "lease_token": T}, "progress"),
+        ({"worker_id": ME, "lease_token": T, "progress": [1]}, "progress"),
+        ({"worker_id": ME, "lease_token": T, "progress": None}, "progress"),
+        ({"worker_id": ME, "lease_token": T, "progress": {"log": "x" * 9000}}, "progress"),
+        ({"worker_id": ME, "lease_token": T, "progress": {}, "attempt": 0}, "attempt"),
+        ({"worker_id": ME, "lease_token": T, "progress": {}, "extra": 1}, "extra"),
     ],
 )
 async def test_progress_bad_bodies_are_400_naming_the_field(

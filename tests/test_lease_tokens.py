@@ -4,16 +4,18 @@ job's public worker_id and attempt is not enough to report on it."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import AsyncIterator
 
+import aiohttp
 import asyncpg
 import pytest
 
 from pgq import LeaseMismatch, queries
 
-from .support import Live, live_app
+from .support import Live, live_app, wait_until
 from .zoo import expect_refusal, expect_sqlstate
 
 VICTIM = "victim-worker-7f3a"
@@ -132,3 +134,46 @@ async def test_a_token_cannot_outlive_running(conn: asyncpg.Connection) -> None:
         await conn.execute(
             "UPDATE pgq.jobs SET lease_token = gen_random_uuid() WHERE id = $1", job.id
         )
+
+
+async def test_jobs_claimed_for_a_client_that_left_are_given_back(
+    live: Live, dsn: str, conn: asyncpg.Connection
+) -> None:
+    """The claim answer is the only place the lease tokens travel: when the client hangs up
+    while its claim runs, the coordinator releases what it claimed instead of leaving the
+    jobs to their lease."""
+    job, _ = await queries.enqueue(conn, "X")
+    blocker = await asyncpg.connect(dsn)
+    try:
+        tx = blocker.transaction()
+        await tx.start()
+        await blocker.execute("LOCK TABLE pgq.queues IN ACCESS EXCLUSIVE MODE")  # claim waits
+        session = aiohttp.ClientSession()
+        request = asyncio.ensure_future(
+            session.post(live.url + "/jobs/claim", json={"worker_id": "left"})
+        )
+
+        async def claim_blocked() -> bool:
+            return bool(
+                await conn.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND wait_event_type = 'Lock' AND query LIKE '%pgq.claim%'"
+                )
+            )
+
+        await wait_until(claim_blocked)
+        request.cancel()  # the client hangs up mid-claim
+        await session.close()
+        await asyncio.sleep(0.2)  # the coordinator's transport sees the close
+        await tx.rollback()
+    finally:
+        await blocker.close()
+
+    async def released() -> bool:
+        row = await conn.fetchrow("SELECT status, attempts FROM pgq.jobs WHERE id = $1", job.id)
+        return tuple(row) == ("queued", 1)
+
+    await wait_until(released)
+    stored = await queries.get_job(conn, job.id)
+    assert stored is not None and stored.error["kind"] == "released"
+    assert stored.max_attempts == job.max_attempts + 1  # the attempt was given back

@@ -606,7 +606,7 @@ async def test_enqueue_delay_is_counted_on_the_database_clock(
 
 async def test_same_idempotency_key_returns_the_same_job(conn: asyncpg.Connection) -> None:
     first, created1 = await queries.enqueue(conn, "t", {"v": 1}, idempotency_key="k")
-    second, created2 = await queries.enqueue(conn, "other", {"v": 2}, idempotency_key="k")
+    second, created2 = await queries.enqueue(conn, "t", {"v": 2}, idempotency_key="k")
     assert (created1, created2) == (True, False)
     assert second == first
     [claimed] = await queries.claim(conn, ME)
@@ -985,8 +985,8 @@ async def test_enqueue_many_with_keys_and_dependencies(conn: asyncpg.Connection)
         conn,
         [
             {"type": "a", "idempotency_key": "new"},
-            {"type": "b", "idempotency_key": "old"},
-            {"type": "c", "idempotency_key": "new"},
+            {"type": "existing", "idempotency_key": "old"},
+            {"type": "a", "idempotency_key": "new"},
             {"type": "d", "depends_on": [existing.id]},
             {"type": "e", "queue": "q2"},
         ],

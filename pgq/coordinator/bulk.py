@@ -26,6 +26,7 @@ async def report_progress(request: web.Request) -> web.Response:
         report.worker_id,
         report.progress,
         p.unset_none(report.attempt),
+        report.lease_token,
     )
     return json_response(job.to_json())
 

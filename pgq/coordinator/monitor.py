@@ -128,8 +128,7 @@ class LeaseMonitor:
         due_in = (lease - db_now).total_seconds()
         if due_in > 0:
             return min(self._recheck, due_in + _SLACK)
-        async with self._pool.acquire() as conn:
-            jobs = await queries.expire_leases_detailed(conn)
+        jobs = await queries.expire_leases_detailed(self._pool)
         for job in jobs:
             self.expired += 1
             log_event(

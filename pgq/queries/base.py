@@ -37,6 +37,16 @@ def has_codecs(db: Any) -> bool:
     return getattr(db, "_con", db) in _WITH_CODECS  # a pool's proxy wraps the connection
 
 
+#: Every column of ``pgq.jobs`` but the secret ``lease_token``: what the reads select (a
+#: ``SELECT *`` would need the column pgq_reader may not read). A test checks that it
+#: names every other column of the table.
+JOB_COLUMNS = (
+    "id, queue, type, args, status, priority, run_at, attempts, max_attempts, timeout_seconds,"
+    " worker_id, claimed_at, lease_expires_at, result, last_error, errors, idempotency_key,"
+    " depends_on, created_at, updated_at, finished_at, concurrency_key, holds_slot, schedule,"
+    " scheduled_for, progress, trace_context"
+)
+
 P = ParamSpec("P")
 R = TypeVar("R")
 

@@ -8,13 +8,13 @@ from datetime import datetime
 from typing import Any
 
 from ..jobs import STATUSES, Job
-from .base import Executor, translated_read
+from .base import JOB_COLUMNS, Executor, translated_read
 
 
 @translated_read
 async def get_job(db: Executor, job_id: int) -> Job | None:
     """One job by id, or None."""
-    row = await db.fetchrow("SELECT * FROM pgq.jobs WHERE id = $1", job_id)
+    row = await db.fetchrow(f"SELECT {JOB_COLUMNS} FROM pgq.jobs WHERE id = $1", job_id)
     return Job.from_record(row) if row is not None else None
 
 
@@ -22,7 +22,8 @@ async def get_job(db: Executor, job_id: int) -> Job | None:
 async def get_jobs(db: Executor, job_ids: Sequence[int]) -> list[Job]:
     """The jobs with these ids that exist, in id order."""
     rows = await db.fetch(
-        "SELECT * FROM pgq.jobs WHERE id = ANY($1::bigint[]) ORDER BY id", list(job_ids)
+        f"SELECT {JOB_COLUMNS} FROM pgq.jobs WHERE id = ANY($1::bigint[]) ORDER BY id",
+        list(job_ids),
     )
     return [Job.from_record(r) for r in rows]
 
@@ -91,7 +92,7 @@ def _page(
     """The SQL of one page of ``list_jobs`` and its parameters ($1 after, $2 limit)."""
     params: list[Any] = [after if after is not None else 0, limit]
     if status is None and queue is None and job_type is None:
-        return "SELECT * FROM pgq.jobs WHERE id > $1 ORDER BY id LIMIT $2", params
+        return f"SELECT {JOB_COLUMNS} FROM pgq.jobs WHERE id > $1 ORDER BY id LIMIT $2", params
     conditions = ["j.id > $1"]
     for column, value in (("queue", queue), ("type", job_type)):
         if value is not None:
@@ -102,7 +103,8 @@ def _page(
     # from its statistics which statuses are rare (a parameter would make it guess, and
     # it walked the whole primary key looking for running jobs that were not there).
     branches = [
-        f"(SELECT * FROM pgq.jobs AS j WHERE j.status = '{s}' AND {where} ORDER BY j.id LIMIT $2)"
+        f"(SELECT {JOB_COLUMNS} FROM pgq.jobs AS j WHERE j.status = '{s}' AND {where}"
+        " ORDER BY j.id LIMIT $2)"
         for s in STATUSES
         if status is None or s == status
     ]
@@ -114,7 +116,8 @@ async def running_jobs_of(db: Executor, worker_id: str) -> list[Job]:
     """The running jobs ``worker_id`` holds, in id order (a runner looks for jobs it claimed
     but never heard back about, when a claim's reply was lost with its connection)."""
     rows = await db.fetch(
-        "SELECT * FROM pgq.jobs WHERE status = 'running' AND worker_id = $1 ORDER BY id",
+        f"SELECT {JOB_COLUMNS} FROM pgq.jobs WHERE status = 'running' AND worker_id = $1"
+        " ORDER BY id",
         worker_id,
     )
     return [Job.from_record(r) for r in rows]

@@ -8,9 +8,8 @@ from typing import Any
 
 import asyncpg
 
-from ..errors import translating
 from ..jobs import Job
-from .base import Executor, translated
+from .base import JOB_COLUMNS, Executor, translated
 
 
 @translated
@@ -104,7 +103,9 @@ async def complete_grouped(pool: asyncpg.Pool, items: Sequence[Completion]) -> d
                 [g[4] for g in group],
             )
             done.extend(r["job_id"] for r in rows if r["completed"])
-        rows = await conn.fetch("SELECT * FROM pgq.jobs WHERE id = ANY($1::bigint[])", done)
+        rows = await conn.fetch(
+            f"SELECT {JOB_COLUMNS} FROM pgq.jobs WHERE id = ANY($1::bigint[])", done
+        )
     return {r["id"]: Job.from_record(r) for r in rows}
 
 
@@ -189,32 +190,12 @@ async def expire_leases(db: Executor) -> int:
     return await db.fetchval("SELECT pgq.expire_leases()")
 
 
-async def expire_leases_detailed(conn: Any) -> list[Job]:
-    """``pgq.expire_leases``, reporting which jobs this call expired and what became of them.
-
-    ``conn`` is one asyncpg connection (not a pool): in one transaction the expired rows are
-    locked first (SKIP LOCKED, as ``pgq.expire_leases`` does), then ``pgq.expire_leases()``
-    runs, which treats rows this transaction locked as its own, then those rows are re-read
-    (status ``queued`` with a backoff, or ``dead``). Rows another caller is expiring at the
-    same moment are neither expired nor reported here.
-    """
-    with translating():
-        async with conn.transaction():
-            ids = await conn.fetch(
-                """
-                SELECT id FROM pgq.jobs
-                 WHERE status = 'running' AND lease_expires_at < now()
-                 ORDER BY lease_expires_at
-                   FOR UPDATE SKIP LOCKED
-                """
-            )
-            if not ids:
-                return []
-            await conn.fetchval("SELECT pgq.expire_leases()")
-            rows = await conn.fetch(
-                "SELECT * FROM pgq.jobs WHERE id = ANY($1::bigint[]) ORDER BY id",
-                [r["id"] for r in ids],
-            )
+@translated
+async def expire_leases_detailed(db: Executor) -> list[Job]:
+    """``pgq.expire_leases_detailed``: fail every job whose lease ran out; returns them as
+    they are now (queued with a backoff, or dead). Rows another caller is expiring at the
+    same moment are neither expired nor returned here."""
+    rows = await db.fetch("SELECT * FROM pgq.expire_leases_detailed()")
     return [Job.from_record(r) for r in rows]
 
 

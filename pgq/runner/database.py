@@ -423,7 +423,9 @@ class DatabaseSource:
     async def progress(self, job: Job, progress: dict[str, Any]) -> bool:
         assert self._pool is not None and self._hooks is not None
         try:
-            await queries.progress(self._pool, job.id, self._hooks.worker_id, progress, job.attempt)
+            await queries.progress(
+                self._pool, job.id, self._hooks.worker_id, progress, job.attempt, job.lease_token
+            )
         except (JobNotFound, TransitionNotAllowed):
             return False
         return True

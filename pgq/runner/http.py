@@ -45,9 +45,10 @@ now without spending their attempt, so another runner takes them at once.
 the request. The coordinator looks for a vanished client before it claims, so usually
 nothing was taken; but a claim already under way when the connection closed hands out
 jobs nobody receives. The same happens to a claim whose reply is lost to a broken
-connection (the coordinator restarted, say). Such jobs are left to their lease: their
-lease tokens were only ever in the lost answer, so no HTTP client can report on them
-(``DatabaseSource``, a trusted SQL caller, adopts them instead).
+connection (the coordinator restarted, say). The coordinator releases what it claimed
+for a client that left before the answer; an answer lost after it was sent leaves its
+jobs to their lease: their lease tokens were only in that answer, so no HTTP client can
+report on them (``DatabaseSource``, a trusted SQL caller, adopts them instead).
 
 **Cancellation** has no ``pgq_events`` over HTTP: a cancelled job is noticed at its next
 heartbeat (409, then ``GET /jobs/{id}`` says ``cancelled``, then the runner's
@@ -387,7 +388,10 @@ class HttpSource:
     async def progress(self, job: Job, progress: dict[str, Any]) -> bool:
         try:
             body = wire.Progress(
-                worker_id=self.hooks.worker_id, attempt=job.attempt, progress=progress
+                worker_id=self.hooks.worker_id,
+                attempt=job.attempt,
+                lease_token=job.lease_token or "",
+                progress=progress,
             )
         except ValueError as exc:  # too big: the coordinator would refuse it the same way
             raise InvalidArgument(str(exc)) from None

@@ -297,6 +297,7 @@ class Progress(_Body):
     json_fields: ClassVar[tuple[str, ...]] = ("progress",)
 
     worker_id: WorkerId
+    lease_token: LeaseToken
     progress: Annotated[
         dict[str, Any],
         Meta(
@@ -723,6 +724,7 @@ ERROR_CODES: tuple[str, ...] = (
     "method_not_allowed",
     "transition_not_allowed",
     "lease_mismatch",
+    "limit_exceeded",
     "payload_too_large",
     "unsupported_media_type",
     "unencodable",
