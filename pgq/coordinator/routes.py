@@ -7,14 +7,12 @@ runner use, and refusals travel as exceptions to the one error middleware.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from aiohttp import web
 
 from .. import queries, tracing, wire
-from ..errors import DatabaseUnavailable, JobNotFound, TransitionNotAllowed
-from ..jobs import Job
+from ..errors import DatabaseUnavailable, JobNotFound
 from ..logs import log_event
 from . import bulk, events
 from . import params as p
@@ -135,7 +133,7 @@ async def claim_jobs(request: web.Request) -> web.Response:
     if jobs and gone():
         # The client left while we claimed: the answer, and the lease tokens in it, would
         # reach nobody, and no one else can report on these jobs. Give them back now.
-        await _give_back(request, claim.worker_id, jobs)
+        await request.app[WAITERS].give_back(jobs)
         jobs = []
     # the one answer that shows lease tokens: the claimer needs them to report back; the
     # trace context rides along so an HTTP runner's span continues the enqueue's trace
@@ -146,29 +144,6 @@ async def claim_jobs(request: web.Request) -> web.Response:
                 for j in jobs
             ]
         }
-    )
-
-
-async def _give_back(request: web.Request, worker_id: str, jobs: list[Job]) -> None:
-    """Release jobs claimed for a client that disconnected before the answer (their
-    attempt given back, as ``pgq.release`` does); one already gone elsewhere is skipped."""
-    reason = {"message": "released: the claiming client left before the answer", "kind": "released"}
-    for job in jobs:
-        with contextlib.suppress(JobNotFound, TransitionNotAllowed):
-            await queries.release(
-                request.app[POOL],
-                job.id,
-                worker_id,
-                reason,
-                attempt=job.attempt,
-                lease_token=job.lease_token,
-            )
-    log_event(
-        log,
-        "job.released",
-        f"{len(jobs)} job(s) claimed for a client that left before the answer: released",
-        worker_id=worker_id,
-        request_id=request[REQUEST_ID],
     )
 
 

@@ -46,6 +46,12 @@ from ..waiting import IdleWait, JobWaits, ride_out, wake
 
 log = logging.getLogger("pgq.coordinator.waiters")
 
+#: the error a job given back for a client that left carries (``pgq.release``'s reason)
+_CLIENT_LEFT = {
+    "message": "released: the claiming client left before the answer",
+    "kind": "released",
+}
+
 #: At most this many queue channels are LISTENed (see the module doc).
 MAX_CHANNELS = 1000
 #: How soon a refused long poll may try again.
@@ -147,7 +153,7 @@ class Waiters:
         if self.closing:
             return []
         if wait_seconds <= 0:
-            return await queries.claim(self._pool, worker_id, max_jobs, queues, job_types)
+            return await self._claim_once(worker_id, max_jobs, queues, job_types)
         claim_args = (worker_id, max_jobs, queues, job_types)
         with self._parking():
             return await self._claim_waiting(claim_args, wait_seconds, gone)
@@ -220,8 +226,7 @@ class Waiters:
 
         async def release_all(jobs: list[Job]) -> None:
             try:
-                for job in jobs:
-                    await self._release(job)
+                await self.give_back(jobs)
             finally:
                 self._orphans.discard(claim)
 
@@ -229,10 +234,22 @@ class Waiters:
         self._releases.add(task)
         task.add_done_callback(self._releases.discard)
 
+    async def give_back(self, jobs: Sequence[Job]) -> None:
+        """Release jobs claimed for a client that left before the answer (their lease tokens
+        would reach nobody): each goes back to queued now with its attempt given back, as
+        ``pgq.release`` does; one that is already gone elsewhere is skipped."""
+        for job in jobs:
+            await self._release(job)
+
     async def _release(self, job: Job) -> None:
         try:
             await queries.release(
-                self._pool, job.id, job.worker_id or "", "the client went away", attempt=job.attempt
+                self._pool,
+                job.id,
+                job.worker_id or "",
+                _CLIENT_LEFT,
+                attempt=job.attempt,
+                lease_token=job.lease_token,
             )
         except PgqError as exc:  # e.g. the database went away too: the lease runs out
             log_event(
