@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable
 import asyncpg
 
 from . import db
+from .aio import stop_task, wait_event
 from .backoff import FULL, RECONNECT_BASE, RECONNECT_CAP, Backoff
 from .logs import log_event
 
@@ -143,7 +144,7 @@ class Listener:
                 self._supervise(), name="pgq-listener"
             )
         if wait:
-            await asyncio.wait_for(self._connected_event.wait(), timeout)
+            await self.wait_connected(timeout)
 
     async def close(self) -> None:
         """Stop listening and close the connection."""
@@ -154,14 +155,14 @@ class Listener:
         if self._listen_tasks:
             await asyncio.wait(list(self._listen_tasks), timeout=2)
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await stop_task(self._task)
             self._task = None
         await self._drop_connection()
 
     async def wait_connected(self, timeout: float | None = None) -> None:
-        await asyncio.wait_for(self._connected_event.wait(), timeout)
+        """Until LISTEN is active; ``TimeoutError`` after ``timeout`` seconds (None: no limit)."""
+        if not await wait_event(self._connected_event, timeout):
+            raise TimeoutError(f"the LISTEN connection is not up after {timeout:g}s")
 
     # -- internals --------------------------------------------------------------------
 
@@ -251,11 +252,8 @@ class Listener:
     async def _wait_until_lost(self) -> None:
         """Return when the connection is gone: terminated, or not answering a ping."""
         while not self._closing:
-            try:
-                await asyncio.wait_for(self._lost.wait(), self._ping_interval)
+            if await wait_event(self._lost, self._ping_interval):
                 return
-            except TimeoutError:
-                pass
             try:
                 assert self._conn is not None
                 async with self._conn_lock:

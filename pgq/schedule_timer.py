@@ -20,7 +20,6 @@ Modes of its one loop:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 from datetime import datetime
@@ -28,6 +27,7 @@ from datetime import datetime
 import asyncpg
 
 from . import queries
+from .aio import stop_task, wait_event
 from .errors import DatabaseUnavailable, PgqError
 from .listener import Listener
 from .logs import log_event
@@ -73,9 +73,7 @@ class ScheduleTimer:
     async def stop(self) -> None:
         self._listener.unsubscribe(CHANNEL, self._on_change)
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await stop_task(self._task)
             self._task = None
 
     def wake(self) -> None:
@@ -108,8 +106,7 @@ class ScheduleTimer:
                 log_event(log, "schedules.error", str(exc), level=logging.ERROR)
                 delay = self._retry
             if delay > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), delay)
+                await wait_event(self._wake, delay)
 
     async def _step(self) -> float:
         """Fire what is due; return how long to sleep before looking again."""

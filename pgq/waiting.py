@@ -27,7 +27,6 @@ disconnected are lost, so every job waiter re-reads).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
@@ -35,6 +34,7 @@ from datetime import datetime
 import orjson
 
 from . import queries
+from .aio import wait_event
 from .backoff import Backoff
 from .doorbell import Doorbell
 from .errors import DatabaseUnavailable, JobNotFound, PgqError
@@ -121,7 +121,7 @@ class IdleWait:
             poll = POLL_WHEN_DEAF  # a reconnect sets wake too
         elif not doorbell.armed(queues):
             if self._last_claimed:  # jobs are coming in: look again before registering
-                await _sleep(wake, BUSY_RECHECK)
+                await wait_event(wake, BUSY_RECHECK)
                 return
             try:
                 if await doorbell.arm(queues):
@@ -161,7 +161,7 @@ class IdleWait:
             return
         if poll is None and not doorbell.armed(queues):
             return  # disarmed during next_due (a notification, a reconnect): arm again first
-        await _sleep(wake, timeout)
+        await wait_event(wake, timeout)
 
 
 class JobWaits:
@@ -234,7 +234,7 @@ class JobWaits:
                 timeout = remaining
                 if not self._listener.connected:
                     timeout = POLL_WHEN_DEAF if timeout is None else min(timeout, POLL_WHEN_DEAF)
-                await _sleep(event, timeout)
+                await wait_event(event, timeout)
             finally:
                 events = self._jobs.get(job_id)
                 if events is not None:
@@ -253,19 +253,12 @@ async def ride_out(wake: asyncio.Event, deadline: float | None, exc: DatabaseUna
         if remaining <= 0:
             raise exc
         timeout = min(timeout, remaining)
-    await _sleep(wake, timeout)
+    await wait_event(wake, timeout)
 
 
 def wake(events: Iterable[asyncio.Event]) -> None:
     for event in list(events):
         event.set()
-
-
-async def _sleep(wake: asyncio.Event, timeout: float | None) -> None:
-    """Until ``wake`` is set or ``timeout`` seconds pass (None: no limit)."""
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(timeout):
-            await wake.wait()
 
 
 __all__ = [

@@ -36,6 +36,9 @@ from pgq.runner import HttpSource
 REPO = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
 
+#: Total timeout of each request ``Live.request`` sends.
+LIVE_REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=60)
+
 #: What an HTTP-mode runner subprocess gets as its database: nothing listens there.
 NO_DATABASE = "postgresql://nobody@127.0.0.1:1/no_database_here"
 
@@ -306,14 +309,17 @@ class Live:
         if json is not None:
             data = orjson.dumps(json)
             hdrs.setdefault("Content-Type", "application/json")
-        async with self.http.request(
-            method, self.url + path, data=data, headers=hdrs, **kwargs
-        ) as resp:
-            raw = await resp.read()
-            body: Any = raw.decode()
-            if resp.content_type == "application/json":
-                body = orjson.loads(raw)
-            return resp.status, body, resp
+        try:
+            async with self.http.request(
+                method, self.url + path, data=data, headers=hdrs, **kwargs
+            ) as resp:
+                raw = await resp.read()
+                body: Any = raw.decode()
+                if resp.content_type == "application/json":
+                    body = orjson.loads(raw)
+                return resp.status, body, resp
+        except TimeoutError as exc:
+            raise AssertionError(f"{method} {path}: no complete answer in time ({exc!r})") from exc
 
 
 @contextlib.asynccontextmanager
@@ -327,7 +333,9 @@ async def live_app(
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     url = f"http://127.0.0.1:{port}"
     try:
-        async with aiohttp.ClientSession() as http:
+        # A request the app never answers fails in a minute, naming itself, well before
+        # pytest-timeout (aiohttp's own default is 300 s, the whole test's budget).
+        async with aiohttp.ClientSession(timeout=LIVE_REQUEST_TIMEOUT) as http:
             yield Live(app, runner, url, http)
     finally:
         await runner.cleanup()

@@ -11,11 +11,15 @@ reconnects); ``serve`` binds first, then waits for the database and checks the s
 Shutdown (``AppRunner.cleanup``): the site stops accepting, ``on_shutdown`` releases every
 parked long-poll (claims answer ``{"jobs": []}``, job waits the job as it stands),
 in-flight requests finish (up to ``Settings.shutdown_timeout``), then the cleanup
-contexts close the schedule timer, the monitor, the listener and the pool.
+contexts close the schedule timer, the monitor, the listener and the pool. Each of these
+waits is bounded (``pgq.aio.stop_task`` for the background tasks, ``POOL_CLOSE_TIMEOUT``
+for connections still acquired), so a shutdown always ends.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -23,6 +27,7 @@ from aiohttp import web
 from .. import db
 from ..batching import CompleteBatcher, EnqueueBatcher
 from ..listener import Listener
+from ..logs import log_event
 from ..metrics import Metrics, count_pruned
 from ..schedule_timer import ScheduleTimer
 from . import dashboard
@@ -48,8 +53,13 @@ from .routes import setup_routes
 from .settings import Settings
 from .waiters import Waiters
 
+log = logging.getLogger("pgq.coordinator")
+
 #: Connect timeout of pool connections: a dead database host answers 503 in seconds.
 _CONNECT_TIMEOUT = 5.0
+#: At shutdown, how long the pool may wait for connections still acquired (a request
+#: handler that outlived the shutdown timeout, say) before it terminates them.
+POOL_CLOSE_TIMEOUT = 5.0
 
 
 def create_app(dsn: str, settings: Settings | None = None) -> web.Application:
@@ -102,7 +112,18 @@ async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
     app[POOL] = pool
     await app[METRICS].start(pool)
     yield
-    await pool.close()
+    try:
+        async with asyncio.timeout(POOL_CLOSE_TIMEOUT):
+            await pool.close()
+    except TimeoutError:
+        log_event(
+            log,
+            "coordinator.pool_close_timeout",
+            f"pool connections still in use {POOL_CLOSE_TIMEOUT:g}s into shutdown; "
+            "terminating them",
+            level=logging.WARNING,
+        )
+        pool.terminate()
 
 
 async def _batcher_ctx(app: web.Application) -> AsyncIterator[None]:

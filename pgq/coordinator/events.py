@@ -183,7 +183,8 @@ async def _start(request: web.Request) -> web.StreamResponse:
 async def _next(stream: Stream) -> dict[str, Any] | None:
     """The stream's next event, or None after KEEPALIVE_SECONDS without one."""
     try:
-        return await asyncio.wait_for(stream.items.get(), KEEPALIVE_SECONDS)
+        async with asyncio.timeout(KEEPALIVE_SECONDS):  # not wait_for: see pgq.aio
+            return await stream.items.get()
     except TimeoutError:
         return None
 

@@ -21,7 +21,6 @@ not a single point of rescue; concurrent callers skip each other's rows.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 from collections.abc import Callable
@@ -29,6 +28,7 @@ from collections.abc import Callable
 import asyncpg
 
 from .. import queries
+from ..aio import stop_task
 from ..backoff import Backoff
 from ..errors import DatabaseUnavailable
 from ..logs import log_event
@@ -66,9 +66,7 @@ class LeaseMonitor:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await stop_task(self._task)
             self._task = None
 
     async def _run(self) -> None:

@@ -224,7 +224,8 @@ async def health(request: web.Request) -> web.Response:
     listener's log lines); probes and load balancers only need the status."""
     p.no_query(request)
     try:
-        await asyncio.wait_for(queries.ping(request.app[POOL]), _HEALTH_TIMEOUT)
+        async with asyncio.timeout(_HEALTH_TIMEOUT):  # not wait_for: see pgq.aio
+            await queries.ping(request.app[POOL])
     except (DatabaseUnavailable, TimeoutError, OSError):
         return error_response(
             503, "database_unavailable", "the database does not answer", _RETRY_LATER
