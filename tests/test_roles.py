@@ -56,9 +56,9 @@ async def test_every_public_function_is_secured_and_has_a_role(conn: asyncpg.Con
     rows = await conn.fetch(
         """
         SELECT p.proname::text AS name, p.prosecdef AS definer, p.proconfig AS config,
-               p.provolatile = 'v' AS writes,
+               p.provolatile = 'v' AS writes, l.lanname = 'sql' AS inlinable,
                has_function_privilege('public', p.oid, 'EXECUTE') AS public_may
-          FROM pg_proc AS p
+          FROM pg_proc AS p JOIN pg_language AS l ON l.oid = p.prolang
          WHERE p.pronamespace = 'pgq'::regnamespace AND p.prokind = 'f'
         """
     )
@@ -68,10 +68,10 @@ async def test_every_public_function_is_secured_and_has_a_role(conn: asyncpg.Con
     assert mapped - public == set(), "pgq._function_roles names functions that do not exist"
     assert not [r["name"] for r in rows if r["public_may"]]
     for r in rows:
-        if r["name"] in public and r["writes"]:
+        if r["name"] in public and (r["writes"] or not r["inlinable"]):
             assert r["definer"], r["name"]
             assert "search_path=pg_catalog, pgq, pg_temp" in r["config"], r["name"]
-        else:  # reads and internal functions run as their caller
+        else:  # LANGUAGE sql reads (inlined) and internal functions run as their caller
             assert not r["definer"], r["name"]
     assert set(ROLES) <= {
         r["rolname"] for r in await conn.fetch("SELECT rolname FROM pg_roles WHERE NOT rolcanlogin")
