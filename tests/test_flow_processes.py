@@ -118,9 +118,11 @@ async def test_a_killed_runner_gives_its_slot_back_when_its_lease_expires(
 
     await wait_until(second_done, timeout=15, interval=0.02)
     claimed = await conn.fetchval("SELECT claimed_at FROM pgq.jobs WHERE id = $1", second)
-    # the slot was held by the killed runner's job until its lease ran out, then freed at once
+    # the slot was held by the killed runner's job until its lease ran out, then freed at
+    # once: by the lease sweep and the slot's NOTIFY, far sooner than the 60 s safety re-check
+    # (the margin is for a loaded CI machine)
     lag = (claimed - lease).total_seconds()
-    assert 0 <= lag < 1.5, lag
+    assert 0 <= lag < 5, lag
     row = await conn.fetchrow("SELECT status, last_error FROM pgq.jobs WHERE id = $1", first)
     assert row["status"] == "queued" and row["last_error"]["kind"] == "lease_expired"
     other.signal(signal.SIGTERM)
