@@ -26,7 +26,8 @@ _ERRORS = {
     "scope it needs).",
     "404": "No such job.",
     "409": "The job's status does not allow this, or another worker or attempt holds it "
-    "(`lease_mismatch`: the lease_token is wrong or stale).",
+    "(`lease_mismatch`: the lease_token is wrong or stale); on create, the idempotency_key "
+    "is taken by a job of another type or queue.",
     "413": "The body is over the limit (1 MiB; 32 MiB for /jobs/batch by default).",
     "415": "The body is not application/json (UTF-8).",
     "503": "The database cannot be reached (database_unavailable) or did not answer in time "
@@ -186,7 +187,7 @@ def document() -> dict[str, Any]:
                     ),
                     "200": _json(_ref("Job"), "The existing job with this idempotency_key."),
                 },
-                _BODY_ERRORS,
+                ("409", *_BODY_ERRORS),
                 body=_body("NewJob"),
                 parameters=_TRACE_HEADERS,
             ),
@@ -208,7 +209,7 @@ def document() -> dict[str, Any]:
                         "The jobs, in request order, without arguments and result.",
                     )
                 },
-                _BODY_ERRORS,
+                ("409", *_BODY_ERRORS),
                 body=_body("Batch"),
                 parameters=_TRACE_HEADERS,
             )
