@@ -48,7 +48,7 @@ log = logging.getLogger("pgq.coordinator.waiters")
 
 #: the error a job given back for a client that left carries (``pgq.release``'s reason)
 _CLIENT_LEFT = {
-    "message": "released: the claiming client left before the answer",
+    "message": "released: the client went away before the answer",
     "kind": "released",
 }
 
