@@ -14,7 +14,7 @@ import pytest
 from pgq import wire
 from pgq.errors import InvalidField, InvalidJson
 from pgq.jobs import STATUSES
-from pgq.wire.types import Status
+from pgq.wire.fields import Status
 
 #: A well-formed lease token.
 T = "00000000-0000-4000-8000-000000000000"
@@ -262,7 +262,7 @@ SAMPLES: list[tuple[str, object]] = [
 
 
 def test_catch_up_modes_are_the_wire_literal() -> None:
-    from pgq.wire.types import CatchUp
+    from pgq.wire.fields import CatchUp
 
     assert set(typing.get_args(typing.get_args(CatchUp)[0])) == set(wire.CATCH_UP_MODES)
 

@@ -1,7 +1,8 @@
 """The wire format of the HTTP API, declared once.
 
-``limits`` holds the name rules and numeric ranges; ``types`` the request and response
-bodies as msgspec Structs; ``request_body``/``query`` decode and validate them into pgq's
+``limits`` holds the name rules and numeric ranges; ``fields`` the field types both
+directions share; ``requests`` and ``answers`` the request and response bodies as msgspec
+Structs; ``request_body``/``query`` decode and validate them into pgq's
 400 style (``explain`` words msgspec's errors); ``schemas`` generates the OpenAPI
 components. The coordinator validates with it, the HTTP runner encodes its requests with
 it, and every name rule or range in Python comes from here.
@@ -11,6 +12,24 @@ from __future__ import annotations
 
 from msgspec import UNSET, UnsetType
 
+from .answers import (
+    ClaimedJob,
+    ClaimedJobs,
+    Count,
+    CreatedJobs,
+    Error,
+    Job,
+    JobErrors,
+    JobPage,
+    Jobs,
+    JobSummary,
+    Overview,
+    Queue,
+    Queues,
+    Schedule,
+    Schedules,
+    Session,
+)
 from .decode import check_json, query, request_body
 from .limits import (
     BIGINT_MAX,
@@ -55,42 +74,26 @@ from .limits import (
     TYPE_RE,
     TYPE_RULE,
 )
-from .schema import query_parameters, schemas
-from .types import (
+from .requests import (
     Batch,
     BulkCancel,
     BulkRetry,
     Claim,
-    ClaimedJob,
-    ClaimedJobs,
     Complete,
     CompleteBatch,
     Completion,
-    Count,
-    CreatedJobs,
-    Error,
     EventsQuery,
     Heartbeat,
-    Job,
-    JobErrors,
-    JobPage,
-    Jobs,
-    JobSummary,
     Limits,
     ListQuery,
     NewJob,
     NewSchedule,
-    Overview,
     Progress,
-    Queue,
-    Queues,
     Release,
     Retry,
-    Schedule,
-    Schedules,
-    Session,
     WaitQuery,
 )
+from .schema import query_parameters, schemas
 
 __all__ = [
     "BIGINT_MAX",

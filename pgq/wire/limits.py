@@ -1,7 +1,8 @@
 """Name rules and numeric limits of the wire format: the one place Python states them.
 
-The request types (``pgq.wire.types``), hence the coordinator's validation and its OpenAPI
-document, the HTTP runner and the runner's own checks all take these values from here.
+The wire types (``pgq.wire.fields``, ``requests``, ``answers``), hence the coordinator's
+validation and its OpenAPI document, the HTTP runner and the runner's own checks all take
+these values from here.
 SQL keeps its own CHECKs and function checks as the last line of defence
 (``sql/``: the same numbers, stated again because the database trusts no client).
 """

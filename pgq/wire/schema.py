@@ -7,39 +7,40 @@ from typing import Any
 
 import msgspec
 
-from . import types as t
+from . import answers as a
+from . import requests as r
 
 #: Every Struct that is a request or response body (nested ones follow by reference).
 BODIES: tuple[type[msgspec.Struct], ...] = (
-    t.NewJob,
-    t.Batch,
-    t.Claim,
-    t.Complete,
-    t.CompleteBatch,
-    t.Heartbeat,
-    t.Release,
-    t.Retry,
-    t.Progress,
-    t.BulkRetry,
-    t.BulkCancel,
-    t.Limits,
-    t.NewSchedule,
-    t.Job,
-    t.JobSummary,
-    t.Jobs,
-    t.ClaimedJobs,
-    t.CompletedJobs,
-    t.CreatedJobs,
-    t.JobPage,
-    t.Queue,
-    t.Queues,
-    t.Schedule,
-    t.Schedules,
-    t.Count,
-    t.Session,
-    t.Overview,
-    t.JobErrors,
-    t.Error,
+    r.NewJob,
+    r.Batch,
+    r.Claim,
+    r.Complete,
+    r.CompleteBatch,
+    r.Heartbeat,
+    r.Release,
+    r.Retry,
+    r.Progress,
+    r.BulkRetry,
+    r.BulkCancel,
+    r.Limits,
+    r.NewSchedule,
+    a.Job,
+    a.JobSummary,
+    a.Jobs,
+    a.ClaimedJobs,
+    a.CompletedJobs,
+    a.CreatedJobs,
+    a.JobPage,
+    a.Queue,
+    a.Queues,
+    a.Schedule,
+    a.Schedules,
+    a.Count,
+    a.Session,
+    a.Overview,
+    a.JobErrors,
+    a.Error,
 )
 
 _REF = "#/components/schemas/{name}"
@@ -49,7 +50,7 @@ _REF = "#/components/schemas/{name}"
 def schemas() -> dict[str, Any]:
     """OpenAPI ``components.schemas``: one per body Struct, plus the rules across fields."""
     _, components = msgspec.json.schema_components(BODIES, ref_template=_REF)
-    for name, extra in t.CROSS_FIELD_SCHEMAS.items():
+    for name, extra in r.CROSS_FIELD_SCHEMAS.items():
         components[name].update(extra)
     return components
 
