@@ -21,8 +21,13 @@ Names (promised to the deploy manifests; do not rename):
 Runners do not serve HTTP, so the job metrics come from the database, read at scrape time
 (``Metrics.collect``), at most once a second (``Metrics.scrape`` caches the text). The
 ``type`` label takes the first ``max_types`` job types seen (``PGQ_METRICS_MAX_TYPES``,
-100); later types count as ``other``, so a client inventing types cannot grow the output
-for good. What is approximate, honestly:
+100) and the ``queue`` label the first ``max_queues`` queues seen (``PGQ_METRICS_MAX_QUEUES``,
+100; queues with settings first, then by name); later ones count as ``other``, so a client
+inventing types or queues cannot grow the output for good. ``other`` keeps the totals:
+``pgq_jobs`` and ``pgq_queue_held_jobs`` add up the queues in it, the oldest age is the
+oldest of them, ``pgq_queue_paused`` is 1 while any of them is paused, and
+``pgq_queue_limit`` has no ``other`` series (limits of different queues do not add up).
+What is approximate, honestly:
 
 * Job counters and histograms cover jobs that finished *while this coordinator ran*,
   counted from the database at each scrape over the window since the previous one (lagging
@@ -65,17 +70,26 @@ _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 OUTCOMES = ("succeeded", "retried", "dead", "cancelled")
 #: The ``type`` label of job types beyond the first ``max_types`` seen.
 OTHER_TYPE = "other"
+#: The ``queue`` label of queues beyond the first ``max_queues`` seen.
+OTHER_QUEUE = "other"
 
 
 class Metrics:
     """The metrics of one coordinator app."""
 
     def __init__(
-        self, *, lag_seconds: float = 2.0, max_types: int = 100, cache_seconds: float = 1.0
+        self,
+        *,
+        lag_seconds: float = 2.0,
+        max_types: int = 100,
+        max_queues: int = 100,
+        cache_seconds: float = 1.0,
     ) -> None:
         self._lag = lag_seconds
         self._max_types = max_types
         self._types: set[str] = set()
+        self._max_queues = max_queues
+        self._queues: set[str] = set()
         self._cache_seconds = cache_seconds
         self._cached: tuple[float, bytes] | None = None
         self._scrape_lock = asyncio.Lock()
@@ -215,43 +229,56 @@ class Metrics:
                 self.jobs.clear()
                 self.oldest_queued_age.clear()
                 return False
+            self._refresh_flow(flow)  # first: queues with settings take labels first
             self._refresh_depths(depths)
-            self._refresh_flow(flow)
             self.notification_queue_usage.set(usage or 0.0)
             self._count(window)
             self._since = window["until"]
         return True
 
     def _refresh_depths(self, depths: list[dict[str, Any]]) -> None:
+        counts: dict[tuple[str, str], int] = {}
+        ages: dict[str, float] = {}
+        for row in sorted(depths, key=lambda r: r["queue"]):
+            queue = self.queue_label(row["queue"])
+            key = (queue, row["status"])
+            counts[key] = counts.get(key, 0) + row["count"]
+            age = row.get("oldest_due_age_seconds")
+            ages[queue] = max(ages.get(queue, 0.0), float(age) if age is not None else 0.0)
         self.jobs.clear()
         self.oldest_queued_age.clear()
-        for row in depths:
-            self.jobs.labels(row["queue"], row["status"]).set(row["count"])
-            self.oldest_queued_age.labels(row["queue"]).set(0)
-        for row in depths:
-            age = row.get("oldest_due_age_seconds")
-            if age is not None:
-                self.oldest_queued_age.labels(row["queue"]).set(float(age))
+        for (queue, status), count in counts.items():
+            self.jobs.labels(queue, status).set(count)
+        for queue, age in ages.items():
+            self.oldest_queued_age.labels(queue).set(age)
 
     def _refresh_flow(self, flow: list[dict[str, Any]]) -> None:
+        paused: dict[str, bool] = {}
+        held: dict[str, int] = {}
         for gauge in (self.queue_paused, self.queue_limit, self.queue_held):
             gauge.clear()
-        for row in flow:
-            self.queue_paused.labels(row["queue"]).set(1 if row["paused"] else 0)
-            self.queue_held.labels(row["queue"]).set(row["held"])
+        for row in sorted(flow, key=lambda r: r["queue"]):
+            queue = self.queue_label(row["queue"])
+            paused[queue] = paused.get(queue, False) or bool(row["paused"])
+            held[queue] = held.get(queue, 0) + row["held"]
+            if queue != row["queue"]:
+                continue  # counted in other: no limits of its own
             for limit in ("concurrency", "key_concurrency", "rate", "burst"):
                 if row[limit] is not None:
-                    self.queue_limit.labels(row["queue"], limit).set(row[limit])
+                    self.queue_limit.labels(queue, limit).set(row[limit])
+        for queue, is_paused in paused.items():
+            self.queue_paused.labels(queue).set(1 if is_paused else 0)
+            self.queue_held.labels(queue).set(held[queue])
+
+    def queue_label(self, queue: str) -> str:
+        """``queue`` while it is among the first ``max_queues`` seen, else ``other``: queue
+        names come from clients too (any valid name is a queue), and each is a series."""
+        return _capped(queue, self._queues, self._max_queues, OTHER_QUEUE)
 
     def type_label(self, job_type: str) -> str:
         """``job_type`` while it is among the first ``max_types`` seen, else ``other``:
         job types come from clients, and each label value is a series kept for good."""
-        if job_type in self._types:
-            return job_type
-        if len(self._types) < self._max_types:
-            self._types.add(job_type)
-            return job_type
-        return OTHER_TYPE
+        return _capped(job_type, self._types, self._max_types, OTHER_TYPE)
 
     def _count(self, window: dict[str, Any]) -> None:
         for row in window["finished"]:
@@ -265,7 +292,7 @@ class Metrics:
             if row["run_seconds"] is not None:
                 self.duration.labels(job_type).observe(max(row["run_seconds"], 0.0))
             if row["start_latency_seconds"] is not None:
-                self.start_latency.labels(row["queue"]).observe(
+                self.start_latency.labels(self.queue_label(row["queue"])).observe(
                     max(row["start_latency_seconds"], 0.0)
                 )
         for row in window["retried"]:
@@ -288,6 +315,16 @@ class Metrics:
                 body = await asyncio.to_thread(self.render)
             self._cached = (loop.time(), body)
             return body
+
+
+def _capped(value: str, seen: set[str], cap: int, other: str) -> str:
+    """``value`` if it is in ``seen`` or ``seen`` has room for it (then added), else ``other``."""
+    if value in seen:
+        return value
+    if len(seen) < cap:
+        seen.add(value)
+        return value
+    return other
 
 
 def count_pruned(metrics: Metrics, pruned: dict[str, int]) -> None:

@@ -178,6 +178,14 @@ SETTINGS: tuple[Setting, ...] = (
         "coordinator",
     ),
     Setting(
+        "PGQ_METRICS_MAX_QUEUES",
+        int,
+        100,
+        "queues with a `queue` label of their own in `/metrics` (queues with settings first); "
+        "later ones count as `other`",
+        "coordinator",
+    ),
+    Setting(
         "PGQ_QUEUES",
         list,
         (),

@@ -68,6 +68,7 @@ def create_app(dsn: str, settings: Settings | None = None) -> web.Application:
     metrics = Metrics(
         lag_seconds=settings.metrics_lag_seconds,
         max_types=settings.metrics_max_types,
+        max_queues=settings.metrics_max_queues,
         cache_seconds=settings.metrics_cache_seconds,
     )
     app = web.Application(

@@ -39,6 +39,8 @@ class Settings:
     ``pgq.metrics``).
     ``metrics_max_types``: job types with a ``type`` label of their own
     (``PGQ_METRICS_MAX_TYPES``, 100; the rest count as ``other``).
+    ``metrics_max_queues``: likewise, queues with a ``queue`` label of their own
+    (``PGQ_METRICS_MAX_QUEUES``, 100).
     ``metrics_cache_seconds``: ``/metrics`` is collected and rendered at most this often.
     ``list_max_bytes``: a ``GET /jobs`` answer stops early once its jobs' payloads add up
     to this (``PGQ_LIST_MAX_BYTES``, 8 MiB; ``next`` says where to go on).
@@ -64,6 +66,7 @@ class Settings:
     enqueue_flushes: int = 1
     metrics_lag_seconds: float = 2.0
     metrics_max_types: int = settings.BY_NAME["PGQ_METRICS_MAX_TYPES"].default
+    metrics_max_queues: int = settings.BY_NAME["PGQ_METRICS_MAX_QUEUES"].default
     metrics_cache_seconds: float = 1.0
     max_waiters: int = settings.BY_NAME["PGQ_MAX_WAITERS"].default
     list_max_bytes: int = settings.BY_NAME["PGQ_LIST_MAX_BYTES"].default
@@ -87,6 +90,8 @@ class Settings:
             raise ConfigError("the number of enqueue flushes in flight must be at least 1")
         if self.metrics_max_types < 0:
             raise ConfigError("PGQ_METRICS_MAX_TYPES must be 0 or more")
+        if self.metrics_max_queues < 0:
+            raise ConfigError("PGQ_METRICS_MAX_QUEUES must be 0 or more")
         if self.list_max_bytes < 1:
             raise ConfigError("PGQ_LIST_MAX_BYTES must be positive")
         if self.max_waiters < 0:
@@ -109,6 +114,7 @@ class Settings:
             acquire_timeout=settings.read("PGQ_ACQUIRE_TIMEOUT_SECONDS"),
             enqueue_batch_max=settings.read("PGQ_ENQUEUE_BATCH_MAX"),
             metrics_max_types=settings.read("PGQ_METRICS_MAX_TYPES"),
+            metrics_max_queues=settings.read("PGQ_METRICS_MAX_QUEUES"),
             max_waiters=settings.read("PGQ_MAX_WAITERS"),
             list_max_bytes=settings.read("PGQ_LIST_MAX_BYTES"),
             read_timeout=settings.read("PGQ_READ_TIMEOUT_SECONDS"),
