@@ -3641,6 +3641,12 @@ CREATE UNIQUE INDEX jobs_idempotency_key_idx ON pgq.jobs USING btree (idempotenc
 CREATE INDEX jobs_lease_idx ON pgq.jobs USING btree (lease_expires_at) WHERE (status = 'running'::text);
 
 --
+-- Name: jobs_retrying_idx; Type: INDEX; Schema: pgq; Owner: -
+--
+
+CREATE INDEX jobs_retrying_idx ON pgq.jobs USING btree (run_at) WHERE ((status = 'queued'::text) AND (attempts > 0));
+
+--
 -- Name: jobs_schedule_slot_idx; Type: INDEX; Schema: pgq; Owner: -
 --
 
