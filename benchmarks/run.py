@@ -40,7 +40,9 @@ OUT = HERE / "out"
 
 SYSTEMS = ("pgq", "procrastinate", "pgqueuer")
 PEERS = ("procrastinate", "pgqueuer")
-SCENARIOS = ("enqueue", "drain", "latency", "steady", "http")
+SCENARIOS = ("enqueue", "drain", "latency", "steady", "http", "http-runner")
+# Scenarios only pgq has: its coordinator and its HTTP-mode runner.
+PGQ_ONLY = ("http", "http-runner")
 
 # What each peer's virtualenv gets from PyPI. Exact pins: a re-run measures the same code.
 # psycopg[binary] is psycopg's recommended fast (C) implementation; asyncpg is only used
@@ -348,7 +350,7 @@ class Runner:
         t0 = time.monotonic()
         try:
             async with fresh_db(self.cfg, system) as (dsn, admin):
-                fn = getattr(self, f"_{scenario}")
+                fn = getattr(self, "_" + scenario.replace("-", "_"))
                 record.update(await fn(system, dsn, admin, rep, **params))
         except Exception as exc:
             record.update(ok=False, problems=[f"{type(exc).__name__}: {exc}"])
@@ -487,12 +489,7 @@ class Runner:
         # Install pgq and queue jobs for the claim/complete phase, through the adapter.
         lf = self.logfile("http", system, rep, "enqueue")
         await Adapter.run(system, ["enqueue", dsn, str(cfg.n), "--install"], lf, 300)
-        env = {"PGQ_DATABASE_URL": dsn, "PGQ_HOST": "127.0.0.1", "PGQ_LOG_LEVEL": "warning"}
-        port = free_port()
-        env["PGQ_PORT"] = str(port)
-        cli = ["-c", "import sys; from pgq.cli import main; sys.exit(main())", "coordinator"]
-        async with Server(cli, self.logfile("http", system, rep, "coordinator"), env) as url:
-            await wait_healthy(url)
+        async with coordinator(dsn, self.logfile("http", system, rep, "coordinator")) as url:
             post = await load_gen([*load, "post", url, *opts])
             claim = await load_gen([*load, "claim-complete", url, *opts])
         out.update(
@@ -521,6 +518,31 @@ class Runner:
         out["ok"] = not out["problems"]
         return out
 
+    async def _http_runner(self, system, dsn, admin, rep, mode, concurrency, n) -> dict:
+        """The drain through one coordinator process by one HTTP-mode runner process
+        (``pgq runner --coordinator``), or, for the ratio, by a database-mode runner;
+        verified like the drain. The coordinator's request counts show how many jobs
+        each claim and each completion request carried."""
+        lf = self.logfile("http-runner", mode, rep)
+        enq = await Adapter.run(system, ["enqueue", dsn, str(n), "--install"], lf, 300)
+        if not enq.get("ok"):
+            return {"ok": False, "problems": [f"enqueue failed: {enq}"]}
+        await admin.execute("CHECKPOINT")
+        args = ["drain", dsn, str(n), "--concurrency", str(concurrency)]
+        runner_log = self.logfile("http-runner", mode, rep, "runner")
+        if mode == "database":
+            return await Adapter.run(system, args, runner_log, 600)
+        async with coordinator(dsn, self.logfile("http-runner", mode, rep, "coordinator")) as url:
+            before = await request_counts(url)
+            result = await Adapter.run(system, [*args, "--coordinator", url], runner_log, 600)
+            after = await request_counts(url)
+        for route in ("/jobs/claim", "/jobs/complete"):
+            made = after.get(route, 0) - before.get(route, 0)
+            result[f"{route.rsplit('/', 1)[1]}_requests"] = made
+            if made:
+                result[f"jobs_per_{route.rsplit('/', 1)[1]}"] = n / made
+        return result
+
     # ------------------------------------------------------------------ plan
 
     async def run(self) -> None:
@@ -531,10 +553,17 @@ class Runner:
         for scenario in SCENARIOS:
             if scenario not in cfg.scenarios:
                 continue
-            systems = [s for s in cfg.systems if scenario != "http" or s == "pgq"]
+            systems = [s for s in cfg.systems if scenario not in PGQ_ONLY or s == "pgq"]
             if scenario == "drain" and cfg.sweep:
                 await self.sweep(systems)
             for rep in range(cfg.reps):
+                if scenario == "http-runner":
+                    n = cfg.n
+                    if "pgq" in systems:
+                        c = self.concurrency("pgq")
+                        for mode in rotate(["http", "database"], rep):
+                            await self.measure(scenario, "pgq", rep, mode=mode, concurrency=c, n=n)
+                    continue
                 for system in rotate(systems, rep):
                     if scenario == "drain":
                         c = self.concurrency(system)
@@ -568,6 +597,7 @@ SUMMARY_KEYS = {
     "latency": ("p50_ms", "p99_ms", "max_ms"),
     "steady": ("enqueued_per_s", "consumed_per_s", "backlog"),
     "http": ("ceiling_rps", "post_rps", "claim_complete_rps", "claim_complete_p99_ms"),
+    "http-runner": ("jobs_per_s", "jobs_per_claim", "jobs_per_complete"),
 }
 
 
@@ -617,6 +647,17 @@ class Server:
         self._err.close()
 
 
+@contextlib.asynccontextmanager
+async def coordinator(dsn: str, logfile: Path):
+    """A ``pgq coordinator`` process on ``dsn`` (logs at warning), healthy; yields its URL."""
+    env = {"PGQ_DATABASE_URL": dsn, "PGQ_HOST": "127.0.0.1", "PGQ_LOG_LEVEL": "warning"}
+    env["PGQ_PORT"] = str(free_port())
+    cli = ["-c", "import sys; from pgq.cli import main; sys.exit(main())", "coordinator"]
+    async with Server(cli, logfile, env) as url:
+        await wait_healthy(url)
+        yield url
+
+
 async def wait_healthy(url: str, timeout: float = 30) -> None:
     import aiohttp
 
@@ -632,6 +673,21 @@ async def wait_healthy(url: str, timeout: float = 30) -> None:
             if time.monotonic() > deadline:
                 raise AdapterError(f"{url}/health not 200 after {timeout} s")
             await asyncio.sleep(0.1)
+
+
+async def request_counts(url: str) -> dict[str, float]:
+    """The coordinator's ``pgq_http_requests_total`` by route (all methods and statuses)."""
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session, session.get(url + "/metrics") as resp:
+        text = await resp.text()
+    counts: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("pgq_http_requests_total{"):
+            labels, _, value = line.rpartition(" ")
+            route = labels.partition('route="')[2].partition('"')[0]
+            counts[route] = counts.get(route, 0) + float(value)
+    return counts
 
 
 async def load_gen(args: list[str]) -> dict:
@@ -824,6 +880,7 @@ def report(cfg: Config, runner: Runner, info: dict, argv: list[str]) -> str:
             f"({col('claim_complete_jobs_per_s')} jobs/s) | {col('claim_complete_rps')} "
             f"| {col('claim_complete_p99_ms')} | {vs('claim_complete_rps')} |",
         ]
+    lines += http_runner_table(cfg, recs)
     conc = {s: runner.concurrency(s) for s in systems}
     lines += [
         "",
@@ -866,6 +923,38 @@ def report(cfg: Config, runner: Runner, info: dict, argv: list[str]) -> str:
     return "\n".join(lines)
 
 
+def http_runner_table(cfg: Config, recs: list[dict]) -> list[str]:
+    """The HTTP-mode runner beside a database-mode runner on the same N (``http-runner``)."""
+    runs = [r for r in recs if r["scenario"] == "http-runner" and r.get("ok")]
+    if not runs:
+        return []
+    http = [r for r in runs if r["mode"] == "http"]
+    database = [r for r in runs if r["mode"] == "database"]
+
+    def col(rows: list[dict], key: str) -> str:
+        return cell([r[key] for r in rows if key in r])
+
+    ratio = "–"
+    if http and database:
+        median_db = statistics.median(r["jobs_per_s"] for r in database)
+        ratio = f"{statistics.median(r['jobs_per_s'] for r in http) / median_db:.2f}"
+    concurrency = runs[0]["concurrency"]
+    return [
+        "",
+        f"### HTTP-mode runner ({cfg.n:,} jobs, concurrency {concurrency}; one coordinator "
+        "process, one runner process)",
+        "",
+        "| runner | jobs/s ▲ | jobs per claim request ▲ | jobs per complete request ▲ |",
+        "|---|---|---|---|",
+        f"| `pgq runner --coordinator URL` (HTTP) | {col(http, 'jobs_per_s')} "
+        f"| {col(http, 'jobs_per_claim')} | {col(http, 'jobs_per_complete')} |",
+        f"| `pgq runner` (database), same N, same repetitions | {col(database, 'jobs_per_s')} "
+        "| – | – |",
+        "",
+        f"HTTP / database: {ratio} (medians).",
+    ]
+
+
 METHOD = """
 ## Method
 
@@ -888,6 +977,11 @@ METHOD = """
   {steady_seconds} s, while the runner consumes. consumed/s counts handler starts inside the
   production window; backlog = enqueued − started by the end of the window. The runner then
   finishes the backlog so the run can be verified.
+- **HTTP-mode runner** (pgq only). N no-op jobs enqueued, a `CHECKPOINT`, one
+  `pgq coordinator` process, then the drain above with its runner working through the
+  coordinator (`HttpSource`, as `pgq runner --coordinator URL` does); in each repetition the
+  same N are also drained by a database-mode runner (its own fresh database), for the ratio.
+  Request counts come from the coordinator's `pgq_http_requests_total`.
 - **Correctness.** The no-op handler records each job's index; a run counts only if the
   handlers ran exactly N times for N distinct jobs and the database agrees: pgq
   `status = 'succeeded'` and `attempts = 1` for every job; procrastinate `status = 'succeeded'`

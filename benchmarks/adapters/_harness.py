@@ -6,9 +6,10 @@ the small CLI the orchestrator (benchmarks/run.py) drives:
 
     adapter.py enqueue DSN N [--install]
         time the fastest documented enqueue path for N no-op jobs
-    adapter.py drain DSN N --concurrency C
+    adapter.py drain DSN N --concurrency C [--coordinator URL]
         a fresh runner process: time from runner start until the database says
-        all N jobs are done, then verify
+        all N jobs are done, then verify; with --coordinator (pgq only) the runner
+        works through that coordinator's HTTP API instead of the database
     adapter.py worker DSN --concurrency C --out FILE [--install]
         an idle runner for the latency / steady-state scenarios; prints
         {"ready": true}, then waits for "expect M" on stdin, stops once M jobs
@@ -72,6 +73,10 @@ class System(abc.ABC):
     name: str
     version: str
     count_sql: str  # SELECT count(*) of all jobs of this system, done or not
+    #: Whether run_worker can work through an HTTP coordinator (``drain --coordinator``).
+    http_runner = False
+    #: The coordinator's URL when ``drain --coordinator`` asked for an HTTP-mode runner.
+    coordinator: str | None = None
 
     @abc.abstractmethod
     async def install(self, dsn: str) -> None:
@@ -317,6 +322,7 @@ def main(system: System) -> None:
     s.add_argument("n", type=int)
     s.add_argument("--concurrency", type=int, required=True)
     s.add_argument("--timeout", type=float, default=300)
+    s.add_argument("--coordinator", help="run the runner through this coordinator (pgq only)")
     s = sub.add_parser("worker")
     s.add_argument("dsn")
     s.add_argument("--concurrency", type=int, required=True)
@@ -333,6 +339,10 @@ def main(system: System) -> None:
     s.add_argument("--connections", type=int, default=4)
     s.add_argument("--seconds", type=float, default=20)
     a = p.parse_args()
+    if getattr(a, "coordinator", None):
+        if not system.http_runner:
+            p.error(f"{system.name} has no HTTP-mode runner")
+        system.coordinator = a.coordinator
     loop = use_uvloop()
     result = asyncio.run(COMMANDS[a.cmd](system, a))
     result.update(system=system.name, version=system.version, loop=loop)

@@ -17,6 +17,7 @@ os.environ.setdefault("PGQ_LOG_LEVEL", "warning")
 from _harness import System, main
 
 import pgq
+from pgq.runner.http import HttpSource
 
 
 def _version() -> str:
@@ -30,6 +31,7 @@ class Pgq(System):
     name = "pgq"
     version = _version()
     count_sql = "SELECT count(*) FROM pgq.jobs"
+    http_runner = True
 
     async def install(self, dsn: str) -> None:
         async with pgq.Client(dsn) as client:
@@ -63,8 +65,10 @@ class Pgq(System):
             runner.stop()
 
         stopping = asyncio.create_task(stopper())
+        # drain --coordinator: the same runner, fed over HTTP (`pgq runner --coordinator`)
+        source = HttpSource(self.coordinator) if self.coordinator else None
         try:
-            await runner.run()
+            await runner.run(source=source)
         finally:
             stopping.cancel()
 
