@@ -8,7 +8,8 @@ cancellation should end then goes on running, and whoever awaits it waits foreve
 pgq waits on its events with ``asyncio.timeout`` (which counts cancellations: none is
 lost) through :func:`wait_event`, and stops its background tasks with
 :func:`stop_task`, which cancels again should a cancellation not take, and gives up
-after a bound rather than hang a shutdown.
+after a bound rather than hang a shutdown (:func:`stop_tasks` for several at once, as a
+``close`` that must end does).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Iterable
+from typing import Any
 
 from .logs import log_event
 
@@ -64,3 +67,26 @@ async def stop_task(task: asyncio.Task[object], timeout: float = STOP_TIMEOUT) -
     if not task.cancelled() and (exc := task.exception()) is not None:
         raise exc
     return True
+
+
+async def stop_tasks(tasks: Iterable[asyncio.Task[Any]], timeout: float = STOP_TIMEOUT) -> None:
+    """``stop_task`` on each of ``tasks``, concurrently, all within one ``timeout``.
+
+    For a ``close`` that must end: an exception a task ended with is logged
+    (``task.failed``) rather than raised, since the caller is shutting down and the task's
+    work is abandoned either way.
+    """
+    tasks = list(tasks)
+    if not tasks:
+        return
+    ends = await asyncio.gather(*(stop_task(t, timeout) for t in tasks), return_exceptions=True)
+    for task, end in zip(tasks, ends, strict=True):
+        if isinstance(end, Exception):
+            log_event(
+                log,
+                "task.failed",
+                f"task {task.get_name()} failed before it was stopped: {end!r}",
+                level=logging.WARNING,
+                exc_info=end,
+                task=task.get_name(),
+            )

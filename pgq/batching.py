@@ -34,6 +34,7 @@ from typing import Any, Generic, TypeVar
 import asyncpg
 
 from . import queries
+from .aio import stop_tasks
 from .errors import DatabaseUnavailable, PgqError
 from .jobs import Job
 from .logs import log_event
@@ -107,16 +108,23 @@ class Batcher(Generic[T, R]):
     async def close(self, timeout: float = 5.0) -> None:
         """Wait for the flushes in flight (before the pool closes), at most ``timeout``
         seconds: then they are cancelled and their items fail with ``DatabaseUnavailable``
-        (a database that does not answer must not hold a shutdown forever)."""
+        (a database that does not answer must not hold a shutdown forever), as do items
+        still queued behind a flush that would not stop."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while self._flushes:
             flushes = list(self._flushes)
             _done, pending = await asyncio.wait(flushes, timeout=max(0.0, deadline - loop.time()))
             if pending:
-                for task in pending:
-                    task.cancel()
-                await asyncio.gather(*pending, return_exceptions=True)
+                # Bounded too: a flush that swallows its cancellation is cancelled again;
+                # one that still runs is left behind (logged), and close returns.
+                await stop_tasks(pending, timeout)
+                if not all(task.done() for task in pending):
+                    break
+        stranded, self._pending = self._pending, []
+        problem = DatabaseUnavailable("the batcher closed before the write was sent")
+        for _, future in stranded:
+            _fail(future, problem)
 
     async def _run(self) -> None:
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from types import TracebackType
@@ -17,7 +18,10 @@ from .config import database_url
 from .errors import DatabaseUnavailable, translating
 from .jobs import Job
 from .listener import Listener
+from .logs import log_event
 from .waiting import JobWaits
+
+log = logging.getLogger("pgq.client")
 
 T = TypeVar("T")
 
@@ -83,7 +87,14 @@ class Client:
             self._listener = None
             self._job_waits = None
         if self._pool is not None:
-            await self._pool.close()
+            if not await db.close_pool(self._pool):
+                log_event(
+                    log,
+                    "client.pool_close_timeout",
+                    f"pool connections still in use {db.POOL_CLOSE_TIMEOUT:g}s into close(); "
+                    "terminated them",
+                    level=logging.WARNING,
+                )
             self._pool = None
 
     async def __aenter__(self) -> Client:

@@ -11,6 +11,7 @@ request a few seconds and a 503, not a coordinator whose every connection hangs.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from typing import Any
 
@@ -19,6 +20,9 @@ import orjson
 
 from .queries.base import mark_codecs
 from .queries.session import set_timeouts
+
+#: How long closing a pool waits for connections still in use before it terminates them.
+POOL_CLOSE_TIMEOUT = 5.0
 
 #: The jsonb binary format is a version byte (1) followed by the JSON text.
 _JSONB_VERSION = b"\x01"
@@ -132,3 +136,16 @@ async def connect(dsn: str, **kwargs: Any) -> asyncpg.Connection:
     conn = await asyncpg.connect(dsn, **kwargs)
     await init_connection(conn)
     return conn
+
+
+async def close_pool(pool: asyncpg.Pool, timeout: float = POOL_CLOSE_TIMEOUT) -> bool:
+    """Close ``pool`` gracefully, waiting at most ``timeout`` seconds for connections still
+    in use (``Pool.close`` alone waits for them forever); then terminate them. Whether the
+    close was graceful: the caller logs the other case in its own words."""
+    try:
+        async with asyncio.timeout(timeout):
+            await pool.close()
+    except TimeoutError:
+        pool.terminate()
+        return False
+    return True

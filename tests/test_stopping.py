@@ -1,5 +1,6 @@
 """Background loops stop when told to, even when a cancellation arrives as they wake up
-(pgq.aio: on Python 3.11 ``asyncio.wait_for`` can lose such a cancellation)."""
+(pgq.aio: on Python 3.11 ``asyncio.wait_for`` can lose such a cancellation), and a stop
+or close never waits without a bound on something that ignores one cancellation."""
 
 from __future__ import annotations
 
@@ -12,8 +13,11 @@ import pytest
 
 from pgq import db
 from pgq.aio import stop_task, wait_event
+from pgq.batching import Batcher
 from pgq.coordinator.keys import POOL
+from pgq.errors import DatabaseUnavailable
 from pgq.listener import Listener
+from pgq.runner import DatabaseSource, Runner
 from pgq.schedule_timer import ScheduleTimer
 
 from .support import live_app, wait_until
@@ -139,3 +143,93 @@ async def test_the_coordinator_shuts_down_while_a_pool_connection_is_still_held(
         return await conn.fetchval(query, held[0]) == 0
 
     await wait_until(backend_gone, timeout=30)
+
+
+async def _swallow_one_cancellation(entered: asyncio.Event, swallowed: list[int]) -> None:
+    """Wait forever, ignoring the first cancellation (as code that catches too much does)."""
+    entered.set()
+    while True:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            swallowed.append(1)
+            if len(swallowed) > 1:
+                raise
+
+
+class _DeafSource(DatabaseSource):
+    """A database source whose idle wait ignores the first cancellation."""
+
+    def __init__(self, dsn: str) -> None:
+        super().__init__(dsn)
+        self.idle = asyncio.Event()
+        self.swallowed: list[int] = []
+
+    async def wait_for_work(self) -> None:
+        await _swallow_one_cancellation(self.idle, self.swallowed)
+
+
+async def test_a_runner_stops_although_its_idle_wait_ignores_one_cancellation(dsn: str) -> None:
+    runner = Runner(dsn, concurrency=2)
+
+    @runner.handler("T")
+    async def t(job: object) -> None:
+        raise AssertionError("no job was enqueued")
+
+    source = _DeafSource(dsn)
+    running = asyncio.ensure_future(runner.run(source=source))
+    entered = asyncio.ensure_future(source.idle.wait())
+    await asyncio.wait([entered, running], return_when=asyncio.FIRST_COMPLETED)
+    assert source.idle.is_set(), running.result()
+    runner.stop()
+    done, _ = await asyncio.wait([running], timeout=30)
+    assert running in done, "Runner.run() hung on an idle wait that ignored a cancellation"
+    running.result()
+    assert len(source.swallowed) == 2  # cancelled again after ignoring the first
+
+
+async def test_a_batcher_closes_although_a_flush_ignores_one_cancellation() -> None:
+    entered, swallowed = asyncio.Event(), []
+
+    async def flush(batch: list[int]) -> list[int]:
+        await _swallow_one_cancellation(entered, swallowed)
+        raise AssertionError("unreachable")
+
+    batcher: Batcher[int, int] = Batcher(flush, max_batch=10)
+    written = batcher.submit(1)
+    assert await wait_event(entered, 30)
+    closing = asyncio.ensure_future(batcher.close(timeout=0.05))
+    done, _ = await asyncio.wait([closing], timeout=30)
+    assert closing in done, "Batcher.close() hung on a flush that ignored a cancellation"
+    closing.result()
+    assert len(swallowed) == 2 and batcher.in_flight == 0
+    with pytest.raises(DatabaseUnavailable):
+        await written
+
+
+async def test_a_batcher_closes_although_a_flush_never_stops_and_fails_what_waits_behind_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    async def flush(batch: list[int]) -> list[int]:
+        entered.set()
+        while not release.is_set():
+            with contextlib.suppress(asyncio.CancelledError):
+                await release.wait()
+        return batch
+
+    batcher: Batcher[int, int] = Batcher(flush, max_batch=10, max_flushes=1)
+    in_flight = batcher.submit(1)
+    assert await wait_event(entered, 30)
+    queued = batcher.submit(2)  # behind the one flush allowed, which never ends
+    closing = asyncio.ensure_future(batcher.close(timeout=0.05))
+    with caplog.at_level(logging.ERROR, logger="pgq"):
+        done, _ = await asyncio.wait([closing], timeout=30)
+    assert closing in done, "Batcher.close() hung on a flush that never stops"
+    closing.result()
+    assert any(getattr(r, "event", None) == "task.stop_timeout" for r in caplog.records)
+    with pytest.raises(DatabaseUnavailable):
+        await queued
+    release.set()  # the stubborn flush ends at last and answers its own item
+    assert await asyncio.wait_for(in_flight, 30) == 1

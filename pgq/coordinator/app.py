@@ -18,7 +18,6 @@ for connections still acquired), so a shutdown always ends.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator
 
@@ -59,7 +58,7 @@ log = logging.getLogger("pgq.coordinator")
 _CONNECT_TIMEOUT = 5.0
 #: At shutdown, how long the pool may wait for connections still acquired (a request
 #: handler that outlived the shutdown timeout, say) before it terminates them.
-POOL_CLOSE_TIMEOUT = 5.0
+POOL_CLOSE_TIMEOUT = db.POOL_CLOSE_TIMEOUT
 
 
 def create_app(dsn: str, settings: Settings | None = None) -> web.Application:
@@ -113,18 +112,13 @@ async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
     app[POOL] = pool
     await app[METRICS].start(pool)
     yield
-    try:
-        async with asyncio.timeout(POOL_CLOSE_TIMEOUT):
-            await pool.close()
-    except TimeoutError:
+    if not await db.close_pool(pool, POOL_CLOSE_TIMEOUT):
         log_event(
             log,
             "coordinator.pool_close_timeout",
-            f"pool connections still in use {POOL_CLOSE_TIMEOUT:g}s into shutdown; "
-            "terminating them",
+            f"pool connections still in use {POOL_CLOSE_TIMEOUT:g}s into shutdown; terminated them",
             level=logging.WARNING,
         )
-        pool.terminate()
 
 
 async def _batcher_ctx(app: web.Application) -> AsyncIterator[None]:

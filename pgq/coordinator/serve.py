@@ -14,7 +14,6 @@ outage at start-up must not become a crash loop that outlasts it).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import logging
 import signal
@@ -26,6 +25,7 @@ import asyncpg
 from aiohttp import web
 
 from .. import db, migrations
+from ..aio import stop_task
 from ..backoff import reconnecting
 from ..config import ConfigError
 from ..errors import DatabaseUnavailable, MigrationError, translate
@@ -219,14 +219,12 @@ async def _serve(host: str, port: int, dsn: str, settings: Settings) -> int:
 async def _check_unless_stopped(dsn: str, stop: asyncio.Event) -> str | None:
     """``check_database`` until it passes (None) or refuses (the reason), or until a stop
     request (None: stopping while the database is away is a clean exit)."""
-    checking = asyncio.ensure_future(check_database(dsn))
+    checking = asyncio.create_task(check_database(dsn))
     stopping = asyncio.ensure_future(stop.wait())
     await asyncio.wait([checking, stopping], return_when=asyncio.FIRST_COMPLETED)
     stopping.cancel()
     if not checking.done():
-        checking.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await checking
+        await stop_task(checking)  # bounded: a check that will not stop cannot hold the stop up
         return None
     try:
         checking.result()

@@ -59,10 +59,11 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from typing import Any, TypeVar
 
 from .. import wire
+from ..aio import stop_task
 from ..backoff import Backoff, reconnecting
 from ..config import database_url
 from ..errors import DatabaseUnavailable, PgqError
@@ -386,9 +387,9 @@ class Runner:
         """Whether the last ``run()`` wrote every outcome (completed or released every job)."""
         return self._jobs.unwritten == 0
 
-    async def _until_stopped(self, aw: Awaitable[Any]) -> bool:
+    async def _until_stopped(self, aw: Coroutine[Any, Any, Any]) -> bool:
         """Await ``aw`` unless stop is requested first (then cancel it); True if it ran."""
-        task = asyncio.ensure_future(aw)
+        task = asyncio.create_task(aw)
         if self._stop_event.is_set():
             task.cancel()
         stopper = asyncio.ensure_future(self._stop_event.wait())
@@ -397,10 +398,10 @@ class Runner:
         finally:
             stopper.cancel()
             if not task.done():
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        if task.cancelled():
+                # bounded: a source call that swallows its cancellation must not hold
+                # the stop up (stop_task cancels again, then leaves it behind, logged)
+                await stop_task(task)
+        if not task.done() or task.cancelled():
             return False
         task.result()  # re-raise its exception
         return True

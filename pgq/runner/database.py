@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Sequence
+from collections.abc import Coroutine, Sequence
 from typing import Any
 
 import asyncpg
 import orjson
 
 from .. import db, migrations, queries
+from ..aio import stop_tasks
 from ..backoff import reconnecting
 from ..batching import Batcher
 from ..doorbell import Doorbell
@@ -188,16 +189,14 @@ class DatabaseSource:
     async def close(self) -> None:
         tasks = list(self._side_tasks)
         for task in tasks:
-            task.cancel()
+            task.cancel()  # they end while the sweeper and the timer stop
         if self._sweeper is not None:
             await self._sweeper.close()
             self._sweeper = None
         if self._schedule_timer is not None:
             await self._schedule_timer.stop()
             self._schedule_timer = None
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await stop_tasks(tasks)
         if self._doorbell is not None:
             await self._doorbell.close()
             self._doorbell = None
@@ -206,11 +205,15 @@ class DatabaseSource:
             await self._listener.close()
             self._listener = None
         for pool in (self._tx_pool, self._pool):
-            if pool is not None:
-                try:
-                    await asyncio.wait_for(pool.close(), 5)
-                except (TimeoutError, Exception):
-                    pool.terminate()
+            if pool is not None and not await db.close_pool(pool):
+                log_event(
+                    log,
+                    "runner.pool_close_timeout",
+                    f"pool connections still in use {db.POOL_CLOSE_TIMEOUT:g}s into the "
+                    "stop; terminated them",
+                    level=logging.WARNING,
+                    worker_id=self._hooks.worker_id if self._hooks else None,
+                )
         self._pool = self._tx_pool = None
 
     def health(self) -> dict[str, Any]:
@@ -269,8 +272,8 @@ class DatabaseSource:
         if self._hooks is not None and self._hooks.held_jobs():
             self._spawn(self._check_held())
 
-    def _spawn(self, coro: Awaitable[Any]) -> None:
-        task = asyncio.ensure_future(coro)
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.create_task(coro)
         self._side_tasks.add(task)
         task.add_done_callback(self._side_tasks.discard)
 

@@ -72,7 +72,6 @@ No lease sweep runs here: the coordinator's lease monitor expires leases.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 from typing import Any
@@ -82,6 +81,7 @@ import msgspec
 import orjson
 
 from .. import wire
+from ..aio import stop_tasks
 from ..backoff import reconnecting
 from ..batching import Batcher
 from ..errors import InvalidArgument, JobNotFound, PgqError, TransitionNotAllowed
@@ -215,11 +215,7 @@ class HttpSource:
         """Release the jobs the runner never started (see the module docstring), close the
         session; raise the 401 that stopped the runner, if one did."""
         tasks = [t for t in (self._watcher, *self._side_tasks) if t is not None]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await stop_tasks(tasks)
         self._watcher = None
         try:
             if self._api.is_open and self._hooks is not None and self._fatal is None:

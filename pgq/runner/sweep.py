@@ -21,6 +21,7 @@ from datetime import datetime
 import asyncpg
 
 from .. import queries
+from ..aio import stop_tasks
 from ..errors import DatabaseUnavailable
 from ..logs import log_event
 from ..retention import PRUNE_BATCH, prune_batch
@@ -60,9 +61,7 @@ class LeaseSweeper:
     async def close(self) -> None:
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            await stop_tasks([task])
 
     def rearm(self) -> None:
         """Re-read the due times now (after a reconnect: a lease may have been missed)."""
