@@ -602,12 +602,10 @@ async def test_cancelling_run_releases_what_it_holds_and_propagates(
     assert (row["status"], row["last_error"]["kind"]) == ("queued", "released")
 
 
+# Database mode only: over HTTP such jobs are left to their lease, since their lease tokens
+# were only in the lost answer (test_http_runner covers that).
+@pytest.mark.parametrize("source", ["database"], indirect=True)
 async def test_jobs_of_a_claim_whose_reply_was_lost_are_adopted(source, dsn, client, conn) -> None:
-    if source.kind == "http":
-        pytest.skip(
-            "over HTTP such jobs are left to their lease: their lease tokens were only in "
-            "the lost answer (test_http_runner covers it)"
-        )
     runner = make_runner(dsn, worker_id="adopter")
     ran: list[tuple[int, int]] = []
 
