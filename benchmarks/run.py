@@ -40,9 +40,9 @@ OUT = HERE / "out"
 
 SYSTEMS = ("pgq", "procrastinate", "pgqueuer")
 PEERS = ("procrastinate", "pgqueuer")
-SCENARIOS = ("enqueue", "drain", "latency", "steady", "http", "http-runner")
+SCENARIOS = ("enqueue", "drain", "latency", "steady", "http", "http-runner", "scale")
 # Scenarios only pgq has: its coordinator and its HTTP-mode runner.
-PGQ_ONLY = ("http", "http-runner")
+PGQ_ONLY = ("http", "http-runner", "scale")
 
 # What each peer's virtualenv gets from PyPI. Exact pins: a re-run measures the same code.
 # psycopg[binary] is psycopg's recommended fast (C) implementation; asyncpg is only used
@@ -78,6 +78,7 @@ class Config:
     http_seconds: float
     smoke: bool
     results_path: Path
+    scale_sizes: list[int] = field(default_factory=list)
     concurrency: dict[str, int] = field(default_factory=dict)
 
 
@@ -381,6 +382,26 @@ class Runner:
             system, args, self.logfile("drain", system, rep, concurrency, "runner"), 600
         )
 
+    async def _scale(self, system, dsn, admin, rep, size) -> dict:
+        """benchmarks/scale.py for one table size, in this measurement's fresh database."""
+        repeat = "3" if self.cfg.smoke else "20"
+        cmd = [sys.executable, "-m", "benchmarks.scale", "--sizes", str(size)]
+        cmd += ["--repeat", repeat, "--in-database", dsn]
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+        lf = self.logfile("scale", size)
+        lf.parent.mkdir(parents=True, exist_ok=True)
+        with lf.open("w") as log_file:
+            proc = await asyncio.create_subprocess_exec(
+                *cmd, cwd=REPO, env=env, stdout=asyncio.subprocess.PIPE, stderr=log_file
+            )
+            out, _ = await asyncio.wait_for(proc.communicate(), 3600)
+        lines = out.decode().strip().splitlines()
+        if proc.returncode != 0 or not lines:
+            return {"ok": False, "problems": [f"benchmarks.scale exited {proc.returncode}: {lf}"]}
+        result = json.loads(lines[-1])
+        return {"ok": not result["problems"], "problems": result["problems"], "scale": result}
+
     async def _sweep(self, system, dsn, admin, rep, concurrency, n) -> dict:
         return await self._drain(system, dsn, admin, f"sweep{rep}", concurrency, n)
 
@@ -556,6 +577,11 @@ class Runner:
             systems = [s for s in cfg.systems if scenario not in PGQ_ONLY or s == "pgq"]
             if scenario == "drain" and cfg.sweep:
                 await self.sweep(systems)
+            if scenario == "scale":  # pgq alone, one measurement per size (it has its own repeats)
+                if "pgq" in systems:
+                    for size in cfg.scale_sizes:
+                        await self.measure(scenario, "pgq", 0, size=size)
+                continue
             for rep in range(cfg.reps):
                 if scenario == "http-runner":
                     n = cfg.n
@@ -598,6 +624,7 @@ SUMMARY_KEYS = {
     "steady": ("enqueued_per_s", "consumed_per_s", "backlog"),
     "http": ("ceiling_rps", "post_rps", "claim_complete_rps", "claim_complete_p99_ms"),
     "http-runner": ("jobs_per_s", "jobs_per_claim", "jobs_per_complete"),
+    "scale": (),
 }
 
 
@@ -881,6 +908,7 @@ def report(cfg: Config, runner: Runner, info: dict, argv: list[str]) -> str:
             f"| {col('claim_complete_p99_ms')} | {vs('claim_complete_rps')} |",
         ]
     lines += http_runner_table(cfg, recs)
+    lines += scale_table(recs)
     conc = {s: runner.concurrency(s) for s in systems}
     lines += [
         "",
@@ -921,6 +949,45 @@ def report(cfg: Config, runner: Runner, info: dict, argv: list[str]) -> str:
         lines.append("None: every run verified all jobs succeeded exactly once.")
     lines += ["", METHOD.format(nproc=info["nproc"], **vars(cfg)).strip(), ""]
     return "\n".join(lines)
+
+
+def scale_table(recs: list[dict]) -> list[str]:
+    """What a claim, pgq.stats(), a job list and a metrics scrape cost per table size."""
+    runs = [r["scale"] for r in recs if r["scenario"] == "scale" and r.get("ok")]
+    if not runs:
+        return []
+    return [
+        "",
+        "### Scale: cost per call as the table grows (pgq alone, `benchmarks/scale.py`)",
+        "",
+        "Milliseconds, median (90th percentile). `fresh`: the jobs just loaded by one INSERT, "
+        "all queued, never analyzed; `mass update`: all but 10,000 then turned "
+        "succeeded/dead by one UPDATE, still not vacuumed or analyzed; `analyzed`: after "
+        "`VACUUM ANALYZE`. claim = `pgq.claim(w, 10)` committed; list = first page of "
+        "`status=dead` (and of `queue=mail&status=dead`); metrics = the database side of "
+        "`GET /metrics`.",
+        "",
+        *scale_markdown(sorted(runs, key=lambda r: r["size"])),
+    ]
+
+
+def scale_markdown(results: list[dict]) -> list[str]:
+    """The table benchmarks/scale.py's ``markdown`` renders (kept here so run.py stays
+    runnable as a script without the benchmarks package on the path)."""
+    measures = ("claim", "stats", "list dead", "list queue+dead", "metrics")
+    lines = [
+        "| jobs | state | " + " | ".join(measures) + " |",
+        "|---|---|" + "---|" * len(measures),
+    ]
+    for r in results:
+        for state in ("fresh", "mass update", "analyzed"):
+            if state in r:
+                cells = [
+                    f"{r[state][m]['p50']:.2f} ({r[state][m]['p90']:.2f})" if m in r[state] else "–"
+                    for m in measures
+                ]
+                lines.append(f"| {r['size']:,} | {state} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def http_runner_table(cfg: Config, recs: list[dict]) -> list[str]:
@@ -1018,6 +1085,10 @@ def parse(argv: list[str]) -> tuple[Config, argparse.Namespace]:
     p.add_argument("--reps", type=int)
     p.add_argument("--n", type=int, help="jobs for drain and bulk enqueue (default 20000)")
     p.add_argument("--no-sweep", action="store_true", help="skip the drain concurrency sweep")
+    p.add_argument(
+        "--scale-sizes",
+        help="table sizes for the scale scenario (default 10000,1000000; smoke 10000)",
+    )
     p.add_argument("--concurrency", default="", help="fix settings, e.g. pgq=50,pgqueuer=200")
     p.add_argument(
         "--results",
@@ -1057,6 +1128,11 @@ def parse(argv: list[str]) -> tuple[Config, argparse.Namespace]:
         concurrency={
             k: int(v) for k, v in (kv.split("=") for kv in a.concurrency.split(",") if kv)
         },
+        scale_sizes=[
+            int(x)
+            for x in (a.scale_sizes or ("10000" if smoke else "10000,1000000")).split(",")
+            if x
+        ],
     )
     return cfg, a
 

@@ -42,12 +42,21 @@ DB = "bench_scale"
 LEFT_QUEUED = 10_000
 
 
+#: A measurement stops early once it has this many samples and has taken BUDGET_S seconds
+#: (a count over a 10M-job backlog takes seconds; 20 of them would add minutes).
+MIN_SAMPLES = 3
+BUDGET_S = 5.0
+
+
 async def timed(fn: Callable[[], Awaitable[Any]], repeat: int) -> dict[str, float]:
-    samples = []
+    samples: list[float] = []
+    start = time.perf_counter()
     for _ in range(repeat):
         t0 = time.perf_counter()
         await fn()
         samples.append((time.perf_counter() - t0) * 1000)
+        if len(samples) >= MIN_SAMPLES and time.perf_counter() - start > BUDGET_S:
+            break
     samples.sort()
     return {
         "p50": round(statistics.median(samples), 3),
@@ -72,6 +81,7 @@ async def measure(conn: asyncpg.Connection, repeat: int) -> dict[str, dict[str, 
 
 
 async def run_size(dsn: str, size: int, repeat: int, mass_update: bool) -> dict[str, Any]:
+    """``measure_states`` in a fresh database ``bench_scale``, dropped afterwards."""
     admin = await asyncpg.connect(f"{dsn}/postgres")
     try:
         await admin.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
@@ -79,53 +89,8 @@ async def run_size(dsn: str, size: int, repeat: int, mass_update: bool) -> dict[
     finally:
         await admin.close()
     conn = await asyncpg.connect(f"{dsn}/{DB}")
-    result: dict[str, Any] = {"size": size}
     try:
-        await migrations.migrate(conn)
-        await conn.execute("ALTER TABLE pgq.jobs SET (autovacuum_enabled = false)")
-        t0 = time.perf_counter()
-        # two queues, two priorities, run_at now (as an enqueue leaves it)
-        await conn.execute(
-            """
-            INSERT INTO pgq.jobs (queue, type, args, priority)
-            SELECT CASE WHEN g % 10 = 0 THEN 'mail' ELSE 'default' END,
-                   CASE WHEN g % 3 = 0 THEN 'report.build' ELSE 'mail.send' END,
-                   jsonb_build_object('n', g), CASE WHEN g % 7 = 0 THEN 1 ELSE 0 END
-              FROM generate_series(1, $1) AS g
-            """,
-            size,
-        )
-        print(f"size {size:>10,}: loaded in {time.perf_counter() - t0:.1f} s", flush=True)
-        states = [("fresh", None)]
-        if mass_update:
-            states.append(
-                (
-                    "mass update",
-                    """
-                    UPDATE pgq.jobs
-                       SET status = CASE WHEN id % 100 = 0 THEN 'dead' ELSE 'succeeded' END,
-                           attempts = 1, finished_at = now(), updated_at = now()
-                     WHERE id <= (SELECT max(id) FROM pgq.jobs) - $1 AND status = 'queued'
-                    """,
-                )
-            )
-        states.append(("analyzed", "VACUUM ANALYZE pgq.jobs"))
-        for name, prepare in states:
-            if prepare is not None:
-                t0 = time.perf_counter()
-                if "$1" in prepare:
-                    await conn.execute(prepare, LEFT_QUEUED)
-                else:
-                    await conn.execute(prepare)
-                print(f"  {name}: prepared in {time.perf_counter() - t0:.1f} s", flush=True)
-            got = await measure(conn, repeat)
-            result[name] = got
-            for what, t in got.items():
-                print(
-                    f"  {name:<12} {what:<16} p50 {t['p50']:9.3f} ms  p90 {t['p90']:9.3f} ms"
-                    f"  max {t['max']:9.3f} ms",
-                    flush=True,
-                )
+        return await measure_states(conn, size, repeat, mass_update)
     finally:
         await conn.close()
         admin = await asyncpg.connect(f"{dsn}/postgres")
@@ -133,6 +98,68 @@ async def run_size(dsn: str, size: int, repeat: int, mass_update: bool) -> dict[
             await admin.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
         finally:
             await admin.close()
+
+
+async def measure_states(
+    conn: asyncpg.Connection, size: int, repeat: int, mass_update: bool
+) -> dict[str, Any]:
+    """Load ``size`` jobs into the empty database ``conn`` is on and measure each state.
+
+    Returns ``{"size", "load_s", <state>: {<what>: {p50, p90, max}}, "problems"}``;
+    ``problems`` lists states whose ``pgq.stats()`` queued count differed from a count of
+    the rows (the backlog is counted exactly, so any difference is a bug).
+    """
+    result: dict[str, Any] = {"size": size, "problems": []}
+    await migrations.migrate(conn)
+    await conn.execute("ALTER TABLE pgq.jobs SET (autovacuum_enabled = false)")
+    t0 = time.perf_counter()
+    # two queues, two priorities, run_at now (as an enqueue leaves it)
+    await conn.execute(
+        """
+        INSERT INTO pgq.jobs (queue, type, args, priority)
+        SELECT CASE WHEN g % 10 = 0 THEN 'mail' ELSE 'default' END,
+               CASE WHEN g % 3 = 0 THEN 'report.build' ELSE 'mail.send' END,
+               jsonb_build_object('n', g), CASE WHEN g % 7 = 0 THEN 1 ELSE 0 END
+          FROM generate_series(1, $1) AS g
+        """,
+        size,
+    )
+    result["load_s"] = round(time.perf_counter() - t0, 1)
+    print(f"size {size:>10,}: loaded in {result['load_s']} s", flush=True)
+    states: list[tuple[str, str | None]] = [("fresh", None)]
+    if mass_update:
+        states.append(
+            (
+                "mass update",
+                """
+                UPDATE pgq.jobs
+                   SET status = CASE WHEN id % 100 = 0 THEN 'dead' ELSE 'succeeded' END,
+                       attempts = 1, finished_at = now(), updated_at = now()
+                 WHERE id <= (SELECT max(id) FROM pgq.jobs) - $1 AND status = 'queued'
+                """,
+            )
+        )
+    states.append(("analyzed", "VACUUM ANALYZE pgq.jobs"))
+    for name, prepare in states:
+        if prepare is not None:
+            t0 = time.perf_counter()
+            if "$1" in prepare:
+                await conn.execute(prepare, LEFT_QUEUED)
+            else:
+                await conn.execute(prepare)
+            print(f"  {name}: prepared in {time.perf_counter() - t0:.1f} s", flush=True)
+        got = await measure(conn, repeat)
+        result[name] = got
+        for what, t in got.items():
+            print(
+                f"  {name:<12} {what:<16} p50 {t['p50']:9.3f} ms  p90 {t['p90']:9.3f} ms"
+                f"  max {t['max']:9.3f} ms",
+                flush=True,
+            )
+        stated = sum(r["count"] for r in await reads.stats(conn) if r["status"] == "queued")
+        counted = await conn.fetchval("SELECT count(*) FROM pgq.jobs WHERE status = 'queued'")
+        if stated != counted:
+            result["problems"].append(f"{name}: pgq.stats() says {stated} queued, {counted} are")
     return result
 
 
@@ -146,9 +173,21 @@ async def amain(argv: list[str] | None = None) -> None:
         default=os.environ.get("BENCH_DSN", "postgresql://postgres@127.0.0.1:5432"),
         help="server URL without a database",
     )
+    p.add_argument(
+        "--in-database",
+        metavar="URL",
+        help="measure one size in this empty database instead (benchmarks.run uses it)",
+    )
     a = p.parse_args(argv)
     for size in (int(s) for s in a.sizes.split(",") if s):
-        result = await run_size(a.dsn, size, a.repeat, not a.no_mass_update)
+        if a.in_database:
+            conn = await asyncpg.connect(a.in_database)
+            try:
+                result = await measure_states(conn, size, a.repeat, not a.no_mass_update)
+            finally:
+                await conn.close()
+        else:
+            result = await run_size(a.dsn, size, a.repeat, not a.no_mass_update)
         print(json.dumps(result), flush=True)
 
 
