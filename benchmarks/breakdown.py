@@ -2,17 +2,17 @@
 
     python -m benchmarks.breakdown [--n 20000] [--batch 50] [--profile out.prof]
 
-Each part runs in a fresh database ``bench_breakdown_drain`` (dropped at the end):
+Each part runs in a fresh database ``bench_breakdown_<pid>`` (dropped at the end):
 
 * ``drain``: N no-op jobs (``enqueue_many``), a CHECKPOINT, then one in-process
   ``pgq.Runner`` at ``--concurrency``. Per job: wall µs, this process's CPU µs (Python and
   asyncpg), the CPU µs of every Postgres backend of the database (from /proc: the server
-  is on this machine), WAL bytes (``pg_current_wal_lsn()`` deltas); claim and
+  is on this machine); claim and
   ``complete_many`` calls and their mean batch; updates that were HOT.
   ``--profile FILE`` runs it under cProfile and prints the top functions.
 * ``sql``: the same N jobs moved by ``pgq.claim(w, batch)`` and
   ``pgq.complete_many`` in a loop on one connection: client-timed µs per job of each
-  call, backend CPU and WAL per job, and ``EXPLAIN (ANALYZE, BUFFERS)`` of the statements
+  call, backend CPU per job, and ``EXPLAIN (ANALYZE, BUFFERS, WAL)`` of the statements
   inside one claim and one ``complete_many`` (auto_explain, nested statements).
 * ``enqueue``: N ``Client.enqueue`` calls, one job per transaction, on one connection,
   with a runner registered idle (so the doorbell rings) and without: µs, CPU and WAL per
@@ -39,7 +39,7 @@ os.environ.setdefault("PGQ_LOG_LEVEL", "warning")
 import pgq
 from pgq import queries
 
-DB = "bench_breakdown_drain"
+DB = f"bench_breakdown_{os.getpid()}"
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -57,8 +57,9 @@ def backend_cpu(pids: list[int]) -> float:
 
 
 class Meter:
-    """Deltas of wall time, this process's CPU, the database's backends' CPU, WAL bytes
-    and the jobs table's update counters, between start() and stop()."""
+    """Deltas of wall time, this process's CPU, the database's backends' CPU and the jobs
+    table's update counters, between start() and stop(). (Not WAL: pg_current_wal_lsn()
+    counts every database of the server; the plans below give each call's own WAL.)"""
 
     def __init__(self, admin: asyncpg.Connection) -> None:
         self.admin = admin
@@ -72,7 +73,6 @@ class Meter:
         return sorted(self.seen)
 
     async def _snap(self) -> dict[str, float]:
-        wal = await self.admin.fetchval("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn")
         tab = await self.admin.fetchrow(
             "SELECT n_tup_ins, n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables "
             "WHERE relid = 'pgq.jobs'::regclass"
@@ -81,7 +81,6 @@ class Meter:
             "wall": time.perf_counter(),
             "cpu": time.process_time(),
             "pg": backend_cpu(await self._pids()),
-            "wal": float(wal),
             **{k: float(v) for k, v in (tab or {}).items()},
         }
 
@@ -102,7 +101,6 @@ class Meter:
             "wall_us": d["wall"] / n * 1e6,
             "python_cpu_us": d["cpu"] / n * 1e6,
             "postgres_cpu_us": d["pg"] / n * 1e6,
-            "wal_bytes": d["wal"] / n,
             "updates": d.get("n_tup_upd", 0.0) / n,
             "hot_updates": d.get("n_tup_hot_upd", 0.0) / n,
             "inserts": d.get("n_tup_ins", 0.0) / n,
@@ -213,6 +211,7 @@ async def sql_loop(base: str, n: int, batch: int) -> dict[str, Any]:
         await conn.execute(
             "LOAD 'auto_explain'; SET auto_explain.log_min_duration = 0;"
             "SET auto_explain.log_analyze = on; SET auto_explain.log_buffers = on;"
+            "SET auto_explain.log_wal = on;"
             "SET auto_explain.log_nested_statements = on; SET auto_explain.log_level = notice;"
         )
         rows = await conn.fetch("SELECT id, attempts, lease_token FROM pgq.claim('w', $1)", batch)
@@ -249,9 +248,27 @@ async def enqueue_loop(base: str, n: int, idle_runner: bool) -> dict[str, Any]:
                 await client.enqueue("NOOP", {"i": i})
             result = await meter.stop(n)
         await asyncio.sleep(0.2)
+        result["plans"] = await explain_enqueue(dsn)
         await listen.close()
         result["notify_per_job"] = (notified - (1 if idle_runner else 0)) / n
         return result
+
+
+async def explain_enqueue(dsn: str) -> list[str]:
+    """auto_explain of one Client.enqueue's statement: its time, buffers and WAL."""
+    plans: list[str] = []
+    conn = await asyncpg.connect(dsn)
+    try:
+        conn.add_log_listener(lambda _c, msg: plans.append(msg.message))
+        await conn.execute(
+            "LOAD 'auto_explain'; SET auto_explain.log_min_duration = 0;"
+            "SET auto_explain.log_analyze = on; SET auto_explain.log_buffers = on;"
+            "SET auto_explain.log_wal = on; SET auto_explain.log_level = notice;"
+        )
+        await queries.enqueue(conn, "NOOP", {"i": -2})
+    finally:
+        await conn.close()
+    return [p for p in plans if "pgq.enqueue($1" in p]
 
 
 def show(name: str, r: dict[str, Any]) -> None:
