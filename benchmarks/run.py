@@ -369,7 +369,12 @@ class Runner:
     async def _enqueue(self, system, dsn, admin, rep) -> dict:
         n = self.cfg.n
         lf = self.logfile("enqueue", system, rep)
-        return await Adapter.run(system, ["enqueue", dsn, str(n), "--install"], lf, 300)
+        out = await Adapter.run(system, ["enqueue", dsn, str(n), "--install"], lf, 300)
+        if system == "pgq" and out.get("ok"):
+            # the physical limit, measured in the same database right after
+            out["copy_jobs_per_s"] = n / await copy_limit(dsn, n)
+            out["of_copy_limit"] = out["jobs_per_s"] / out["copy_jobs_per_s"]
+        return out
 
     async def _drain(self, system, dsn, admin, rep, concurrency, n) -> dict:
         lf = self.logfile("drain", system, rep, concurrency)
@@ -617,7 +622,7 @@ class Runner:
 
 
 SUMMARY_KEYS = {
-    "enqueue": ("jobs_per_s",),
+    "enqueue": ("jobs_per_s", "copy_jobs_per_s"),
     "drain": ("jobs_per_s", "elapsed_s"),
     "sweep": ("jobs_per_s",),
     "latency": ("p50_ms", "p99_ms", "max_ms"),
@@ -732,6 +737,30 @@ async def load_gen(args: list[str]) -> dict:
     return json.loads(stdout.decode().strip().splitlines()[-1])
 
 
+async def copy_limit(dsn: str, n: int) -> float:
+    """Seconds to bulk-load n jobs the cheapest way Postgres can: one binary COPY of
+    (type, args) rows, committed, into an empty twin of ``pgq.jobs`` with the same columns,
+    defaults and indexes, but no triggers, no CHECK constraints and no validation. What
+    pgq's bulk enqueue is compared with (the rows are built before the clock starts)."""
+    records = [("NOOP", f'{{"i": {i}}}') for i in range(n)]
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(
+            "CREATE TABLE pgq.jobs_copy_limit "
+            "(LIKE pgq.jobs INCLUDING DEFAULTS INCLUDING IDENTITY INCLUDING INDEXES)"
+        )
+        t0 = time.monotonic()
+        async with conn.transaction():
+            await conn.copy_records_to_table(
+                "jobs_copy_limit", schema_name="pgq", columns=["type", "args"], records=records
+            )
+        seconds = time.monotonic() - t0
+        await conn.execute("DROP TABLE pgq.jobs_copy_limit")
+        return seconds
+    finally:
+        await conn.close()
+
+
 async def admin_fetch(dsn: str, sql: str) -> list:
     conn = await asyncpg.connect(dsn)
     try:
@@ -749,6 +778,8 @@ async def admin_count(dsn: str, sql: str) -> int:
 # (scenario, metric, label, higher is better)
 METRICS = [
     ("enqueue", "jobs_per_s", "bulk enqueue, jobs/s", True),
+    ("enqueue", "copy_jobs_per_s", "bulk enqueue's limit: binary COPY, jobs/s", True),
+    ("enqueue", "of_copy_limit", "bulk enqueue / that limit", True),
     ("drain", "jobs_per_s", "drain, jobs/s", True),
     ("drain", "elapsed_s", "drain, seconds", False),
     ("latency", "p50_ms", "wake-up p50, ms", False),
@@ -1030,7 +1061,10 @@ METHOD = """
   Repetitions are interleaved: each repetition runs every system once, in rotating order.
 - **Bulk enqueue.** The fastest documented path, one call for all N jobs:
   `client.enqueue_many` (pgq), `Task.batch_defer_async` (procrastinate),
-  `Queries.enqueue` with lists (PgQueuer). Timed around that call only.
+  `Queries.enqueue` with lists (PgQueuer). Timed around that call only. pgq's physical
+  limit, measured right after in the same database: one binary `COPY` of the same N
+  (type, args) rows, committed, into an empty twin of `pgq.jobs` (same columns, defaults
+  and indexes; no triggers, CHECKs or validation), built before the clock starts.
 - **Drain.** N no-op jobs enqueued by one process, a `CHECKPOINT`, then a fresh runner process:
   time from creating the runner until the database reports all N jobs done
   (polled every 5 ms once the handlers have all started). A short sweep over a few

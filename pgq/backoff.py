@@ -35,6 +35,11 @@ EQUAL = 0.5
 RECONNECT_BASE = 0.1
 RECONNECT_CAP = 1.0
 
+#: The jitter's source for every ``Backoff`` not given its own. A ``random.Random()`` made
+#: per ``Backoff`` seeds itself from ``os.urandom``, and the runner makes a ``Backoff`` for
+#: every outcome it writes: that seeding was ~12 % of a drain's Python profile.
+_SHARED_RNG = random.Random()
+
 
 class Backoff:
     """Exponential backoff from ``base`` seconds, doubling up to ``cap``, with ``jitter``
@@ -57,7 +62,7 @@ class Backoff:
         self.base = float(base)
         self.cap = float(cap)
         self.jitter = float(jitter)
-        self._rng = rng or random.Random()
+        self._rng = rng or _SHARED_RNG
         self._failures = 0
 
     @property

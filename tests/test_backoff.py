@@ -37,6 +37,18 @@ def test_a_seeded_generator_gives_the_same_delays() -> None:
     assert [a.next() for _ in range(10)] == [b.next() for _ in range(10)]
 
 
+def test_making_a_backoff_reads_no_entropy(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The runner makes one per outcome it writes (thousands a second): seeding a generator
+    # from os.urandom each time was a tenth of a drain's Python time.
+    seeded: list[object] = []
+    monkeypatch.setattr(random.Random, "seed", lambda self, *a, **k: seeded.append(a))
+    backoffs = [Backoff(0.05, 2.0) for _ in range(100)]
+    assert seeded == []
+    delays = {b.next() for b in backoffs}
+    assert len(delays) > 90  # still jittered, each its own draw
+    assert all(0.025 <= d <= 0.05 for d in delays)
+
+
 def test_a_long_outage_stays_at_the_cap() -> None:
     backoff = Backoff(0.1, 5.0, jitter=0)
     for _ in range(10_000):

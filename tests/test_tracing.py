@@ -8,6 +8,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+from datetime import UTC, datetime
 
 import pytest
 from opentelemetry import trace
@@ -183,6 +184,36 @@ async def test_without_opentelemetry_jobs_carry_no_context_and_run_without_spans
         assert (await client.wait(job.id, timeout=10)).status == "succeeded"
     assert (await job_row(client.pool, job.id))["trace_context"] is None
     assert process_spans(spans, job.id) == []
+
+
+def _job(trace_context: dict[str, str] | None) -> pgq.Job:
+    return pgq.Job(
+        id=1, type="T", queue="default", status="running", args={}, priority=0,
+        run_at=datetime.now(UTC), attempt=1, max_attempts=3, timeout_seconds=60,
+        trace_context=trace_context,
+    )  # fmt: skip
+
+
+def test_without_an_sdk_only_a_job_with_a_trace_context_gets_a_span(monkeypatch) -> None:
+    # No SDK: pgq's tracer is the API's proxy and no tracer provider was set.
+    monkeypatch.setattr(tracing, "_tracer", trace.ProxyTracer("pgq"))
+    monkeypatch.setattr(trace, "get_tracer_provider", trace.ProxyTracerProvider)
+    assert tracing.attempt(_job(None), "w") is None  # nothing to record or carry on
+    attempt = tracing.attempt(_job({"traceparent": TRACEPARENT}), "w")
+    assert attempt is not None
+    try:  # the handler's outgoing calls carry the enqueue's trace on
+        assert tracing.current() == {"traceparent": TRACEPARENT}
+    finally:
+        attempt.end()
+    assert tracing.current() is None
+
+
+def test_with_an_sdk_a_job_without_a_trace_context_starts_a_trace(spans) -> None:
+    attempt = tracing.attempt(_job(None), "w")
+    assert attempt is not None
+    attempt.end()
+    [span] = spans.get_finished_spans()
+    assert span.name == "process T" and span.parent is None
 
 
 def test_without_the_package_tracing_is_off_at_import() -> None:

@@ -149,7 +149,7 @@ class Executor:
 
     async def _execute(self, active: _Active) -> None:
         if tracing.ENABLED:
-            active.trace = tracing.Attempt(active.job, self.worker_id)
+            active.trace = tracing.attempt(active.job, self.worker_id)
         try:
             await self._run_job(active)
         finally:
