@@ -994,7 +994,8 @@ def scale_table(recs: list[dict]) -> list[str]:
         "Milliseconds, median (90th percentile). `fresh`: the jobs just loaded by one INSERT, "
         "all queued, never analyzed; `mass update`: all but 10,000 then turned "
         "succeeded/dead by one UPDATE, still not vacuumed or analyzed; `analyzed`: after "
-        "`VACUUM ANALYZE`. claim = `pgq.claim(w, 10)` committed; list = first page of "
+        "`VACUUM ANALYZE`. claim = `pgq.claim(w, 10)` committed (no commit: the same call in a "
+        "transaction rolled back, i.e. without the commit's WAL flush); list = first page of "
         "`status=dead` (and of `queue=mail&status=dead`); metrics = the database side of "
         "`GET /metrics`.",
         "",
@@ -1005,7 +1006,7 @@ def scale_table(recs: list[dict]) -> list[str]:
 def scale_markdown(results: list[dict]) -> list[str]:
     """The table benchmarks/scale.py's ``markdown`` renders (kept here so run.py stays
     runnable as a script without the benchmarks package on the path)."""
-    measures = ("claim", "stats", "list dead", "list queue+dead", "metrics")
+    measures = ("claim (no commit)", "claim", "stats", "list dead", "list queue+dead", "metrics")
     lines = [
         "| jobs | state | " + " | ".join(measures) + " |",
         "|---|---|" + "---|" * len(measures),

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import statistics
@@ -48,6 +49,10 @@ MIN_SAMPLES = 3
 BUDGET_S = 5.0
 
 
+class _Rollback(Exception):
+    """Raised inside a transaction to roll it back."""
+
+
 async def timed(fn: Callable[[], Awaitable[Any]], repeat: int) -> dict[str, float]:
     samples: list[float] = []
     start = time.perf_counter()
@@ -68,7 +73,20 @@ async def timed(fn: Callable[[], Awaitable[Any]], repeat: int) -> dict[str, floa
 async def measure(conn: asyncpg.Connection, repeat: int) -> dict[str, dict[str, float]]:
     metrics = Metrics()
     await metrics.start(conn)
+
+    async def claim_rolled_back() -> None:
+        # the claim's own work, without the commit's WAL flush (which is the disk's, not
+        # the plan's): the same call in a transaction that is rolled back
+        async with conn.transaction():
+            await conn.fetch("SELECT id FROM pgq.claim('w', 10)")
+            raise _Rollback
+
+    async def claim_uncommitted() -> None:
+        with contextlib.suppress(_Rollback):
+            await claim_rolled_back()
+
     out = {
+        "claim (no commit)": await timed(claim_uncommitted, repeat),
         "claim": await timed(lambda: conn.fetch("SELECT id FROM pgq.claim('w', 10)"), repeat),
         "stats": await timed(lambda: reads.stats(conn), repeat),
         "list dead": await timed(lambda: reads.list_jobs(conn, status="dead", limit=50), repeat),
