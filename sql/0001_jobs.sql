@@ -97,9 +97,9 @@ WITH (
 COMMENT ON TABLE pgq.jobs IS
     'pgq job queue: one row per job. Change it through the pgq.* functions, not by hand.';
 
--- pgq.claim: the next claimable jobs of a queue in claim order (priority, run_at, id), read
--- one priority at a time (pgq._queued_priorities), so "queue, priority, run_at <= now()" is
--- a range of the index that is already in claim order. pgq.next_due reads the first entry
+-- pgq.claim (through pgq._pick_due): the next claimable jobs of a queue in claim order
+-- (priority, run_at, id), read one priority at a time (pgq._queued_priorities), so "queue,
+-- priority, run_at <= now()" is a range of the index that is already in claim order. pgq.next_due reads the first entry
 -- of each priority the same way. It is the only index on queued jobs: with a second one
 -- (queue, run_at) for next_due, a claim on a table with stale statistics (a fresh bulk
 -- load before autovacuum analyzed it) walked that one and sorted every queued job,

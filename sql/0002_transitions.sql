@@ -111,9 +111,10 @@ Leaves nothing behind; raises nothing.$$;
 
 -- _queued_priorities: the priorities that a queue's queued jobs have, in ascending order,
 -- found by hopping through jobs_claim_idx one priority at a time (like _queued_queues).
--- pgq.claim and pgq.next_due walk the queue one priority at a time with it, so each walk
--- is a range of jobs_claim_idx in claim order, whatever the planner's statistics say; the
--- hop is lazy, so a claim filled from the first priority reads no other.
+-- pgq._pick_due (pgq.claim's walk) and pgq.next_due walk the queue one priority at a
+-- time with it, so each walk is a range of jobs_claim_idx in claim order, whatever the
+-- planner's statistics say; the hop is lazy, so a claim filled from the first priority
+-- reads no other.
 -- Leaves nothing behind; raises nothing.
 CREATE FUNCTION pgq._queued_priorities(queue text) RETURNS SETOF integer
 LANGUAGE sql STABLE AS $$
@@ -131,9 +132,10 @@ LANGUAGE sql STABLE AS $$
 $$;
 COMMENT ON FUNCTION pgq._queued_priorities(text) IS $$_queued_priorities: the priorities that a queue's queued jobs have, in ascending order,
 found by hopping through jobs_claim_idx one priority at a time (like _queued_queues).
-pgq.claim and pgq.next_due walk the queue one priority at a time with it, so each walk
-is a range of jobs_claim_idx in claim order, whatever the planner's statistics say; the
-hop is lazy, so a claim filled from the first priority reads no other.
+pgq._pick_due (pgq.claim's walk) and pgq.next_due walk the queue one priority at a
+time with it, so each walk is a range of jobs_claim_idx in claim order, whatever the
+planner's statistics say; the hop is lazy, so a claim filled from the first priority
+reads no other.
 Leaves nothing behind; raises nothing.$$;
 
 -- _cut_error: an error object whose JSON is over 16 KiB, cut down to at most 16 KiB: its
@@ -738,6 +740,47 @@ inserted by pgq.enqueue_bulk; otherwise every job goes through pgq.enqueue, one 
 Raises PQ400 naming the first invalid element (jobs[i], counting from 0), including a
 value of the wrong type, and 0A000 as pgq.enqueue does.$$;
 
+-- _pick_due: the claim of ready jobs, shared by pgq.claim's fast path and
+-- pgq._claim_limited: up to max_jobs due queued jobs of one queue (run_at has passed; of
+-- job_types, NULL: any), in claim order (priority, then run_at, then id). Walks the queue
+-- one priority at a time (lowest first, pgq._queued_priorities), each a range
+-- "run_at <= now()" of jobs_claim_idx (queue, priority, run_at, id) already in claim
+-- order, so the walk stops after max_jobs rows whatever the backlog and whatever the
+-- statistics (no other index covers queued jobs, and no plan sorts the queue).
+-- Applies to any queue: flow control is the caller's. Leaves the picked rows locked
+-- FOR UPDATE, unchanged; a row another transaction holds is skipped (SKIP LOCKED: a row
+-- another claimer is taking is simply not ours), never waited on. Returns id, priority
+-- and run_at of each, in claim order. Raises nothing.
+CREATE FUNCTION pgq._pick_due(queue text, max_jobs integer, job_types text[])
+RETURNS TABLE (id bigint, priority integer, run_at timestamptz)
+LANGUAGE sql AS $$
+    SELECT f.id, f.priority, f.run_at
+      FROM pgq._queued_priorities(_pick_due.queue) AS p(priority)
+     CROSS JOIN LATERAL (
+           SELECT j.id, j.priority, j.run_at
+             FROM pgq.jobs AS j
+            WHERE j.status = 'queued'
+              AND j.queue = _pick_due.queue
+              AND j.priority = p.priority
+              AND j.run_at <= now()
+              AND (_pick_due.job_types IS NULL OR j.type = ANY (_pick_due.job_types))
+            ORDER BY j.run_at, j.id
+            LIMIT _pick_due.max_jobs
+              FOR UPDATE SKIP LOCKED) AS f
+     LIMIT _pick_due.max_jobs
+$$;
+COMMENT ON FUNCTION pgq._pick_due(text, integer, text[]) IS $$_pick_due: the claim of ready jobs, shared by pgq.claim's fast path and
+pgq._claim_limited: up to max_jobs due queued jobs of one queue (run_at has passed; of
+job_types, NULL: any), in claim order (priority, then run_at, then id). Walks the queue
+one priority at a time (lowest first, pgq._queued_priorities), each a range
+"run_at <= now()" of jobs_claim_idx (queue, priority, run_at, id) already in claim
+order, so the walk stops after max_jobs rows whatever the backlog and whatever the
+statistics (no other index covers queued jobs, and no plan sorts the queue).
+Applies to any queue: flow control is the caller's. Leaves the picked rows locked
+FOR UPDATE, unchanged; a row another transaction holds is skipped (SKIP LOCKED: a row
+another claimer is taking is simply not ours), never waited on. Returns id, priority
+and run_at of each, in claim order. Raises nothing.$$;
+
 -- claim: queued → running for up to max_jobs jobs whose run_at has passed, in claim order
 -- (priority, then run_at, then id), from the given queues (NULL: every queue) and
 -- optionally only of some types, within each queue's flow control (pgq.queues): nothing
@@ -792,32 +835,14 @@ BEGIN
 
     RETURN QUERY
     WITH candidates AS (
-        -- Per queue, the first max_jobs due jobs in claim order: per priority (lowest
-        -- first, pgq._queued_priorities), the range "run_at <= now()" of jobs_claim_idx
-        -- (queue, priority, run_at, id), already in claim order, so the walk stops after
-        -- max_jobs rows whatever the backlog and whatever the statistics (no other index
-        -- covers queued jobs, and no plan sorts the queue). SKIP LOCKED: a row another
-        -- claimer is taking is simply not ours. With several queues up to max_jobs rows
-        -- per queue are locked here and the best max_jobs of them claimed; the others are
-        -- unlocked when the claiming transaction ends.
+        -- Per queue, the first max_jobs due jobs in claim order, locked (pgq._pick_due:
+        -- a walk of jobs_claim_idx one priority at a time). With several queues up to
+        -- max_jobs rows per queue are locked here and the best max_jobs of them claimed;
+        -- the others stay locked, unchanged, until the claiming transaction ends.
         SELECT c.id, c.priority, c.run_at
           FROM (SELECT DISTINCT unnest(coalesce(queues, ARRAY(SELECT pgq._queued_queues()))))
                AS wanted(queue)
-         CROSS JOIN LATERAL (
-               SELECT f.id, f.priority, f.run_at
-                 FROM pgq._queued_priorities(wanted.queue) AS p(priority)
-                CROSS JOIN LATERAL (
-                      SELECT j.id, j.priority, j.run_at
-                        FROM pgq.jobs AS j
-                       WHERE j.status = 'queued'
-                         AND j.queue = wanted.queue
-                         AND j.priority = p.priority
-                         AND j.run_at <= now()
-                         AND (job_types IS NULL OR j.type = ANY (job_types))
-                       ORDER BY j.run_at, j.id
-                       LIMIT max_jobs
-                         FOR UPDATE SKIP LOCKED) AS f
-                LIMIT max_jobs) AS c
+         CROSS JOIN LATERAL pgq._pick_due(wanted.queue, max_jobs, job_types) AS c
     ), claimed AS (
         -- The picked ids as one array, looked up through the primary key: a join with
         -- the candidates could be planned as a hash join over a sequential scan of the

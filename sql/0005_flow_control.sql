@@ -322,19 +322,7 @@ BEGIN
         END IF;
         CONTINUE WHEN allow <= 0;
         IF s.key_concurrency IS NULL THEN
-            -- one priority at a time, as pgq.claim walks a queue
-            picked := picked || ARRAY(
-                SELECT f.id
-                  FROM pgq._queued_priorities(s.queue) AS p(priority)
-                 CROSS JOIN LATERAL (
-                       SELECT j.id FROM pgq.jobs AS j
-                        WHERE j.status = 'queued' AND j.queue = s.queue
-                          AND j.priority = p.priority AND j.run_at <= now()
-                          AND (job_types IS NULL OR j.type = ANY (job_types))
-                        ORDER BY j.run_at, j.id
-                        LIMIT allow
-                          FOR UPDATE SKIP LOCKED) AS f
-                 LIMIT allow);
+            picked := picked || ARRAY(SELECT d.id FROM pgq._pick_due(s.queue, allow, job_types) AS d);
         ELSE
             picked := picked || pgq._pick_by_key(s.queue, s.key_concurrency, allow, job_types);
         END IF;
@@ -348,21 +336,7 @@ BEGIN
         SELECT c.id, c.priority, c.run_at
           FROM (SELECT DISTINCT w FROM unnest(wanted) AS w WHERE NOT (w = ANY (ruled)))
                AS free(queue)
-         CROSS JOIN LATERAL (
-               SELECT f.id, f.priority, f.run_at
-                 FROM pgq._queued_priorities(free.queue) AS p(priority)
-                CROSS JOIN LATERAL (
-                      SELECT j.id, j.priority, j.run_at
-                        FROM pgq.jobs AS j
-                       WHERE j.status = 'queued'
-                         AND j.queue = free.queue
-                         AND j.priority = p.priority
-                         AND j.run_at <= now()
-                         AND (job_types IS NULL OR j.type = ANY (job_types))
-                       ORDER BY j.run_at, j.id
-                       LIMIT max_jobs
-                         FOR UPDATE SKIP LOCKED) AS f
-                LIMIT max_jobs) AS c
+         CROSS JOIN LATERAL pgq._pick_due(free.queue, max_jobs, job_types) AS c
     ), claimed AS (
         UPDATE pgq.jobs AS j
            SET status = 'running',

@@ -338,19 +338,7 @@ BEGIN
         END IF;
         CONTINUE WHEN allow <= 0;
         IF s.key_concurrency IS NULL THEN
-            -- one priority at a time, as pgq.claim walks a queue
-            picked := picked || ARRAY(
-                SELECT f.id
-                  FROM pgq._queued_priorities(s.queue) AS p(priority)
-                 CROSS JOIN LATERAL (
-                       SELECT j.id FROM pgq.jobs AS j
-                        WHERE j.status = 'queued' AND j.queue = s.queue
-                          AND j.priority = p.priority AND j.run_at <= now()
-                          AND (job_types IS NULL OR j.type = ANY (job_types))
-                        ORDER BY j.run_at, j.id
-                        LIMIT allow
-                          FOR UPDATE SKIP LOCKED) AS f
-                 LIMIT allow);
+            picked := picked || ARRAY(SELECT d.id FROM pgq._pick_due(s.queue, allow, job_types) AS d);
         ELSE
             picked := picked || pgq._pick_by_key(s.queue, s.key_concurrency, allow, job_types);
         END IF;
@@ -364,21 +352,7 @@ BEGIN
         SELECT c.id, c.priority, c.run_at
           FROM (SELECT DISTINCT w FROM unnest(wanted) AS w WHERE NOT (w = ANY (ruled)))
                AS free(queue)
-         CROSS JOIN LATERAL (
-               SELECT f.id, f.priority, f.run_at
-                 FROM pgq._queued_priorities(free.queue) AS p(priority)
-                CROSS JOIN LATERAL (
-                      SELECT j.id, j.priority, j.run_at
-                        FROM pgq.jobs AS j
-                       WHERE j.status = 'queued'
-                         AND j.queue = free.queue
-                         AND j.priority = p.priority
-                         AND j.run_at <= now()
-                         AND (job_types IS NULL OR j.type = ANY (job_types))
-                       ORDER BY j.run_at, j.id
-                       LIMIT max_jobs
-                         FOR UPDATE SKIP LOCKED) AS f
-                LIMIT max_jobs) AS c
+         CROSS JOIN LATERAL pgq._pick_due(free.queue, max_jobs, job_types) AS c
     ), claimed AS (
         UPDATE pgq.jobs AS j
            SET status = 'running',
@@ -1134,6 +1108,45 @@ jobs_claim_idx steps over the queued jobs of full keys, so a long run of one ful
 jobs at the head of the queue is read on every claim.';
 
 --
+-- Name: _pick_due(text, integer, text[]); Type: FUNCTION; Schema: pgq; Owner: -
+--
+
+CREATE FUNCTION pgq._pick_due(queue text, max_jobs integer, job_types text[]) RETURNS TABLE(id bigint, priority integer, run_at timestamp with time zone)
+    LANGUAGE sql
+    AS $$
+    SELECT f.id, f.priority, f.run_at
+      FROM pgq._queued_priorities(_pick_due.queue) AS p(priority)
+     CROSS JOIN LATERAL (
+           SELECT j.id, j.priority, j.run_at
+             FROM pgq.jobs AS j
+            WHERE j.status = 'queued'
+              AND j.queue = _pick_due.queue
+              AND j.priority = p.priority
+              AND j.run_at <= now()
+              AND (_pick_due.job_types IS NULL OR j.type = ANY (_pick_due.job_types))
+            ORDER BY j.run_at, j.id
+            LIMIT _pick_due.max_jobs
+              FOR UPDATE SKIP LOCKED) AS f
+     LIMIT _pick_due.max_jobs
+$$;
+
+--
+-- Name: FUNCTION _pick_due(queue text, max_jobs integer, job_types text[]); Type: COMMENT; Schema: pgq; Owner: -
+--
+
+COMMENT ON FUNCTION pgq._pick_due(queue text, max_jobs integer, job_types text[]) IS '_pick_due: the claim of ready jobs, shared by pgq.claim''s fast path and
+pgq._claim_limited: up to max_jobs due queued jobs of one queue (run_at has passed; of
+job_types, NULL: any), in claim order (priority, then run_at, then id). Walks the queue
+one priority at a time (lowest first, pgq._queued_priorities), each a range
+"run_at <= now()" of jobs_claim_idx (queue, priority, run_at, id) already in claim
+order, so the walk stops after max_jobs rows whatever the backlog and whatever the
+statistics (no other index covers queued jobs, and no plan sorts the queue).
+Applies to any queue: flow control is the caller''s. Leaves the picked rows locked
+FOR UPDATE, unchanged; a row another transaction holds is skipped (SKIP LOCKED: a row
+another claimer is taking is simply not ours), never waited on. Returns id, priority
+and run_at of each, in claim order. Raises nothing.';
+
+--
 -- Name: _queued_priorities(text); Type: FUNCTION; Schema: pgq; Owner: -
 --
 
@@ -1159,9 +1172,10 @@ $$;
 
 COMMENT ON FUNCTION pgq._queued_priorities(queue text) IS '_queued_priorities: the priorities that a queue''s queued jobs have, in ascending order,
 found by hopping through jobs_claim_idx one priority at a time (like _queued_queues).
-pgq.claim and pgq.next_due walk the queue one priority at a time with it, so each walk
-is a range of jobs_claim_idx in claim order, whatever the planner''s statistics say; the
-hop is lazy, so a claim filled from the first priority reads no other.
+pgq._pick_due (pgq.claim''s walk) and pgq.next_due walk the queue one priority at a
+time with it, so each walk is a range of jobs_claim_idx in claim order, whatever the
+planner''s statistics say; the hop is lazy, so a claim filled from the first priority
+reads no other.
 Leaves nothing behind; raises nothing.';
 
 --
@@ -1653,32 +1667,14 @@ BEGIN
 
     RETURN QUERY
     WITH candidates AS (
-        -- Per queue, the first max_jobs due jobs in claim order: per priority (lowest
-        -- first, pgq._queued_priorities), the range "run_at <= now()" of jobs_claim_idx
-        -- (queue, priority, run_at, id), already in claim order, so the walk stops after
-        -- max_jobs rows whatever the backlog and whatever the statistics (no other index
-        -- covers queued jobs, and no plan sorts the queue). SKIP LOCKED: a row another
-        -- claimer is taking is simply not ours. With several queues up to max_jobs rows
-        -- per queue are locked here and the best max_jobs of them claimed; the others are
-        -- unlocked when the claiming transaction ends.
+        -- Per queue, the first max_jobs due jobs in claim order, locked (pgq._pick_due:
+        -- a walk of jobs_claim_idx one priority at a time). With several queues up to
+        -- max_jobs rows per queue are locked here and the best max_jobs of them claimed;
+        -- the others stay locked, unchanged, until the claiming transaction ends.
         SELECT c.id, c.priority, c.run_at
           FROM (SELECT DISTINCT unnest(coalesce(queues, ARRAY(SELECT pgq._queued_queues()))))
                AS wanted(queue)
-         CROSS JOIN LATERAL (
-               SELECT f.id, f.priority, f.run_at
-                 FROM pgq._queued_priorities(wanted.queue) AS p(priority)
-                CROSS JOIN LATERAL (
-                      SELECT j.id, j.priority, j.run_at
-                        FROM pgq.jobs AS j
-                       WHERE j.status = 'queued'
-                         AND j.queue = wanted.queue
-                         AND j.priority = p.priority
-                         AND j.run_at <= now()
-                         AND (job_types IS NULL OR j.type = ANY (job_types))
-                       ORDER BY j.run_at, j.id
-                       LIMIT max_jobs
-                         FOR UPDATE SKIP LOCKED) AS f
-                LIMIT max_jobs) AS c
+         CROSS JOIN LATERAL pgq._pick_due(wanted.queue, max_jobs, job_types) AS c
     ), claimed AS (
         -- The picked ids as one array, looked up through the primary key: a join with
         -- the candidates could be planned as a hash join over a sequential scan of the
