@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable
 
 import asyncpg
 
-from . import db
+from . import db, queries
 from .aio import stop_task, wait_event
 from .backoff import FULL, RECONNECT_BASE, RECONNECT_CAP, Backoff
 from .logs import log_event
@@ -257,7 +257,7 @@ class Listener:
             try:
                 assert self._conn is not None
                 async with self._conn_lock:
-                    await asyncio.wait_for(self._conn.fetchval("SELECT 1"), 5)
+                    await asyncio.wait_for(queries.ping(self._conn), 5)
             except Exception:
                 log_event(
                     log,

@@ -31,6 +31,7 @@ from .. import queries, wire
 from ..errors import DatabaseUnavailable, JobNotFound
 from ..jobs import TERMINAL_STATUSES
 from ..listener import Listener
+from ..logs import log_event
 from . import params as p
 from .disconnect import parks
 from .keys import POOL
@@ -106,7 +107,12 @@ class EventHub:
             if not isinstance(event, dict):
                 raise TypeError
         except (orjson.JSONDecodeError, TypeError):
-            log.warning("ignoring a malformed pgq_events payload: %.200s", payload)
+            log_event(
+                log,
+                "events.malformed_payload",
+                f"ignoring a malformed pgq_events payload: {payload[:200]}",
+                level=logging.WARNING,
+            )
             return
         for stream in self._streams:
             if stream.wants(event):
@@ -130,14 +136,19 @@ class EventHub:
             pid = self._listener.pid
             want = bool(self._streams) and not self._closed and pid is not None
             try:
-                if want and self._watching_pid != pid:
-                    await self._pool.execute("SELECT pgq.watch_events($1)", pid)
+                if want and pid is not None and self._watching_pid != pid:
+                    await queries.watch_events(self._pool, pid)
                     self._watching_pid = pid
                 elif not want and self._watching_pid is not None:
-                    await self._pool.execute("SELECT pgq.unwatch_events($1)", self._watching_pid)
+                    await queries.unwatch_events(self._pool, self._watching_pid)
                     self._watching_pid = None
             except Exception as exc:  # the streams work without it
-                log.warning("could not update pgq.event_watchers: %s", exc)
+                log_event(
+                    log,
+                    "events.watch_failed",
+                    f"could not update pgq.event_watchers: {exc}",
+                    level=logging.WARNING,
+                )
 
     async def open(self, stream: Stream) -> None:
         self._streams.add(stream)

@@ -16,7 +16,14 @@ from . import bench
 from .base import Executor
 from .doorbell import forget_dead_listeners, listen_idle, unlisten_idle, wait_for_enqueuers
 from .enqueue import enqueue, enqueue_many
-from .progress import cancel_where, finished_per_minute, progress, retry_where
+from .progress import (
+    cancel_where,
+    finished_per_minute,
+    progress,
+    retry_where,
+    unwatch_events,
+    watch_events,
+)
 from .queues import get_queue, held_back, list_queues, pause, resume, set_limits
 from .reads import (
     finished_since,
@@ -107,5 +114,7 @@ __all__ = [
     "stats",
     "unlisten_idle",
     "unschedule",
+    "unwatch_events",
     "wait_for_enqueuers",
+    "watch_events",
 ]

@@ -86,3 +86,16 @@ async def finished_per_minute(db: Executor, minutes: int = 60) -> list[dict[str,
         minutes,
     )
     return [dict(r) for r in rows]
+
+
+@translated
+async def watch_events(db: Executor, listener_pid: int) -> None:
+    """``pgq.watch_events``: the LISTEN session ``listener_pid`` follows every status
+    change, so claims are announced on ``pgq_events`` too."""
+    await db.fetchval("SELECT pgq.watch_events($1)", listener_pid)
+
+
+@translated
+async def unwatch_events(db: Executor, listener_pid: int) -> None:
+    """``pgq.unwatch_events``: the session ``listener_pid`` no longer follows every change."""
+    await db.fetchval("SELECT pgq.unwatch_events($1)", listener_pid)
