@@ -21,7 +21,15 @@ from __future__ import annotations
 
 import random
 
-__all__ = ["EQUAL", "FULL", "RECONNECT_BASE", "RECONNECT_CAP", "Backoff", "reconnecting"]
+__all__ = [
+    "EQUAL",
+    "FULL",
+    "RECONNECT_BASE",
+    "RECONNECT_CAP",
+    "Backoff",
+    "recheck_delay",
+    "reconnecting",
+]
 
 #: ``jitter=FULL``: each delay anywhere in ``[0, d]``.
 FULL = 1.0
@@ -91,3 +99,9 @@ def reconnecting() -> Backoff:
     back (runner start and claims, coordinator start; the ``Listener`` uses the same cap
     with full jitter)."""
     return Backoff(RECONNECT_BASE, RECONNECT_CAP)
+
+
+def recheck_delay(interval: float) -> float:
+    """The delay of a periodic safety re-check: ``interval`` plus 0-10 % jitter (River's
+    producer), so processes started together do not re-check in step."""
+    return interval * _SHARED_RNG.uniform(1.0, 1.1)

@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from datetime import datetime
 
 import asyncpg
 
 from . import queries
 from .aio import stop_task, wait_event
+from .backoff import recheck_delay
 from .errors import DatabaseUnavailable, PgqError
 from .listener import Listener
 from .logs import log_event
@@ -113,7 +113,7 @@ class ScheduleTimer:
         at, db_now = await queries.next_schedule_at(self._pool)
         self.next_run_at = at
         if at is None:
-            return self._safety_interval * random.uniform(1.0, 1.1)
+            return recheck_delay(self._safety_interval)
         due_in = (at - db_now).total_seconds()
         if due_in > 0:
             return min(due_in + _SLACK, self._safety_interval)

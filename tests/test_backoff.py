@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from pgq.backoff import EQUAL, FULL, Backoff, reconnecting
+from pgq.backoff import EQUAL, FULL, Backoff, recheck_delay, reconnecting
 
 
 def test_the_ceiling_doubles_from_base_up_to_the_cap_and_reset_starts_over() -> None:
@@ -72,3 +72,9 @@ def test_the_reconnect_policy_goes_from_a_tenth_of_a_second_to_one() -> None:
 def test_bad_parameters_are_refused(base: float, cap: float, jitter: float) -> None:
     with pytest.raises(ValueError):
         Backoff(base, cap, jitter=jitter)
+
+
+def test_a_recheck_delay_is_the_interval_plus_up_to_ten_percent() -> None:
+    delays = [recheck_delay(60.0) for _ in range(1000)]
+    assert all(60.0 <= d <= 66.0 for d in delays)
+    assert max(delays) - min(delays) > 3.0  # spread over the band, not one value

@@ -22,14 +22,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections.abc import Callable
 
 import asyncpg
 
 from .. import queries
 from ..aio import stop_task
-from ..backoff import Backoff
+from ..backoff import Backoff, recheck_delay
 from ..errors import DatabaseUnavailable
 from ..logs import log_event
 from ..retention import PRUNE_BATCH, prune_batch
@@ -110,7 +109,7 @@ class LeaseMonitor:
             return False
         pruned = await prune_batch(self._pool, log)
         full = sum(pruned.values()) >= PRUNE_BATCH
-        self._prune_at = now if full else now + self._recheck * random.uniform(1.0, 1.1)
+        self._prune_at = now if full else now + recheck_delay(self._recheck)
         if pruned and self._on_pruned is not None:
             self._on_pruned(pruned)
         return full

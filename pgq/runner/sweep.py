@@ -22,6 +22,7 @@ import asyncpg
 
 from .. import queries
 from ..aio import stop_tasks
+from ..backoff import recheck_delay
 from ..errors import DatabaseUnavailable
 from ..logs import log_event
 from ..retention import PRUNE_BATCH, prune_batch
@@ -83,7 +84,7 @@ class LeaseSweeper:
         """Sleep until the earliest known lease expiry or the safety re-check; then sweep
         expired leases (``pgq.expire_leases``) and re-read the due times."""
         loop = asyncio.get_running_loop()
-        safety_at = loop.time() + self._safety_interval * random.uniform(1.0, 1.1)
+        safety_at = loop.time() + recheck_delay(self._safety_interval)
         while True:
             self._rearm.clear()
             deadline = safety_at if self._lease_at is None else min(safety_at, self._lease_at)
@@ -94,7 +95,7 @@ class LeaseSweeper:
             now = loop.time()
             safety = now >= safety_at
             if safety:
-                safety_at = now + self._safety_interval * random.uniform(1.0, 1.1)
+                safety_at = now + recheck_delay(self._safety_interval)
             try:
                 await self._sweep(safety)
             except DatabaseUnavailable as exc:
