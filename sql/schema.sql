@@ -3644,7 +3644,7 @@ CREATE INDEX jobs_lease_idx ON pgq.jobs USING btree (lease_expires_at) WHERE (st
 -- Name: jobs_list_queue_idx; Type: INDEX; Schema: pgq; Owner: -
 --
 
-CREATE INDEX jobs_list_queue_idx ON pgq.jobs USING btree (queue, status, id) WHERE (status <> 'running'::text);
+CREATE INDEX jobs_list_queue_idx ON pgq.jobs USING btree (queue, status, id) WHERE (status = ANY (ARRAY['succeeded'::text, 'dead'::text, 'cancelled'::text, 'waiting'::text]));
 
 --
 -- Name: jobs_list_status_idx; Type: INDEX; Schema: pgq; Owner: -
@@ -3656,7 +3656,7 @@ CREATE INDEX jobs_list_status_idx ON pgq.jobs USING btree (status, id) WHERE (st
 -- Name: jobs_list_type_idx; Type: INDEX; Schema: pgq; Owner: -
 --
 
-CREATE INDEX jobs_list_type_idx ON pgq.jobs USING btree (type, status, id) WHERE (status <> 'running'::text);
+CREATE INDEX jobs_list_type_idx ON pgq.jobs USING btree (type, status, id) WHERE (status = ANY (ARRAY['succeeded'::text, 'dead'::text, 'cancelled'::text, 'waiting'::text]));
 
 --
 -- Name: jobs_retrying_idx; Type: INDEX; Schema: pgq; Owner: -
