@@ -18,6 +18,7 @@ from .errors import (
     PgqError,
     RetryLater,
     TransitionNotAllowed,
+    Unencodable,
 )
 from .jobs import Job
 
@@ -38,6 +39,7 @@ __all__ = [
     "RetryLater",
     "Runner",
     "TransitionNotAllowed",
+    "Unencodable",
 ]
 
 __version__ = "0.1.0"

@@ -18,6 +18,7 @@ from typing import Any
 import asyncpg
 import orjson
 
+from .errors import Unencodable
 from .queries.base import mark_codecs
 from .queries.session import set_timeouts
 
@@ -33,7 +34,19 @@ def _encode_jsonb(value: Any) -> bytes:
 
 
 def _decode_jsonb(data: bytes) -> Any:
-    return orjson.loads(data[1:])
+    return _decode_json(data[1:])
+
+
+def _decode_json(data: bytes | str) -> Any:
+    # PostgreSQL stores JSON that orjson refuses to read (1e400, nesting past 1,024 levels):
+    # a clear refusal (HTTP 422) instead of a ValueError from inside the driver (a 500).
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise Unencodable(
+            f"a stored JSON value cannot be read ({exc}); read it with SQL "
+            "(SELECT args, result, errors, progress FROM pgq.jobs WHERE id = …)"
+        ) from None
 
 
 async def init_connection(conn: asyncpg.Connection) -> None:
@@ -49,7 +62,7 @@ async def init_connection(conn: asyncpg.Connection) -> None:
         "json",
         schema="pg_catalog",
         encoder=lambda v: orjson.dumps(v).decode(),
-        decoder=orjson.loads,
+        decoder=_decode_json,
         format="text",
     )
     mark_codecs(conn)

@@ -80,6 +80,14 @@ class LeaseMismatch(TransitionNotAllowed):
     code = "lease_mismatch"
 
 
+class Unencodable(PgqError):
+    """A stored JSON value cannot be read or encoded as JSON here (a number beyond a double,
+    nesting deeper than the JSON library follows, written from psql); read it with SQL."""
+
+    http_status = 422
+    code = "unencodable"
+
+
 class DatabaseUnavailable(PgqError):
     """The database cannot be reached."""
 

@@ -3637,6 +3637,24 @@ CREATE UNIQUE INDEX jobs_idempotency_key_idx ON pgq.jobs USING btree (idempotenc
 CREATE INDEX jobs_lease_idx ON pgq.jobs USING btree (lease_expires_at) WHERE (status = 'running'::text);
 
 --
+-- Name: jobs_list_queue_idx; Type: INDEX; Schema: pgq; Owner: -
+--
+
+CREATE INDEX jobs_list_queue_idx ON pgq.jobs USING btree (queue, status, id) WHERE (status = ANY (ARRAY['succeeded'::text, 'dead'::text, 'cancelled'::text, 'waiting'::text]));
+
+--
+-- Name: jobs_list_status_idx; Type: INDEX; Schema: pgq; Owner: -
+--
+
+CREATE INDEX jobs_list_status_idx ON pgq.jobs USING btree (status, id) WHERE (status = ANY (ARRAY['waiting'::text, 'queued'::text, 'dead'::text, 'cancelled'::text]));
+
+--
+-- Name: jobs_list_type_idx; Type: INDEX; Schema: pgq; Owner: -
+--
+
+CREATE INDEX jobs_list_type_idx ON pgq.jobs USING btree (type, status, id) WHERE (status = ANY (ARRAY['succeeded'::text, 'dead'::text, 'cancelled'::text, 'waiting'::text]));
+
+--
 -- Name: jobs_retrying_idx; Type: INDEX; Schema: pgq; Owner: -
 --
 
@@ -3647,24 +3665,6 @@ CREATE INDEX jobs_retrying_idx ON pgq.jobs USING btree (run_at) WHERE ((status =
 --
 
 CREATE UNIQUE INDEX jobs_schedule_slot_idx ON pgq.jobs USING btree (schedule, scheduled_for) WHERE (schedule IS NOT NULL);
-
---
--- Name: jobs_settled_queue_idx; Type: INDEX; Schema: pgq; Owner: -
---
-
-CREATE INDEX jobs_settled_queue_idx ON pgq.jobs USING btree (queue, status, id) WHERE (status = ANY (ARRAY['dead'::text, 'cancelled'::text, 'waiting'::text]));
-
---
--- Name: jobs_settled_status_idx; Type: INDEX; Schema: pgq; Owner: -
---
-
-CREATE INDEX jobs_settled_status_idx ON pgq.jobs USING btree (status, id) WHERE (status = ANY (ARRAY['dead'::text, 'cancelled'::text, 'waiting'::text]));
-
---
--- Name: jobs_settled_type_idx; Type: INDEX; Schema: pgq; Owner: -
---
-
-CREATE INDEX jobs_settled_type_idx ON pgq.jobs USING btree (type, status, id) WHERE (status = ANY (ARRAY['dead'::text, 'cancelled'::text, 'waiting'::text]));
 
 --
 -- Name: jobs_slots_idx; Type: INDEX; Schema: pgq; Owner: -

@@ -359,7 +359,14 @@ async def test_the_filtered_jobs_view_renders_fast_at_200k_jobs(
     # navigation inside it: its request to GET /jobs and the render
     await ui.goto("#/schedules")
     await ui.page.wait_for_selector("[data-view=schedules] h2")
-    for hash_ in ("#/jobs?status=dead&queue=q1", "#/jobs?type=T7", "#/dead"):
+    for hash_ in (
+        "#/jobs?status=dead&queue=q1",
+        "#/jobs?status=queued&queue=q2",
+        "#/jobs?status=succeeded&queue=q3",
+        "#/jobs?status=succeeded&type=T7",
+        "#/jobs?type=T7",
+        "#/dead",
+    ):
         started = time.monotonic()
         await ui.goto(hash_)
         await ui.page.wait_for_selector("tr[data-job]", timeout=2000)

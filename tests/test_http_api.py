@@ -516,3 +516,38 @@ def test_every_route_is_documented_and_vice_versa(dsn: str) -> None:
     }
     documented = {(method, path) for path, ops in document()["paths"].items() for method in ops}
     assert routed == documented
+
+
+async def test_stored_json_no_json_library_reads_is_a_documented_422(
+    live: Live, conn: asyncpg.Connection
+) -> None:
+    # PostgreSQL keeps numbers beyond a double and nesting past 1,024 levels (from psql);
+    # each answer that carries such a value is the documented 422, never a 500
+    huge, _ = await queries.enqueue(conn, "STORED", {"n": 1})
+    deep, _ = await queries.enqueue(conn, "STORED", {"n": 2})
+    await conn.execute("UPDATE pgq.jobs SET args = '{\"n\": 1e400}' WHERE id = $1", huge.id)
+    await conn.execute(
+        "UPDATE pgq.jobs SET errors = jsonb_build_array($2::text::jsonb) WHERE id = $1",
+        deep.id,
+        "[" * 1100 + "]" * 1100,
+    )
+    paths = document()["paths"]
+    for method, path, template in (
+        ("GET", f"/jobs/{huge.id}", "/jobs/{id}"),
+        ("GET", "/jobs?type=STORED", "/jobs"),
+        ("GET", f"/jobs/{huge.id}/events", "/jobs/{id}/events"),
+        ("GET", f"/ui/api/jobs/{deep.id}/errors", "/ui/api/jobs/{id}/errors"),
+        ("DELETE", f"/jobs/{deep.id}", "/jobs/{id}"),
+    ):
+        status, body, _ = await live.request(method, path)
+        assert status == 422 and is_error(body, "unencodable"), (path, status, body)
+        assert "read it with SQL" in body["error"]["message"]
+        conforms(body, "Error")
+        assert "422" in paths[template][method.lower()]["responses"], (method, template)
+    # every operation whose answer carries a job or a schedule documents it
+    for path, operations in paths.items():
+        for method, op in operations.items():
+            ok = op["responses"].get("200") or op["responses"].get("201") or {}
+            schema = str(ok.get("content", {}))
+            if any(name in schema for name in ("Job'", "JobPage", "ClaimedJobs", "Schedule")):
+                assert "422" in op["responses"], (method, path)

@@ -256,3 +256,64 @@ async def test_every_list_filter_reads_about_a_page_in_a_big_table(
             assert f.get("status", job.status) == job.status
             assert f.get("queue", job.queue) == job.queue
             assert f.get("job_type", job.type) == job.type
+
+
+async def test_lists_read_no_other_status_when_succeeded_jobs_come_first(
+    conn: asyncpg.Connection,
+) -> None:
+    # history first (150,000 succeeded, a rare queue and a rare type among them), then the
+    # jobs of now: a page of queued or running jobs, or of a rare queue or type, once walked
+    # the primary key over all that history
+    await conn.execute(
+        """
+        INSERT INTO pgq.jobs (queue, type, status, attempts, finished_at)
+        SELECT CASE WHEN n % 1000 = 0 THEN 'rare' ELSE 'bulk' || n % 2 END,
+               CASE WHEN n % 1000 = 1 THEN 'Rare' ELSE 'T' || n % 3 END,
+               'succeeded', 1, now()
+          FROM generate_series(1, 150000) AS n;
+        INSERT INTO pgq.jobs (queue, type, status, attempts, finished_at)
+        SELECT (ARRAY['bulk0', 'rare'])[1 + n % 2], (ARRAY['T0', 'Rare'])[1 + n % 2],
+               'dead', 1, now()
+          FROM generate_series(1, 200) AS n;
+        INSERT INTO pgq.jobs (queue, type, status)
+        SELECT (ARRAY['bulk0', 'bulk1', 'rare'])[1 + n % 3], (ARRAY['T0', 'T1', 'Rare'])[1 + n % 3],
+               'queued'
+          FROM generate_series(1, 3000) AS n;
+        INSERT INTO pgq.jobs (queue, type, status, attempts, worker_id, claimed_at,
+                              lease_expires_at)
+        SELECT (ARRAY['bulk0', 'rare'])[1 + n % 2], (ARRAY['T0', 'Rare'])[1 + n % 2],
+               'running', 1, 'w', now(), now() + interval '1 minute'
+          FROM generate_series(1, 200) AS n;
+        ANALYZE pgq.jobs;
+        """
+    )
+    for status in (None, "queued", "running", "succeeded", "dead"):
+        for queue in (None, "bulk0", "rare"):
+            for job_type in (None, "T0", "Rare"):
+                f = {"status": status, "queue": queue, "job_type": job_type}
+                after = None
+                for _ in range(2):  # the first page and the next
+                    page, seq, idx = await rows_read(
+                        conn, queries.list_jobs(conn, limit=50, after=after, **f)
+                    )
+                    assert seq == 0, (f, seq)
+                    # at most the queued jobs of a queue (3,000) and the running ones (200)
+                    # read whole and sorted, plus a few pages: never the history
+                    assert idx <= 6_000, (f, after, idx)
+                    for job in page:
+                        assert (status or job.status) == job.status
+                        assert (queue or job.queue) == job.queue
+                        assert (job_type or job.type) == job.type
+                    assert [j.id for j in page] == sorted(j.id for j in page)
+                    if len(page) < 50:
+                        break
+                    after = page[-1].id
+
+
+async def test_list_filters_are_values_never_sql(conn: asyncpg.Connection) -> None:
+    job, _ = await queries.enqueue(conn, "T")
+    assert [j.id for j in await queries.list_jobs(conn, job_type="T")] == [job.id]
+    for bad in ("T' OR true --", "T\\' OR true --", "x'; DROP TABLE pgq.jobs; --", "\\"):
+        assert await queries.list_jobs(conn, job_type=bad) == []
+        assert await queries.list_jobs(conn, queue=bad, status="queued") == []
+    assert await conn.fetchval("SELECT count(*) FROM pgq.jobs") == 1

@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from ..errors import InvalidField, InvalidJson, PgqError, translate
+from ..errors import InvalidField, InvalidJson, PgqError, Unencodable, translate
 from ..logs import log_event
 from .keys import REQUEST_ID
 
@@ -71,13 +71,6 @@ class PayloadTooLarge(PgqError):
 
     http_status = 413
     code = "payload_too_large"
-
-
-class Unencodable(PgqError):
-    """The answer holds a value the HTTP API cannot encode as JSON; read it with SQL."""
-
-    http_status = 422
-    code = "unencodable"
 
 
 class UnsupportedMediaType(PgqError):

@@ -30,6 +30,9 @@ _ERRORS = {
     "is taken by a job of another type or queue.",
     "413": "The body is over the limit (1 MiB; 32 MiB for /jobs/batch by default).",
     "415": "The body is not application/json (UTF-8).",
+    "422": "`unencodable`: a stored JSON value of the answer (arguments, result, errors, "
+    "progress) cannot be read or encoded as JSON (a number beyond a double, nesting deeper "
+    "than 1,024 levels, possible from psql); the message says to read it with SQL.",
     "503": "The database cannot be reached (database_unavailable) or did not answer in time "
     "(database_busy: a statement, lock or connection timeout); Retry-After says when to retry.",
 }
@@ -158,6 +161,9 @@ def _probe(op_id: str, summary: str) -> dict[str, Any]:
 
 
 _BODY_ERRORS = ("400", "413", "415", "503")
+#: The answer carries stored JSON (a job's arguments, result, errors or progress, a
+#: schedule's arguments), which PostgreSQL may hold in a form JSON libraries refuse.
+_STORED = ("422",)
 
 
 def _scopes(paths: dict[str, Any]) -> None:
@@ -187,7 +193,7 @@ def document() -> dict[str, Any]:
                     ),
                     "200": _json(_ref("Job"), "The existing job with this idempotency_key."),
                 },
-                ("409", *_BODY_ERRORS),
+                ("409", *_STORED, *_BODY_ERRORS),
                 body=_body("NewJob"),
                 parameters=_TRACE_HEADERS,
             ),
@@ -195,7 +201,7 @@ def document() -> dict[str, Any]:
                 "listJobs",
                 "List jobs in id order, filtered, one page at a time",
                 {"200": _json(_ref("JobPage"), "A page of jobs.")},
-                ("400", "503"),
+                ("400", *_STORED, "503"),
                 parameters=wire.query_parameters(wire.ListQuery),
             ),
         },
@@ -225,7 +231,7 @@ def document() -> dict[str, Any]:
                         "empty.",
                     )
                 },
-                _BODY_ERRORS,
+                (*_STORED, *_BODY_ERRORS),
                 body=_body("Claim"),
             )
         },
@@ -234,14 +240,14 @@ def document() -> dict[str, Any]:
                 "getJob",
                 "Read a job; with ?wait, wait until it has finished",
                 {"200": _json(_ref("Job"), "The job (as it stands when the wait ends).")},
-                ("400", "404", "503"),
+                ("400", "404", *_STORED, "503"),
                 parameters=[_JOB_ID, *wire.query_parameters(wire.WaitQuery)],
             ),
             "delete": _op(
                 "cancelJob",
                 "Cancel a waiting, queued or running job",
                 {"200": _json(_ref("Job"), "The cancelled job.")},
-                ("400", "404", "409", "503"),
+                ("400", "404", "409", *_STORED, "503"),
                 parameters=[_JOB_ID],
             ),
         },
@@ -250,7 +256,7 @@ def document() -> dict[str, Any]:
                 "retryJob",
                 "Replay a dead or cancelled job now, with extra attempts",
                 {"200": _JOB_OK},
-                ("404", "409", *_BODY_ERRORS),
+                ("404", "409", *_STORED, *_BODY_ERRORS),
                 body=_body("Retry", required=False),
                 parameters=[_JOB_ID],
             )
@@ -260,7 +266,7 @@ def document() -> dict[str, Any]:
                 "completeJob",
                 "Report the outcome of a claimed job",
                 {"200": _JOB_OK},
-                ("404", "409", *_BODY_ERRORS),
+                ("404", "409", *_STORED, *_BODY_ERRORS),
                 body=_body("Complete"),
                 parameters=[_JOB_ID],
             )
@@ -279,7 +285,7 @@ def document() -> dict[str, Any]:
                 "heartbeatJob",
                 "Extend the lease of a claimed job",
                 {"200": _JOB_OK},
-                ("404", "409", *_BODY_ERRORS),
+                ("404", "409", *_STORED, *_BODY_ERRORS),
                 body=_body("Heartbeat"),
                 parameters=[_JOB_ID],
             )
@@ -289,7 +295,7 @@ def document() -> dict[str, Any]:
                 "reportProgress",
                 "Store a running job's progress (and extend its lease), fenced like heartbeat",
                 {"200": _JOB_OK},
-                ("404", "409", *_BODY_ERRORS),
+                ("404", "409", *_STORED, *_BODY_ERRORS),
                 body=_body("Progress"),
                 parameters=[_JOB_ID],
             )
@@ -300,7 +306,7 @@ def document() -> dict[str, Any]:
                 "Follow one job: its state, then each progress report and status change, "
                 "closed after a terminal status",
                 {"200": _SSE},
-                ("400", "404", "503"),
+                ("400", "404", *_STORED, "503"),
                 parameters=[_JOB_ID],
             )
         },
@@ -336,7 +342,7 @@ def document() -> dict[str, Any]:
                 "releaseJob",
                 "Hand a claimed job back: queued now, its attempt given back (runner shutdown)",
                 {"200": _JOB_OK},
-                ("404", "409", *_BODY_ERRORS),
+                ("404", "409", *_STORED, *_BODY_ERRORS),
                 body=_body("Release"),
                 parameters=[_JOB_ID],
             )
@@ -391,7 +397,7 @@ def document() -> dict[str, Any]:
                 "listSchedules",
                 "Every schedule, by name",
                 {"200": _json(_ref("Schedules"), "The schedules.")},
-                ("400", "503"),
+                ("400", *_STORED, "503"),
             )
         },
         "/schedules/{name}": {
@@ -399,7 +405,7 @@ def document() -> dict[str, Any]:
                 "getSchedule",
                 "Read a schedule",
                 {"200": _SCHEDULE_OK, "404": _SCHEDULE_NOT_FOUND},
-                ("400", "503"),
+                ("400", *_STORED, "503"),
                 parameters=[_SCHEDULE_NAME],
             ),
             "put": _op(
@@ -409,7 +415,7 @@ def document() -> dict[str, Any]:
                     "201": _json(_ref("Schedule"), "Created."),
                     "200": _json(_ref("Schedule"), "Replaced."),
                 },
-                _BODY_ERRORS,
+                (*_STORED, *_BODY_ERRORS),
                 body=_body("NewSchedule"),
                 parameters=[_SCHEDULE_NAME],
             ),
@@ -420,7 +426,7 @@ def document() -> dict[str, Any]:
                     "200": _json(_ref("Schedule"), "The deleted schedule."),
                     "404": _SCHEDULE_NOT_FOUND,
                 },
-                ("400", "503"),
+                ("400", *_STORED, "503"),
                 parameters=[_SCHEDULE_NAME],
             ),
         },
@@ -455,7 +461,7 @@ def document() -> dict[str, Any]:
                 "jobErrors",
                 "Every attempt's error of a job (job JSON has the last one)",
                 {"200": _json(_ref("JobErrors"), "The errors, oldest first.")},
-                ("400", "404", "503"),
+                ("400", "404", *_STORED, "503"),
                 parameters=[_JOB_ID],
             )
         },
