@@ -53,8 +53,11 @@ PEER_REQUIREMENTS = {
 }
 # "concurrency" per system: Runner(concurrency=) for pgq, run_worker_async(concurrency=)
 # for procrastinate, QueueManager.run(batch_size=) for PgQueuer (see its adapter).
-SWEEP = {"pgq": (10, 50, 200), "procrastinate": (1, 10, 50), "pgqueuer": (50, 200, 1000)}
-DEFAULT_CONCURRENCY = {"pgq": 50, "procrastinate": 10, "pgqueuer": 200}
+# pgq sweeps the same range as PgQueuer: a claim and a completion batch hold up to
+# `concurrency` jobs, and their cost is per call (a commit's WAL flush), not per job, so
+# 200 drained faster than 50 on 2026-12-03 (benchmarks/README.md, "Per-job cost").
+SWEEP = {"pgq": (50, 200, 1000), "procrastinate": (1, 10, 50), "pgqueuer": (50, 200, 1000)}
+DEFAULT_CONCURRENCY = {"pgq": 200, "procrastinate": 10, "pgqueuer": 200}
 # A measurement during which other processes used more CPU than this (in cores) is
 # flagged in RESULTS.md: on a shared 2-core machine that changes the numbers.
 NOISY = 0.25
