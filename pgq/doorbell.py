@@ -92,7 +92,7 @@ class Doorbell:
                 raise
         todo = [q for q in ready if q not in self._armed and self._registered.get(q) == pid]
         if todo:
-            passed = await queries.wait_for_enqueuers(self._pool, todo)
+            passed = await queries.pass_barrier(self._pool, todo)
             if passed:
                 # Only those still registered under this pid: a notification or a reconnect
                 # during the barrier disarmed the others (and woke the caller).

@@ -221,6 +221,42 @@ async def test_the_barrier_waits_for_an_enqueuer_holding_the_key(
         await other.close()
 
 
+async def test_a_barrier_cut_off_mid_call_closes_its_connection(
+    dsn: str, conn: asyncpg.Connection
+) -> None:
+    # The barrier's keys are session locks and pgq's pools do not reset sessions: a
+    # pooled connection whose barrier call was cut off must not go back to the pool,
+    # where a key it might still hold would block every enqueue into the queue.
+    pool = await db.create_pool(dsn, min_size=1, max_size=1)
+    try:
+        first = await pool.fetchval("SELECT pg_backend_pid()")
+        async with conn.transaction():
+            await conn.execute("SET CONSTRAINTS ALL IMMEDIATE")  # the enqueuer holds the key
+            await queries.enqueue(conn, "T", {"n": 1}, queue="q1")
+            for _ in range(20):
+                barrier = asyncio.create_task(queries.pass_barrier(pool, ["q1"]))
+                await asyncio.sleep(0.02)  # sent, and waiting on the key (100 ms at most)
+                barrier.cancel()
+                try:
+                    await barrier
+                except asyncio.CancelledError:
+                    break  # cut off mid-call
+                # it returned (lock_timeout) before the cancel landed: again
+            else:
+                pytest.fail("no barrier call was cut off mid-call")
+        await wait_until(
+            lambda: conn.fetchval(
+                "SELECT count(*) = 0 FROM pg_stat_activity WHERE pid = $1", first
+            ),
+            timeout=5,
+        )
+        # the pool carries on with a new connection, and the barrier passes
+        assert await pool.fetchval("SELECT pg_backend_pid()") != first
+        assert await queries.pass_barrier(pool, ["q1"]) is True
+    finally:
+        await db.close_pool(pool)
+
+
 async def test_a_dead_registrant_is_cleaned_up(dsn: str, conn: asyncpg.Connection) -> None:
     gone = await db.connect(dsn)
     gone_pid = await gone.fetchval("SELECT pg_backend_pid()")

@@ -14,7 +14,13 @@ but ``bench`` is re-exported here, so callers write ``from pgq import queries`` 
 
 from . import bench
 from .base import Executor
-from .doorbell import forget_dead_listeners, listen_idle, unlisten_idle, wait_for_enqueuers
+from .doorbell import (
+    forget_dead_listeners,
+    listen_idle,
+    pass_barrier,
+    unlisten_idle,
+    wait_for_enqueuers,
+)
 from .enqueue import enqueue, enqueue_many
 from .progress import (
     cancel_where,
@@ -96,6 +102,7 @@ __all__ = [
     "next_due",
     "next_schedule_at",
     "notification_queue_usage",
+    "pass_barrier",
     "pause",
     "ping",
     "progress",
