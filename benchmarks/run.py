@@ -894,8 +894,7 @@ def report(cfg: Config, runner: Runner, info: dict, argv: list[str]) -> str:
         "",
     ]
     header = ["metric", *systems] + [f"pgq / {p}" for p in peers if "pgq" in systems]
-    lines.append("| " + " | ".join(header) + " |")
-    lines.append("|" + "---|" * len(header))
+    table = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for scenario, metric, label, higher in METRICS:
         if scenario not in cfg.scenarios:
             continue
@@ -916,7 +915,9 @@ def report(cfg: Config, runner: Runner, info: dict, argv: list[str]) -> str:
                     row.append(f"{statistics.median(vals['pgq']) / statistics.median(vals[p]):.2f}")
                 else:
                     row.append("–")
-        lines.append("| " + " | ".join(row) + " |")
+        table.append("| " + " | ".join(row) + " |")
+    if len(table) > 2:  # only pgq-only scenarios ran: no comparison table
+        lines += table
     http = [r for r in recs if r["scenario"] == "http" and r.get("ok")]
     if http:
 
@@ -966,7 +967,8 @@ def report(cfg: Config, runner: Runner, info: dict, argv: list[str]) -> str:
         + (
             ": "
             + ", ".join(
-                f"{r['scenario']} {r['system']} rep {r['rep']} ({r['foreign_cores']})"
+                f"{r['scenario']} {r['system']}{' ' + r['mode'] if 'mode' in r else ''} "
+                f"rep {r['rep']} ({r['foreign_cores']})"
                 for r in noisy
             )
             if noisy

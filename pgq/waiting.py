@@ -184,6 +184,8 @@ class JobWaits:
             wake(events)
 
     def _on_event(self, _channel: str, payload: str) -> None:
+        if not self._jobs:
+            return  # nobody waits: a drain's one event per finished job costs no parsing
         try:
             event = orjson.loads(payload)
             job_id, status = int(event["id"]), event.get("status")

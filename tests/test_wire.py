@@ -162,6 +162,34 @@ def test_what_is_not_a_json_object_is_invalid_json(raw: bytes) -> None:
         wire.request_body(raw, wire.NewJob)
 
 
+def _batch(results: list[bytes]) -> bytes:
+    items = b",".join(
+        b'{"id": %d, "lease_token": "%s", "result": %s}' % (i + 1, T.encode(), r)
+        for i, r in enumerate(results)
+    )
+    return b'{"worker_id": "w", "completions": [' + items + b"]}"
+
+
+def test_a_batch_of_many_shallow_values_is_accepted_and_a_deep_one_in_it_refused() -> None:
+    # Hundreds of brackets in all, none deep: accepted (and cleared without walking each).
+    shallow = [b'{"a": [1, {"b": "]]]}}}"}]}'] * 300
+    batch = wire.request_body(_batch(shallow), wire.CompleteBatch)
+    assert len(batch.completions) == 300
+    # One value 65 levels deep among them is found, wherever it is: closing brackets in
+    # strings before it must not hide its depth, nor must mixed [{ nesting.
+    deep = b"[" * 65 + b"]" * 65
+    hiding = b'["' + b"]" * 200 + b'", ' + deep + b"]"
+    alternating = b'[{"a": ' * 33 + b"1" + b"}]" * 33
+    for results, where in (
+        ([*shallow[:57], deep, *shallow[57:]], "completions[57].result"),
+        ([*shallow[:3], hiding], "completions[3].result"),
+        ([alternating, *shallow], "completions[0].result"),
+    ):
+        assert refusal(wire.CompleteBatch, _batch(results)) == (
+            f"{where}: nests deeper than 64 levels"
+        )
+
+
 def test_a_depth_of_exactly_the_limit_and_defaults_are_accepted() -> None:
     raw = b'{"type": "X", "arguments": {"a": ' + b"[" * 63 + b"]" * 63 + b"}}"
     job = wire.request_body(raw, wire.NewJob)
