@@ -113,7 +113,14 @@ CREATE INDEX jobs_claim_idx ON pgq.jobs (queue, priority, run_at, id) WHERE stat
 -- no claim can use it (a claim does not ask for attempts > 0).
 CREATE INDEX jobs_retrying_idx ON pgq.jobs (run_at) WHERE status = 'queued' AND attempts > 0;
 
--- pgq.expire_leases and the runners' "earliest lease" look-up.
+-- pgq.expire_leases and the runners' "earliest lease" look-up (and the lists of running jobs).
+-- The fenced transitions (complete, complete_many, fail, heartbeat, release, progress)
+-- must not use it: they write "running" as lease_expires_at IS NOT NULL (the same rows,
+-- by jobs_lease_iff_running), which no partial index of running jobs matches, so each
+-- job is found by its primary key. With status = 'running' in their WHERE, statistics
+-- taken while few jobs ran (autovacuum's ANALYZE after a bulk enqueue) made this index
+-- look empty, and each call, even one naming a single id, scanned it whole: 6,000 rows
+-- read and dropped per call at 6,000 running jobs (tests/test_drain.py).
 CREATE INDEX jobs_lease_idx ON pgq.jobs (lease_expires_at) WHERE status = 'running';
 
 -- dependency release: a finishing job finds its waiting dependents without a table scan.

@@ -911,7 +911,8 @@ BEGIN
     UPDATE pgq.jobs AS t
        SET status = 'succeeded', result = complete.result, finished_at = now(),
            lease_expires_at = NULL, lease_token = NULL, updated_at = now()
-     WHERE t.id = job_id AND t.status = 'running' AND t.worker_id = complete.worker_id
+     -- lease_expires_at IS NOT NULL: "running", written so (see jobs_lease_idx)
+     WHERE t.id = job_id AND t.lease_expires_at IS NOT NULL AND t.worker_id = complete.worker_id
        AND (attempt IS NULL OR t.attempts = attempt)
        AND (complete.lease_token IS NULL OR t.lease_token = complete.lease_token)
     RETURNING * INTO j;
@@ -971,7 +972,8 @@ BEGIN
            lease_expires_at = NULL,
            lease_token = NULL,
            updated_at = now()
-     WHERE t.id = job_id AND t.status = 'running' AND t.worker_id = fail.worker_id
+     -- lease_expires_at IS NOT NULL: "running", written so (see jobs_lease_idx)
+     WHERE t.id = job_id AND t.lease_expires_at IS NOT NULL AND t.worker_id = fail.worker_id
        AND (attempt IS NULL OR t.attempts = attempt)
        AND (fail.lease_token IS NULL OR t.lease_token = fail.lease_token)
     RETURNING * INTO j;
@@ -1009,7 +1011,8 @@ BEGIN
     UPDATE pgq.jobs AS t
        SET lease_expires_at = now() + make_interval(secs => t.timeout_seconds * 1.25),
            updated_at = now()
-     WHERE t.id = job_id AND t.status = 'running' AND t.worker_id = heartbeat.worker_id
+     -- lease_expires_at IS NOT NULL: "running", written so (see jobs_lease_idx)
+     WHERE t.id = job_id AND t.lease_expires_at IS NOT NULL AND t.worker_id = heartbeat.worker_id
        AND (attempt IS NULL OR t.attempts = attempt)
        AND (heartbeat.lease_token IS NULL OR t.lease_token = heartbeat.lease_token)
     RETURNING * INTO j;
@@ -1058,7 +1061,8 @@ BEGIN
            lease_expires_at = NULL,
            lease_token = NULL,
            updated_at = now()
-     WHERE t.id = job_id AND t.status = 'running' AND t.worker_id = release.worker_id
+     -- lease_expires_at IS NOT NULL: "running", written so (see jobs_lease_idx)
+     WHERE t.id = job_id AND t.lease_expires_at IS NOT NULL AND t.worker_id = release.worker_id
        AND (attempt IS NULL OR t.attempts = attempt)
        AND (release.lease_token IS NULL OR t.lease_token = release.lease_token)
     RETURNING * INTO j;

@@ -112,12 +112,14 @@ BEGIN
                WITH ORDINALITY AS u(id, attempt, lease_token, ord)
     ), updated AS (
         -- The fence of pgq.complete, per row: a row that fails it is skipped, not refused.
+        -- "Running" is written lease_expires_at IS NOT NULL so that each job is found by
+        -- its primary key, whatever the statistics say (see jobs_lease_idx in 0001).
         UPDATE pgq.jobs AS t
            SET status = 'succeeded', result = i.result, finished_at = now(),
                lease_expires_at = NULL, lease_token = NULL, updated_at = now()
           FROM input AS i
          WHERE t.id = i.id
-           AND t.status = 'running'
+           AND t.lease_expires_at IS NOT NULL
            AND t.worker_id = complete_many.worker_id
            AND (i.attempt IS NULL OR t.attempts = i.attempt)
            AND (i.lease_token IS NULL OR t.lease_token = i.lease_token)

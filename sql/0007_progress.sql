@@ -102,7 +102,8 @@ BEGIN
        SET progress = progress.progress,
            lease_expires_at = now() + make_interval(secs => t.timeout_seconds * 1.25),
            updated_at = now()
-     WHERE t.id = job_id AND t.status = 'running' AND t.worker_id = progress.worker_id
+     -- lease_expires_at IS NOT NULL: "running", written so (see jobs_lease_idx)
+     WHERE t.id = job_id AND t.lease_expires_at IS NOT NULL AND t.worker_id = progress.worker_id
        AND (attempt IS NULL OR t.attempts = attempt)
        AND (progress.lease_token IS NULL OR t.lease_token = progress.lease_token)
     RETURNING * INTO j;

@@ -1739,7 +1739,8 @@ BEGIN
     UPDATE pgq.jobs AS t
        SET status = 'succeeded', result = complete.result, finished_at = now(),
            lease_expires_at = NULL, lease_token = NULL, updated_at = now()
-     WHERE t.id = job_id AND t.status = 'running' AND t.worker_id = complete.worker_id
+     -- lease_expires_at IS NOT NULL: "running", written so (see jobs_lease_idx)
+     WHERE t.id = job_id AND t.lease_expires_at IS NOT NULL AND t.worker_id = complete.worker_id
        AND (attempt IS NULL OR t.attempts = attempt)
        AND (complete.lease_token IS NULL OR t.lease_token = complete.lease_token)
     RETURNING * INTO j;
@@ -1815,12 +1816,14 @@ BEGIN
                WITH ORDINALITY AS u(id, attempt, lease_token, ord)
     ), updated AS (
         -- The fence of pgq.complete, per row: a row that fails it is skipped, not refused.
+        -- "Running" is written lease_expires_at IS NOT NULL so that each job is found by
+        -- its primary key, whatever the statistics say (see jobs_lease_idx in 0001).
         UPDATE pgq.jobs AS t
            SET status = 'succeeded', result = i.result, finished_at = now(),
                lease_expires_at = NULL, lease_token = NULL, updated_at = now()
           FROM input AS i
          WHERE t.id = i.id
-           AND t.status = 'running'
+           AND t.lease_expires_at IS NOT NULL
            AND t.worker_id = complete_many.worker_id
            AND (i.attempt IS NULL OR t.attempts = i.attempt)
            AND (i.lease_token IS NULL OR t.lease_token = i.lease_token)
@@ -2343,7 +2346,8 @@ BEGIN
            lease_expires_at = NULL,
            lease_token = NULL,
            updated_at = now()
-     WHERE t.id = job_id AND t.status = 'running' AND t.worker_id = fail.worker_id
+     -- lease_expires_at IS NOT NULL: "running", written so (see jobs_lease_idx)
+     WHERE t.id = job_id AND t.lease_expires_at IS NOT NULL AND t.worker_id = fail.worker_id
        AND (attempt IS NULL OR t.attempts = attempt)
        AND (fail.lease_token IS NULL OR t.lease_token = fail.lease_token)
     RETURNING * INTO j;
@@ -2511,7 +2515,8 @@ BEGIN
     UPDATE pgq.jobs AS t
        SET lease_expires_at = now() + make_interval(secs => t.timeout_seconds * 1.25),
            updated_at = now()
-     WHERE t.id = job_id AND t.status = 'running' AND t.worker_id = heartbeat.worker_id
+     -- lease_expires_at IS NOT NULL: "running", written so (see jobs_lease_idx)
+     WHERE t.id = job_id AND t.lease_expires_at IS NOT NULL AND t.worker_id = heartbeat.worker_id
        AND (attempt IS NULL OR t.attempts = attempt)
        AND (heartbeat.lease_token IS NULL OR t.lease_token = heartbeat.lease_token)
     RETURNING * INTO j;
@@ -2733,7 +2738,8 @@ BEGIN
        SET progress = progress.progress,
            lease_expires_at = now() + make_interval(secs => t.timeout_seconds * 1.25),
            updated_at = now()
-     WHERE t.id = job_id AND t.status = 'running' AND t.worker_id = progress.worker_id
+     -- lease_expires_at IS NOT NULL: "running", written so (see jobs_lease_idx)
+     WHERE t.id = job_id AND t.lease_expires_at IS NOT NULL AND t.worker_id = progress.worker_id
        AND (attempt IS NULL OR t.attempts = attempt)
        AND (progress.lease_token IS NULL OR t.lease_token = progress.lease_token)
     RETURNING * INTO j;
@@ -2863,7 +2869,8 @@ BEGIN
            lease_expires_at = NULL,
            lease_token = NULL,
            updated_at = now()
-     WHERE t.id = job_id AND t.status = 'running' AND t.worker_id = release.worker_id
+     -- lease_expires_at IS NOT NULL: "running", written so (see jobs_lease_idx)
+     WHERE t.id = job_id AND t.lease_expires_at IS NOT NULL AND t.worker_id = release.worker_id
        AND (attempt IS NULL OR t.attempts = attempt)
        AND (release.lease_token IS NULL OR t.lease_token = release.lease_token)
     RETURNING * INTO j;

@@ -249,3 +249,61 @@ async def test_prune_still_finds_old_finished_jobs_through_the_finished_index(
     )
     assert await queries.prune(conn, 3600) == 100
     assert await conn.fetchval("SELECT count(*) FROM pgq.jobs") == 400
+
+
+RUNNING = 3_000
+COMPLETE_FENCED = "SELECT * FROM pgq.complete_many($1, $2, $3, NULL, $4)"
+#: The single-job fenced transitions, each run on the first of ME's jobs.
+FENCED = {
+    "complete": "SELECT pgq.complete($1, $2, NULL, $3, $4)",
+    "fail": "SELECT pgq.fail($1, $2, '{}', true, $3, NULL, $4)",
+    "heartbeat": "SELECT pgq.heartbeat($1, $2, $3, $4)",
+    "release": "SELECT pgq.release($1, $2, NULL, $3, $4)",
+    "progress": "SELECT pgq.progress($1, $2, '{}', $3, $4)",
+}
+
+
+async def rows_read(conn: asyncpg.Connection, sql: str, *args: object) -> int:
+    """Rows of pgq.jobs that one call read (index fetches and sequential scans, function
+    internals included), in a transaction rolled back afterwards so the jobs stay as
+    they were."""
+    counters = (
+        "SELECT coalesce(idx_tup_fetch, 0) + coalesce(seq_tup_read, 0)"
+        " FROM pg_stat_xact_user_tables WHERE relid = 'pgq.jobs'::regclass"
+    )
+    tx = conn.transaction()
+    await tx.start()
+    try:
+        before: int = await conn.fetchval(counters)
+        await conn.execute(sql, *args)
+        after: int = await conn.fetchval(counters)
+    finally:
+        await tx.rollback()
+    return after - before
+
+
+async def test_fenced_transitions_read_their_own_jobs_only_however_many_jobs_run(
+    conn: asyncpg.Connection,
+) -> None:
+    """A completion, heartbeat, failure, release or progress report finds each job by its
+    primary key: statistics taken while no job ran (an ANALYZE right after a bulk enqueue,
+    as autovacuum does) made an empty-looking jobs_lease_idx the cheapest path, and every
+    call read all 3,000 running jobs to find its own."""
+    await backlog(conn)  # 20,000 jobs: a table where a sequential scan costs ~370 pages
+    await conn.execute("ANALYZE pgq.jobs")  # no job is running yet
+    for _ in range(RUNNING // 1000):
+        await conn.execute("SELECT count(*) FROM pgq.claim('another-worker', 1000)")
+    mine = await conn.fetch("SELECT id, attempts, lease_token FROM pgq.claim($1, 50)", ME)
+    ids = [r["id"] for r in mine]
+    attempts = [r["attempts"] for r in mine]
+    tokens = [r["lease_token"] for r in mine]
+    assert await conn.fetchval("SELECT count(*) FROM pgq.jobs WHERE status = 'running'") == (
+        RUNNING + 50
+    )
+    # more than five calls each: PL/pgSQL may switch to a generic plan after the fifth
+    for _ in range(7):
+        read = await rows_read(conn, COMPLETE_FENCED, ME, ids, attempts, tokens)
+        assert read <= 2 * len(ids), f"complete_many of {len(ids)} jobs read {read} rows"
+        for name, sql in FENCED.items():
+            read = await rows_read(conn, sql, ids[0], ME, attempts[0], tokens[0])
+            assert read <= 5, f"{name} of one job read {read} rows"
