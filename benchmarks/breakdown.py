@@ -1,6 +1,6 @@
 """Per-job cost of pgq's database-mode drain and of the single-job enqueue, pgq alone.
 
-    python -m benchmarks.breakdown [--n 20000] [--batch 50] [--profile out.prof]
+    python -m benchmarks.breakdown [--n 20000] [--batch 50] [--running 0] [--profile out.prof]
 
 Each part runs in a fresh database ``bench_breakdown_<pid>`` (dropped at the end):
 
@@ -14,6 +14,11 @@ Each part runs in a fresh database ``bench_breakdown_<pid>`` (dropped at the end
   ``pgq.complete_many`` in a loop on one connection: client-timed µs per job of each
   call, backend CPU per job, and ``EXPLAIN (ANALYZE, BUFFERS, WAL)`` of the statements
   inside one claim and one ``complete_many`` (auto_explain, nested statements).
+  ``--running R`` first claims R more jobs for another worker and keeps them running
+  (claimed after the load's ANALYZE, so the statistics say no job runs, as autovacuum
+  leaves them after a bulk enqueue): a cost that grows with the running jobs shows up in
+  ``rows_read`` (rows of pgq.jobs read per job, claims and completions together) and in
+  the plans.
 * ``enqueue``: N ``Client.enqueue`` calls, one job per transaction, on one connection,
   with a runner registered idle (so the doorbell rings) and without: µs, CPU and WAL per
   job, and how many transactions sent a NOTIFY.
@@ -75,7 +80,9 @@ class Meter:
 
     async def _snap(self) -> dict[str, float]:
         tab = await self.admin.fetchrow(
-            "SELECT n_tup_ins, n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables "
+            "SELECT n_tup_ins, n_tup_upd, n_tup_hot_upd,"
+            " coalesce(idx_tup_fetch, 0) + coalesce(seq_tup_read, 0) AS rows_read"
+            " FROM pg_stat_user_tables "
             "WHERE relid = 'pgq.jobs'::regclass"
         )
         pg_user, pg_sys = backend_cpu(await self._pids())
@@ -113,6 +120,7 @@ class Meter:
             "updates": d.get("n_tup_upd", 0.0) / n,
             "hot_updates": d.get("n_tup_hot_upd", 0.0) / n,
             "inserts": d.get("n_tup_ins", 0.0) / n,
+            "rows_read": d.get("rows_read", 0.0) / n,
         }
 
 
@@ -183,10 +191,13 @@ async def drain(base: str, n: int, concurrency: int, profile: str | None) -> dic
         return result
 
 
-async def sql_loop(base: str, n: int, batch: int) -> dict[str, Any]:
+async def sql_loop(base: str, n: int, batch: int, running: int = 0) -> dict[str, Any]:
     async with fresh(base) as (dsn, admin):
-        await load(dsn, admin, n)
+        await load(dsn, admin, n + running)
         conn = await asyncpg.connect(dsn)
+        for k in range(0, running, 10000):  # held by another worker until the end
+            held = min(10000, running - k)
+            await conn.execute("SELECT count(*) FROM pgq.claim('held', $1)", held)
         meter = Meter(admin)
         claim_s = complete_s = 0.0
         claim_ms: list[float] = []
@@ -297,6 +308,7 @@ async def amain() -> None:
     p.add_argument("--n", type=int, default=20000)
     p.add_argument("--batch", type=int, default=50)
     p.add_argument("--concurrency", type=int, default=50)
+    p.add_argument("--running", type=int, default=0, help="sql part: jobs kept running meanwhile")
     p.add_argument("--parts", default="drain,sql,enqueue")
     p.add_argument("--profile")
     a = p.parse_args()
@@ -304,7 +316,10 @@ async def amain() -> None:
     if "drain" in parts:
         show("drain (Runner)", await drain(a.dsn, a.n, a.concurrency, a.profile))
     if "sql" in parts:
-        show(f"claim + complete_many, batch {a.batch}", await sql_loop(a.dsn, a.n, a.batch))
+        show(
+            f"claim + complete_many, batch {a.batch}, {a.running} other jobs running",
+            await sql_loop(a.dsn, a.n, a.batch, a.running),
+        )
     if "enqueue" in parts:
         m = min(a.n, 5000)
         show("enqueue, a runner idle (doorbell rings)", await enqueue_loop(a.dsn, m, True))
