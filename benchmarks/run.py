@@ -42,7 +42,7 @@ SYSTEMS = ("pgq", "procrastinate", "pgqueuer")
 PEERS = ("procrastinate", "pgqueuer")
 SCENARIOS = ("enqueue", "drain", "latency", "steady", "http", "http-runner", "scale")
 # Scenarios only pgq has: its coordinator and its HTTP-mode runner.
-PGQ_ONLY = ("http", "http-runner", "scale")
+ONLY_PGQ = ("http", "http-runner", "scale")
 
 # What each peer's virtualenv gets from PyPI. Exact pins: a re-run measures the same code.
 # psycopg[binary] is psycopg's recommended fast (C) implementation; asyncpg is only used
@@ -582,7 +582,7 @@ class Runner:
         for scenario in SCENARIOS:
             if scenario not in cfg.scenarios:
                 continue
-            systems = [s for s in cfg.systems if scenario not in PGQ_ONLY or s == "pgq"]
+            systems = [s for s in cfg.systems if scenario not in ONLY_PGQ or s == "pgq"]
             if scenario == "drain" and cfg.sweep:
                 await self.sweep(systems)
             if scenario == "scale":  # pgq alone, one measurement per size (it has its own repeats)
