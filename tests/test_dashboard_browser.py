@@ -290,8 +290,16 @@ async def test_queue_pause_resume_and_limits_from_the_overview(
         lambda: conn.fetchval("SELECT NOT paused FROM pgq.queues WHERE queue = 'default'"),
         timeout=5,
     )
+    # The resume's own reload of the overview may land after this click: the open form
+    # must survive it, as it survives the reload an event brings while it is being typed in.
     await ui.page.get_by_text("Limits").click()
-    await ui.page.get_by_label("Concurrency").fill("3")
+    concurrency = ui.page.get_by_label("Concurrency")
+    await concurrency.fill("3")
+    await ui.page.wait_for_selector("#live.on")
+    await queries.claim(conn, ME, 1, queues=["default"])
+    await ui.page.wait_for_selector("a[aria-label='1 running jobs in default']")  # reloaded
+    assert await concurrency.is_visible()
+    assert await concurrency.input_value() == "3"
     await ui.page.get_by_label("Rate /s").fill("2.5")
     await ui.page.get_by_role("button", name="Save").click()
     await wait_until(
@@ -302,6 +310,7 @@ async def test_queue_pause_resume_and_limits_from_the_overview(
         timeout=5,
     )
     await ui.page.wait_for_selector("tr[data-queue='default'] >> text=at most 3, rate 2.5/s")
+    assert not await concurrency.is_visible()  # saved: the form closed
 
 
 # -- progress --------------------------------------------------------------------------------

@@ -103,11 +103,15 @@ async def test_a_lost_lease_rolls_everything_back(dsn, client, effects):
     async with running(runner):
         job = await client.enqueue("TX", {"then": "wait"}, max_attempts=1)
         await wait_until(lambda: runner.running_jobs == 1)
-        # the lease runs out meanwhile: expired, and out of attempts, the job is dead
-        await effects.execute(
-            "UPDATE pgq.jobs SET lease_expires_at = now() - interval '1 s' WHERE id = $1", job.id
-        )
-        assert await effects.fetchval("SELECT pgq.expire_leases()") == 1
+        # The lease runs out meanwhile: expired, and out of attempts, the job is dead. One
+        # transaction: once a lapsed lease is committed, the runner's own lease sweeper
+        # may expire it first (it learns the lease from pgq.next_due whenever it idles).
+        async with effects.transaction():
+            await effects.execute(
+                "UPDATE pgq.jobs SET lease_expires_at = now() - interval '1 s' WHERE id = $1",
+                job.id,
+            )
+            assert await effects.fetchval("SELECT pgq.expire_leases()") == 1
         runner.gate.set()
         await wait_until(lambda: runner.counts["lost"] == 1)
     row = await job_row(effects, job.id)

@@ -221,6 +221,10 @@ function overviewView() {
       api("/ui/api/overview"),
       has("queues") ? api("/queues", { allow: [404] }).catch(() => ({ status: 404 })) : { status: 404 },
     ]);
+    // Reloads (every burst of events, every action) rebuild the table: a limits form the
+    // user has open is carried over as it is (open, half-typed, focused), not replaced by
+    // a closed one under their cursor.
+    const openForms = new Map([...box.querySelectorAll("details.limits[open]")].map((d) => [d.dataset.queue, d]));
     const perQueue = new Map();
     const totals = Object.fromEntries(STATUSES.map((s) => [s, 0]));
     for (const row of ov.stats) {
@@ -253,12 +257,13 @@ function overviewView() {
         }),
         // a future run_at is a retry waiting for its backoff (or a delayed job): say so
         h("td", { class: "hide-narrow" }, !q.oldest ? "—" : Date.parse(q.oldest) > Date.now() ? ["next due ", when(q.oldest)] : when(q.oldest)),
-        flow ? h("td", {}, queueControls(name, set)) : null);
+        flow ? h("td", {}, queueControls(name, set, openForms.get(name))) : null);
     });
     const total = h("tr", { "data-queue": "*" }, h("th", { scope: "row" }, "all"),
       STATUSES.map((s) => h("td", { class: `num${RARE.has(s) ? " rare" : ""}`, "data-status": s }, h("strong", {}, (totals[s] || 0).toLocaleString()))),
       h("td", { class: "hide-narrow" }), flow ? h("td", {}) : null);
-    fill(box, 
+    const focused = document.activeElement;
+    fill(box,
       h("h2", {}, "Queues"),
       h("div", { class: "card scroll" }, h("table", { "aria-label": "Jobs per queue and status" },
         h("thead", {}, head), h("tbody", {}, rows, total))),
@@ -266,13 +271,14 @@ function overviewView() {
       h("div", { class: "grid" },
         chart("Throughput, last hour (succeeded per minute)", ov.finished_per_minute, ["succeeded"], "var(--succeeded)"),
         chart("Failures, last hour (dead or cancelled per minute)", ov.finished_per_minute, ["dead", "cancelled"], "var(--dead)")));
+    if (focused instanceof HTMLElement && focused.isConnected && document.activeElement !== focused) focused.focus();
   };
   view.render = (el) => { el.append(box); view.reload().catch((e) => fill(box, h("p", { class: "error" }, e.message))); };
   view.onEvent = () => later("overview", () => view.reload().catch(() => {}));
   return view;
 }
 
-function queueControls(name, set) {
+function queueControls(name, set, openForm) {
   const wrap = h("div", { class: "actions" });
   if (!set) return wrap;
   const limits = [["concurrency", "at most"], ["key_concurrency", "per key"], ["rate", "rate"]]
@@ -285,7 +291,7 @@ function queueControls(name, set) {
       type: "button", "aria-label": `${verb} queue ${name}`,
       onclick: () => act(`${verb}d ${name}`, () => api(`/queues/${encodeURIComponent(name)}/${verb}`, { method: "POST" }))
         .then(() => state.view.reload && state.view.reload()),
-    }, verb === "pause" ? "Pause" : "Resume"), limitsForm(name, set));
+    }, verb === "pause" ? "Pause" : "Resume"), openForm || limitsForm(name, set));
   }
   return wrap;
 }
@@ -307,10 +313,15 @@ function limitsForm(name, set) {
       if (v !== "") body[k] = Number(v);
     }
     act(`limits of ${name} set`, () => api(`/queues/${encodeURIComponent(name)}/limits`, { method: "PUT", body }))
-      .then(() => state.view.reload && state.view.reload());
+      .then((saved) => {
+        if (saved !== null) details.open = false; // saved: the reload shows the new limits
+        return state.view.reload && state.view.reload();
+      });
   };
-  return h("details", { class: "limits" }, h("summary", { "aria-label": `limits of queue ${name}` }, "Limits"),
+  const details = h("details", { class: "limits", "data-queue": name },
+    h("summary", { "aria-label": `limits of queue ${name}` }, "Limits"),
     h("form", { onsubmit: submit }, inputs, h("button", { type: "submit" }, "Save")));
+  return details;
 }
 
 function chart(title, rows, statuses, color) {
