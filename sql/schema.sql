@@ -2144,7 +2144,8 @@ $$;
 COMMENT ON FUNCTION pgq.enqueue_bulk(jobs jsonb) IS 'enqueue_bulk: → queued for every job of a JSON array, in one INSERT, all or nothing.
 Applies when every element is valid and none has an idempotency_key or depends_on (the
 bulk case: no job can exist already or have to wait; pgq.enqueue_many takes those); the
-fast path of pgq.Client.enqueue_many, at close to the cost of COPY into pgq.jobs.
+fast path of pgq.Client.enqueue_many and POST /jobs/batch (its cost beside COPY into
+pgq.jobs: benchmarks/README.md, "Bulk enqueue").
 Input, defaults, rules and messages are pgq.enqueue_many''s. Leaves the new jobs queued,
 inserted in input order (so their ids ascend in that order); pgq.jobs'' insert triggers
 wake each queue once, as for any insert. Returns one row: ids (input order), run_ats
