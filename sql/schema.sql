@@ -1120,13 +1120,14 @@ CREATE FUNCTION pgq._pick_due(queue text, max_jobs integer, job_types text[]) RE
 BEGIN
     RETURN QUERY
     SELECT f.id, f.priority, f.run_at
-      FROM pgq._queued_priorities(_pick_due.queue) AS p(priority)
+      FROM pgq._queued_priorities(_pick_due.queue) AS p
      CROSS JOIN LATERAL (
            SELECT j.id, j.priority, j.run_at
              FROM pgq.jobs AS j
             WHERE j.status = 'queued'
               AND j.queue = _pick_due.queue
               AND j.priority = p.priority
+              AND (j.run_at, j.id) >= (p.run_at, p.id)
               AND j.run_at <= now()
               AND (_pick_due.job_types IS NULL OR j.type = ANY (_pick_due.job_types))
             ORDER BY j.run_at, j.id
@@ -1143,9 +1144,9 @@ $$;
 COMMENT ON FUNCTION pgq._pick_due(queue text, max_jobs integer, job_types text[]) IS '_pick_due: the claim of ready jobs, shared by pgq.claim''s fast path and
 pgq._claim_limited: up to max_jobs due queued jobs of one queue (run_at has passed; of
 job_types, NULL: any), in claim order (priority, then run_at, then id). Walks the queue
-one priority at a time (lowest first, pgq._queued_priorities), each a range
-"run_at <= now()" of jobs_claim_idx (queue, priority, run_at, id) already in claim
-order, so the walk stops after max_jobs rows whatever the backlog and whatever the
+one priority at a time (lowest first, pgq._queued_priorities), each a range of
+jobs_claim_idx (queue, priority, run_at, id) already in claim order, from the
+priority''s first queued job to "run_at <= now()", so the walk stops after max_jobs rows whatever the backlog and whatever the
 statistics (no other index covers queued jobs in that order, and no plan sorts the queue).
 PL/pgSQL with pgq.claim''s plan settings, so that the walk is planned once per session:
 a LANGUAGE sql function that locks rows must be VOLATILE, is never inlined, and had its
@@ -1162,22 +1163,23 @@ and run_at of each, in claim order. Raises nothing.';
 -- Name: _queued_priorities(text); Type: FUNCTION; Schema: pgq; Owner: -
 --
 
-CREATE FUNCTION pgq._queued_priorities(queue text) RETURNS SETOF integer
+CREATE FUNCTION pgq._queued_priorities(queue text) RETURNS TABLE(priority integer, run_at timestamp with time zone, id bigint)
     LANGUAGE sql STABLE
     AS $$
     WITH RECURSIVE hop AS (
-        SELECT (SELECT j.priority FROM pgq.jobs AS j
-                 WHERE j.status = 'queued' AND j.queue = _queued_priorities.queue
-                 ORDER BY j.priority LIMIT 1) AS priority
+        (SELECT j.priority, j.run_at, j.id FROM pgq.jobs AS j
+          WHERE j.status = 'queued' AND j.queue = _queued_priorities.queue
+          ORDER BY j.priority, j.run_at, j.id LIMIT 1)
         UNION ALL
-        SELECT (SELECT j.priority FROM pgq.jobs AS j
-                 WHERE j.status = 'queued' AND j.queue = _queued_priorities.queue
-                   AND j.priority > hop.priority
-                 ORDER BY j.priority LIMIT 1)
+        SELECT n.priority, n.run_at, n.id
           FROM hop
-         WHERE hop.priority IS NOT NULL
+         CROSS JOIN LATERAL (
+               SELECT j.priority, j.run_at, j.id FROM pgq.jobs AS j
+                WHERE j.status = 'queued' AND j.queue = _queued_priorities.queue
+                  AND j.priority > hop.priority
+                ORDER BY j.priority, j.run_at, j.id LIMIT 1) AS n
     )
-    SELECT hop.priority FROM hop WHERE hop.priority IS NOT NULL
+    SELECT hop.priority, hop.run_at, hop.id FROM hop
 $$;
 
 --
@@ -1185,11 +1187,16 @@ $$;
 --
 
 COMMENT ON FUNCTION pgq._queued_priorities(queue text) IS '_queued_priorities: the priorities that a queue''s queued jobs have, in ascending order,
-found by hopping through jobs_claim_idx one priority at a time (like _queued_queues).
-pgq._pick_due (pgq.claim''s walk) and pgq.next_due walk the queue one priority at a
-time with it, so each walk is a range of jobs_claim_idx in claim order, whatever the
-planner''s statistics say; the hop is lazy, so a claim filled from the first priority
-reads no other. Each hop is an ordered LIMIT 1, as in _queued_queues.
+each with the claim-order key (run_at, id) of its first queued job, found by hopping
+through jobs_claim_idx one priority at a time (like _queued_queues). pgq._pick_due
+(pgq.claim''s walk) and pgq.next_due walk the queue one priority at a time with it, so
+each walk is a range of jobs_claim_idx in claim order, whatever the planner''s
+statistics say; the hop is lazy, so a claim filled from the first priority reads no
+other. Each hop is an ordered LIMIT 1, as in _queued_queues. The key lets a walk start
+at the first queued job instead of stepping again over the index entries the hop
+already stepped over: the entries of jobs that left queued stay in jobs_claim_idx, at
+the head of their priority, until VACUUM (after one UPDATE turned 9,990,000 of 10M jobs
+succeeded, each of the two walks read 83,770 pages of the index).
 Leaves nothing behind; raises nothing.';
 
 --
