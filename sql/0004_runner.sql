@@ -166,6 +166,80 @@ being the job's status after the call (NULL for a job that does not exist).
 Raises PQ400 when worker_id is empty, job_ids holds a NULL or more than 10000 ids, or
 attempts / results / lease_tokens do not have one entry per job.$$;
 
+-- claim_many: queued → running for several claimers at once, each getting what its own
+-- pgq.claim(worker_ids[k], max_jobs[k], queues, job_types) would: the coordinator folds
+-- concurrent POST /jobs/claim requests with the same queues and types into one call.
+-- One pgq.claim of sum(max_jobs) jobs (one walk of jobs_claim_idx, flow control counted
+-- once for all, a lease token minted per job), held by worker_ids[1]; then the jobs are
+-- dealt out in claim order, the first max_jobs[1] to worker_ids[1], the next max_jobs[2] to
+-- worker_ids[2], and so on, and each job dealt to another worker gets that worker_id (its
+-- lease, token and attempt stay as claimed). A claim that meets a limit or an emptying
+-- queue returns fewer jobs: the last claimers get fewer or none, never an error.
+-- Applies like pgq.claim. Leaves what pgq.claim leaves, each job held by its own claimer.
+-- Returns the claimed jobs, in claim order (a caller splits them by worker_id, in the
+-- order of worker_ids). Raises PQ400 for an empty list, lists of different lengths, an
+-- empty worker_id or a max_jobs outside 1..10000 (any entry) or totalling more than 10000,
+-- and what pgq.claim raises.
+CREATE FUNCTION pgq.claim_many(
+    worker_ids text[],
+    max_jobs integer[],
+    queues text[] DEFAULT NULL,
+    job_types text[] DEFAULT NULL
+) RETURNS SETOF pgq.jobs
+LANGUAGE plpgsql AS $$
+DECLARE
+    total bigint;
+    ids bigint[];
+    dealt integer := 0;
+BEGIN
+    IF coalesce(cardinality(worker_ids), 0) = 0
+       OR cardinality(max_jobs) IS DISTINCT FROM cardinality(worker_ids) THEN
+        RAISE EXCEPTION 'cannot claim: worker_ids and max_jobs must be non-empty lists of one length'
+            USING ERRCODE = 'PQ400';
+    END IF;
+    IF EXISTS (SELECT 1 FROM unnest(worker_ids) AS w(id)
+                WHERE w.id IS NULL OR length(w.id) NOT BETWEEN 1 AND 255) THEN
+        RAISE EXCEPTION 'cannot claim: every worker_id must be 1-255 characters'
+            USING ERRCODE = 'PQ400';
+    END IF;
+    SELECT sum(m.n) INTO total FROM unnest(max_jobs) AS m(n);
+    IF EXISTS (SELECT 1 FROM unnest(max_jobs) AS m(n) WHERE m.n IS NULL OR m.n NOT BETWEEN 1 AND 10000)
+       OR total > 10000 THEN
+        RAISE EXCEPTION 'cannot claim: every max_jobs must be in 1..10000, together at most 10000'
+            USING ERRCODE = 'PQ400';
+    END IF;
+
+    ids := ARRAY(SELECT c.id FROM pgq.claim(worker_ids[1], total::integer, queues, job_types) AS c);
+    -- Deal the jobs out: one UPDATE per other claimer, each finding its few jobs by
+    -- primary key (a join with the dealt ids could be planned as a scan of the table).
+    FOR k IN 1 .. cardinality(worker_ids) LOOP
+        EXIT WHEN dealt >= cardinality(ids);
+        IF k > 1 AND worker_ids[k] <> worker_ids[1] THEN
+            UPDATE pgq.jobs AS j SET worker_id = worker_ids[k]
+             WHERE j.id = ANY (ids[dealt + 1 : dealt + max_jobs[k]]);
+        END IF;
+        dealt := dealt + max_jobs[k];
+    END LOOP;
+
+    RETURN QUERY
+    SELECT j.* FROM pgq.jobs AS j WHERE j.id = ANY (ids) ORDER BY j.priority, j.run_at, j.id;
+END
+$$;
+COMMENT ON FUNCTION pgq.claim_many(text[], integer[], text[], text[]) IS $$claim_many: queued → running for several claimers at once, each getting what its own
+pgq.claim(worker_ids[k], max_jobs[k], queues, job_types) would: the coordinator folds
+concurrent POST /jobs/claim requests with the same queues and types into one call.
+One pgq.claim of sum(max_jobs) jobs (one walk of jobs_claim_idx, flow control counted
+once for all, a lease token minted per job), held by worker_ids[1]; then the jobs are
+dealt out in claim order, the first max_jobs[1] to worker_ids[1], the next max_jobs[2] to
+worker_ids[2], and so on, and each job dealt to another worker gets that worker_id (its
+lease, token and attempt stay as claimed). A claim that meets a limit or an emptying
+queue returns fewer jobs: the last claimers get fewer or none, never an error.
+Applies like pgq.claim. Leaves what pgq.claim leaves, each job held by its own claimer.
+Returns the claimed jobs, in claim order (a caller splits them by worker_id, in the
+order of worker_ids). Raises PQ400 for an empty list, lists of different lengths, an
+empty worker_id or a max_jobs outside 1..10000 (any entry) or totalling more than 10000,
+and what pgq.claim raises.$$;
+
 -- next_due: what a runner sleeps until when it has nothing to claim: the earliest time a
 -- queued job it could claim is due, from the given queues (NULL: every queue) and of the
 -- given types (NULL when none), and the earliest lease expiry of any running job (NULL when

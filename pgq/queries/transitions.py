@@ -32,6 +32,27 @@ async def claim(
 
 
 @translated
+async def claim_many(
+    db: Executor,
+    worker_ids: Sequence[str],
+    max_jobs: Sequence[int],
+    queues: Sequence[str] | None = None,
+    job_types: Sequence[str] | None = None,
+) -> list[Job]:
+    """``pgq.claim_many``: one claim for several workers with the same filters; each job is
+    held by the worker it was dealt to (the first ``max_jobs[0]`` to ``worker_ids[0]``, and
+    so on, in claim order)."""
+    rows = await db.fetch(
+        "SELECT * FROM pgq.claim_many($1, $2, $3, $4)",
+        list(worker_ids),
+        list(max_jobs),
+        list(queues) if queues is not None else None,
+        list(job_types) if job_types is not None else None,
+    )
+    return [Job.from_record(r) for r in rows]
+
+
+@translated
 async def complete(
     db: Executor,
     job_id: int,
