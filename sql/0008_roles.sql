@@ -25,7 +25,7 @@ LANGUAGE sql IMMUTABLE AS $$
            ('enqueue', 'pgq_producer'), ('enqueue_bulk', 'pgq_producer'),
            ('enqueue_many', 'pgq_producer'),
            ('claim', 'pgq_worker'), ('claim_many', 'pgq_worker'), ('complete', 'pgq_worker'),
-           ('complete_many', 'pgq_worker'),
+           ('complete_many', 'pgq_worker'), ('complete_each', 'pgq_worker'),
            ('fail', 'pgq_worker'), ('heartbeat', 'pgq_worker'), ('release', 'pgq_worker'),
            ('progress', 'pgq_worker'), ('expire_leases', 'pgq_worker'),
            ('expire_leases_detailed', 'pgq_worker'),

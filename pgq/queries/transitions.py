@@ -104,26 +104,21 @@ Completion = tuple[int, str, Any, int | None, str | None]
 
 @translated
 async def complete_grouped(pool: asyncpg.Pool, items: Sequence[Completion]) -> dict[int, Job]:
-    """Complete the jobs of several workers in one transaction: one ``pgq.complete_many``
-    per worker, then the completed jobs read back in the same transaction. Returns the
-    completed jobs by id; a job that could not be completed (not running, another holder,
-    another attempt or lease token) is absent and nothing else fails. Job ids must be
-    distinct."""
-    groups: dict[str, list[Completion]] = {}
-    for item in items:
-        groups.setdefault(item[1], []).append(item)
-    done: list[int] = []
+    """Complete the jobs of several workers in one transaction: one ``pgq.complete_each``
+    (each job fenced by its own worker, attempt and lease token), then the completed jobs
+    read back in the same transaction. Returns the completed jobs by id; a job that could
+    not be completed (not running, another holder, another attempt or lease token) is
+    absent and nothing else fails. Job ids must be distinct."""
     async with pool.acquire() as conn, conn.transaction():
-        for worker_id, group in groups.items():
-            rows = await conn.fetch(
-                "SELECT * FROM pgq.complete_many($1, $2, $3, $4, $5)",
-                worker_id,
-                [g[0] for g in group],
-                [g[3] for g in group],
-                [g[2] for g in group],
-                [g[4] for g in group],
-            )
-            done.extend(r["job_id"] for r in rows if r["completed"])
+        rows = await conn.fetch(
+            "SELECT * FROM pgq.complete_each($1, $2, $3, $4, $5)",
+            [item[1] for item in items],
+            [item[0] for item in items],
+            [item[3] for item in items],
+            [item[2] for item in items],
+            [item[4] for item in items],
+        )
+        done = [r["job_id"] for r in rows if r["completed"]]
         rows = await conn.fetch(
             f"SELECT {JOB_COLUMNS} FROM pgq.jobs WHERE id = ANY($1::bigint[])", done
         )
