@@ -67,13 +67,13 @@ async def load(mode: str, url: str, connections: int, seconds: float) -> dict:
     connector = aiohttp.TCPConnector(limit=connections)
     async with aiohttp.ClientSession(url, connector=connector, headers=headers) as session:
 
-        async def request(path: str, body: dict) -> dict:
+        async def request(path: str, body: dict) -> tuple[int, dict]:
             t = time.monotonic()
             async with session.post(path, data=orjson.dumps(body)) as resp:
                 data = await resp.read()
                 latencies.append((time.monotonic() - t) * 1000)
                 statuses[resp.status] = statuses.get(resp.status, 0) + 1
-                return orjson.loads(data) if data else {}
+                return resp.status, orjson.loads(data) if data else {}
 
         async def poster(deadline: float) -> None:
             while time.monotonic() < deadline:
@@ -83,8 +83,8 @@ async def load(mode: str, url: str, connections: int, seconds: float) -> dict:
             nonlocal completed, empty_claims
             worker = f"loadgen-{k}"
             while time.monotonic() < deadline:
-                jobs = await request("/jobs/claim", {"worker_id": worker, "max_jobs": 1})
-                jobs = jobs.get("jobs", [])
+                _, answer = await request("/jobs/claim", {"worker_id": worker, "max_jobs": 1})
+                jobs = answer.get("jobs", [])
                 if not jobs:
                     empty_claims += 1
                     continue
@@ -95,8 +95,9 @@ async def load(mode: str, url: str, connections: int, seconds: float) -> dict:
                     "attempt": job.get("attempts"),
                     "lease_token": job.get("lease_token"),
                 }
-                await request(f"/jobs/{job['id']}/complete", body)
-                completed += 1
+                status, _ = await request(f"/jobs/{job['id']}/complete", body)
+                if status == 200:  # a refused completion left the job running: not done
+                    completed += 1
 
         # Warm-up (connections, prepared statements) outside the measurement.
         warm = time.monotonic() + min(1.0, seconds / 5)

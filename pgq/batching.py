@@ -282,9 +282,9 @@ class EnqueueBatcher:
 
 
 class CompleteBatcher:
-    """``queries.complete`` for concurrent callers, folded into one transaction of
-    ``pgq.complete_many`` calls (one per worker): many HTTP workers completing jobs at once
-    pay one commit, not one each (each commit also takes the NOTIFY lock for its
+    """``queries.complete`` for concurrent callers, folded into one ``pgq.complete_each``
+    call (each job fenced by its own worker): many HTTP workers completing jobs at once
+    pay one call and one commit, not one each (each commit also takes the NOTIFY lock for its
     ``pgq_events`` notifications, so single-job commits queued up behind each other).
 
     A job is answered only after the transaction holding its completion committed. A lone

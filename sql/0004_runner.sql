@@ -48,8 +48,10 @@ job. Applies when parent_ids is not empty. Leaves the other dependents waiting; 
 waiting job depends on any of the parents (the usual case) it stops after one index
 probe, without the UPDATE. Raises nothing.$$;
 
--- complete_many: running → succeeded for a batch of jobs held by one worker.
--- Applies to each job that is running, held by worker_id, on the given attempt (a NULL
+-- complete_each: running → succeeded for a batch of jobs, each held by its own worker
+-- (worker_ids[i] holds job_ids[i]): the coordinator folds concurrent single completions of
+-- many HTTP workers into one call, and pgq.complete_many is the one-worker case.
+-- Applies to each job that is running, held by its worker, on the given attempt (a NULL
 -- attempt skips that check, as in pgq.complete) and, when lease_tokens are given, under the
 -- job's lease token (a NULL entry skips that check); the others are left untouched and do not
 -- fail the batch: a job cancelled, expired or claimed again since is simply not completed.
@@ -61,10 +63,10 @@ probe, without the UPDATE. Raises nothing.$$;
 -- dimensions by a driver.
 -- Returns one row per input job, in input order: (job_id, completed, status), status
 -- being the job's status after the call (NULL for a job that does not exist).
--- Raises PQ400 when worker_id is empty, job_ids holds a NULL or more than 10000 ids, or
--- attempts / results / lease_tokens do not have one entry per job.
-CREATE FUNCTION pgq.complete_many(
-    worker_id text,
+-- Raises PQ400 when job_ids holds a NULL or more than 10000 ids, a worker_id is empty, or
+-- worker_ids / attempts / results / lease_tokens do not have one entry per job.
+CREATE FUNCTION pgq.complete_each(
+    worker_ids text[],
     job_ids bigint[],
     attempts integer[],
     results jsonb DEFAULT NULL,
@@ -77,12 +79,18 @@ DECLARE
     done_queues text[];
     done_types text[];
 BEGIN
-    IF worker_id IS NULL OR length(worker_id) NOT BETWEEN 1 AND 255 THEN
-        RAISE EXCEPTION 'cannot complete: worker_id must be 1-255 characters'
-            USING ERRCODE = 'PQ400';
-    END IF;
     IF job_ids IS NULL OR cardinality(job_ids) > 10000 THEN
         RAISE EXCEPTION 'cannot complete: job_ids must be an array of at most 10000 ids'
+            USING ERRCODE = 'PQ400';
+    END IF;
+    IF cardinality(worker_ids) IS DISTINCT FROM cardinality(job_ids) THEN
+        RAISE EXCEPTION 'cannot complete: worker_ids must have one entry per job (% ids, % workers)',
+                        cardinality(job_ids), coalesce(cardinality(worker_ids)::text, 'NULL')
+            USING ERRCODE = 'PQ400';
+    END IF;
+    IF EXISTS (SELECT 1 FROM unnest(worker_ids) AS w(id)
+                WHERE w.id IS NULL OR length(w.id) NOT BETWEEN 1 AND 255) THEN
+        RAISE EXCEPTION 'cannot complete: worker_id must be 1-255 characters'
             USING ERRCODE = 'PQ400';
     END IF;
     IF cardinality(attempts) IS DISTINCT FROM cardinality(job_ids) THEN
@@ -106,10 +114,11 @@ BEGIN
     END IF;
 
     WITH input AS (
-        SELECT u.id, u.attempt, u.lease_token,
-               nullif(complete_many.results -> (u.ord - 1)::integer, 'null'::jsonb) AS result
-          FROM unnest(complete_many.job_ids, complete_many.attempts, complete_many.lease_tokens)
-               WITH ORDINALITY AS u(id, attempt, lease_token, ord)
+        SELECT u.id, u.worker_id, u.attempt, u.lease_token,
+               nullif(complete_each.results -> (u.ord - 1)::integer, 'null'::jsonb) AS result
+          FROM unnest(complete_each.job_ids, complete_each.worker_ids, complete_each.attempts,
+                      complete_each.lease_tokens)
+               WITH ORDINALITY AS u(id, worker_id, attempt, lease_token, ord)
     ), updated AS (
         -- The fence of pgq.complete, per row: a row that fails it is skipped, not refused.
         -- "Running" is written lease_expires_at IS NOT NULL so that each job is found by
@@ -120,7 +129,7 @@ BEGIN
           FROM input AS i
          WHERE t.id = i.id
            AND t.lease_expires_at IS NOT NULL
-           AND t.worker_id = complete_many.worker_id
+           AND t.worker_id = i.worker_id
            AND (i.attempt IS NULL OR t.attempts = i.attempt)
            AND (i.lease_token IS NULL OR t.lease_token = i.lease_token)
         RETURNING t.id, t.queue, t.type
@@ -134,24 +143,26 @@ BEGIN
         PERFORM pgq._release_dependents_many(done_ids);
     END IF;
 
-    IF cardinality(done_ids) = cardinality(complete_many.job_ids) THEN
+    IF cardinality(done_ids) = cardinality(complete_each.job_ids) THEN
         -- the usual case: every job completed, nothing to look up
         RETURN QUERY
         SELECT u.id, true, 'succeeded'::text
-          FROM unnest(complete_many.job_ids) WITH ORDINALITY AS u(id, ord)
+          FROM unnest(complete_each.job_ids) WITH ORDINALITY AS u(id, ord)
          ORDER BY u.ord;
     ELSE
         RETURN QUERY
         SELECT u.id, d.id IS NOT NULL, j.status
-          FROM unnest(complete_many.job_ids) WITH ORDINALITY AS u(id, ord)
+          FROM unnest(complete_each.job_ids) WITH ORDINALITY AS u(id, ord)
           LEFT JOIN (SELECT DISTINCT unnest(done_ids) AS id) AS d ON d.id = u.id
           LEFT JOIN pgq.jobs AS j ON j.id = u.id
          ORDER BY u.ord;
     END IF;
 END
 $$;
-COMMENT ON FUNCTION pgq.complete_many(text, bigint[], integer[], jsonb, uuid[]) IS $$complete_many: running → succeeded for a batch of jobs held by one worker.
-Applies to each job that is running, held by worker_id, on the given attempt (a NULL
+COMMENT ON FUNCTION pgq.complete_each(text[], bigint[], integer[], jsonb, uuid[]) IS $$complete_each: running → succeeded for a batch of jobs, each held by its own worker
+(worker_ids[i] holds job_ids[i]): the coordinator folds concurrent single completions of
+many HTTP workers into one call, and pgq.complete_many is the one-worker case.
+Applies to each job that is running, held by its worker, on the given attempt (a NULL
 attempt skips that check, as in pgq.complete) and, when lease_tokens are given, under the
 job's lease token (a NULL entry skips that check); the others are left untouched and do not
 fail the batch: a job cancelled, expired or claimed again since is simply not completed.
@@ -163,8 +174,109 @@ jsonb[], so that results that are themselves arrays cannot be mistaken for array
 dimensions by a driver.
 Returns one row per input job, in input order: (job_id, completed, status), status
 being the job's status after the call (NULL for a job that does not exist).
-Raises PQ400 when worker_id is empty, job_ids holds a NULL or more than 10000 ids, or
-attempts / results / lease_tokens do not have one entry per job.$$;
+Raises PQ400 when job_ids holds a NULL or more than 10000 ids, a worker_id is empty, or
+worker_ids / attempts / results / lease_tokens do not have one entry per job.$$;
+
+-- complete_many: running → succeeded for a batch of jobs held by one worker: pgq.complete_each
+-- with worker_id as every job's holder (the fences, what it leaves and returns are that
+-- function's). A runner acknowledges its finished jobs with it.
+-- Raises PQ400 when worker_id is empty, and what pgq.complete_each raises.
+CREATE FUNCTION pgq.complete_many(
+    worker_id text,
+    job_ids bigint[],
+    attempts integer[],
+    results jsonb DEFAULT NULL,
+    lease_tokens uuid[] DEFAULT NULL
+) RETURNS TABLE (job_id bigint, completed boolean, status text)
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF worker_id IS NULL OR length(worker_id) NOT BETWEEN 1 AND 255 THEN
+        RAISE EXCEPTION 'cannot complete: worker_id must be 1-255 characters'
+            USING ERRCODE = 'PQ400';
+    END IF;
+    RETURN QUERY
+    SELECT * FROM pgq.complete_each(array_fill(worker_id, ARRAY[coalesce(cardinality(job_ids), 0)]),
+                                    job_ids, attempts, results, lease_tokens);
+END
+$$;
+COMMENT ON FUNCTION pgq.complete_many(text, bigint[], integer[], jsonb, uuid[]) IS $$complete_many: running → succeeded for a batch of jobs held by one worker: pgq.complete_each
+with worker_id as every job's holder (the fences, what it leaves and returns are that
+function's). A runner acknowledges its finished jobs with it.
+Raises PQ400 when worker_id is empty, and what pgq.complete_each raises.$$;
+
+-- claim_many: queued → running for several claimers at once, each getting what its own
+-- pgq.claim(worker_ids[k], max_jobs[k], queues, job_types) would: the coordinator folds
+-- concurrent POST /jobs/claim requests with the same queues and types into one call.
+-- One pgq.claim of sum(max_jobs) jobs (one walk of jobs_claim_idx, flow control counted
+-- once for all, a lease token minted per job), held by worker_ids[1]; then the jobs are
+-- dealt out in claim order, the first max_jobs[1] to worker_ids[1], the next max_jobs[2] to
+-- worker_ids[2], and so on, and each job dealt to another worker gets that worker_id (its
+-- lease, token and attempt stay as claimed). A claim that meets a limit or an emptying
+-- queue returns fewer jobs: the last claimers get fewer or none, never an error.
+-- Applies like pgq.claim. Leaves what pgq.claim leaves, each job held by its own claimer.
+-- Returns the claimed jobs, in claim order (a caller splits them by worker_id, in the
+-- order of worker_ids). Raises PQ400 for an empty list, lists of different lengths, an
+-- empty worker_id or a max_jobs outside 1..10000 (any entry) or totalling more than 10000,
+-- and what pgq.claim raises.
+CREATE FUNCTION pgq.claim_many(
+    worker_ids text[],
+    max_jobs integer[],
+    queues text[] DEFAULT NULL,
+    job_types text[] DEFAULT NULL
+) RETURNS SETOF pgq.jobs
+LANGUAGE plpgsql AS $$
+DECLARE
+    total bigint;
+    ids bigint[];
+    dealt integer := 0;
+BEGIN
+    IF coalesce(cardinality(worker_ids), 0) = 0
+       OR cardinality(max_jobs) IS DISTINCT FROM cardinality(worker_ids) THEN
+        RAISE EXCEPTION 'cannot claim: worker_ids and max_jobs must be non-empty lists of one length'
+            USING ERRCODE = 'PQ400';
+    END IF;
+    IF EXISTS (SELECT 1 FROM unnest(worker_ids) AS w(id)
+                WHERE w.id IS NULL OR length(w.id) NOT BETWEEN 1 AND 255) THEN
+        RAISE EXCEPTION 'cannot claim: every worker_id must be 1-255 characters'
+            USING ERRCODE = 'PQ400';
+    END IF;
+    SELECT sum(m.n) INTO total FROM unnest(max_jobs) AS m(n);
+    IF EXISTS (SELECT 1 FROM unnest(max_jobs) AS m(n) WHERE m.n IS NULL OR m.n NOT BETWEEN 1 AND 10000)
+       OR total > 10000 THEN
+        RAISE EXCEPTION 'cannot claim: every max_jobs must be in 1..10000, together at most 10000'
+            USING ERRCODE = 'PQ400';
+    END IF;
+
+    ids := ARRAY(SELECT c.id FROM pgq.claim(worker_ids[1], total::integer, queues, job_types) AS c);
+    -- Deal the jobs out: one UPDATE per other claimer, each finding its few jobs by
+    -- primary key (a join with the dealt ids could be planned as a scan of the table).
+    FOR k IN 1 .. cardinality(worker_ids) LOOP
+        EXIT WHEN dealt >= cardinality(ids);
+        IF k > 1 AND worker_ids[k] <> worker_ids[1] THEN
+            UPDATE pgq.jobs AS j SET worker_id = worker_ids[k]
+             WHERE j.id = ANY (ids[dealt + 1 : dealt + max_jobs[k]]);
+        END IF;
+        dealt := dealt + max_jobs[k];
+    END LOOP;
+
+    RETURN QUERY
+    SELECT j.* FROM pgq.jobs AS j WHERE j.id = ANY (ids) ORDER BY j.priority, j.run_at, j.id;
+END
+$$;
+COMMENT ON FUNCTION pgq.claim_many(text[], integer[], text[], text[]) IS $$claim_many: queued → running for several claimers at once, each getting what its own
+pgq.claim(worker_ids[k], max_jobs[k], queues, job_types) would: the coordinator folds
+concurrent POST /jobs/claim requests with the same queues and types into one call.
+One pgq.claim of sum(max_jobs) jobs (one walk of jobs_claim_idx, flow control counted
+once for all, a lease token minted per job), held by worker_ids[1]; then the jobs are
+dealt out in claim order, the first max_jobs[1] to worker_ids[1], the next max_jobs[2] to
+worker_ids[2], and so on, and each job dealt to another worker gets that worker_id (its
+lease, token and attempt stay as claimed). A claim that meets a limit or an emptying
+queue returns fewer jobs: the last claimers get fewer or none, never an error.
+Applies like pgq.claim. Leaves what pgq.claim leaves, each job held by its own claimer.
+Returns the claimed jobs, in claim order (a caller splits them by worker_id, in the
+order of worker_ids). Raises PQ400 for an empty list, lists of different lengths, an
+empty worker_id or a max_jobs outside 1..10000 (any entry) or totalling more than 10000,
+and what pgq.claim raises.$$;
 
 -- next_due: what a runner sleeps until when it has nothing to claim: the earliest time a
 -- queued job it could claim is due, from the given queues (NULL: every queue) and of the

@@ -142,3 +142,38 @@ async def test_the_function_is_documented(conn) -> None:
         "'pgq.complete_many(text, bigint[], integer[], jsonb, uuid[])'::regprocedure)"
     )
     assert comment.startswith("complete_many: running → succeeded")
+
+
+async def test_complete_each_fences_every_job_by_its_own_worker(conn) -> None:
+    a1, a2, b1, c1 = [await make(conn, f"E{i}") for i in range(4)]
+    for job_id, worker in ((a1, "a"), (a2, "a"), (b1, "b"), (c1, "c")):
+        await claim_one(conn, job_id, worker)
+    tokens = dict(await conn.fetch("SELECT id, lease_token FROM pgq.jobs"))
+    rows = await conn.fetch(
+        "SELECT * FROM pgq.complete_each($1, $2, $3, $4, $5)",
+        ["a", "b", "a", "b"],  # c1 is not b's: skipped, not refused
+        [a1, b1, a2, c1],
+        [1, 1, 1, 1],
+        [{"a": 1}, None, [2], None],
+        [str(tokens[a1]), str(tokens[b1]), str(tokens[a2]), str(tokens[c1])],
+    )
+    assert [tuple(r) for r in rows] == [
+        (a1, True, "succeeded"),
+        (b1, True, "succeeded"),
+        (a2, True, "succeeded"),
+        (c1, False, "running"),
+    ]
+    results = dict(await conn.fetch("SELECT id, result FROM pgq.jobs"))
+    assert (results[a1], results[b1], results[a2]) == ({"a": 1}, None, [2])
+    holder = await conn.fetchval("SELECT worker_id FROM pgq.jobs WHERE id = $1", c1)
+    assert holder == "c"
+
+
+@pytest.mark.parametrize(
+    ("workers", "message"), [(["a"], "one entry per job"), (["a", ""], "worker_id"), (None, "one")]
+)
+async def test_complete_each_refuses_bad_worker_lists(conn, workers, message) -> None:
+    ids = [await make(conn, f"R{i}") for i in range(2)]
+    with pytest.raises(asyncpg.PostgresError, match=message) as refused:
+        await conn.fetch("SELECT * FROM pgq.complete_each($1, $2, $3)", workers, ids, [1, 1])
+    assert refused.value.sqlstate == "PQ400"

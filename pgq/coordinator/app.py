@@ -141,7 +141,13 @@ async def _listener_ctx(app: web.Application) -> AsyncIterator[None]:
     listener = Listener(app[DSN])
     app[LISTENER] = listener
     settings = app[SETTINGS]
-    app[WAITERS] = Waiters(app[POOL], listener, settings.max_wait_seconds, settings.max_waiters)
+    app[WAITERS] = Waiters(
+        app[POOL],
+        listener,
+        settings.max_wait_seconds,
+        settings.max_waiters,
+        claim_flushes=settings.enqueue_flushes,
+    )
     app[EVENT_HUB] = EventHub(app[POOL], listener)
     # A lost LISTEN connection usually means the pool's idle connections died with it (a
     # restart, a failover, terminated backends): replace them rather than let each one
@@ -150,6 +156,7 @@ async def _listener_ctx(app: web.Application) -> AsyncIterator[None]:
     await listener.start(wait=False)
     yield
     app[WAITERS].close()
+    await app[WAITERS].finish_claims()
     await app[EVENT_HUB].close()
     await listener.close()
 

@@ -25,6 +25,9 @@ Parked requests are capped (``PGQ_MAX_WAITERS``): past the cap a new long poll i
 with 503 and ``Retry-After``. A parked request whose client disconnects is cancelled at
 once (the server cancels the handler: ``serve.start_site``); a claim in flight then
 still completes and its jobs are released, so none stays running for a client that left.
+
+Every claim, long poll or not, goes through ``claims.ClaimBatcher``: claims made at the
+same moment share one transaction and one ``pgq.claim_many`` per (queues, types).
 """
 
 from __future__ import annotations
@@ -38,11 +41,12 @@ import asyncpg
 
 from .. import queries
 from ..doorbell import Doorbell
-from ..errors import DatabaseUnavailable, PgqError, translating
+from ..errors import DatabaseUnavailable, PgqError
 from ..jobs import Job
 from ..listener import Listener
 from ..logs import log_event
 from ..waiting import IdleWait, JobWaits, ride_out, wake
+from .claims import ClaimBatcher
 
 log = logging.getLogger("pgq.coordinator.waiters")
 
@@ -74,6 +78,8 @@ class Waiters:
         listener: Listener,
         max_wait_seconds: float,
         max_waiters: int = 10_000,
+        *,
+        claim_flushes: int = 1,
     ) -> None:
         self._pool = pool
         self._listener = listener
@@ -88,7 +94,8 @@ class Waiters:
         self.closing = False
         self.doorbell = Doorbell(pool, listener)
         self._releases: set[asyncio.Future[None]] = set()
-        self._orphans: set[asyncio.Future[list[Job]]] = set()
+        #: every claim goes through it (a transaction shared with concurrent claims)
+        self.claims = ClaimBatcher(pool, self._release_unreceived, max_flushes=claim_flushes)
         # JobWaits wakes its own waiters on a reconnect
         self._listener.on_connect(self._wake_claimers)
 
@@ -121,6 +128,10 @@ class Waiters:
         self.doorbell.disarm_all()
         self.doorbell.settle()
         self.wake_all()
+
+    async def finish_claims(self, timeout: float = 5.0) -> None:
+        """Shutdown, before the pool closes: wait for the claims in flight (bounded)."""
+        await self.claims.close(timeout)
 
     def _on_queue(self, channel: str, _payload: str) -> None:
         wake(self._channels.get(channel, ()))
@@ -193,44 +204,19 @@ class Waiters:
     async def _claim_once(
         self, worker_id: str, max_jobs: int, queues: Sequence[str], job_types: Sequence[str] | None
     ) -> list[Job]:
-        """One claim that a cancelled request (its client left) does not cut in half.
-
-        Cancelled while waiting for a connection, nothing was claimed; once the claim is
-        sent, it completes, and the jobs nobody will receive are released at once."""
-        with translating():
-            conn = await self._pool.acquire()
-
-        async def claim() -> list[Job]:
-            try:
-                return await queries.claim(conn, worker_id, max_jobs, queues, job_types)
-            finally:
-                await self._pool.release(conn)
-
-        task = asyncio.ensure_future(claim())
-        try:
-            return await asyncio.shield(task)
-        except asyncio.CancelledError:
-            self._orphans.add(task)
-            task.add_done_callback(self._release_unreceived)
-            raise
+        """One claim, in one transaction with the claims made at the same moment
+        (``ClaimBatcher``), that a cancelled request (its client left) does not cut in half:
+        cancelled before its batch was sent, nothing was claimed; once sent, the claim
+        completes, and the jobs nobody will receive are released at once."""
+        return await self.claims.claim(worker_id, max_jobs, queues, job_types)
 
     @property
     def orphaned_claims(self) -> int:
         """Claims still running (or releasing) for clients that left."""
-        return len(self._orphans)
+        return self.claims.abandoned + len(self._releases)
 
-    def _release_unreceived(self, claim: asyncio.Future[list[Job]]) -> None:
-        if claim.cancelled() or claim.exception() is not None or not claim.result():
-            self._orphans.discard(claim)
-            return
-
-        async def release_all(jobs: list[Job]) -> None:
-            try:
-                await self.give_back(jobs)
-            finally:
-                self._orphans.discard(claim)
-
-        task = asyncio.ensure_future(release_all(claim.result()))
+    def _release_unreceived(self, jobs: list[Job]) -> None:
+        task = asyncio.ensure_future(self.give_back(jobs))
         self._releases.add(task)
         task.add_done_callback(self._releases.discard)
 

@@ -56,6 +56,7 @@ from .session import set_timeouts
 from .transitions import (
     cancel,
     claim,
+    claim_many,
     complete,
     complete_grouped,
     complete_many,
@@ -76,6 +77,7 @@ __all__ = [
     "cancel",
     "cancel_where",
     "claim",
+    "claim_many",
     "complete",
     "complete_grouped",
     "complete_many",

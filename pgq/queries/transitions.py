@@ -32,6 +32,27 @@ async def claim(
 
 
 @translated
+async def claim_many(
+    db: Executor,
+    worker_ids: Sequence[str],
+    max_jobs: Sequence[int],
+    queues: Sequence[str] | None = None,
+    job_types: Sequence[str] | None = None,
+) -> list[Job]:
+    """``pgq.claim_many``: one claim for several workers with the same filters; each job is
+    held by the worker it was dealt to (the first ``max_jobs[0]`` to ``worker_ids[0]``, and
+    so on, in claim order)."""
+    rows = await db.fetch(
+        "SELECT * FROM pgq.claim_many($1, $2, $3, $4)",
+        list(worker_ids),
+        list(max_jobs),
+        list(queues) if queues is not None else None,
+        list(job_types) if job_types is not None else None,
+    )
+    return [Job.from_record(r) for r in rows]
+
+
+@translated
 async def complete(
     db: Executor,
     job_id: int,
@@ -83,26 +104,21 @@ Completion = tuple[int, str, Any, int | None, str | None]
 
 @translated
 async def complete_grouped(pool: asyncpg.Pool, items: Sequence[Completion]) -> dict[int, Job]:
-    """Complete the jobs of several workers in one transaction: one ``pgq.complete_many``
-    per worker, then the completed jobs read back in the same transaction. Returns the
-    completed jobs by id; a job that could not be completed (not running, another holder,
-    another attempt or lease token) is absent and nothing else fails. Job ids must be
-    distinct."""
-    groups: dict[str, list[Completion]] = {}
-    for item in items:
-        groups.setdefault(item[1], []).append(item)
-    done: list[int] = []
+    """Complete the jobs of several workers in one transaction: one ``pgq.complete_each``
+    (each job fenced by its own worker, attempt and lease token), then the completed jobs
+    read back in the same transaction. Returns the completed jobs by id; a job that could
+    not be completed (not running, another holder, another attempt or lease token) is
+    absent and nothing else fails. Job ids must be distinct."""
     async with pool.acquire() as conn, conn.transaction():
-        for worker_id, group in groups.items():
-            rows = await conn.fetch(
-                "SELECT * FROM pgq.complete_many($1, $2, $3, $4, $5)",
-                worker_id,
-                [g[0] for g in group],
-                [g[3] for g in group],
-                [g[2] for g in group],
-                [g[4] for g in group],
-            )
-            done.extend(r["job_id"] for r in rows if r["completed"])
+        rows = await conn.fetch(
+            "SELECT * FROM pgq.complete_each($1, $2, $3, $4, $5)",
+            [item[1] for item in items],
+            [item[0] for item in items],
+            [item[3] for item in items],
+            [item[2] for item in items],
+            [item[4] for item in items],
+        )
+        done = [r["job_id"] for r in rows if r["completed"]]
         rows = await conn.fetch(
             f"SELECT {JOB_COLUMNS} FROM pgq.jobs WHERE id = ANY($1::bigint[])", done
         )
