@@ -247,7 +247,9 @@ BEGIN
             USING ERRCODE = 'PQ400';
     END IF;
 
-    ids := ARRAY(SELECT c.id FROM pgq.claim(worker_ids[1], total::integer, queues, job_types) AS c);
+    ids := ARRAY(SELECT c.id FROM pgq.claim(worker_ids[1], total::integer, queues, job_types)
+                                  WITH ORDINALITY AS c
+                  ORDER BY c.ordinality);
     -- Deal the jobs out in one UPDATE: the holder of each claim-order position, one per job
     -- asked for, request by request. "j.id = ANY (ids)" finds the jobs by primary key (a
     -- join alone could be planned as a scan of the table when the statistics are off).
