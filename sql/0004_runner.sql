@@ -228,7 +228,7 @@ LANGUAGE plpgsql AS $$
 DECLARE
     total bigint;
     ids bigint[];
-    dealt integer := 0;
+    holders text[];
 BEGIN
     IF coalesce(cardinality(worker_ids), 0) = 0
        OR cardinality(max_jobs) IS DISTINCT FROM cardinality(worker_ids) THEN
@@ -247,17 +247,20 @@ BEGIN
             USING ERRCODE = 'PQ400';
     END IF;
 
-    ids := ARRAY(SELECT c.id FROM pgq.claim(worker_ids[1], total::integer, queues, job_types) AS c);
-    -- Deal the jobs out: one UPDATE per other claimer, each finding its few jobs by
-    -- primary key (a join with the dealt ids could be planned as a scan of the table).
-    FOR k IN 1 .. cardinality(worker_ids) LOOP
-        EXIT WHEN dealt >= cardinality(ids);
-        IF k > 1 AND worker_ids[k] <> worker_ids[1] THEN
-            UPDATE pgq.jobs AS j SET worker_id = worker_ids[k]
-             WHERE j.id = ANY (ids[dealt + 1 : dealt + max_jobs[k]]);
-        END IF;
-        dealt := dealt + max_jobs[k];
-    END LOOP;
+    ids := ARRAY(SELECT c.id FROM pgq.claim(worker_ids[1], total::integer, queues, job_types)
+                                  WITH ORDINALITY AS c
+                  ORDER BY c.ordinality);
+    -- Deal the jobs out in one UPDATE: the holder of each claim-order position, one per job
+    -- asked for, request by request. "j.id = ANY (ids)" finds the jobs by primary key (a
+    -- join alone could be planned as a scan of the table when the statistics are off).
+    holders := ARRAY(SELECT worker_ids[k]
+                       FROM generate_subscripts(worker_ids, 1) AS k
+                      CROSS JOIN LATERAL generate_series(1, max_jobs[k])
+                      ORDER BY k
+                      LIMIT cardinality(ids));
+    UPDATE pgq.jobs AS j SET worker_id = d.holder
+      FROM unnest(ids, holders) AS d(id, holder)
+     WHERE j.id = ANY (ids) AND j.id = d.id AND d.holder <> worker_ids[1];
 
     RETURN QUERY
     SELECT j.* FROM pgq.jobs AS j WHERE j.id = ANY (ids) ORDER BY j.priority, j.run_at, j.id;
