@@ -8,7 +8,9 @@ Each part runs in a fresh database ``bench_breakdown_<pid>`` (dropped at the end
   ``pgq.Runner`` at ``--concurrency``. Per job: wall µs, this process's CPU µs (Python and
   asyncpg), the CPU µs of every Postgres backend of the database (from /proc: the server
   is on this machine); claim and
-  ``complete_many`` calls and their mean batch; updates that were HOT.
+  ``complete_many`` calls; updates that were HOT; the share of the wall time the claim
+  loop waited for claims (``claim_wait_share``), and the part of it with no handler
+  running (``claim_idle_share``: slots idle for want of claimed jobs).
   ``--profile FILE`` runs it under cProfile and prints the top functions.
 * ``sql``: the same N jobs moved by ``pgq.claim(w, batch)`` and
   ``pgq.complete_many`` in a loop on one connection: client-timed µs per job of each
@@ -166,6 +168,23 @@ async def drain(base: str, n: int, concurrency: int, profile: str | None) -> dic
             count += 1
 
         source = pgq.runner.DatabaseSource(dsn)
+        claiming = {"s": 0.0, "idle_s": 0.0}
+        claim = source.claim
+
+        async def timed_claim(max_jobs: int) -> list[pgq.Job]:
+            # the claim loop's wait for each claim, and the part of it with no handler
+            # running (slots idle: what claiming ahead is for)
+            idle = runner.running_jobs == 0
+            t0 = time.perf_counter()
+            try:
+                return await claim(max_jobs)
+            finally:
+                took = time.perf_counter() - t0
+                claiming["s"] += took
+                if idle and runner.running_jobs == 0:
+                    claiming["idle_s"] += took
+
+        source.claim = timed_claim  # type: ignore[method-assign]
         meter = Meter(admin)
         await meter.start()
         prof = cProfile.Profile() if profile else None
@@ -181,8 +200,11 @@ async def drain(base: str, n: int, concurrency: int, profile: str | None) -> dic
                 task.result()
         if prof:
             prof.disable()
+        wall = time.perf_counter() - meter.t0["wall"]
         result = await meter.stop(n)
         result.update(claims=source.claims, batches=source.batches)
+        result["claim_wait_share"] = claiming["s"] / wall
+        result["claim_idle_share"] = claiming["idle_s"] / wall
         runner.stop()
         await task
         if prof and profile:

@@ -627,3 +627,101 @@ async def test_jobs_of_a_claim_whose_reply_was_lost_are_adopted(source, dsn, cli
         await task
     assert (done.status, done.attempt) == ("succeeded", 1)
     assert ran == [(job.id, 1)]
+
+
+# -- claiming ahead ---------------------------------------------------------------------------
+
+
+async def test_short_jobs_are_claimed_ahead_within_twice_the_concurrency(
+    source, dsn, client
+) -> None:
+    """With handlers much shorter than a claim's round trip the runner claims beyond its
+    free slots (the next batch is there when the slots free), yet never holds more than
+    its concurrency plus one batch; every job runs once."""
+    runner = make_runner(dsn, concurrency=5)
+    ran: list[int] = []
+
+    @runner.handler("Q")
+    async def q(job):
+        ran.append(job.id)
+
+    n = 600
+    await client.enqueue_many([{"type": "Q", "args": {"i": i}} for i in range(n)])
+    ahead_asked: list[int] = []
+    over: list[int] = []
+    made = source.make()
+    claim = made.claim
+
+    async def watched(max_jobs: int) -> list[pgq.Job]:
+        holding = runner.running_jobs + runner.health()["claimed_ahead"]
+        ahead_asked.append(max_jobs - (5 - holding))
+        jobs = await claim(max_jobs)
+        holding = runner.running_jobs + runner.health()["claimed_ahead"] + len(jobs)
+        if holding > 10:
+            over.append(holding)
+        return jobs
+
+    made.claim = watched  # type: ignore[method-assign]
+    task = asyncio.create_task(runner.run(source=made))
+    try:
+        await wait_until(lambda: runner.counts["succeeded"] >= n, timeout=60)
+    finally:
+        runner.stop()
+        await asyncio.wait_for(task, 30)
+    assert sorted(ran) == sorted(set(ran)) and len(ran) == n
+    assert over == []
+    assert max(ahead_asked) > 0, ahead_asked  # claimed beyond the free slots
+
+
+async def test_stop_releases_the_jobs_claimed_ahead_that_never_started(
+    source, dsn, client, conn
+) -> None:
+    runner = make_runner(dsn, concurrency=2, grace=0.2)
+    runner._ahead = lambda: 2  # type: ignore[method-assign]  # as after short handlers
+    started: list[int] = []
+
+    @runner.handler("W")
+    async def work(job):
+        started.append(job.id)
+        await asyncio.sleep(60)
+
+    jobs = [await client.enqueue("W") for _ in range(4)]
+    task = asyncio.create_task(runner.run(source=source.make()))
+    await wait_until(lambda: len(started) == 2 and runner.health()["claimed_ahead"] == 2)
+    assert set(runner.held_jobs()) == {j.id for j in jobs}  # the unstarted ones too
+    runner.stop()
+    await asyncio.wait_for(task, 10)
+    for job in jobs:
+        row = await job_row(conn, job.id)
+        assert (row["status"], row["last_error"]["kind"]) == ("queued", "released"), row
+        assert row["attempts"] < row["max_attempts"]  # the attempt was given back
+    assert runner.clean_exit and runner.counts["released"] == 4 and runner.counts["lost"] == 0
+    assert runner.held_jobs() == {}
+
+
+async def test_a_job_claimed_ahead_that_waited_most_of_its_lease_is_released(
+    source, dsn, client, conn
+) -> None:
+    """Its lease runs from the claim: one that waited two thirds of it for a slot is
+    handed back (and claimed afresh) rather than run on a lease about to run out."""
+    runner = make_runner(dsn, concurrency=1)
+    runner._ahead = lambda: 1  # type: ignore[method-assign]
+    ran: list[tuple[str, int]] = []
+
+    @runner.handler("W")
+    async def work(job):
+        ran.append((job.args["name"], job.attempt))
+        await asyncio.sleep(job.args["sleep"])
+
+    first = await client.enqueue("W", {"name": "first", "sleep": 3.1})
+    second = await client.enqueue("W", {"name": "second", "sleep": 0}, timeout_seconds=3)
+    async with source.running(runner):
+        done = await client.wait(second.id, timeout=20)
+        assert (await client.wait(first.id, timeout=20)).status == "succeeded"
+    # lease 3.75 s; it waited ~3.1 s > 2.5 s: released unstarted (its attempt given
+    # back: max_attempts grows), then claimed again and run once
+    assert (done.status, done.attempt) == ("succeeded", 2)
+    assert ran == [("first", 1), ("second", 2)]
+    row = await job_row(conn, second.id)
+    assert (row["attempts"], row["max_attempts"]) == (2, second.max_attempts + 1)
+    assert runner.counts["released"] == 1 and runner.counts["lost"] == 0

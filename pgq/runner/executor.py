@@ -93,6 +93,9 @@ class Executor:
         self.held: dict[int, int] = {}  # job id → attempt, from claim until written
         self.tasks: set[asyncio.Task[None]] = set()  # every job task, writes included
         self.unwritten = 0  # outcomes that could not be written during the current run
+        #: mean seconds a handler runs (moving average of the recent ones; None before the
+        #: first): the runner sizes its claim-ahead by it
+        self.mean_run: float | None = None
         self.counts: dict[str, int] = dict.fromkeys(
             ("claimed", "succeeded", "failed", "retried", "dead", "cancelled", "released", "lost"),
             0,
@@ -104,8 +107,19 @@ class Executor:
             return
         self.cancel(active, Outcome.CANCELLED if status == "cancelled" else Outcome.LOST)
 
-    def start(self, job: Job, handler: Handler | None) -> None:
-        """Run ``handler`` (the runner's handler for the job's type) for a claimed job."""
+    def hold(self, job: Job) -> None:
+        """A claimed job the runner keeps to start later (claimed ahead): held from now on,
+        so it counts in ``held_jobs`` (a claim in doubt does not adopt it, a reconnect checks
+        it is still ours), and ``job_gone`` takes it back (``held`` loses it)."""
+        self.held[job.id] = job.attempt
+        self.counts["claimed"] += 1
+
+    def start(self, job: Job, handler: Handler | None, claimed_at: float | None = None) -> None:
+        """Run ``handler`` (the runner's handler for the job's type) for a claimed job.
+
+        ``claimed_at`` (loop time the claim was sent) for a job claimed ahead and held
+        since (``hold``): its lease has been running since then, so its heartbeats are
+        timed from then, not from the handler's start."""
         if handler is None:  # claim filters by type; this is a bug, not the job's fault
             handler = Handler(job.type, _no_handler)
         previous = self.active.get(job.id)
@@ -113,8 +127,11 @@ class Executor:
             self.cancel(previous, Outcome.LOST)
         active = _Active(job, handler)
         self.active[job.id] = active
-        self.held[job.id] = job.attempt
-        self.counts["claimed"] += 1
+        if claimed_at is None:
+            self.held[job.id] = job.attempt
+            self.counts["claimed"] += 1
+        else:
+            active.next_beat = claimed_at + _beat_interval(job)
         task = asyncio.get_running_loop().create_task(self._execute(active))
         active.task = task
         self.tasks.add(task)
@@ -137,8 +154,40 @@ class Executor:
             active.cancel_reason = reason
             active.task.cancel()
 
+    def give_back(self, job: Job, why: str) -> None:
+        """Release a held job whose handler never started (claimed ahead, then the runner
+        stopped, or it waited too long for a slot): queued again now, its attempt given
+        back (``pgq.release``), fenced like every outcome. The write is a job task, so the
+        shutdown waits for it."""
+        fields = {"job_id": job.id, "job_type": job.type, "queue": job.queue}
+        fields.update(worker_id=self.worker_id, attempt=job.attempt)
+        task = asyncio.get_running_loop().create_task(self._give_back(job, why, fields))
+        self.tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    async def _give_back(self, job: Job, why: str, fields: dict[str, Any]) -> None:
+        source = self.source
+        assert source is not None
+        reason = {"message": f"released unstarted by runner {self.worker_id}: {why}"}
+        reason["kind"] = "released"
+        try:
+            written = await self._write(lambda: source.release(job, reason), fields)
+        finally:
+            if self.held.get(job.id) == job.attempt:
+                del self.held[job.id]
+        if written is None:
+            return
+        if written.answer is None:
+            self._note_lost(fields, None)
+            return
+        self.counts["released"] += 1
+        log_event(log, "job.released", f"released unstarted: {why}", **fields)
+
     def _leave_handler(self, active: _Active) -> None:
         """The handler is over: free its slot and stop its timer (heartbeat, timeout)."""
+        ran = time.perf_counter() - active.started
+        mean = self.mean_run
+        self.mean_run = ran if mean is None else mean + (ran - mean) * 0.05
         active.in_handler = False
         if active.timer is not None:
             active.timer.cancel()
@@ -175,7 +224,8 @@ class Executor:
         now = loop.time()
         active.timeout = timeout
         active.deadline = now + timeout
-        active.next_beat = now + _beat_interval(job)
+        if not active.next_beat:  # else claimed ahead: timed from the claim (start())
+            active.next_beat = now + _beat_interval(job)
         active.timer = loop.call_at(min(active.deadline, active.next_beat), self._tick, active)
         active.started = time.perf_counter()
 
