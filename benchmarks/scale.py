@@ -4,7 +4,7 @@ as the jobs table grows, with fresh statistics or none.
     python -m benchmarks.scale                          # 10k and 1M rows
     python -m benchmarks.scale --sizes 10000,1000000,10000000
 
-Per size, in a fresh database (``bench_scale``, dropped afterwards) whose jobs table has
+Per size, in a fresh database (``bench_scale_<pid>``, dropped afterwards) whose jobs table has
 autovacuum switched off, so each state below is exactly the one named:
 
 - ``fresh``: ``size`` queued jobs in two queues, loaded by one INSERT and never analyzed
@@ -39,7 +39,9 @@ from pgq import migrations
 from pgq.metrics import Metrics
 from pgq.queries import reads
 
-DB = "bench_scale"
+#: this process's own database: two runs on one server (several people benchmarking) must
+#: not drop each other's
+DB = f"bench_scale_{os.getpid()}"
 LEFT_QUEUED = 10_000
 
 
@@ -99,7 +101,7 @@ async def measure(conn: asyncpg.Connection, repeat: int) -> dict[str, dict[str, 
 
 
 async def run_size(dsn: str, size: int, repeat: int, mass_update: bool) -> dict[str, Any]:
-    """``measure_states`` in a fresh database ``bench_scale``, dropped afterwards."""
+    """``measure_states`` in a fresh database ``bench_scale_<pid>``, dropped afterwards."""
     admin = await asyncpg.connect(f"{dsn}/postgres")
     try:
         await admin.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
