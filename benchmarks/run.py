@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import contextlib
 import datetime
+import itertools
 import json
 import os
 import platform
@@ -491,7 +492,7 @@ class Runner:
         window = t1 - t0
         started_by_end = sum(1 for t in starts.values() if t <= t1)
         in_window = sum(1 for t in starts.values() if t0 <= t <= t1)
-        return {
+        out = {
             "ok": result.get("ok"),
             "problems": result.get("problems", []),
             "concurrency": self.concurrency(system),
@@ -500,6 +501,13 @@ class Runner:
             "consumed_per_s": in_window / window,
             "backlog": prod["enqueued"] - started_by_end,
         }
+        if system == "pgq" and out["ok"]:
+            # the physical limit, measured in the same database right after
+            out["commit_limit_per_s"] = await commit_limit(
+                dsn, self.cfg.steady_connections, self.cfg.steady_seconds
+            )
+            out["of_commit_limit"] = out["enqueued_per_s"] / out["commit_limit_per_s"]
+        return out
 
     async def _http(self, system, dsn, admin, rep) -> dict:
         """pgq's coordinator under a closed-loop load generator, beside a bare aiohttp
@@ -629,7 +637,7 @@ SUMMARY_KEYS = {
     "drain": ("jobs_per_s", "elapsed_s"),
     "sweep": ("jobs_per_s",),
     "latency": ("p50_ms", "p99_ms", "max_ms"),
-    "steady": ("enqueued_per_s", "consumed_per_s", "backlog"),
+    "steady": ("enqueued_per_s", "consumed_per_s", "backlog", "commit_limit_per_s"),
     "http": ("ceiling_rps", "post_rps", "claim_complete_rps", "claim_complete_p99_ms"),
     "http-runner": ("jobs_per_s", "jobs_per_claim", "jobs_per_complete"),
     "scale": (),
@@ -764,6 +772,39 @@ async def copy_limit(dsn: str, n: int) -> float:
         await conn.close()
 
 
+async def commit_limit(dsn: str, connections: int, seconds: float) -> float:
+    """Rows per second that ``connections`` producers, each committing one plain INSERT at
+    a time, get into an empty twin of ``pgq.jobs`` (same columns, defaults and indexes; no
+    triggers, CHECKs or validation) for ``seconds``, with nothing consuming: what the
+    steady scenario's producers are compared with. Each such transaction waits for its
+    commit's WAL flush, so this is the server's group-commit rate more than any queue's."""
+    conns = [await asyncpg.connect(dsn) for _ in range(connections)]
+    try:
+        await conns[0].execute(
+            "CREATE TABLE pgq.jobs_commit_limit "
+            "(LIKE pgq.jobs INCLUDING DEFAULTS INCLUDING IDENTITY INCLUDING INDEXES)"
+        )
+        insert = "INSERT INTO pgq.jobs_commit_limit (type, args) VALUES ('NOOP', $1::jsonb)"
+        counter = itertools.count()
+        deadline = time.monotonic() + seconds
+
+        async def produce(conn: asyncpg.Connection) -> int:
+            done = 0
+            while time.monotonic() < deadline:
+                await conn.execute(insert, f'{{"i": {next(counter)}}}')
+                done += 1
+            return done
+
+        t0 = time.monotonic()
+        inserted = sum(await asyncio.gather(*(produce(c) for c in conns)))
+        rate = inserted / (time.monotonic() - t0)
+        await conns[0].execute("DROP TABLE pgq.jobs_commit_limit")
+        return rate
+    finally:
+        for conn in conns:
+            await conn.close()
+
+
 async def admin_fetch(dsn: str, sql: str) -> list:
     conn = await asyncpg.connect(dsn)
     try:
@@ -791,6 +832,8 @@ METRICS = [
     ("latency", "max_ms", "wake-up max, ms", False),
     ("steady", "enqueued_per_s", "steady: enqueued/s (4 producers)", True),
     ("steady", "consumed_per_s", "steady: consumed/s", True),
+    ("steady", "commit_limit_per_s", "steady's limit: plain one-row INSERT commits/s", True),
+    ("steady", "of_commit_limit", "steady enqueued / that limit", True),
     ("steady", "backlog", "steady: backlog at the end", False),
 ]
 
@@ -1083,7 +1126,10 @@ METHOD = """
   enqueueing one job per transaction with the system's single-enqueue API for
   {steady_seconds} s, while the runner consumes. consumed/s counts handler starts inside the
   production window; backlog = enqueued − started by the end of the window. The runner then
-  finishes the backlog so the run can be verified.
+  finishes the backlog so the run can be verified. pgq's limit, measured right after in the
+  same database with the runner stopped: the same producer connections committing one plain
+  `INSERT` of a (type, args) row each for the same time into an empty twin of `pgq.jobs`
+  (same columns, defaults and indexes; no triggers, CHECKs or validation).
 - **HTTP-mode runner** (pgq only). N no-op jobs enqueued, a `CHECKPOINT`, one
   `pgq coordinator` process, then the drain above with its runner working through the
   coordinator (`HttpSource`, as `pgq runner --coordinator URL` does); in each repetition the

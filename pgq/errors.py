@@ -109,6 +109,10 @@ class PreBaselineDatabase(MigrationError):
     """The database was migrated by a pgq from before the migrations became one baseline."""
 
 
+class ChangedMigration(MigrationError):
+    """A migration recorded as applied differs from the file this pgq ships."""
+
+
 class PermanentError(Exception):
     """Raise from a handler to fail the job at once, without retries: it goes to dead."""
 

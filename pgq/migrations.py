@@ -25,7 +25,7 @@ from pathlib import Path
 import asyncpg
 import asyncpg.pool
 
-from .errors import MigrationError, PreBaselineDatabase
+from .errors import ChangedMigration, MigrationError, PreBaselineDatabase
 from .logs import log_event
 
 log = logging.getLogger("pgq.migrations")
@@ -149,7 +149,7 @@ def _check_compatible(applied: dict[str, str], known: list[Migration]) -> None:
         )
     for name, checksum in applied.items():
         if known_names[name].checksum != checksum:
-            raise MigrationError(
+            raise ChangedMigration(
                 f"migration {name} was applied with different content than this pgq ships. "
                 "Applied migrations are never edited; restore the file or reinstall pgq."
             )

@@ -9,6 +9,7 @@ to the rows as stored.
 
 from __future__ import annotations
 
+import gc
 from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -292,3 +293,26 @@ async def test_validation_is_inlined(conn: asyncpg.Connection) -> None:
     stable one is never inlined and costs a function call per job."""
     volatility = "SELECT provolatile::text FROM pg_proc WHERE oid = 'pgq._invalid_job'::regproc"
     assert await conn.fetchval(volatility) == "s"
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+async def test_the_garbage_collector_is_left_as_it_was(
+    client: pgq.Client, conn: asyncpg.Connection, enabled: bool
+) -> None:
+    """The bulk path pauses the cyclic collector while it builds a batch's objects; after a
+    batch, after a refused batch and on the full path alike, the collector is as the caller
+    left it (re-enabled, or still paused when the caller had paused it)."""
+    (gc.enable if enabled else gc.disable)()
+    try:
+        plain = await client.enqueue_many([{"type": "T", "args": {"i": i}} for i in range(3)])
+        assert len(plain) == 3
+        assert gc.isenabled() is enabled
+        with pytest.raises(InvalidArgument):
+            await client.enqueue_many([{"type": "T"}, {"type": "T", "priority": 1 << 20}])
+        assert gc.isenabled() is enabled
+        keyed = await client.enqueue_many([{"type": "T", "idempotency_key": "gc-k"}])
+        assert [j.status for j in keyed] == ["queued"]
+        assert gc.isenabled() is enabled
+    finally:
+        gc.enable()
+    assert await count_jobs(conn) == 4

@@ -249,6 +249,45 @@ async def test_a_dead_job_is_fixed_and_run_again_from_its_page(
     await ui.page.wait_for_selector(f"[data-view=job][data-job='{new_id}'] h2 .pill.queued")
 
 
+async def test_a_live_reload_keeps_what_the_reader_opened_and_typed(
+    ui: Page, conn: asyncpg.Connection
+) -> None:
+    # The job page rebuilds itself on every event about its job; an open traceback and
+    # half-edited arguments must survive that.
+    job, _ = await queries.enqueue(conn, "TMDB_SYNC", {"movieId": "abc"}, max_attempts=2)
+    [c] = await queries.claim(conn, ME, 1)
+    await queries.fail(conn, c.id, ME, {"message": "first failure", "traceback": "tb one"})
+    await ui.goto(f"#/jobs/{job.id}")
+    await ui.page.wait_for_selector("text=first failure")
+    await ui.page.get_by_text("Traceback").click()
+
+    # attempt 2 fails for good: the event reloads the page, which now lists two errors
+    await conn.execute("UPDATE pgq.jobs SET run_at = now() WHERE id = $1", job.id)
+    [c] = await queries.claim(conn, ME, 1)
+    await queries.fail(
+        conn, c.id, ME, {"message": "second failure", "traceback": "tb two"}, retryable=False
+    )
+    await ui.page.wait_for_selector("text=Errors (2)")
+    opened = await ui.page.eval_on_selector_all(
+        "details[data-keep]", "ds => ds.map(d => [d.querySelector('pre').textContent, d.open])"
+    )
+    assert sorted(opened) == [["tb one", True], ["tb two", False]]
+
+    await ui.page.get_by_text("Edit the arguments and run a copy").click()
+    await ui.page.get_by_label("Arguments of a new TMDB_SYNC job").fill('{"movieId": 7')
+    heading = await ui.page.query_selector("[data-view=job] h2")
+    assert heading is not None
+    await conn.execute(  # one more event about this job: the page reloads once more
+        "SELECT pg_notify('pgq_events', json_build_object('id', $1::bigint, 'status', 'dead',"
+        " 'queue', 'default', 'type', 'TMDB_SYNC')::text)",
+        job.id,
+    )
+    await heading.wait_for_element_state("hidden")  # replaced by the reload
+    area = ui.page.get_by_label("Arguments of a new TMDB_SYNC job")
+    assert await area.input_value() == '{"movieId": 7'
+    assert await area.is_visible()
+
+
 async def test_cancel_from_the_job_view(ui: Page, conn: asyncpg.Connection) -> None:
     job, _ = await queries.enqueue(conn, "TMDB_SYNC", {"movieId": 9})
     await ui.goto(f"#/jobs/{job.id}")

@@ -126,3 +126,31 @@ async def test_pgq_dev_from_nothing_to_a_finished_job(data_dir: Path, tmp_path: 
     assert code == 0, err[-3000:]
     assert seen["again"]["status"] == "succeeded"  # type: ignore[index]
     assert processes_using(data_dir) == []
+
+
+async def test_dev_data_from_another_build_gets_a_way_out_not_a_checksum_error(
+    dsn: str, tmp_path: Path
+) -> None:
+    """A migration file changed since pgq dev's scratch data was made (a development build):
+    pgq dev names its data directory and how to start afresh; someone's own server (no data
+    directory) still gets the migration error itself."""
+    from pgq import db
+    from pgq.devtools import dev
+    from pgq.errors import ChangedMigration
+
+    conn = await db.connect(dsn)
+    try:
+        await conn.execute(
+            "UPDATE pgq.migrations SET checksum = 'other build' WHERE ctid = "
+            "(SELECT min(ctid) FROM pgq.migrations)"
+        )
+    finally:
+        await conn.close()
+
+    with pytest.raises(dev.DevError) as caught:
+        await dev._migrate(dsn, tmp_path)
+    message = str(caught.value)
+    assert f"rm -rf '{tmp_path}'" in message and "migrations differ" in message
+
+    with pytest.raises(ChangedMigration, match="was applied with different content"):
+        await dev._migrate(dsn, None)

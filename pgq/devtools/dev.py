@@ -32,7 +32,7 @@ import asyncpg
 from aiohttp import web
 
 from .. import db, migrations, settings
-from ..errors import PgqError, PreBaselineDatabase
+from ..errors import ChangedMigration, PgqError, PreBaselineDatabase
 from ..logs import configure_logging, log_event
 
 if TYPE_CHECKING:
@@ -171,15 +171,20 @@ async def _migrate(dsn: str, data_dir: Path | None) -> list[str]:
         raise DevError(f"cannot use the database: {exc}") from None
     try:
         return await migrations.migrate(conn)
-    except PreBaselineDatabase:
+    except (PreBaselineDatabase, ChangedMigration) as exc:
         if data_dir is None:
             raise  # the user's own server: MigrationError's message says both ways over
         # pgq dev's own throw-away data: start afresh rather than copy jobs around
+        why = (
+            "from before its migrations were squashed into one baseline"
+            if isinstance(exc, PreBaselineDatabase)
+            else "whose migrations differ from this one's (a development build)"
+        )
         raise DevError(
-            f"the development database in {data_dir} was created by an older pgq, from before "
-            "its migrations were squashed into one baseline, and cannot be migrated in place. "
-            f"Delete that directory (rm -rf '{data_dir}') and run `pgq dev` again: it starts "
-            "with a fresh database (or set PGQ_DEV_DATA_DIR to use another directory)."
+            f"the development database in {data_dir} was created by another pgq, {why}, "
+            f"and cannot be migrated in place. Delete that directory (rm -rf '{data_dir}') "
+            "and run `pgq dev` again: it starts with a fresh database (or set "
+            "PGQ_DEV_DATA_DIR to use another directory)."
         ) from None
     finally:
         await conn.close()

@@ -513,6 +513,9 @@ function jobView(id) {
     const r = found.jobs.length && found.jobs[0].id === id ? { status: 200, data: found.jobs[0] } : { status: 404 };
     if (r.status === 404) { fill(box, h("h2", {}, `Job ${id}`), h("p", {}, "No such job (it may have been pruned).")); return; }
     const j = r.data;
+    // a live reload rebuilds the page: keep what the reader opened and what they typed
+    const opened = new Set([...box.querySelectorAll("details[data-keep][open]")].map((d) => d.dataset.keep));
+    const oldCopy = box.querySelector("details.copy");
     const errors = await api(`/ui/api/jobs/${id}/errors`).catch(() => ({ errors: j.error ? [j.error] : [] }));
     const errorsCard = errorsSection(errors.errors);
     const actions = h("div", { class: "actions" });
@@ -529,7 +532,7 @@ function jobView(id) {
       h("h2", {}, `Job ${id} `, pill(j.status)),
       actions,
       j.status === "dead" ? errorsCard : null,
-      can("enqueue") && ["dead", "cancelled"].includes(j.status) ? copyForm(j) : null,
+      can("enqueue") && ["dead", "cancelled"].includes(j.status) ? oldCopy || copyForm(j) : null,
       h("div", { class: "grid" },
         h("section", { class: "card" }, h("h3", {}, "Facts"), h("dl", { class: "facts" },
           ...[["Type", j.type], ["Queue", j.queue], ["Attempts", `${j.attempts} of ${j.max_attempts}`], ["Priority", j.priority],
@@ -543,6 +546,7 @@ function jobView(id) {
       j.result !== null || j.status === "succeeded"
         ? h("section", { class: "card" }, h("h3", {}, "Result"), h("pre", {}, JSON.stringify(j.result, null, 2)))
         : null);
+    for (const d of box.querySelectorAll("details[data-keep]")) if (opened.has(d.dataset.keep)) d.open = true;
   };
   view.render = (el) => { el.append(box); view.reload().catch((e) => fill(box, h("p", { class: "error" }, e.message))); };
   view.onEvent = (name, ev) => { if (ev.id === id) later(`job${id}`, () => view.reload().catch(() => {})); };
@@ -564,7 +568,7 @@ function errorItem(e) {
     h("div", { class: "errmsg" }, errorText(e)),
     h("span", { class: "muted" }, `attempt ${e.attempt ?? "?"}, `, when(e.at),
       e.type || e.kind ? ` — ${[e.type, e.kind && `(${e.kind})`].filter(Boolean).join(" ")}` : ""),
-    typeof e.traceback === "string" ? h("details", {}, h("summary", {}, "Traceback"), h("pre", {}, e.traceback)) : null,
+    typeof e.traceback === "string" ? h("details", { "data-keep": `traceback-${e.attempt}-${e.at}` }, h("summary", {}, "Traceback"), h("pre", {}, e.traceback)) : null,
     Object.keys(rest).length ? h("pre", {}, JSON.stringify(rest, null, 2)) : null);
 }
 
