@@ -215,3 +215,16 @@ async def test_a_caller_gone_before_its_batch_left_claims_nothing(
         assert (
             await conn.fetchval("SELECT count(*) FROM pgq.jobs WHERE last_error IS NOT NULL") == 0
         )
+
+
+async def test_claim_many_counts_a_concurrency_limit_once_for_all(
+    conn: asyncpg.Connection,
+) -> None:
+    await queries.enqueue_many(conn, [{"type": "L", "queue": "lim"} for _ in range(6)])
+    await conn.execute("SELECT pgq.set_limits('lim', concurrency => 3)")
+    jobs = await queries.claim_many(conn, ["a", "b", "c", "d"], [1, 1, 1, 2], ["lim"])
+    # three slots: the first three claimers get one each, the last none
+    assert [j.worker_id for j in jobs] == ["a", "b", "c"]
+    assert await queries.claim_many(conn, ["e", "f"], [1, 1], ["lim"]) == []
+    running = await conn.fetchval("SELECT count(*) FROM pgq.jobs WHERE status = 'running'")
+    assert running == 3
