@@ -290,14 +290,16 @@ and what pgq.claim raises.$$;
 -- skipped; a queue out of rate tokens offers its jobs from the moment its next token is
 -- due. Runners call it whenever they go idle, so it reads the first entry of jobs_claim_idx
 -- per queue and priority (pgq._queued_priorities), never the whole backlog (in a
--- key-limited queue it steps over the due jobs of full keys). Leaves nothing behind;
--- raises nothing.
+-- key-limited queue it steps over the due jobs of full keys), and starts each priority at
+-- the first queued job the hop found, so index entries of jobs that left queued (until
+-- VACUUM) are stepped over once, not twice. Leaves nothing behind; raises nothing.
 CREATE FUNCTION pgq.next_due(queues text[] DEFAULT NULL, job_types text[] DEFAULT NULL)
 RETURNS TABLE (next_run_at timestamptz, next_lease_expiry timestamptz)
 LANGUAGE sql STABLE AS $$
     WITH wanted AS (
         SELECT w.queue, q.paused, q.concurrency, q.key_concurrency, q.rate, q.tokens, q.tokens_at
-          FROM unnest(coalesce(queues, ARRAY(SELECT pgq._queued_queues()))) AS w(queue)
+          FROM unnest(coalesce(queues, ARRAY(SELECT q.queue
+                                               FROM pgq._queued_queues() AS q(queue)))) AS w(queue)
           LEFT JOIN pgq.queues AS q ON q.queue = w.queue
     ), open AS (
         SELECT w.queue,
@@ -322,6 +324,7 @@ LANGUAGE sql STABLE AS $$
              CROSS JOIN LATERAL (
                    SELECT j.run_at FROM pgq.jobs AS j
                     WHERE j.status = 'queued' AND j.queue = o.queue AND j.priority = p.priority
+                      AND (j.run_at, j.id) >= (p.run_at, p.id)
                       AND (job_types IS NULL OR j.type = ANY (job_types))
                       AND (o.blocked IS NULL OR j.concurrency_key IS NULL
                            OR NOT (j.concurrency_key = ANY (o.blocked)))
@@ -338,5 +341,6 @@ notify pgq_<queue>); the jobs of a key whose running jobs fill key_concurrency a
 skipped; a queue out of rate tokens offers its jobs from the moment its next token is
 due. Runners call it whenever they go idle, so it reads the first entry of jobs_claim_idx
 per queue and priority (pgq._queued_priorities), never the whole backlog (in a
-key-limited queue it steps over the due jobs of full keys). Leaves nothing behind;
-raises nothing.$$;
+key-limited queue it steps over the due jobs of full keys), and starts each priority at
+the first queued job the hop found, so index entries of jobs that left queued (until
+VACUUM) are stepped over once, not twice. Leaves nothing behind; raises nothing.$$;

@@ -6,6 +6,7 @@ compiling)."""
 
 from __future__ import annotations
 
+import json
 import re
 
 import asyncpg
@@ -129,3 +130,29 @@ async def test_a_claim_steps_once_over_the_entries_of_jobs_that_left_queued(
         int(n) for n in re.findall(r"(?:hit|read)=(\d+)", walk.split("Buffers:")[1].split("\n")[0])
     )
     assert read <= pages + 20, f"the walk read {read} buffers; the claim index has {pages} pages"
+
+
+async def test_next_due_steps_once_over_the_entries_of_jobs_that_left_queued(
+    conn: asyncpg.Connection,
+) -> None:
+    """pgq.next_due (a runner going idle) starts each priority at the first queued job its
+    hop found, as the claim's walk does: one pass over the entries VACUUM has not removed."""
+    await conn.execute("ALTER TABLE pgq.jobs SET (autovacuum_enabled = false)")
+    await conn.execute(
+        "INSERT INTO pgq.jobs (type, run_at) SELECT 'bulk', now() + interval '1 hour'"
+        "  FROM generate_series(1, $1)",
+        JOBS,
+    )
+    await conn.execute("ANALYZE pgq.jobs")
+    await conn.execute(
+        "UPDATE pgq.jobs SET status = 'succeeded', attempts = 1, finished_at = now()"
+        " WHERE id <= (SELECT max(id) - 100 FROM pgq.jobs)"
+    )
+    pages = await conn.fetchval("SELECT pg_relation_size('pgq.jobs_claim_idx') / 8192")
+    due = "SELECT next_run_at FROM pgq.next_due(ARRAY['default'])"
+    first = await conn.fetchval(due)  # also marks the dead entries in the index
+    assert first == await conn.fetchval("SELECT min(run_at) FROM pgq.jobs WHERE status = 'queued'")
+    plan = await conn.fetchval(f"EXPLAIN (ANALYZE, BUFFERS, TIMING OFF, FORMAT JSON) {due}")
+    top = (plan if isinstance(plan, list) else json.loads(plan))[0]["Plan"]
+    read = top["Shared Hit Blocks"] + top["Shared Read Blocks"]
+    assert read <= pages + 20, f"next_due read {read} buffers; the claim index has {pages} pages"
