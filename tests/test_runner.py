@@ -673,6 +673,40 @@ async def test_short_jobs_are_claimed_ahead_within_twice_the_concurrency(
     assert max(ahead_asked) > 0, ahead_asked  # claimed beyond the free slots
 
 
+async def test_a_claim_never_asks_for_more_than_its_source_accepts(source, dsn, client) -> None:
+    """Concurrency plus the jobs claimed ahead can pass what one claim may ask for
+    (``POST /jobs/claim`` takes at most 1,000): the runner asks for at most that, and
+    still runs every job once, without going idle while work is queued."""
+    made = source.make()
+    limit = made.max_claim
+    concurrency = min(limit + 200, 10_000)
+    runner = make_runner(dsn, concurrency=concurrency)
+    ran: list[int] = []
+
+    @runner.handler("Q")
+    async def q(job):
+        ran.append(job.id)
+
+    n = concurrency * 2
+    await client.enqueue_many([{"type": "Q", "args": {"i": i}} for i in range(n)])
+    asked: list[int] = []
+    claim = made.claim
+
+    async def watched(max_jobs: int) -> list[pgq.Job]:
+        asked.append(max_jobs)
+        return await claim(max_jobs)
+
+    made.claim = watched  # type: ignore[method-assign]
+    task = asyncio.create_task(runner.run(source=made))
+    try:
+        await wait_until(lambda: runner.counts["succeeded"] >= n or task.done(), timeout=120)
+    finally:
+        runner.stop()
+        await asyncio.wait_for(task, 60)
+    assert len(ran) == n and len(set(ran)) == n
+    assert max(asked) == limit, asked[:10]
+
+
 async def test_stop_releases_the_jobs_claimed_ahead_that_never_started(
     source, dsn, client, conn
 ) -> None:

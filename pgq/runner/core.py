@@ -451,7 +451,7 @@ class Runner:
                     continue
                 # A reconnect from here on cuts the backoff after a failed claim short.
                 self._reconnected.clear()
-                want = free + self._ahead()
+                want = min(free + self._ahead(), source.max_claim)
                 sent = loop.time()
                 jobs = await source.claim(want)
             except DatabaseUnavailable as exc:

@@ -61,6 +61,9 @@ class DatabaseSource:
     heartbeats are one call each.
     """
 
+    #: pgq.claim's bound on max_jobs
+    max_claim = 10_000
+
     def __init__(
         self,
         dsn: str,

@@ -116,6 +116,9 @@ class HttpSource:
     cancellations. ``request_timeout``: the longest wait for one answer.
     """
 
+    #: ``POST /jobs/claim``'s bound on max_jobs
+    max_claim = wire.MAX_CLAIM_JOBS
+
     def __init__(
         self,
         coordinator: str,

@@ -73,8 +73,12 @@ class JobSource(Protocol):
 
     async def close(self) -> None: ...
 
+    #: the most jobs one ``claim`` may ask for (what the other side accepts)
+    max_claim: int
+
     async def claim(self, max_jobs: int) -> list[Job]:
-        """Up to ``max_jobs`` jobs of the hooks' queues and types, now held by this worker.
+        """Up to ``max_jobs`` (at most ``max_claim``) jobs of the hooks' queues and types,
+        now held by this worker.
 
         Any wake-up received before this call is considered consumed by it."""
         ...
