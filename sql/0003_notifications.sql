@@ -21,10 +21,11 @@
 --              session is registered with pgq.watch_events, 0007), the others by the
 --              triggers.
 --
--- Why the UPDATE trigger is a row trigger with a WHEN clause: declaring transition tables
--- makes Postgres copy the old and new version of every row of every UPDATE (claims and
--- heartbeats included) into tuplestores, ~4 µs per completed job; the WHEN clause is false
--- for claims, heartbeats and completions, so they never call it.
+-- Why the UPDATE and INSERT triggers are row triggers with a WHEN clause: declaring
+-- transition tables makes Postgres copy every row of every statement (claims, heartbeats
+-- and enqueues included) into tuplestores, ~4 µs per completed job, and a statement trigger
+-- calls its function once per enqueue; the WHEN clauses are false for claims, heartbeats,
+-- completions and queued inserts, so they never call anything.
 --
 -- The doorbell. A transaction that sent NOTIFY holds PostgreSQL's global notify lock from
 -- its pre-commit through its commit's WAL flush, so producers that enqueue one job per
@@ -57,27 +58,28 @@
 -- Advisory key space: pg_advisory_*(1885827428, hashtext(queue)); 1885827428 is 'pgqd'.
 
 
--- _notify_insert: the statement trigger after INSERT into pgq.jobs. Leaves a pgq_events
--- notification for each job created already finished (dead because a parent failed).
--- Wake-ups for inserted queued jobs are the doorbell's (_ring_doorbell). Raises nothing.
+-- _notify_insert: the row trigger after INSERT of a job created already finished (dead
+-- because a parent failed). Leaves a pgq_events notification for it. Wake-ups for inserted
+-- queued jobs are the doorbell's (_ring_doorbell). A row trigger whose WHEN filters in C: an
+-- INSERT of queued jobs calls no function and builds no transition table. Raises nothing.
 CREATE FUNCTION pgq._notify_insert() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM pg_notify('pgq_events', json_build_object(
-                'id', n.id, 'status', n.status, 'queue', n.queue, 'type', n.type)::text)
-       FROM new_rows AS n
-      WHERE n.status IN ('succeeded', 'dead', 'cancelled');
+                'id', NEW.id, 'status', NEW.status, 'queue', NEW.queue, 'type', NEW.type)::text);
     RETURN NULL;
 END
 $$;
-COMMENT ON FUNCTION pgq._notify_insert() IS $$_notify_insert: the statement trigger after INSERT into pgq.jobs. Leaves a pgq_events
-notification for each job created already finished (dead because a parent failed).
-Wake-ups for inserted queued jobs are the doorbell's (_ring_doorbell). Raises nothing.$$;
+COMMENT ON FUNCTION pgq._notify_insert() IS $$_notify_insert: the row trigger after INSERT of a job created already finished (dead
+because a parent failed). Leaves a pgq_events notification for it. Wake-ups for inserted
+queued jobs are the doorbell's (_ring_doorbell). A row trigger whose WHEN filters in C: an
+INSERT of queued jobs calls no function and builds no transition table. Raises nothing.$$;
 
 CREATE TRIGGER _500_notify_insert
     AFTER INSERT ON pgq.jobs
-    REFERENCING NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION pgq._notify_insert();
+    FOR EACH ROW
+    WHEN (NEW.status IN ('succeeded', 'dead', 'cancelled'))
+    EXECUTE FUNCTION pgq._notify_insert();
 
 
 -- _notify_update: the row trigger after UPDATE of pgq.jobs, for one row whose status
@@ -325,7 +327,7 @@ BEGIN
     IF current_setting('pgq_doorbell.' || queue, true) = 'queued' THEN
         RETURN false;
     END IF;
-    EXECUTE format('SET LOCAL pgq_doorbell.%I = %L', queue, 'queued');
+    PERFORM set_config('pgq_doorbell.' || queue, 'queued', true);  -- SET LOCAL, unparsed
     RETURN true;
 END
 $$;

@@ -685,7 +685,7 @@ BEGIN
     IF current_setting('pgq_doorbell.' || queue, true) = 'queued' THEN
         RETURN false;
     END IF;
-    EXECUTE format('SET LOCAL pgq_doorbell.%I = %L', queue, 'queued');
+    PERFORM set_config('pgq_doorbell.' || queue, 'queued', true);  -- SET LOCAL, unparsed
     RETURN true;
 END
 $$;
@@ -953,9 +953,7 @@ CREATE FUNCTION pgq._notify_insert() RETURNS trigger
     AS $$
 BEGIN
     PERFORM pg_notify('pgq_events', json_build_object(
-                'id', n.id, 'status', n.status, 'queue', n.queue, 'type', n.type)::text)
-       FROM new_rows AS n
-      WHERE n.status IN ('succeeded', 'dead', 'cancelled');
+                'id', NEW.id, 'status', NEW.status, 'queue', NEW.queue, 'type', NEW.type)::text);
     RETURN NULL;
 END
 $$;
@@ -964,9 +962,10 @@ $$;
 -- Name: FUNCTION _notify_insert(); Type: COMMENT; Schema: pgq; Owner: -
 --
 
-COMMENT ON FUNCTION pgq._notify_insert() IS '_notify_insert: the statement trigger after INSERT into pgq.jobs. Leaves a pgq_events
-notification for each job created already finished (dead because a parent failed).
-Wake-ups for inserted queued jobs are the doorbell''s (_ring_doorbell). Raises nothing.';
+COMMENT ON FUNCTION pgq._notify_insert() IS '_notify_insert: the row trigger after INSERT of a job created already finished (dead
+because a parent failed). Leaves a pgq_events notification for it. Wake-ups for inserted
+queued jobs are the doorbell''s (_ring_doorbell). A row trigger whose WHEN filters in C: an
+INSERT of queued jobs calls no function and builds no transition table. Raises nothing.';
 
 --
 -- Name: _notify_slot_freed(); Type: FUNCTION; Schema: pgq; Owner: -
@@ -3853,7 +3852,7 @@ CREATE STATISTICS pgq.jobs_queue_status (mcv) ON queue, status FROM pgq.jobs;
 -- Name: jobs _500_notify_insert; Type: TRIGGER; Schema: pgq; Owner: -
 --
 
-CREATE TRIGGER _500_notify_insert AFTER INSERT ON pgq.jobs REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION pgq._notify_insert();
+CREATE TRIGGER _500_notify_insert AFTER INSERT ON pgq.jobs FOR EACH ROW WHEN ((new.status = ANY (ARRAY['succeeded'::text, 'dead'::text, 'cancelled'::text]))) EXECUTE FUNCTION pgq._notify_insert();
 
 --
 -- Name: jobs _500_notify_slot_freed; Type: TRIGGER; Schema: pgq; Owner: -

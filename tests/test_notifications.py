@@ -75,6 +75,21 @@ async def test_a_rolled_back_enqueue_sends_nothing(inbox: Inbox, conn: asyncpg.C
     assert await drain(inbox, conn) == Counter()
 
 
+async def test_an_enqueue_after_a_rolled_back_savepoint_still_rings(
+    inbox: Inbox, conn: asyncpg.Connection
+) -> None:
+    """The "already rang" flag is transaction-local and rolls back with the savepoint that
+    set it, as the commit-time check it queued does; one ring per queue per transaction."""
+    async with conn.transaction():
+        savepoint = conn.transaction()
+        await savepoint.start()
+        await queries.enqueue(conn, "t")
+        await savepoint.rollback()
+        await queries.enqueue(conn, "t")
+        await queries.enqueue(conn, "t")
+    assert await drain(inbox, conn) == Counter({WAKE: 1})
+
+
 async def test_a_delayed_enqueue_wakes_too(inbox: Inbox, conn: asyncpg.Connection) -> None:
     """Runners re-arm their timer on it: the wake-up comes when the job enters queued."""
     await queries.enqueue(conn, "t", delay_seconds=3600, queue="q1")
