@@ -502,11 +502,23 @@ class Runner:
             "backlog": prod["enqueued"] - started_by_end,
         }
         if system == "pgq" and out["ok"]:
-            # the physical limit, measured in the same database right after
+            # the limits, measured in the same database right after
             out["commit_limit_per_s"] = await commit_limit(
                 dsn, self.cfg.steady_connections, self.cfg.steady_seconds
             )
             out["of_commit_limit"] = out["enqueued_per_s"] / out["commit_limit_per_s"]
+            await admin_fetch(dsn, "TRUNCATE pgq.jobs")  # the bare run is verified alone
+            bare, bare_prod, _ = await self._worker_scenario(
+                system, dsn, rep, "steady-bare", [*args, "--bare"]
+            )
+            if bare.get("ok"):
+                out["bare_insert_per_s"] = bare_prod["enqueued"] / (
+                    bare_prod["t1"] - bare_prod["t0"]
+                )
+                out["of_bare_insert"] = out["enqueued_per_s"] / out["bare_insert_per_s"]
+            else:
+                out["ok"] = False
+                out["problems"] += [f"bare producers: {p}" for p in bare.get("problems", [])]
         return out
 
     async def _http(self, system, dsn, admin, rep) -> dict:
@@ -637,7 +649,13 @@ SUMMARY_KEYS = {
     "drain": ("jobs_per_s", "elapsed_s"),
     "sweep": ("jobs_per_s",),
     "latency": ("p50_ms", "p99_ms", "max_ms"),
-    "steady": ("enqueued_per_s", "consumed_per_s", "backlog", "commit_limit_per_s"),
+    "steady": (
+        "enqueued_per_s",
+        "consumed_per_s",
+        "backlog",
+        "commit_limit_per_s",
+        "bare_insert_per_s",
+    ),
     "http": ("ceiling_rps", "post_rps", "claim_complete_rps", "claim_complete_p99_ms"),
     "http-runner": ("jobs_per_s", "jobs_per_claim", "jobs_per_complete"),
     "scale": (),
@@ -834,6 +852,13 @@ METRICS = [
     ("steady", "consumed_per_s", "steady: consumed/s", True),
     ("steady", "commit_limit_per_s", "steady's limit: plain one-row INSERT commits/s", True),
     ("steady", "of_commit_limit", "steady enqueued / that limit", True),
+    (
+        "steady",
+        "bare_insert_per_s",
+        "steady's limit with the runner consuming: plain INSERTs into pgq.jobs/s",
+        True,
+    ),
+    ("steady", "of_bare_insert", "steady enqueued / that limit", True),
     ("steady", "backlog", "steady: backlog at the end", False),
 ]
 
@@ -1129,7 +1154,11 @@ METHOD = """
   finishes the backlog so the run can be verified. pgq's limit, measured right after in the
   same database with the runner stopped: the same producer connections committing one plain
   `INSERT` of a (type, args) row each for the same time into an empty twin of `pgq.jobs`
-  (same columns, defaults and indexes; no triggers, CHECKs or validation).
+  (same columns, defaults and indexes; no triggers, CHECKs or validation). And its limit
+  with the consumer: a fresh runner again, the same producer connections each committing one
+  plain `INSERT INTO pgq.jobs (type, args)` on a bare asyncpg connection (no `pgq.Client`,
+  no `pgq.enqueue`), verified like the run itself. On a machine whose cores the producers,
+  the runner and Postgres share, this is what any enqueue API could reach here.
 - **HTTP-mode runner** (pgq only). N no-op jobs enqueued, a `CHECKPOINT`, one
   `pgq coordinator` process, then the drain above with its runner working through the
   coordinator (`HttpSource`, as `pgq runner --coordinator URL` does); in each repetition the

@@ -16,8 +16,9 @@ the small CLI the orchestrator (benchmarks/run.py) drives:
         ran, writes {job index: handler start (CLOCK_MONOTONIC)} to FILE, verifies
     adapter.py produce-latency DSN --count K --interval S
         K single enqueues S seconds apart; stamps time.monotonic() after each commit
-    adapter.py produce-steady DSN --connections P --seconds T
-        P producers, each on its own connection, one job per transaction for T s
+    adapter.py produce-steady DSN --connections P --seconds T [--bare]
+        P producers, each on its own connection, one job per transaction for T s;
+        with --bare, each a plain INSERT on a bare connection (System.bare_producer)
 
 Every command prints exactly one JSON object on its last stdout line.
 Handler start times and commit stamps are time.monotonic(), which on Linux is
@@ -92,6 +93,12 @@ class System(abc.ABC):
     @abc.abstractmethod
     def producer(self, dsn: str) -> contextlib.AbstractAsyncContextManager[EnqueueOne]:
         """An open client on one connection: `await enqueue_one(i)` commits one job."""
+
+    def bare_producer(self, dsn: str) -> contextlib.AbstractAsyncContextManager[EnqueueOne]:
+        """Like ``producer``, but one plain INSERT into the system's jobs table on a bare
+        connection: no client library, no enqueue function (``produce-steady --bare``, the
+        steady scenario's limit: what producers could reach against this consumer)."""
+        raise NotImplementedError(f"{self.name} has no bare producer")
 
     @abc.abstractmethod
     async def run_worker(
@@ -287,7 +294,8 @@ async def cmd_produce_steady(system: System, a: argparse.Namespace) -> dict:
     counter = itertools.count()
     counts = [0] * a.connections
     async with contextlib.AsyncExitStack() as stack:
-        enqueuers = [await stack.enter_async_context(system.producer(a.dsn)) for _ in counts]
+        make = system.bare_producer if a.bare else system.producer
+        enqueuers = [await stack.enter_async_context(make(a.dsn)) for _ in counts]
         t0 = time.monotonic()
         deadline = t0 + a.seconds
 
@@ -338,6 +346,7 @@ def main(system: System) -> None:
     s.add_argument("dsn")
     s.add_argument("--connections", type=int, default=4)
     s.add_argument("--seconds", type=float, default=20)
+    s.add_argument("--bare", action="store_true", help="plain INSERTs (System.bare_producer)")
     a = p.parse_args()
     if getattr(a, "coordinator", None):
         if not system.http_runner:

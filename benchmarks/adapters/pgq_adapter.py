@@ -14,6 +14,7 @@ from importlib.metadata import PackageNotFoundError, version
 # by default (procrastinate has no handler configured, PgQueuer logs at DEBUG).
 os.environ.setdefault("PGQ_LOG_LEVEL", "warning")
 
+import asyncpg
 from _harness import System, main
 
 import pgq
@@ -52,6 +53,21 @@ class Pgq(System):
                 await client.enqueue("NOOP", {"i": i})
 
             yield enqueue_one
+
+    @contextlib.asynccontextmanager
+    async def bare_producer(self, dsn: str):
+        conn = await asyncpg.connect(dsn)
+        try:
+
+            async def insert_one(i: int) -> None:
+                await conn.execute(
+                    "INSERT INTO pgq.jobs (type, args) VALUES ('NOOP', $1::text::jsonb)",
+                    f'{{"i": {i}}}',
+                )
+
+            yield insert_one
+        finally:
+            await conn.close()
 
     async def run_worker(self, dsn, concurrency, hook, stop) -> None:
         runner = pgq.Runner(dsn=dsn, queues=("default",), concurrency=concurrency)
