@@ -20,6 +20,11 @@
 --              themselves (_announce_succeeded), running ones by pgq.claim (only while a
 --              session is registered with pgq.watch_events, 0007), the others by the
 --              triggers.
+-- pgq_cancel   the same payload, only for a running job that was cancelled: what a runner
+--              must act on at once (stop the handler). Runners LISTEN here rather than on
+--              pgq_events, which carries every completion of every runner: each runner
+--              would receive and discard them all (~3-4 µs of Python each, so N runners
+--              pay N times the whole cluster's completion rate).
 --
 -- Why the UPDATE and INSERT triggers are row triggers with a WHEN clause: declaring
 -- transition tables makes Postgres copy every row of every statement (claims, heartbeats
@@ -87,16 +92,23 @@ CREATE TRIGGER _500_notify_insert
 -- heartbeats and completions never call it). Leaves a pgq_<queue> notification (payload
 -- '') for a row that entered queued, which Postgres folds into one per queue per
 -- transaction, and for every such row a pgq_events notification {"id", "status", "queue",
--- "type"} (a retry, a backoff, a release, a replay: GET /events shows every change). Jobs that succeeded are announced by pgq.complete and
--- pgq.complete_many, the only transitions into succeeded. Raises nothing.
+-- "type"} (a retry, a backoff, a release, a replay: GET /events shows every change), sent
+-- on pgq_cancel too when a running job was cancelled. Jobs that succeeded are announced by
+-- pgq.complete and pgq.complete_many, the only transitions into succeeded. Raises nothing.
 CREATE FUNCTION pgq._notify_update() RETURNS trigger
 LANGUAGE plpgsql AS $$
+DECLARE
+    event text;
 BEGIN
     IF NEW.status = 'queued' THEN
         PERFORM pg_notify('pgq_' || NEW.queue, '');
     END IF;
-    PERFORM pg_notify('pgq_events', json_build_object(
-                'id', NEW.id, 'status', NEW.status, 'queue', NEW.queue, 'type', NEW.type)::text);
+    event := json_build_object(
+                'id', NEW.id, 'status', NEW.status, 'queue', NEW.queue, 'type', NEW.type)::text;
+    PERFORM pg_notify('pgq_events', event);
+    IF NEW.status = 'cancelled' AND OLD.status = 'running' THEN
+        PERFORM pg_notify('pgq_cancel', event);
+    END IF;
     RETURN NULL;
 END
 $$;
@@ -105,8 +117,9 @@ changed to queued, dead or cancelled (its WHEN clause lets no other row through:
 heartbeats and completions never call it). Leaves a pgq_<queue> notification (payload
 '') for a row that entered queued, which Postgres folds into one per queue per
 transaction, and for every such row a pgq_events notification {"id", "status", "queue",
-"type"} (a retry, a backoff, a release, a replay: GET /events shows every change). Jobs that succeeded are announced by pgq.complete and
-pgq.complete_many, the only transitions into succeeded. Raises nothing.$$;
+"type"} (a retry, a backoff, a release, a replay: GET /events shows every change), sent
+on pgq_cancel too when a running job was cancelled. Jobs that succeeded are announced by
+pgq.complete and pgq.complete_many, the only transitions into succeeded. Raises nothing.$$;
 
 CREATE TRIGGER _500_notify_update
     AFTER UPDATE ON pgq.jobs

@@ -1001,12 +1001,18 @@ back by the limit claims at once.';
 CREATE FUNCTION pgq._notify_update() RETURNS trigger
     LANGUAGE plpgsql
     AS $$
+DECLARE
+    event text;
 BEGIN
     IF NEW.status = 'queued' THEN
         PERFORM pg_notify('pgq_' || NEW.queue, '');
     END IF;
-    PERFORM pg_notify('pgq_events', json_build_object(
-                'id', NEW.id, 'status', NEW.status, 'queue', NEW.queue, 'type', NEW.type)::text);
+    event := json_build_object(
+                'id', NEW.id, 'status', NEW.status, 'queue', NEW.queue, 'type', NEW.type)::text;
+    PERFORM pg_notify('pgq_events', event);
+    IF NEW.status = 'cancelled' AND OLD.status = 'running' THEN
+        PERFORM pg_notify('pgq_cancel', event);
+    END IF;
     RETURN NULL;
 END
 $$;
@@ -1020,8 +1026,9 @@ changed to queued, dead or cancelled (its WHEN clause lets no other row through:
 heartbeats and completions never call it). Leaves a pgq_<queue> notification (payload
 '''') for a row that entered queued, which Postgres folds into one per queue per
 transaction, and for every such row a pgq_events notification {"id", "status", "queue",
-"type"} (a retry, a backoff, a release, a replay: GET /events shows every change). Jobs that succeeded are announced by pgq.complete and
-pgq.complete_many, the only transitions into succeeded. Raises nothing.';
+"type"} (a retry, a backoff, a release, a replay: GET /events shows every change), sent
+on pgq_cancel too when a running job was cancelled. Jobs that succeeded are announced by
+pgq.complete and pgq.complete_many, the only transitions into succeeded. Raises nothing.';
 
 --
 -- Name: _pick_by_key(text, integer, integer, text[]); Type: FUNCTION; Schema: pgq; Owner: -

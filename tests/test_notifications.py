@@ -25,7 +25,8 @@ from .zoo import ME, Inbox, event
 
 WAKE = "pgq_default"
 EVENTS = "pgq_events"
-CHANNELS = (WAKE, "pgq_q1", "pgq_q2", EVENTS)
+CANCEL = "pgq_cancel"
+CHANNELS = (WAKE, "pgq_q1", "pgq_q2", EVENTS, CANCEL)
 
 
 QUEUES = ["default", "q1", "q2"]
@@ -167,8 +168,17 @@ async def test_events_for_every_terminal_transition(inbox: Inbox, conn: asyncpg.
     assert orphan.status == "dead"
 
     received = await inbox.drain(conn, CHANNELS)
-    assert all(channel == EVENTS for channel, _ in received)
-    payloads = [event(p) for _, p in received]
+    assert {channel for channel, _ in received} == {EVENTS, CANCEL}
+    payloads = [event(p) for channel, p in received if channel == EVENTS]
+    # runners listen for this one only: a handler to stop now, not every completion
+    assert [event(p) for channel, p in received if channel == CANCEL] == [
+        {
+            "id": jobs["running_cancelled"].id,
+            "status": "cancelled",
+            "queue": "q1",
+            "type": "RUNNING_CANCELLED",
+        }
+    ]
     for payload in payloads:
         assert set(payload) == {"id", "status", "queue", "type"}
     assert payloads == [

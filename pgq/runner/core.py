@@ -26,7 +26,7 @@ coordinator's HTTP API (the package ``pgq.runner``):
     the source on PostgreSQL: wake-ups (LISTEN on the shared self-healing ``Listener``),
     ``pgq.claim``, ``pgq.complete_many`` in batches, ``pgq.fail``, ``pgq.heartbeat``, the
     lease sweep (``pgq.expire_leases`` / ``pgq.next_due``) and cancellation notices from
-    ``pgq_events``.
+    ``pgq_cancel``.
 ``HttpSource`` (``http.py``)
     the same protocol over the coordinator's ``POST /jobs/claim`` (long poll),
     ``/heartbeat`` and ``/complete``; used by ``pgq runner --coordinator URL``.

@@ -27,7 +27,7 @@ from ..jobs import Job
 from ..listener import Listener
 from ..logs import log_event
 from ..schedule_timer import ScheduleTimer
-from ..waiting import EVENTS_CHANNEL, IdleWait
+from ..waiting import IdleWait
 from .source import RunnerHooks
 from .sweep import LeaseSweeper
 from .transaction import DatabaseTransaction
@@ -35,6 +35,10 @@ from .transaction import DatabaseTransaction
 __all__ = ["DatabaseSource"]
 
 log = logging.getLogger("pgq.runner")
+
+#: Where a running job's cancellation is announced (its pgq_events payload): a handler must
+#: stop at once. Not pgq_events itself, which carries every completion of every runner.
+CANCEL_CHANNEL = "pgq_cancel"
 
 #: Longest a single pgq function call may take before the runner treats the connection as
 #: broken (calls take milliseconds; a row lock held by a long transaction could hold one).
@@ -163,7 +167,7 @@ class DatabaseSource:
         listener = Listener(self._dsn)
         for queue in hooks.queues:
             listener.subscribe(f"pgq_{queue}", self._on_queue)
-        listener.subscribe(EVENTS_CHANNEL, self._on_event)
+        listener.subscribe(CANCEL_CHANNEL, self._on_cancel)
         listener.on_connect(self._on_connect)
         self._listener = listener
         self._doorbell = Doorbell(self._pool, listener)
@@ -236,14 +240,9 @@ class DatabaseSource:
     def _on_queue(self, _channel: str, _payload: str) -> None:
         self._wake.set()
 
-    def _on_event(self, _channel: str, payload: str) -> None:
+    def _on_cancel(self, _channel: str, payload: str) -> None:
         hooks = self._hooks
         if hooks is None:
-            return
-        if "cancelled" not in payload:
-            # Only a cancellation needs the handler stopped now; a job of ours that went
-            # dead or succeeded elsewhere (its lease ran out) is caught by the fencing of
-            # its heartbeat and final write. Most events are other jobs' completions.
             return
         try:
             event = orjson.loads(payload)
@@ -252,7 +251,7 @@ class DatabaseSource:
             log_event(
                 log,
                 "runner.bad_payload",
-                f"unreadable pgq_events payload: {payload[:200]!r}",
+                f"unreadable {CANCEL_CHANNEL} payload: {payload[:200]!r}",
                 level=logging.WARNING,
             )
             return
