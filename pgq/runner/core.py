@@ -19,6 +19,8 @@ coordinator's HTTP API (the package ``pgq.runner``):
 ``Executor`` (``executor.py``)
     one task per held job: the handler, its timeout and heartbeats, cancellation, and the
     outcome written through the source.
+``ClaimedAhead`` (``ahead.py``)
+    the jobs claimed beyond the free slots, not started yet, and how many to claim so.
 ``JobSource`` / ``RunnerHooks`` (``source.py``)
     the seam: where jobs come from and where outcomes go, and what a source may ask of
     the runner.
@@ -36,9 +38,9 @@ The claim loop (``Runner._claim_loop``, one task) is in one of these modes:
   claiming     some slots are free and work may be waiting (at start, after a claim that
                filled every slot it asked for, after a wake-up): one ``claim(free +
                ahead)`` call takes the free slots' jobs, each started as its own task, plus
-               ``ahead`` more kept in claim order and started as slots free (``_ahead``:
-               the jobs expected to finish during one claim round trip, at most the
-               concurrency; none for handlers longer than a round trip). So with short
+               ``ahead`` more kept in claim order and started as slots free
+               (``ahead.py``: the jobs expected to finish during one claim round trip, at
+               most the concurrency; none for handlers longer than a round trip). So with short
                handlers the next batch is there when the slots free, rather than the slots
                idling for every claim's commit.
   full         every slot is busy or promised to a job claimed ahead: wait until a
@@ -66,7 +68,6 @@ import os
 import secrets
 import socket
 import time
-from collections import deque
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from typing import Any, TypeVar
 
@@ -75,9 +76,9 @@ from ..aio import stop_task
 from ..backoff import Backoff, reconnecting
 from ..config import database_url
 from ..errors import DatabaseUnavailable, PgqError
-from ..jobs import Job
 from ..logs import log_event
 from ..schedules import ScheduleSpec
+from .ahead import ClaimedAhead
 from .database import DatabaseSource
 from .executor import Executor, Handler, HandlerFn
 from .outcome import Outcome
@@ -146,12 +147,7 @@ class Runner:
         self._running = False
         self._stop_requested_at: float | None = None
         self._jobs = Executor(self._worker_id, self._on_slot_freed)
-        #: claimed ahead, not started yet, in claim order: (job, loop time the claim was
-        #: sent); ``_ready_held`` says which are still ours (job id → attempt)
-        self._ready: deque[tuple[Job, float]] = deque()
-        self._ready_held: dict[int, int] = {}
-        #: moving average of the round trip of claims that came back full (seconds)
-        self._claim_rtt: float | None = None
+        self._ahead = ClaimedAhead()
 
     # -- configuration ----------------------------------------------------------------
 
@@ -281,7 +277,7 @@ class Runner:
         return dict(self._jobs.held)
 
     def job_gone(self, job_id: int, status: str | None) -> None:
-        attempt = self._ready_held.pop(job_id, None)
+        attempt = self._ahead.forget(job_id)
         if attempt is not None:  # claimed ahead, not started: simply never start it
             if self._jobs.held.get(job_id) == attempt:
                 del self._jobs.held[job_id]
@@ -315,7 +311,7 @@ class Runner:
             "job_types": list(self._handlers),
             "concurrency": self._concurrency,
             "running_jobs": len(self._jobs.active),
-            "claimed_ahead": len(self._ready_held),
+            "claimed_ahead": len(self._ahead),
             "counts": dict(self.counts),
             "source": self._source.health() if self._source is not None else None,
         }
@@ -391,8 +387,7 @@ class Runner:
                 await source.close()
             finally:
                 self._running = False
-                self._ready.clear()  # only left behind by a claim loop that crashed
-                self._ready_held.clear()
+                self._ahead.clear()  # only left behind by a claim loop that crashed
                 self._source = self._jobs.source = None
                 if self._jobs.threads is not None:
                     self._jobs.threads.close()
@@ -440,7 +435,7 @@ class Runner:
         errors = Backoff(ERROR_RETRY, ERROR_RETRY)
         while not self._stop_event.is_set():
             try:
-                free = self._concurrency - len(self._jobs.active) - len(self._ready_held)
+                free = self._concurrency - len(self._jobs.active) - len(self._ahead)
                 if free <= 0:
                     self._slot_freed.clear()
                     await self._slot_freed.wait()
@@ -451,7 +446,8 @@ class Runner:
                     continue
                 # A reconnect from here on cuts the backoff after a failed claim short.
                 self._reconnected.clear()
-                want = min(free + self._ahead(), source.max_claim)
+                extra = self._ahead.extra(self._concurrency, self._jobs.mean_run)
+                want = min(free + extra, source.max_claim)
                 sent = loop.time()
                 jobs = await source.claim(want)
             except DatabaseUnavailable as exc:
@@ -479,39 +475,23 @@ class Runner:
                 continue
             backoff.reset()
             more = len(jobs) >= want
-            if more:  # a short claim may have waited for work (a long poll): not a round trip
-                rtt, took = self._claim_rtt, loop.time() - sent
-                self._claim_rtt = took if rtt is None else rtt + (took - rtt) * 0.2
+            if more:
+                self._ahead.observe_round_trip(loop.time() - sent)
             for job in jobs:
                 self._jobs.hold(job)
-                self._ready_held[job.id] = job.attempt
-                self._ready.append((job, sent))
+                self._ahead.add(job, sent)
             self._start_ready()
-
-    def _ahead(self) -> int:
-        """How many jobs to claim beyond the free slots: those expected to finish while
-        the claim is in flight (concurrency × claim round trip ÷ mean handler run), so
-        that with short handlers the next batch is there when the slots free, instead of
-        the slots idling for a round trip. At most one batch (the concurrency): the
-        runner never holds more than twice its concurrency. Long handlers get none, so
-        a job claimed ahead waits about one round trip, not a handler's run, before it
-        starts (its lease runs from the claim)."""
-        rtt, run = self._claim_rtt, self._jobs.mean_run
-        if rtt is None or run is None:
-            return 0
-        return min(self._concurrency, int(self._concurrency * rtt / max(run, 1e-6)))
 
     def _start_ready(self) -> None:
         """Start jobs claimed ahead, in claim order, while slots are free. One that waited
         for a slot through two thirds of its lease is released instead: its lease could
         run out before its first heartbeat landed, and another runner would run it too."""
-        ready, held = self._ready, self._ready_held
         now = -1.0
-        while ready and len(self._jobs.active) < self._concurrency:
-            job, sent = ready.popleft()
-            if held.get(job.id) != job.attempt:
-                continue  # gone while it waited (cancelled, lease lost): job_gone
-            del held[job.id]
+        while len(self._jobs.active) < self._concurrency:
+            entry = self._ahead.next()  # skips the jobs gone while they waited (job_gone)
+            if entry is None:
+                return
+            job, sent = entry
             if now < 0:
                 now = asyncio.get_running_loop().time()
             if now - sent > job.timeout_seconds * 1.25 * 2 / 3:
@@ -522,18 +502,16 @@ class Runner:
     def _on_slot_freed(self) -> None:
         """A handler ended: start the next job claimed ahead, or else wake the claim loop.
         (Not both: a wake-up per job that finds no free slot measured ~15 µs of CPU a job.)"""
-        if self._ready and not self._stop_event.is_set():
+        if self._ahead.waiting and not self._stop_event.is_set():
             self._start_ready()
-            if self._ready_held:
+            if self._ahead:
                 return  # the slot went to a job claimed ahead: nothing to claim yet
         self._slot_freed.set()
 
     def _give_back_ready(self) -> None:
         """Stopping: release the jobs claimed ahead that never started."""
-        while self._ready:
-            job, _sent = self._ready.popleft()
-            if self._ready_held.pop(job.id, None) == job.attempt:
-                self._jobs.give_back(job, "the runner stopped before the job started")
+        for job in self._ahead.take_all():
+            self._jobs.give_back(job, "the runner stopped before the job started")
 
     async def _backoff_sleep(self, delay: float) -> None:
         """Sleep ``delay`` seconds, or less if the source reconnects meanwhile."""
