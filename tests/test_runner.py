@@ -711,7 +711,7 @@ async def test_stop_releases_the_jobs_claimed_ahead_that_never_started(
     source, dsn, client, conn
 ) -> None:
     runner = make_runner(dsn, concurrency=2, grace=0.2)
-    runner._ahead = lambda: 2  # type: ignore[method-assign]  # as after short handlers
+    runner._ahead.extra = lambda *_: 2  # type: ignore[method-assign]  # as after short handlers
     started: list[int] = []
 
     @runner.handler("W")
@@ -739,7 +739,7 @@ async def test_a_job_claimed_ahead_that_waited_most_of_its_lease_is_released(
     """Its lease runs from the claim: one that waited two thirds of it for a slot is
     handed back (and claimed afresh) rather than run on a lease about to run out."""
     runner = make_runner(dsn, concurrency=1)
-    runner._ahead = lambda: 1  # type: ignore[method-assign]
+    runner._ahead.extra = lambda *_: 1  # type: ignore[method-assign]
     ran: list[tuple[str, int]] = []
 
     @runner.handler("W")
