@@ -80,11 +80,7 @@ class ClaimedAhead:
 
     def take_all(self) -> list[Job]:
         """Every job still ours, in claim order, none kept any more (stopping)."""
-        jobs = []
-        while (entry := self.next()) is not None:
-            jobs.append(entry[0])
-        self._queue.clear()
-        return jobs
+        return [job for job, _sent in iter(self.next, None)]
 
     def clear(self) -> None:
         self._queue.clear()
